@@ -1,0 +1,869 @@
+/**
+ * The embedded broker: Kafka's semantics in-process, and Partita's default transport.
+ *
+ * Topics are partitioned append-only logs; keyed records are placed by Kafka's own partitioner,
+ * so a key lands in the same partition number here and on a real cluster. Consumer groups
+ * join, leave, expire and rebalance eagerly (range or round-robin assignment); offsets are
+ * committed with metadata; transactions write to the logs at once and become visible to
+ * read-committed consumers on commit, together with the offsets they carry. Retention is by
+ * record count.
+ *
+ * All state lives in the layer's scope: two layers are two independent brokers. Time comes from
+ * Effect's `Clock`, so `TestClock` drives session expiry, retries and injected delays.
+ *
+ * `MemoryBroker`, provided by the same layer, is the test control panel (franz-go's `kfake` is
+ * the model): fail or delay the next N calls of an operation, force a rebalance, list members.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { MemoryTransport, Transport } from "partita"
+ *
+ * const program = Effect.gen(function*() {
+ *   const transport = yield* Transport.Transport
+ *   yield* transport.createTopic({ topic: "greetings", partitions: 3 })
+ *   yield* transport.send([{ topic: "greetings", key: null, value: new TextEncoder().encode("hi") }])
+ * }).pipe(Effect.provide(MemoryTransport.layer()))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Schedule, Semaphore, Stream } from "effect"
+import { partitionForKey } from "./internal/partitioner.ts"
+import {
+  type Acks,
+  type CommittedOffset,
+  type ConsumerRecord,
+  type GroupEvent,
+  type OffsetCommit,
+  type PartitionClaim,
+  type ProducerRecord,
+  type RecordMetadata,
+  type SubscribeOptions,
+  type Subscription,
+  type TopicDescription,
+  type TopicPartition,
+  type TopicSpec,
+  type Transaction,
+  type TransactionalProducer,
+  Transport,
+} from "./Transport.ts"
+import * as TransportError from "./TransportError.ts"
+
+/**
+ * The operations faults can be injected into.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Operation =
+  | "send"
+  | "fetch"
+  | "commit"
+  | "subscribe"
+  | "heartbeat"
+  | "createTopic"
+  | "describeTopic"
+  | "transaction"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface FaultOptions {
+  /** How many calls it affects. Default 1; `Infinity` keeps firing. */
+  readonly times?: number | undefined
+}
+
+/**
+ * The memory broker's control panel for tests.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class MemoryBroker extends Context.Service<MemoryBroker, {
+  /** The next `times` calls of `operation` fail with `code` (retriable or not, as Kafka says). */
+  readonly failNext: (
+    operation: Operation,
+    code: TransportError.KafkaErrorName,
+    options?: FaultOptions,
+  ) => Effect.Effect<void>
+  /** The next `times` calls of `operation` wait `delay` (on the `Clock`) before running. */
+  readonly delayNext: (operation: Operation, delay: Duration.Input, options?: FaultOptions) => Effect.Effect<void>
+  /** How many times `operation` was called, failed calls and internal retries included. */
+  readonly calls: (operation: Operation) => Effect.Effect<number>
+  /** Makes every member of the group give up its partitions and get a fresh assignment. */
+  readonly rebalance: (group: string) => Effect.Effect<void>
+  /** The group's member ids, sorted. */
+  readonly members: (group: string) => Effect.Effect<ReadonlyArray<string>>
+}>()("partita/MemoryBroker") {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Topics created when the broker starts. */
+  readonly topics?: ReadonlyArray<TopicSpec> | undefined
+  /** Keep at most this many records per partition (oldest dropped first). Default: unbounded. */
+  readonly retentionRecords?: number | undefined
+  /** The largest record (key + value + headers) accepted, in bytes. Default 1 MiB, as Kafka. */
+  readonly maxRecordBytes?: number | undefined
+  /** How `send` and `commit` retry retriable errors before surfacing them. */
+  readonly retry?: Schedule.Schedule<unknown, TransportError.TransportError> | undefined
+  /** How partitions are spread over a group's members. Default `range`, as Kafka's Java client. */
+  readonly assignor?: "range" | "round-robin" | undefined
+}
+
+/**
+ * The defaults of {@link Options}.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  maxRecordBytes: 1_048_588,
+  retry: Schedule.max([Schedule.exponential("50 millis"), Schedule.recurs(5)]),
+  assignor: "range" as const,
+  maxBatchSize: 500,
+  sessionTimeout: Duration.seconds(30),
+  heartbeatInterval: Duration.seconds(3),
+  rebalanceTimeout: Duration.seconds(60),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+
+interface Txn {
+  state: "open" | "committed" | "aborted"
+}
+
+interface Entry {
+  readonly record: ConsumerRecord
+  readonly txn: Txn | undefined
+  /** A transaction marker: takes an offset, is never delivered. */
+  readonly control: boolean
+}
+
+/** Wakes every fiber waiting on it, then re-arms. */
+class Signal {
+  private deferred = Deferred.makeUnsafe<void>()
+  get wait(): Effect.Effect<void> {
+    return Deferred.await(this.deferred)
+  }
+  notify(): void {
+    const fired = this.deferred
+    this.deferred = Deferred.makeUnsafe<void>()
+    Deferred.doneUnsafe(fired, Exit.void)
+  }
+}
+
+class PartitionLog {
+  /** `entries[head + (offset - start)]` is the entry at `offset`; `head` grows as retention trims. */
+  private entries: Array<Entry> = []
+  private head = 0
+  start = 0
+  next = 0
+  /** First offset of each open transaction with records here: the last stable offset is their minimum. */
+  readonly openTransactions = new Map<Txn, number>()
+  readonly changed = new Signal()
+
+  constructor(readonly topic: string, readonly partition: number) {}
+
+  append(entry: Omit<Entry, "record"> & { readonly record: Omit<ConsumerRecord, "offset"> }, retention: number): number {
+    const offset = this.next++
+    this.entries.push({ ...entry, record: { ...entry.record, offset } })
+    if (entry.txn !== undefined && !this.openTransactions.has(entry.txn)) this.openTransactions.set(entry.txn, offset)
+    const excess = this.next - this.start - retention
+    if (excess > 0) {
+      this.head += excess
+      this.start += excess
+      if (this.head > 1024 && this.head * 2 > this.entries.length) {
+        this.entries = this.entries.slice(this.head)
+        this.head = 0
+      }
+    }
+    return offset
+  }
+
+  lastStableOffset(): number {
+    let stable = this.next
+    for (const first of this.openTransactions.values()) stable = Math.min(stable, first)
+    return stable
+  }
+
+  /** Up to `max` deliverable records from `from`, and the position after what was scanned. */
+  read(from: number, max: number, committedOnly: boolean): { records: Array<ConsumerRecord>; position: number } {
+    const limit = committedOnly ? this.lastStableOffset() : this.next
+    const records: Array<ConsumerRecord> = []
+    let position = from
+    while (position < limit && records.length < max) {
+      const entry = this.entries[this.head + position - this.start]!
+      position++
+      if (entry.control || (committedOnly && entry.txn?.state === "aborted")) continue
+      records.push(entry.record)
+    }
+    return { records, position }
+  }
+}
+
+interface Topic {
+  readonly name: string
+  readonly partitions: ReadonlyArray<PartitionLog>
+  readonly config: Readonly<Record<string, string>>
+  roundRobin: number
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups
+
+interface Claim {
+  readonly log: PartitionLog
+  position: number
+  paused: boolean
+  ended: boolean
+}
+
+interface Member {
+  readonly id: string
+  readonly options: SubscribeOptions
+  readonly events: Queue.Queue<GroupEvent, TransportError.TransportError | Cause.Done>
+  readonly claims: Map<string, Claim>
+  lastHeartbeat: number
+  inGroup: boolean
+}
+
+interface Group {
+  readonly id: string
+  readonly members: Map<string, Member>
+  readonly offsets: Map<string, CommittedOffset>
+  /** Membership changes and rebalances run one at a time. */
+  readonly lock: Semaphore.Semaphore
+  generation: number
+  nextMemberId: number
+}
+
+const keyOf = (tp: TopicPartition): string => `${tp.topic}/${tp.partition}`
+
+const byteLength = (record: ProducerRecord): number =>
+  (record.key?.length ?? 0) + (record.value?.length ?? 0) +
+  (record.headers ?? []).reduce((sum, header) => sum + header.key.length + (header.value?.length ?? 0), 0)
+
+/**
+ * Assigns `partitions` to `members` (sorted by id), as Kafka's range and round-robin assignors do.
+ */
+const assign = (
+  assignor: "range" | "round-robin",
+  members: ReadonlyArray<Member>,
+  topics: ReadonlyMap<string, Topic>,
+): Map<string, Array<TopicPartition>> => {
+  const result = new Map(members.map((member) => [member.id, [] as Array<TopicPartition>]))
+  const subscribed = new Set(members.flatMap((member) => member.options.topics))
+  const names = [...subscribed].filter((name) => topics.has(name)).sort()
+  if (assignor === "range") {
+    for (const name of names) {
+      const consumers = members.filter((member) => member.options.topics.includes(name))
+      const count = topics.get(name)!.partitions.length
+      const per = Math.floor(count / consumers.length)
+      const extra = count % consumers.length
+      let partition = 0
+      consumers.forEach((member, index) => {
+        const take = per + (index < extra ? 1 : 0)
+        for (let i = 0; i < take; i++) result.get(member.id)!.push({ topic: name, partition: partition++ })
+      })
+    }
+    return result
+  }
+  let turn = 0
+  for (const name of names) {
+    for (let partition = 0; partition < topics.get(name)!.partitions.length; partition++) {
+      // The next member, in turn, that subscribes to this topic.
+      for (let tried = 0; tried < members.length; tried++) {
+        const member = members[turn++ % members.length]!
+        if (member.options.topics.includes(name)) {
+          result.get(member.id)!.push({ topic: name, partition })
+          break
+        }
+      }
+    }
+  }
+  return result
+}
+
+// ---------------------------------------------------------------------------------------------
+// The broker
+
+interface Fault {
+  readonly error: TransportError.KafkaErrorName | undefined
+  readonly delay: Duration.Duration | undefined
+  remaining: number
+}
+
+/**
+ * Builds an embedded broker in the current scope and returns its two faces.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = Effect.fnUntraced(function*(options: Options = {}) {
+  const brokerScope = yield* Effect.scope
+  const retention = options.retentionRecords ?? Number.POSITIVE_INFINITY
+  const maxRecordBytes = options.maxRecordBytes ?? defaults.maxRecordBytes
+  const retry = options.retry ?? defaults.retry
+  const assignor = options.assignor ?? defaults.assignor
+
+  const topics = new Map<string, Topic>()
+  const groups = new Map<string, Group>()
+  const producerEpochs = new Map<string, { epoch: number; open: Transaction | undefined }>()
+  const faults = new Map<Operation, Array<Fault>>()
+  const callCounts = new Map<Operation, number>()
+
+  /** Counts the call, then applies the first pending fault for the operation, if any. */
+  const enter = (operation: Operation): Effect.Effect<void, TransportError.TransportError> =>
+    Effect.suspend(() => {
+      callCounts.set(operation, (callCounts.get(operation) ?? 0) + 1)
+      const pending = faults.get(operation)
+      const fault = pending?.[0]
+      if (fault === undefined) return Effect.void
+      if (--fault.remaining <= 0) pending!.shift()
+      const failure = fault.error === undefined
+        ? Effect.void
+        : Effect.fail(TransportError.make(fault.error, operation, `Injected ${fault.error} into ${operation}`))
+      return fault.delay === undefined ? failure : Effect.andThen(Effect.sleep(fault.delay), failure)
+    })
+
+  const addFault = (operation: Operation, fault: Fault) =>
+    Effect.sync(() => {
+      const pending = faults.get(operation) ?? []
+      pending.push(fault)
+      faults.set(operation, pending)
+    })
+
+  const withRetry = <A>(effect: Effect.Effect<A, TransportError.TransportError>) =>
+    Effect.retry(effect, { schedule: retry, while: (error) => error.retriable })
+
+  const topicOrFail = (name: string, operation: string) => {
+    const topic = topics.get(name)
+    return topic === undefined
+      ? Effect.fail(TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", operation, `Topic "${name}" does not exist`))
+      : Effect.succeed(topic)
+  }
+
+  const createTopic = (spec: TopicSpec) =>
+    Effect.andThen(
+      enter("createTopic"),
+      Effect.suspend(() => {
+        if (topics.has(spec.topic)) {
+          return Effect.fail(
+            TransportError.make("TOPIC_ALREADY_EXISTS", "createTopic", `Topic "${spec.topic}" already exists`),
+          )
+        }
+        if (!Number.isInteger(spec.partitions) || spec.partitions < 1) {
+          return Effect.fail(
+            TransportError.make(
+              "INVALID_PARTITIONS",
+              "createTopic",
+              `Topic "${spec.topic}" needs a whole number of partitions of at least 1, got ${spec.partitions}`,
+            ),
+          )
+        }
+        if (!/^[a-zA-Z0-9._-]{1,249}$/.test(spec.topic) || spec.topic === "." || spec.topic === "..") {
+          return Effect.fail(
+            TransportError.make(
+              "INVALID_TOPIC_EXCEPTION",
+              "createTopic",
+              `Topic name "${spec.topic}" is not valid: use 1 to 249 of a-z, A-Z, 0-9, ".", "_" and "-"`,
+            ),
+          )
+        }
+        topics.set(spec.topic, {
+          name: spec.topic,
+          partitions: Array.from({ length: spec.partitions }, (_, partition) => new PartitionLog(spec.topic, partition)),
+          config: { ...spec.config },
+          roundRobin: 0,
+        })
+        return Effect.void
+      }),
+    )
+
+  const describeTopic = (name: string) =>
+    Effect.andThen(
+      enter("describeTopic"),
+      Effect.map(topicOrFail(name, "describeTopic"), (topic): TopicDescription => ({
+        topic: name,
+        partitions: topic.partitions.map((log) => ({
+          partition: log.partition,
+          logStartOffset: log.start,
+          highWatermark: log.next,
+        })),
+      })),
+    )
+
+  /** Checks every record before any is written, so a bad batch writes nothing. */
+  const placeAll = (records: ReadonlyArray<ProducerRecord>, operation: string) =>
+    Effect.suspend(() => {
+      const placed: Array<PartitionLog> = []
+      for (const record of records) {
+        const topic = topics.get(record.topic)
+        if (topic === undefined) {
+          return Effect.fail(
+            TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", operation, `Topic "${record.topic}" does not exist`),
+          )
+        }
+        const size = byteLength(record)
+        if (size > maxRecordBytes) {
+          return Effect.fail(
+            TransportError.make(
+              "MESSAGE_TOO_LARGE",
+              operation,
+              `Record for "${record.topic}" is ${size} bytes, over the limit of ${maxRecordBytes}`,
+            ),
+          )
+        }
+        const count = topic.partitions.length
+        const partition = record.partition ??
+          (record.key === null ? topic.roundRobin++ % count : partitionForKey(record.key, count))
+        const log = topic.partitions[partition]
+        if (log === undefined) {
+          return Effect.fail(
+            TransportError.make(
+              "UNKNOWN_TOPIC_OR_PARTITION",
+              operation,
+              `Partition ${partition} of "${record.topic}" does not exist (it has ${count})`,
+            ),
+          )
+        }
+        placed.push(log)
+      }
+      return Effect.succeed(placed)
+    })
+
+  const write = (records: ReadonlyArray<ProducerRecord>, txn: Txn | undefined, operation: string) =>
+    Effect.flatMap(placeAll(records, operation), (logs) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const touched = new Set<PartitionLog>()
+        const metadata = records.map((record, index): RecordMetadata => {
+          const log = logs[index]!
+          const timestamp = record.timestamp ?? now
+          const offset = log.append({
+            record: {
+              topic: record.topic,
+              partition: log.partition,
+              key: record.key,
+              value: record.value,
+              headers: record.headers ?? [],
+              timestamp,
+            },
+            txn,
+            control: false,
+          }, retention)
+          touched.add(log)
+          return { topic: record.topic, partition: log.partition, offset, timestamp }
+        })
+        for (const log of touched) log.changed.notify()
+        return metadata
+      }))
+
+  const send = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
+    withRetry(Effect.andThen(enter("send"), write(records, undefined, "send")))
+
+  // ---- consumer groups ------------------------------------------------------------------------
+
+  const groupFor = (id: string): Group => {
+    let group = groups.get(id)
+    if (group === undefined) {
+      group = {
+        id,
+        members: new Map(),
+        offsets: new Map(),
+        lock: Semaphore.makeUnsafe(1),
+        generation: 0,
+        nextMemberId: 1,
+      }
+      groups.set(id, group)
+    }
+    return group
+  }
+
+  const endClaims = (member: Member) => {
+    for (const claim of member.claims.values()) {
+      claim.ended = true
+      claim.log.changed.notify()
+    }
+  }
+
+  /** Takes a member out of the group: its streams end, its events end (or fail), its commits are refused. */
+  const remove = (group: Group, member: Member, failure: TransportError.TransportError | undefined) => {
+    if (!member.inGroup) return
+    member.inGroup = false
+    group.members.delete(member.id)
+    endClaims(member)
+    member.claims.clear()
+    if (failure === undefined) Queue.endUnsafe(member.events)
+    else Queue.failCauseUnsafe(member.events, Cause.fail(failure))
+  }
+
+  /**
+   * An eager rebalance: every member gives up everything, acknowledges, and gets a new assignment.
+   * Runs under the group lock.
+   */
+  const rebalance = (group: Group): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const revoking = [...group.members.values()].filter((member) => member.claims.size > 0)
+      const acknowledged = yield* Effect.forEach(revoking, (member) =>
+        Effect.gen(function*() {
+          const done = yield* Deferred.make<void>()
+          const partitions = [...member.claims.values()].map(({ log }) => ({
+            topic: log.topic,
+            partition: log.partition,
+          }))
+          endClaims(member)
+          Queue.offerUnsafe(member.events, { _tag: "Revoked", partitions, acknowledge: Deferred.succeed(done, void 0).pipe(Effect.asVoid) })
+          const timeout = member.options.rebalanceTimeout ?? defaults.rebalanceTimeout
+          return Deferred.await(done).pipe(
+            Effect.timeoutOption(timeout),
+            Effect.map((acked) => ({ member, acked: acked._tag === "Some" })),
+          )
+        }))
+      const outcomes = yield* Effect.all(acknowledged, { concurrency: "unbounded" })
+      for (const { member, acked } of outcomes) {
+        if (acked) member.claims.clear()
+        else {
+          remove(
+            group,
+            member,
+            TransportError.make(
+              "UNKNOWN_MEMBER_ID",
+              "subscribe",
+              `Member ${member.id} was removed from group "${group.id}": it did not acknowledge a revocation within the rebalance timeout`,
+            ),
+          )
+        }
+      }
+      group.generation++
+      const members = [...group.members.values()].sort((a, b) => a.id < b.id ? -1 : 1)
+      const plan = assign(assignor, members, topics)
+      for (const member of members) {
+        const claims = (plan.get(member.id) ?? []).map((tp): PartitionClaim => {
+          const log = topics.get(tp.topic)!.partitions[tp.partition]!
+          const committed = group.offsets.get(keyOf(tp))?.offset
+          const reset = member.options.reset === "latest" ? log.next : log.start
+          const claim: Claim = { log, position: committed ?? reset, paused: false, ended: false }
+          member.claims.set(keyOf(tp), claim)
+          return { ...tp, startOffset: claim.position, records: recordsOf(member, claim) }
+        })
+        Queue.offerUnsafe(member.events, { _tag: "Assigned", claims })
+      }
+    })
+
+  /** Queues a rebalance of the group; rebalances of one group run one after another. */
+  const startRebalance = (group: Group) =>
+    Effect.asVoid(Effect.forkIn(
+      group.lock.withPermits(1)(Effect.suspend(() => group.members.size > 0 ? rebalance(group) : Effect.void)),
+      brokerScope,
+    ))
+
+  const recordsOf = (member: Member, claim: Claim): Stream.Stream<ReadonlyArray<ConsumerRecord>, TransportError.TransportError> => {
+    const maxBatch = member.options.maxBatchSize ?? defaults.maxBatchSize
+    const committedOnly = member.options.isolation !== "read-uncommitted"
+    const pull: Effect.Effect<readonly [ReadonlyArray<ConsumerRecord>], TransportError.TransportError | Cause.Done> =
+      Effect.suspend(() => {
+        if (claim.ended) return Cause.done()
+        if (claim.paused) return Effect.andThen(claim.log.changed.wait, pull)
+        // Retention may have removed records this claim had not read yet: reset, as Kafka does.
+        if (claim.position < claim.log.start) {
+          claim.position = member.options.reset === "latest" ? claim.log.next : claim.log.start
+        }
+        const waitForMore = claim.log.changed.wait
+        const { records, position } = claim.log.read(claim.position, maxBatch, committedOnly)
+        claim.position = position
+        if (records.length === 0) return Effect.andThen(waitForMore, pull)
+        return Effect.succeed([records] as const)
+      })
+    // Retriable fetch errors are retried here, as a Kafka client does; the rest end the stream.
+    const fetch = enter("fetch").pipe(
+      Effect.retry({ schedule: retry, while: (error) => error.retriable }),
+      Effect.andThen(pull),
+    )
+    return Stream.fromPull(Effect.succeed(fetch))
+  }
+
+  const subscribe = (options: SubscribeOptions) =>
+    Effect.gen(function*() {
+      yield* withRetry(enter("subscribe"))
+      for (const name of options.topics) yield* topicOrFail(name, "subscribe")
+      const group = groupFor(options.group)
+      const events = yield* Queue.unbounded<GroupEvent, TransportError.TransportError | Cause.Done>()
+      const member: Member = {
+        id: `${options.clientId ?? "partita"}-${group.nextMemberId++}`,
+        options,
+        events,
+        claims: new Map(),
+        lastHeartbeat: yield* Clock.currentTimeMillis,
+        inGroup: true,
+      }
+      // Joining and leaving return at once; the rebalance they start runs in the broker's scope,
+      // as on a Kafka coordinator, so no caller waits on another member's acknowledgement.
+      group.members.set(member.id, member)
+      yield* startRebalance(group)
+      yield* Effect.addFinalizer(() =>
+        Effect.suspend(() => {
+          if (!member.inGroup) return Effect.void
+          remove(group, member, undefined)
+          return startRebalance(group)
+        })
+      )
+      yield* heartbeats(group, member)
+      return subscription(group, member)
+    })
+
+  /**
+   * Heartbeats on their own fiber, and the coordinator's session check: a member whose
+   * heartbeats stop (an injected fault stands for a hung process) is removed after the session
+   * timeout and the rest of the group rebalances.
+   */
+  const heartbeats = (group: Group, member: Member) => {
+    const interval = member.options.heartbeatInterval ?? defaults.heartbeatInterval
+    const session = Duration.toMillis(member.options.sessionTimeout ?? defaults.sessionTimeout)
+    const beat = enter("heartbeat").pipe(
+      Effect.andThen(Clock.currentTimeMillis),
+      Effect.map((now) => {
+        member.lastHeartbeat = now
+      }),
+      Effect.ignore,
+    )
+    const expire = Effect.suspend(() => {
+      if (!member.inGroup) return Effect.void
+      remove(
+        group,
+        member,
+        TransportError.make(
+          "UNKNOWN_MEMBER_ID",
+          "heartbeat",
+          `Member ${member.id} was removed from group "${group.id}": no heartbeat within the session timeout of ${session} ms`,
+        ),
+      )
+      return startRebalance(group)
+    })
+    const watch: Effect.Effect<void> = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const left = member.lastHeartbeat + session - now
+      if (left >= 0) {
+        yield* Effect.sleep(Duration.millis(left + 1))
+        return yield* watch
+      }
+      yield* expire
+    })
+    return Effect.all([
+      Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(interval), beat))),
+      Effect.forkScoped(watch),
+    ])
+  }
+
+  const owned = (member: Member, tp: TopicPartition, operation: string) => {
+    const claim = member.claims.get(keyOf(tp))
+    return claim === undefined || !member.inGroup
+      ? Effect.fail(
+        TransportError.make(
+          member.inGroup ? "ILLEGAL_GENERATION" : "UNKNOWN_MEMBER_ID",
+          operation,
+          `Member ${member.id} of group "${member.options.group}" does not hold ${keyOf(tp)}`,
+        ),
+      )
+      : Effect.succeed(claim)
+  }
+
+  const subscription = (group: Group, member: Member): Subscription => ({
+    group: group.id,
+    memberId: member.id,
+    events: Stream.fromQueue(member.events),
+    commit: (offsets) =>
+      withRetry(Effect.andThen(
+        enter("commit"),
+        Effect.forEach(offsets, (commit) =>
+          Effect.map(owned(member, commit, "commit"), () => {
+            group.offsets.set(keyOf(commit), {
+              topic: commit.topic,
+              partition: commit.partition,
+              offset: commit.offset,
+              metadata: commit.metadata ?? "",
+            })
+          }), { discard: true }),
+      )),
+    committed: (partitions) =>
+      Effect.sync(() =>
+        partitions.flatMap((tp) => {
+          const committed = group.offsets.get(keyOf(tp))
+          return committed === undefined ? [] : [committed]
+        })
+      ),
+    pause: (partitions) => setPaused(member, partitions, true),
+    resume: (partitions) => setPaused(member, partitions, false),
+    seek: (tp, offset) =>
+      Effect.map(owned(member, tp, "seek"), (claim) => {
+        claim.position = offset
+        claim.log.changed.notify()
+      }),
+  })
+
+  const setPaused = (member: Member, partitions: ReadonlyArray<TopicPartition>, paused: boolean) =>
+    Effect.sync(() => {
+      for (const tp of partitions) {
+        const claim = member.claims.get(keyOf(tp))
+        if (claim === undefined) continue
+        claim.paused = paused
+        claim.log.changed.notify()
+      }
+    })
+
+  // ---- transactions ---------------------------------------------------------------------------
+
+  const transactional = (transactionalId: string) =>
+    Effect.gen(function*() {
+      yield* withRetry(enter("transaction"))
+      const previous = producerEpochs.get(transactionalId)
+      // A new producer for the id fences the old one and aborts what it left open, as Kafka does.
+      if (previous?.open !== undefined) yield* Effect.ignore(previous.open.abort)
+      const epoch = (previous?.epoch ?? 0) + 1
+      const state = { epoch, open: undefined as Transaction | undefined }
+      producerEpochs.set(transactionalId, state)
+
+      const fenced = (operation: string) =>
+        Effect.suspend(() =>
+          producerEpochs.get(transactionalId) !== state
+            ? Effect.fail(
+              TransportError.make(
+                "PRODUCER_FENCED",
+                operation,
+                `Producer for transactional id "${transactionalId}" was fenced by a newer one`,
+              ),
+            )
+            : Effect.void
+        )
+
+      const begin = Effect.gen(function*() {
+        yield* fenced("begin")
+        yield* enter("transaction")
+        if (state.open !== undefined) {
+          return yield* Effect.fail(
+            TransportError.make(
+              "INVALID_TXN_STATE",
+              "begin",
+              `Transactional id "${transactionalId}" already has a transaction open`,
+            ),
+          )
+        }
+        const txn: Txn = { state: "open" }
+        const logs = new Set<PartitionLog>()
+        const offsets = new Map<string, Array<OffsetCommit>>()
+        const isOpen = (operation: string) =>
+          Effect.andThen(
+            fenced(operation),
+            Effect.suspend(() =>
+              txn.state === "open" ? Effect.void : Effect.fail(
+                TransportError.make("INVALID_TXN_STATE", operation, `The transaction was already ${txn.state}`),
+              )
+            ),
+          )
+        const finish = (outcome: "committed" | "aborted") =>
+          Effect.gen(function*() {
+            const now = yield* Clock.currentTimeMillis
+            txn.state = outcome
+            state.open = undefined
+            for (const log of logs) {
+              log.openTransactions.delete(txn)
+              log.append({
+                record: { topic: log.topic, partition: log.partition, key: null, value: null, headers: [], timestamp: now },
+                txn,
+                control: true,
+              }, retention)
+              log.changed.notify()
+            }
+            if (outcome === "committed") {
+              for (const [groupId, commits] of offsets) {
+                const group = groupFor(groupId)
+                for (const commit of commits) {
+                  group.offsets.set(keyOf(commit), {
+                    topic: commit.topic,
+                    partition: commit.partition,
+                    offset: commit.offset,
+                    metadata: commit.metadata ?? "",
+                  })
+                }
+              }
+            }
+          })
+        const transaction: Transaction = {
+          send: (records) =>
+            Effect.andThen(
+              isOpen("send"),
+              Effect.tap(write(records, txn, "send"), (metadata) =>
+                Effect.sync(() => {
+                  for (const { topic, partition } of metadata) logs.add(topics.get(topic)!.partitions[partition]!)
+                })),
+            ),
+          sendOffsets: (groupId, commits) =>
+            Effect.andThen(
+              isOpen("sendOffsets"),
+              Effect.sync(() => {
+                offsets.set(groupId, [...(offsets.get(groupId) ?? []), ...commits])
+              }),
+            ),
+          commit: Effect.andThen(isOpen("commit"), Effect.andThen(enter("transaction"), finish("committed"))),
+          // Aborting a fenced producer's transaction is what fencing already did: not an error.
+          abort: Effect.suspend(() => txn.state === "open" ? finish("aborted") : Effect.void),
+        }
+        state.open = transaction
+        return transaction
+      })
+
+      yield* Effect.addFinalizer(() =>
+        Effect.suspend(() => state.open === undefined ? Effect.void : Effect.ignore(state.open.abort))
+      )
+      return { transactionalId, begin } satisfies TransactionalProducer
+    })
+
+  for (const spec of options.topics ?? []) yield* Effect.orDie(createTopic(spec))
+
+  const transport = Transport.of({
+    name: "memory",
+    features: { transactions: true, faultInjection: true, clockDriven: true },
+    send,
+    subscribe,
+    transactional,
+    createTopic,
+    describeTopic,
+  })
+
+  const broker = MemoryBroker.of({
+    failNext: (operation, code, faultOptions) =>
+      addFault(operation, { error: code, delay: undefined, remaining: faultOptions?.times ?? 1 }),
+    delayNext: (operation, delay, faultOptions) =>
+      addFault(operation, {
+        error: undefined,
+        delay: Duration.fromInputUnsafe(delay),
+        remaining: faultOptions?.times ?? 1,
+      }),
+    calls: (operation) => Effect.sync(() => callCounts.get(operation) ?? 0),
+    rebalance: (groupId) =>
+      Effect.suspend(() => {
+        const group = groups.get(groupId)
+        return group === undefined ? Effect.void : group.lock.withPermits(1)(rebalance(group))
+      }),
+    members: (groupId) => Effect.sync(() => [...(groups.get(groupId)?.members.keys() ?? [])].sort()),
+  })
+
+  return { transport, broker }
+})
+
+/**
+ * An embedded broker as the `Transport`, with its `MemoryBroker` control panel.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<Transport | MemoryBroker> =>
+  Layer.effectContext(
+    Effect.map(make(options), ({ broker, transport }) =>
+      Context.make(Transport, transport).pipe(Context.add(MemoryBroker, broker))),
+  )

@@ -1,0 +1,307 @@
+/**
+ * The transport contract: everything Partita asks of a Kafka-like log, in one service.
+ *
+ * Actors never talk to a Kafka client. They talk to `Transport`, and the layer provided decides
+ * where records go: `MemoryTransport.layer()` (an embedded broker with Kafka's semantics, the
+ * default) or `KafkaTransport.layer()` (a real cluster through kafkajs). Both pass one contract
+ * suite (`tests/transport_contract.ts`); where they legitimately differ, `features` says so.
+ *
+ * Offsets are JavaScript numbers: safe up to 2^53, which is centuries of records at millions a
+ * second. Keys, values and header values are bytes; encoding belongs to `Producer` and `Actor`.
+ *
+ * @since 0.1.0
+ */
+import { Context, type Duration, type Effect, type Scope, type Stream } from "effect"
+import type { TransportError } from "./TransportError.ts"
+
+/**
+ * A record header. Kafka headers are an ordered list and a key may repeat.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Header {
+  readonly key: string
+  readonly value: Uint8Array | null
+}
+
+/**
+ * A record to produce.
+ *
+ * `key: null` spreads records over partitions; a non-null key always lands in the same
+ * partition, chosen by Kafka's default partitioner (murmur2), on every transport. `value: null`
+ * is a tombstone.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProducerRecord {
+  readonly topic: string
+  readonly key: Uint8Array | null
+  readonly value: Uint8Array | null
+  readonly headers?: ReadonlyArray<Header> | undefined
+  /** Overrides the partitioner. */
+  readonly partition?: number | undefined
+  /** Epoch milliseconds; defaults to the producer's `Clock`. */
+  readonly timestamp?: number | undefined
+}
+
+/**
+ * Where an acknowledged record was written.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RecordMetadata {
+  readonly topic: string
+  readonly partition: number
+  readonly offset: number
+  readonly timestamp: number
+}
+
+/**
+ * A consumed record.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumerRecord {
+  readonly topic: string
+  readonly partition: number
+  readonly offset: number
+  readonly key: Uint8Array | null
+  readonly value: Uint8Array | null
+  readonly headers: ReadonlyArray<Header>
+  readonly timestamp: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface TopicPartition {
+  readonly topic: string
+  readonly partition: number
+}
+
+/**
+ * An offset to commit: the offset of the next record to consume, as in Kafka (last handled + 1).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OffsetCommit extends TopicPartition {
+  readonly offset: number
+  readonly metadata?: string | undefined
+}
+
+/**
+ * A committed offset as stored by the group.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CommittedOffset extends TopicPartition {
+  readonly offset: number
+  readonly metadata: string
+}
+
+/**
+ * How much acknowledgement `send` waits for. `all` (the default) waits for every in-sync replica.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Acks = "all" | "leader" | "none"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SubscribeOptions {
+  /** The consumer group to join. */
+  readonly group: string
+  readonly topics: ReadonlyArray<string>
+  /** Where a partition with no committed offset starts. Default `earliest`. */
+  readonly reset?: "earliest" | "latest" | undefined
+  /** `read-committed` (the default) hides records of open and aborted transactions. */
+  readonly isolation?: "read-committed" | "read-uncommitted" | undefined
+  /** Upper bound on the records in one batch. Default 500. */
+  readonly maxBatchSize?: number | undefined
+  /** A member not heard from for this long is removed from the group. Default 30 seconds. */
+  readonly sessionTimeout?: Duration.Input | undefined
+  /** Default 3 seconds. Heartbeats run on their own fiber, never tied to record processing. */
+  readonly heartbeatInterval?: Duration.Input | undefined
+  /** How long a rebalance waits for members to acknowledge revocation. Default 60 seconds. */
+  readonly rebalanceTimeout?: Duration.Input | undefined
+  /** A client id for logs and telemetry. */
+  readonly clientId?: string | undefined
+}
+
+/**
+ * A partition assigned to this member, and the only way its records arrive.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PartitionClaim extends TopicPartition {
+  /** The offset the first batch starts at: the committed offset, or the reset position. */
+  readonly startOffset: number
+  /**
+   * The partition's records in offset order, in non-empty batches, pulled on demand: nothing is
+   * fetched for a claim faster than it is consumed. The stream ends when the partition is
+   * revoked or the subscription closes; it fails only with a non-retriable `TransportError`.
+   */
+  readonly records: Stream.Stream<ReadonlyArray<ConsumerRecord>, TransportError>
+}
+
+/**
+ * A change of this member's assignment.
+ *
+ * `Revoked` comes before the partitions are given to anyone else, and each revoked claim's
+ * `records` stream has ended when it arrives. The member finishes what it holds, commits, then
+ * runs `acknowledge`; only then (or once the rebalance timeout passed) may another member get
+ * the partitions. A member that never acknowledges is removed from the group.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type GroupEvent =
+  | { readonly _tag: "Assigned"; readonly claims: ReadonlyArray<PartitionClaim> }
+  | {
+    readonly _tag: "Revoked"
+    readonly partitions: ReadonlyArray<TopicPartition>
+    readonly acknowledge: Effect.Effect<void>
+  }
+
+/**
+ * Membership of a consumer group, alive while the scope that created it is open. Closing that
+ * scope ends every claim's stream, leaves the group and lets the others rebalance.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Subscription {
+  readonly group: string
+  readonly memberId: string
+  /** Assignment changes in the order they happen. Ends when the subscription closes. */
+  readonly events: Stream.Stream<GroupEvent, TransportError>
+  /**
+   * Commits offsets for partitions this member holds (including ones being revoked, until
+   * acknowledged). Fails with a non-retriable `TransportError` for a partition it no longer
+   * holds: a member fenced out of the group cannot move another member's offsets.
+   */
+  readonly commit: (offsets: ReadonlyArray<OffsetCommit>) => Effect.Effect<void, TransportError>
+  /** The group's committed offsets for these partitions; a partition never committed is absent. */
+  readonly committed: (
+    partitions: ReadonlyArray<TopicPartition>,
+  ) => Effect.Effect<ReadonlyArray<CommittedOffset>, TransportError>
+  /** Stops fetching these partitions. Other partitions keep flowing; membership stays alive. */
+  readonly pause: (partitions: ReadonlyArray<TopicPartition>) => Effect.Effect<void>
+  /** Undoes `pause`. */
+  readonly resume: (partitions: ReadonlyArray<TopicPartition>) => Effect.Effect<void>
+  /** The next batch of this claimed partition starts at `offset`. */
+  readonly seek: (partition: TopicPartition, offset: number) => Effect.Effect<void, TransportError>
+}
+
+/**
+ * A Kafka transaction: records and consumed offsets that become visible together, or not at all.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Transaction {
+  readonly send: (records: ReadonlyArray<ProducerRecord>) => Effect.Effect<ReadonlyArray<RecordMetadata>, TransportError>
+  /** Commits a consumer group's offsets as part of the transaction (consume-transform-produce). */
+  readonly sendOffsets: (group: string, offsets: ReadonlyArray<OffsetCommit>) => Effect.Effect<void, TransportError>
+  readonly commit: Effect.Effect<void, TransportError>
+  readonly abort: Effect.Effect<void, TransportError>
+}
+
+/**
+ * A producer owning a `transactionalId`. Opening a second one with the same id fences the first:
+ * its next operation fails with a non-retriable `TransportError`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TransactionalProducer {
+  readonly transactionalId: string
+  /** Starts a transaction. One at a time per producer. */
+  readonly begin: Effect.Effect<Transaction, TransportError>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface TopicSpec {
+  readonly topic: string
+  readonly partitions: number
+  readonly config?: Readonly<Record<string, string>> | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PartitionDescription {
+  readonly partition: number
+  /** The first offset still in the log (retention removes older records). */
+  readonly logStartOffset: number
+  /** The offset the next record will get. */
+  readonly highWatermark: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface TopicDescription {
+  readonly topic: string
+  readonly partitions: ReadonlyArray<PartitionDescription>
+}
+
+/**
+ * What a transport can do, for callers and for the contract suite to adapt to.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Features {
+  /** Kafka transactions and read-committed isolation. */
+  readonly transactions: boolean
+  /** Errors can be injected on demand (the memory transport's fault injection). */
+  readonly faultInjection: boolean
+  /** Time is Effect's `Clock`, so `TestClock` drives sessions, retention and delays. */
+  readonly clockDriven: boolean
+}
+
+/**
+ * The transport service.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class Transport extends Context.Service<Transport, {
+  /** `memory` or `kafka`, for logs and telemetry. */
+  readonly name: string
+  readonly features: Features
+  /**
+   * Produces records and returns their metadata, in the order given, once acknowledged.
+   * Records for one partition keep their order. The whole call fails if any record fails.
+   */
+  readonly send: (
+    records: ReadonlyArray<ProducerRecord>,
+    options?: { readonly acks?: Acks | undefined },
+  ) => Effect.Effect<ReadonlyArray<RecordMetadata>, TransportError>
+  /** Joins a consumer group for as long as the scope is open. */
+  readonly subscribe: (options: SubscribeOptions) => Effect.Effect<Subscription, TransportError, Scope.Scope>
+  /** Opens a transactional producer for as long as the scope is open. */
+  readonly transactional: (
+    transactionalId: string,
+  ) => Effect.Effect<TransactionalProducer, TransportError, Scope.Scope>
+  /** Creates a topic; fails with `TOPIC_ALREADY_EXISTS` if it exists. */
+  readonly createTopic: (spec: TopicSpec) => Effect.Effect<void, TransportError>
+  readonly describeTopic: (topic: string) => Effect.Effect<TopicDescription, TransportError>
+}>()("partita/Transport") {}

@@ -1,0 +1,175 @@
+/**
+ * The transport contract suite: what every `Transport` promises, run against each of them
+ * (`MemoryTransport.test.ts`, `KafkaTransport.test.ts`). Watermill's universal Pub/Sub tests are
+ * the model. Where a transport legitimately differs, its `features` decide what runs.
+ */
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { Duration, Effect, type Layer, type Scope } from "effect"
+import { partitionForKey } from "../lib/internal/partitioner.ts"
+import { type ConsumerRecord, type Features, Transport } from "../lib/Transport.ts"
+import type { TransportError } from "../lib/TransportError.ts"
+import { startConsumer } from "./fixtures/consume.ts"
+import { bytes, run, text } from "./fixtures/effect.ts"
+import { uniqueName } from "./fixtures/services.ts"
+
+export interface TransportUnderTest {
+  readonly name: string
+  readonly features: Features
+  /** A fresh layer for one test. */
+  readonly layer: () => Layer.Layer<Transport, unknown>
+  /** Declares a test that needs this transport (a Kafka test skips or fails without a broker). */
+  readonly test: (name: string, body: () => Promise<void>) => void
+  /** Extra effects only some transports have (fault injection). */
+  readonly faults?: {
+    readonly layer: () => Layer.Layer<Transport | FaultControl, unknown>
+  } | undefined
+}
+
+/** The part of a fault-injecting broker the suite uses. */
+export interface FaultControl {
+  readonly failNext: (operation: "send" | "commit", code: TransportError["code"]) => Effect.Effect<void>
+  readonly calls: (operation: "send" | "commit") => Effect.Effect<number>
+}
+
+const groupOptions = { sessionTimeout: "10 seconds", heartbeatInterval: "1 second", rebalanceTimeout: "20 seconds" } as const
+
+/** Waits at most `seconds` for an effect, with a message saying what did not happen. */
+const within = <A, E, R>(seconds: number, what: string, effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(
+    Effect.timeoutOrElse({
+      duration: Duration.seconds(seconds),
+      orElse: () => Effect.die(new Error(`Timed out after ${seconds}s waiting for ${what}`)),
+    }),
+  )
+
+/** Polls `condition` until it holds, for at most `seconds`. */
+const eventually = (seconds: number, what: string, condition: () => boolean) =>
+  within(
+    seconds,
+    what,
+    Effect.suspend(function loop(): Effect.Effect<void> {
+      return condition() ? Effect.void : Effect.andThen(Effect.sleep("20 millis"), Effect.suspend(loop))
+    }),
+  )
+
+const values = (records: ReadonlyArray<ConsumerRecord>) => records.map((record) => text(record.value))
+
+export const transportContract = (subject: TransportUnderTest): void => {
+  const it = (name: string, body: Effect.Effect<void, unknown, Transport | Scope.Scope>) =>
+    subject.test(`${subject.name} transport: ${name}`, () => run(body, subject.layer()))
+
+  const newTopic = (partitions: number) =>
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = uniqueName("contract")
+      yield* transport.createTopic({ topic, partitions })
+      return topic
+    })
+
+  it(
+    "payload, key and headers arrive intact, including binary, empty and null keys and values",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(1)
+      const binary = Uint8Array.from({ length: 256 }, (_, i) => i)
+      const sent = [
+        { topic, key: bytes("k1"), value: binary, headers: [{ key: "h", value: bytes("v") }, { key: "h", value: binary }] },
+        { topic, key: null, value: new Uint8Array(0) },
+        { topic, key: bytes("tombstone"), value: null },
+        { topic, key: new Uint8Array(0), value: bytes("empty key") },
+      ]
+      const metadata = yield* transport.send(sent)
+      assert.deepEqual(metadata.map((m) => m.offset), [0, 1, 2, 3])
+      const consumer = yield* startConsumer(transport, { group: uniqueName("g"), topics: [topic], ...groupOptions })
+      yield* within(30, "4 records", consumer.receivedAtLeast(4))
+      const [first, second, third, fourth] = consumer.received
+      assert.deepEqual(first?.key, bytes("k1"))
+      assert.deepEqual(first?.value, binary)
+      assert.deepEqual(first?.headers.map((h) => [h.key, h.value]), [["h", bytes("v")], ["h", binary]])
+      assert.equal(second?.key, null)
+      assert.deepEqual(second?.value, new Uint8Array(0))
+      assert.deepEqual(third?.key, bytes("tombstone"))
+      assert.equal(third?.value, null)
+      assert.deepEqual(fourth?.key, new Uint8Array(0))
+      assert.equal(text(fourth?.value ?? null), "empty key")
+      assert.deepEqual(consumer.received.map((r) => r.offset), [0, 1, 2, 3])
+    }),
+  )
+
+  it(
+    "a key lands in the partition Kafka's default partitioner picks",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(7)
+      const keys = Array.from({ length: 50 }, (_, i) => `user-${i}`)
+      const metadata = yield* transport.send(keys.map((key) => ({ topic, key: bytes(key), value: bytes(key) })))
+      assert.deepEqual(metadata.map((m) => m.partition), keys.map((key) => partitionForKey(bytes(key), 7)))
+    }),
+  )
+
+  it(
+    "order holds within a partition under concurrent producers",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(3)
+      const producers = ["a", "b", "c", "d"]
+      yield* Effect.forEach(producers, (producer) =>
+        Effect.forEach(Array.from({ length: 25 }, (_, i) => i), (i) =>
+          transport.send([{ topic, key: bytes(producer), value: bytes(`${producer}:${i}`) }]), { discard: true }), {
+        concurrency: "unbounded",
+        discard: true,
+      })
+      const consumer = yield* startConsumer(transport, { group: uniqueName("g"), topics: [topic], ...groupOptions })
+      yield* within(30, "100 records", consumer.receivedAtLeast(100))
+      for (const producer of producers) {
+        const seen = values(consumer.received).filter((value) => value?.startsWith(`${producer}:`))
+        assert.deepEqual(seen, Array.from({ length: 25 }, (_, i) => `${producer}:${i}`))
+      }
+      const byPartition = new Map<number, Array<number>>()
+      for (const record of consumer.received) byPartition.set(record.partition, [...(byPartition.get(record.partition) ?? []), record.offset])
+      for (const offsets of byPartition.values()) assert.deepEqual(offsets, [...offsets].sort((a, b) => a - b))
+    }),
+  )
+
+  it(
+    "two consumer groups each receive everything",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(2)
+      yield* transport.send(Array.from({ length: 20 }, (_, i) => ({ topic, key: bytes(`k${i}`), value: bytes(`${i}`) })))
+      const one = yield* startConsumer(transport, { group: uniqueName("g1"), topics: [topic], ...groupOptions })
+      const two = yield* startConsumer(transport, { group: uniqueName("g2"), topics: [topic], ...groupOptions })
+      yield* within(30, "20 records in each group", Effect.all([one.receivedAtLeast(20), two.receivedAtLeast(20)]))
+      const expected = Array.from({ length: 20 }, (_, i) => `${i}`).sort()
+      assert.deepEqual(values(one.received).sort(), expected)
+      assert.deepEqual(values(two.received).sort(), expected)
+    }),
+  )
+
+  it(
+    "a second member splits the partitions and no record is lost or handled by both",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(4)
+      const group = uniqueName("g")
+      const batch = (from: number) =>
+        Array.from({ length: 40 }, (_, i) => ({ topic, key: bytes(`k${from + i}`), value: bytes(`${from + i}`) }))
+      yield* transport.send(batch(0))
+      const first = yield* startConsumer(transport, { group, topics: [topic], ...groupOptions })
+      yield* within(30, "the first member's 40 records", first.receivedAtLeast(40))
+      yield* first.commitReceived
+      const second = yield* startConsumer(transport, { group, topics: [topic], ...groupOptions })
+      yield* within(30, "the second member's assignment", second.firstAssignment)
+      // Wait until the rebalance settled: all four partitions held, by both members.
+      yield* eventually(30, "a settled assignment", () =>
+        first.assigned.size + second.assigned.size === 4 && first.assigned.size > 0 && second.assigned.size > 0)
+      yield* transport.send(batch(40))
+      yield* eventually(30, "the 40 new records", () => first.received.length + second.received.length >= 80)
+      assert.ok(first.assigned.size > 0 && second.assigned.size > 0, "both members hold partitions")
+      for (const key of first.assigned) assert.ok(!second.assigned.has(key), `${key} is held by both members`)
+      const all = [...values(first.received), ...values(second.received)]
+      assert.deepEqual(all.sort(), Array.from({ length: 80 }, (_, i) => `${i}`).sort(), "every record once")
+    }),
+  )
+}
