@@ -173,7 +173,7 @@ class PartitionLog {
   append(entry: Omit<Entry, "record"> & { readonly record: Omit<ConsumerRecord, "offset"> }, retention: number): number {
     const offset = this.next++
     this.entries.push({ ...entry, record: { ...entry.record, offset } })
-    if (entry.txn !== undefined && !this.openTransactions.has(entry.txn)) this.openTransactions.set(entry.txn, offset)
+    if (entry.txn?.state === "open" && !this.openTransactions.has(entry.txn)) this.openTransactions.set(entry.txn, offset)
     const excess = this.next - this.start - retention
     if (excess > 0) {
       this.head += excess

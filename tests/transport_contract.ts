@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Duration, Effect, type Layer, type Scope } from "effect"
+import { Context, Duration, Effect, type Layer, type Scope } from "effect"
 import { partitionForKey } from "../lib/internal/partitioner.ts"
 import { type ConsumerRecord, type Features, Transport } from "../lib/Transport.ts"
 import type { TransportError } from "../lib/TransportError.ts"
@@ -26,11 +26,11 @@ export interface TransportUnderTest {
   } | undefined
 }
 
-/** The part of a fault-injecting broker the suite uses. */
-export interface FaultControl {
+/** The part of a fault-injecting broker the suite uses, as a service. */
+export class FaultControl extends Context.Service<FaultControl, {
   readonly failNext: (operation: "send" | "commit", code: TransportError["code"]) => Effect.Effect<void>
   readonly calls: (operation: "send" | "commit") => Effect.Effect<number>
-}
+}>()("partita/test/FaultControl") {}
 
 const groupOptions = { sessionTimeout: "10 seconds", heartbeatInterval: "1 second", rebalanceTimeout: "20 seconds" } as const
 
@@ -172,4 +172,165 @@ export const transportContract = (subject: TransportUnderTest): void => {
       assert.deepEqual(all.sort(), Array.from({ length: 80 }, (_, i) => `${i}`).sort(), "every record once")
     }),
   )
+
+  it(
+    "commit, close and restart: consumption resumes right after the committed offset",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(1)
+      const group = uniqueName("g")
+      yield* transport.send(Array.from({ length: 10 }, (_, i) => ({ topic, key: null, value: bytes(`${i}`) })))
+      yield* Effect.scoped(Effect.gen(function*() {
+        const consumer = yield* startConsumer(transport, { group, topics: [topic], ...groupOptions })
+        yield* within(30, "10 records", consumer.receivedAtLeast(10))
+        yield* consumer.subscription.commit([{ topic, partition: 0, offset: 6, metadata: "checkpoint" }])
+        const [committed] = yield* consumer.subscription.committed([{ topic, partition: 0 }])
+        assert.deepEqual(committed, { topic, partition: 0, offset: 6, metadata: "checkpoint" })
+      }))
+      const restarted = yield* startConsumer(transport, { group, topics: [topic], ...groupOptions })
+      yield* within(30, "the 4 uncommitted records", restarted.receivedAtLeast(4))
+      assert.deepEqual(restarted.received.map((record) => record.offset), [6, 7, 8, 9])
+    }),
+  )
+
+  it(
+    "pause holds delivery on that partition only, and resume releases it",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(2)
+      const consumer = yield* startConsumer(transport, { group: uniqueName("g"), topics: [topic], ...groupOptions })
+      yield* within(30, "an assignment", consumer.firstAssignment)
+      yield* eventually(30, "both partitions assigned", () => consumer.assigned.size === 2)
+      yield* consumer.subscription.pause([{ topic, partition: 0 }])
+      yield* transport.send([
+        { topic, key: null, value: bytes("held"), partition: 0 },
+        { topic, key: null, value: bytes("flows"), partition: 1 },
+      ])
+      yield* within(30, "the record on the running partition", consumer.receivedAtLeast(1))
+      // Give the paused partition every chance to (wrongly) deliver.
+      yield* Effect.sleep("1 second")
+      assert.deepEqual(values(consumer.received), ["flows"])
+      yield* consumer.subscription.resume([{ topic, partition: 0 }])
+      yield* within(30, "the held record after resume", consumer.receivedAtLeast(2))
+      assert.deepEqual(values(consumer.received), ["flows", "held"])
+    }),
+  )
+
+  if (subject.features.transactions) {
+    it(
+      "transactions: aborted records never reach a read-committed consumer, committed ones arrive once",
+      Effect.gen(function*() {
+        const transport = yield* Transport
+        const topic = yield* newTopic(1)
+        const producer = yield* transport.transactional(uniqueName("tx"))
+        const aborted = yield* producer.begin
+        yield* aborted.send([{ topic, key: null, value: bytes("aborted-1") }, { topic, key: null, value: bytes("aborted-2") }])
+        yield* aborted.abort
+        const committed = yield* producer.begin
+        yield* committed.send([{ topic, key: null, value: bytes("committed-1") }, { topic, key: null, value: bytes("committed-2") }])
+        yield* committed.commit
+        yield* transport.send([{ topic, key: null, value: bytes("after") }])
+        const readCommitted = yield* startConsumer(transport, {
+          group: uniqueName("g"),
+          topics: [topic],
+          isolation: "read-committed",
+          ...groupOptions,
+        })
+        const readUncommitted = yield* startConsumer(transport, {
+          group: uniqueName("g"),
+          topics: [topic],
+          isolation: "read-uncommitted",
+          ...groupOptions,
+        })
+        yield* within(30, "the committed records", readCommitted.receivedAtLeast(3))
+        yield* within(30, "every record, aborted ones too", readUncommitted.receivedAtLeast(5))
+        yield* Effect.sleep("500 millis")
+        assert.deepEqual(values(readCommitted.received), ["committed-1", "committed-2", "after"])
+        assert.deepEqual(values(readUncommitted.received), ["aborted-1", "aborted-2", "committed-1", "committed-2", "after"])
+      }),
+    )
+
+    it(
+      "transactions: an open transaction holds back a read-committed consumer until it commits",
+      Effect.gen(function*() {
+        const transport = yield* Transport
+        const topic = yield* newTopic(1)
+        const producer = yield* transport.transactional(uniqueName("tx"))
+        const consumer = yield* startConsumer(transport, { group: uniqueName("g"), topics: [topic], ...groupOptions })
+        yield* within(30, "an assignment", consumer.firstAssignment)
+        const transaction = yield* producer.begin
+        yield* transaction.send([{ topic, key: null, value: bytes("pending") }])
+        yield* Effect.sleep("1 second")
+        assert.deepEqual(values(consumer.received), [], "nothing visible before commit")
+        yield* transaction.commit
+        yield* within(30, "the committed record", consumer.receivedAtLeast(1))
+        assert.deepEqual(values(consumer.received), ["pending"])
+      }),
+    )
+
+    it(
+      "transactions: consumed offsets commit atomically with the records",
+      Effect.gen(function*() {
+        const transport = yield* Transport
+        const input = yield* newTopic(1)
+        const output = yield* newTopic(1)
+        const group = uniqueName("g")
+        yield* transport.send([{ topic: input, key: null, value: bytes("in") }])
+        const consumer = yield* startConsumer(transport, { group, topics: [input], ...groupOptions })
+        yield* within(30, "the input record", consumer.receivedAtLeast(1))
+        const producer = yield* transport.transactional(uniqueName("tx"))
+        const abortedRun = yield* producer.begin
+        yield* abortedRun.send([{ topic: output, key: null, value: bytes("out") }])
+        yield* abortedRun.sendOffsets(group, [{ topic: input, partition: 0, offset: 1 }])
+        yield* abortedRun.abort
+        assert.deepEqual(yield* consumer.subscription.committed([{ topic: input, partition: 0 }]), [])
+        const committedRun = yield* producer.begin
+        yield* committedRun.send([{ topic: output, key: null, value: bytes("out") }])
+        yield* committedRun.sendOffsets(group, [{ topic: input, partition: 0, offset: 1 }])
+        yield* committedRun.commit
+        const [offset] = yield* consumer.subscription.committed([{ topic: input, partition: 0 }])
+        assert.equal(offset?.offset, 1)
+        const reader = yield* startConsumer(transport, { group: uniqueName("g"), topics: [output], ...groupOptions })
+        yield* within(30, "the output record", reader.receivedAtLeast(1))
+        yield* Effect.sleep("500 millis")
+        assert.deepEqual(values(reader.received), ["out"])
+      }),
+    )
+  }
+
+  const faults = subject.faults
+  if (faults !== undefined) {
+    const withFaults = (name: string, body: Effect.Effect<void, unknown, Transport | FaultControl | Scope.Scope>) =>
+      subject.test(`${subject.name} transport: ${name}`, () => run(body, faults.layer()))
+
+    withFaults(
+      "an injected retriable error is retried and the send succeeds",
+      Effect.gen(function*() {
+        const transport = yield* Transport
+        const control = yield* FaultControl
+        const topic = yield* newTopic(1)
+        yield* control.failNext("send", "NOT_LEADER_OR_FOLLOWER")
+        const [metadata] = yield* transport.send([{ topic, key: null, value: bytes("x") }])
+        assert.equal(metadata?.offset, 0)
+        assert.equal(yield* control.calls("send"), 2, "one failed attempt, one retry")
+      }),
+    )
+
+    withFaults(
+      "an injected non-retriable error surfaces as its typed error",
+      Effect.gen(function*() {
+        const transport = yield* Transport
+        const control = yield* FaultControl
+        const topic = yield* newTopic(1)
+        yield* control.failNext("send", "TOPIC_AUTHORIZATION_FAILED")
+        const error = yield* Effect.flip(transport.send([{ topic, key: null, value: bytes("x") }]))
+        assert.equal(error._tag, "TransportError")
+        assert.equal(error.code, "TOPIC_AUTHORIZATION_FAILED")
+        assert.equal(error.retriable, false)
+        assert.equal(yield* control.calls("send"), 1, "not retried")
+        // The fault fired once: the next send goes through.
+        yield* transport.send([{ topic, key: null, value: bytes("y") }])
+      }),
+    )
+  }
 }
