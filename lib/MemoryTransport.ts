@@ -168,7 +168,12 @@ class PartitionLog {
   readonly openTransactions = new Map<Txn, number>()
   readonly changed = new Signal()
 
-  constructor(readonly topic: string, readonly partition: number) {}
+  readonly topic: string
+  readonly partition: number
+  constructor(topic: string, partition: number) {
+    this.topic = topic
+    this.partition = partition
+  }
 
   append(entry: Omit<Entry, "record"> & { readonly record: Omit<ConsumerRecord, "offset"> }, retention: number): number {
     const offset = this.next++

@@ -1,0 +1,28 @@
+/**
+ * Partita: an embeddable actor runtime for Kafka data pipelines, on Effect.
+ *
+ * Records flow through a `Transport`: the embedded in-process broker (`MemoryTransport`, the
+ * default, with Kafka's semantics) or a real cluster (`KafkaTransport`).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { MemoryTransport, Transport } from "./mod.ts"
+ *
+ * const program = Effect.gen(function*() {
+ *   const transport = yield* Transport.Transport
+ *   yield* transport.createTopic({ topic: "greetings", partitions: 3 })
+ *   const [sent] = yield* transport.send([
+ *     { topic: "greetings", key: new TextEncoder().encode("emma"), value: new TextEncoder().encode("hello") },
+ *   ])
+ *   console.log(`written to partition ${sent?.partition} at offset ${sent?.offset}`)
+ * })
+ *
+ * Effect.runPromise(program.pipe(Effect.provide(MemoryTransport.layer())))
+ * ```
+ *
+ * @module
+ */
+export * as MemoryTransport from "./lib/MemoryTransport.ts"
+export * as Transport from "./lib/Transport.ts"
+export * as TransportError from "./lib/TransportError.ts"
