@@ -23,6 +23,8 @@
  *
  * @module
  */
+export * as Codec from "./lib/Codec.ts"
 export * as MemoryTransport from "./lib/MemoryTransport.ts"
+export * as Producer from "./lib/Producer.ts"
 export * as Transport from "./lib/Transport.ts"
 export * as TransportError from "./lib/TransportError.ts"

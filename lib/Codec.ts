@@ -1,0 +1,145 @@
+/**
+ * How typed keys and values become record bytes and back.
+ *
+ * A `Codec` is the seam between Effect Schema and the wire: `json(schema)` is the default (UTF-8
+ * JSON validated by the schema), and any other format (Avro, Protobuf) plugs in by implementing
+ * the same two functions. A codec never throws: bad bytes and rejected values are a typed
+ * `CodecError` that lists every problem with its path.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Data, Effect, Exit, Schema, SchemaIssue } from "effect"
+
+/**
+ * One thing wrong with a value: where (a path into it) and what.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Problem {
+  readonly path: ReadonlyArray<PropertyKey>
+  readonly message: string
+}
+
+/**
+ * Bytes that could not be decoded, or a value that could not be encoded.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CodecError extends Data.TaggedError("CodecError")<{
+  readonly reason: "InvalidUtf8" | "InvalidJson" | "SchemaMismatch"
+  /** Every problem found, each with its path; at least one. */
+  readonly problems: ReadonlyArray<Problem>
+}> {
+  override get message(): string {
+    return this.problems.map(formatProblem).join("; ")
+  }
+}
+
+/**
+ * `expected number at ["to","id"]`, or just the message at the root.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const formatProblem = (problem: Problem): string =>
+  problem.path.length === 0
+    ? problem.message
+    : `${problem.message} at ${JSON.stringify(problem.path.map((segment) => typeof segment === "symbol" ? String(segment) : segment))}`
+
+/**
+ * A two-way mapping between `A` and record bytes (`null` is an absent key or a tombstone).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Codec<in out A> {
+  readonly encode: (value: A) => Effect.Effect<Uint8Array | null, CodecError>
+  readonly decode: (bytes: Uint8Array | null) => Effect.Effect<A, CodecError>
+}
+
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+
+const schemaProblems = (cause: Cause.Cause<Schema.SchemaError>): ReadonlyArray<Problem> => {
+  const error = Cause.squash(cause)
+  if (!Schema.isSchemaError(error)) return [{ path: [], message: String(error) }]
+  const { issues } = formatter(error.issue)
+  return issues.map((issue) => ({
+    path: (issue.path ?? []).map((segment) => typeof segment === "object" ? segment.key : segment),
+    message: issue.message,
+  }))
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+const encoder = new TextEncoder()
+
+const problem = (reason: CodecError["reason"], message: string) =>
+  new CodecError({ reason, problems: [{ path: [], message }] })
+
+const decodeUtf8 = (bytes: Uint8Array) =>
+  Effect.try({
+    try: () => utf8.decode(bytes),
+    catch: () => problem("InvalidUtf8", `Expected UTF-8 text, got ${bytes.length} bytes that are not`),
+  })
+
+const parseJson = (text: string) =>
+  Effect.try({
+    try: (): unknown => JSON.parse(text),
+    catch: (error) => problem("InvalidJson", `Expected JSON: ${(error as Error).message}`),
+  })
+
+/**
+ * UTF-8 JSON checked by `schema` both ways: decoding reports every problem (not just the
+ * first), encoding rejects a value the schema rejects before any byte is produced. A `null`
+ * (tombstone) decodes as JSON `null`, so `Schema.NullOr(...)` accepts tombstones.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const json = <A, I>(schema: Schema.Codec<A, I>): Codec<A> => {
+  const decodeValue = Schema.decodeUnknownExit(schema)
+  const encodeValue = Schema.encodeUnknownExit(schema)
+  const options = { errors: "all" } as const
+  return {
+    decode: (bytes) =>
+      Effect.flatMap(
+        bytes === null ? Effect.succeed(null) : Effect.flatMap(decodeUtf8(bytes), parseJson),
+        (parsed) => {
+          const exit = decodeValue(parsed, options)
+          return Exit.isSuccess(exit)
+            ? Effect.succeed(exit.value)
+            : Effect.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
+        },
+      ),
+    encode: (value) =>
+      Effect.suspend(() => {
+        const exit = encodeValue(value, options)
+        return Exit.isSuccess(exit)
+          ? Effect.succeed(encoder.encode(JSON.stringify(exit.value)))
+          : Effect.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
+      }),
+  }
+}
+
+/**
+ * UTF-8 text; `null` stays `null`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const string: Codec<string | null> = {
+  decode: (bytes) => bytes === null ? Effect.succeed(null) : decodeUtf8(bytes),
+  encode: (value) => Effect.succeed(value === null ? null : encoder.encode(value)),
+}
+
+/**
+ * The bytes as they are.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const bytes: Codec<Uint8Array | null> = {
+  decode: (bytes) => Effect.succeed(bytes),
+  encode: (value) => Effect.succeed(value),
+}
