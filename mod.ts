@@ -23,8 +23,14 @@
  *
  * @module
  */
+export * as Actor from "./lib/Actor.ts"
+export * as ActorSystem from "./lib/ActorSystem.ts"
 export * as Codec from "./lib/Codec.ts"
+export * as ErrorPolicy from "./lib/ErrorPolicy.ts"
+export * as Main from "./lib/Main.ts"
 export * as MemoryTransport from "./lib/MemoryTransport.ts"
+export * as Ordering from "./lib/Ordering.ts"
 export * as Producer from "./lib/Producer.ts"
+export * as RecordContext from "./lib/RecordContext.ts"
 export * as Transport from "./lib/Transport.ts"
 export * as TransportError from "./lib/TransportError.ts"

@@ -1,0 +1,261 @@
+/**
+ * An actor: what to do with each record of some topics, and what to do when that fails.
+ *
+ * An actor is a description; `ActorSystem.run` brings it to life. The system joins the actor's
+ * consumer group and runs one partition actor (a supervised fiber) for every partition it is
+ * assigned. Each record's key and value are decoded with the actor's codecs (an Effect Schema
+ * as JSON by default); a record that does not decode becomes a `DecodeError`, handled by the
+ * error policy like any other error, never a crash.
+ *
+ * @example
+ * ```ts
+ * import { Data, Effect, Schedule, Schema } from "effect"
+ * import { Actor, ErrorPolicy, Ordering } from "partita"
+ *
+ * class StoreError extends Data.TaggedError("StoreError")<{ readonly reason: string }> {}
+ * const Notification = Schema.Struct({ toId: Schema.Number, message: Schema.String })
+ *
+ * const notifier = Actor.make({
+ *   name: "notifier",
+ *   topics: ["notifications"],
+ *   value: Notification,
+ *   handle: (notification) => notification.message === "" ? Effect.fail(new StoreError({ reason: "empty" })) : Effect.void,
+ *   onError: {
+ *     StoreError: ErrorPolicy.retry(Schedule.exponential("100 millis").pipe(Schedule.jittered), { times: 5 }),
+ *     DecodeError: ErrorPolicy.deadLetter,
+ *     HandlerTimeout: ErrorPolicy.retry(Schedule.spaced("1 second"), { times: 3 }),
+ *   },
+ *   deadLetter: { topic: "notifications.dlq" },
+ *   ordering: Ordering.byKey({ concurrency: 16 }),
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Data, type Duration, type Effect, Schedule } from "effect"
+import * as Codec from "./Codec.ts"
+import type * as ErrorPolicy from "./ErrorPolicy.ts"
+import * as Ordering from "./Ordering.ts"
+import { type CodecOrSchema, toCodec } from "./Producer.ts"
+import type { SubscribeOptions } from "./Transport.ts"
+
+/**
+ * A record whose key or value could not be decoded. Carries the raw bytes, so the dead-letter
+ * topic gets them unchanged.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DecodeError extends Data.TaggedError("DecodeError")<{
+  readonly topic: string
+  readonly partition: number
+  readonly offset: number
+  readonly part: "key" | "value"
+  readonly reason: Codec.CodecError["reason"]
+  /** Every problem found, each with its path into the value. */
+  readonly problems: ReadonlyArray<Codec.Problem>
+  readonly key: Uint8Array | null
+  readonly value: Uint8Array | null
+}> {
+  override get message(): string {
+    return `Cannot decode the ${this.part} of record ${this.topic}/${this.partition}@${this.offset}: ${
+      this.problems.map(Codec.formatProblem).join("; ")
+    }`
+  }
+}
+
+/**
+ * The handler did not finish within the actor's `handlerTimeout`; it was interrupted.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HandlerTimeout extends Data.TaggedError("HandlerTimeout")<{
+  readonly topic: string
+  readonly partition: number
+  readonly offset: number
+  readonly timeout: Duration.Duration
+}> {
+  override get message(): string {
+    return `Handler for record ${this.topic}/${this.partition}@${this.offset} did not finish within ${this.timeout.toString()}`
+  }
+}
+
+/**
+ * The errors Partita raises itself, which every actor's `onError` covers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type SystemErrors = DecodeError | HandlerTimeout
+
+/**
+ * How often at-least-once progress is committed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CommitOptions {
+  /** Commit at least this often while records complete. Default 1 second. */
+  readonly interval?: Duration.Input | undefined
+  /** Commit once this many records completed since the last commit. Default 1000. */
+  readonly records?: number | undefined
+}
+
+/**
+ * How a partition actor is restarted after a defect.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SupervisionOptions {
+  /** Delays between restarts. Default exponential from 100 ms, capped at 10 s. */
+  readonly schedule?: Schedule.Schedule<unknown, unknown> | undefined
+  /** Restarts allowed within `window` before `then`. Default 5. */
+  readonly maxRestarts?: number | undefined
+  /** Default 1 minute. */
+  readonly window?: Duration.Input | undefined
+  /** `stop-partition` (the default) reports the partition unhealthy; `fail-system` fails the run. */
+  readonly then?: "stop-partition" | "fail-system" | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<V, K, E, R> {
+  /** Names the actor in logs, metrics, health and dead-letter headers. */
+  readonly name: string
+  readonly topics: ReadonlyArray<string>
+  /** The consumer group. Default: the actor's name. */
+  readonly group?: string | undefined
+  readonly value: CodecOrSchema<V>
+  /** Without a key codec the handler gets the raw key bytes. */
+  readonly key?: CodecOrSchema<K> | undefined
+  readonly handle: (value: V, key: K) => Effect.Effect<void, E, R>
+  readonly onError: ErrorPolicy.Policies<E | SystemErrors>
+  /** Where `deadLetter` policies write. Required when a policy dead-letters. */
+  readonly deadLetter?: {
+    readonly topic: string
+    /** How a failed dead-letter write is retried (the partition pauses meanwhile). Default exponential from 1 s, capped at 30 s. */
+    readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
+  } | undefined
+  /** `partition` (the default), `Ordering.byKey(...)` or `Ordering.unordered(...)`. */
+  readonly ordering?: "partition" | Ordering.Ordering | undefined
+  /** `at-least-once` (the default) commits after handling; `at-most-once` before. */
+  readonly delivery?: "at-least-once" | "at-most-once" | undefined
+  /** Records held per partition before fetching pauses. Default 1000. */
+  readonly mailbox?: { readonly capacity?: number | undefined } | undefined
+  /** A handler running longer is interrupted and fails with `HandlerTimeout`. Default: none. */
+  readonly handlerTimeout?: Duration.Input | undefined
+  readonly commit?: CommitOptions | undefined
+  readonly supervision?: SupervisionOptions | undefined
+  /** On revocation or shutdown, how long in-flight records may take to finish. Default 10 seconds. */
+  readonly drainDeadline?: Duration.Input | undefined
+  /** A partition with records waiting and no progress for this long is reported stalled. Default 1 minute. */
+  readonly stallAfter?: Duration.Input | undefined
+  /** Consumer settings passed to the transport (session timeout, isolation, reset, ...). */
+  readonly consumer?: Omit<SubscribeOptions, "group" | "topics"> | undefined
+}
+
+/**
+ * An actor, ready for `ActorSystem.run`. `R` is what its handler needs from the context.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Actor<out R = never> {
+  readonly name: string
+  readonly group: string
+  readonly topics: ReadonlyArray<string>
+  readonly ordering: Ordering.Ordering
+  readonly delivery: "at-least-once" | "at-most-once"
+  readonly mailboxCapacity: number
+  readonly handlerTimeout: Duration.Input | undefined
+  readonly commit: { readonly interval: Duration.Input; readonly records: number }
+  readonly supervision: Required<{ readonly [K in keyof SupervisionOptions]-?: Exclude<SupervisionOptions[K], undefined> }>
+  readonly drainDeadline: Duration.Input
+  readonly stallAfter: Duration.Input
+  readonly consumer: Omit<SubscribeOptions, "group" | "topics">
+  readonly deadLetter: { readonly topic: string; readonly retry: Schedule.Schedule<unknown, unknown> } | undefined
+  /** The policy for an error tag. */
+  readonly policyFor: (tag: string) => ErrorPolicy.ErrorPolicy
+  /** Every policy named in `onError`, to check the actor's configuration. */
+  readonly policies: ReadonlyArray<ErrorPolicy.ErrorPolicy>
+  readonly decodeKey: (bytes: Uint8Array | null) => Effect.Effect<unknown, Codec.CodecError>
+  readonly decodeValue: (bytes: Uint8Array | null) => Effect.Effect<unknown, Codec.CodecError>
+  readonly handle: (value: unknown, key: unknown) => Effect.Effect<void, { readonly _tag: string }, R>
+}
+
+/**
+ * The defaults of {@link Options}.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  mailboxCapacity: 1000,
+  commitInterval: "1 second" as Duration.Input,
+  commitRecords: 1000,
+  // The smaller of the two delays: exponential growth, capped.
+  restartSchedule: Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")]) as Schedule.Schedule<
+    unknown,
+    unknown
+  >,
+  maxRestarts: 5,
+  restartWindow: "1 minute" as Duration.Input,
+  drainDeadline: "10 seconds" as Duration.Input,
+  stallAfter: "1 minute" as Duration.Input,
+  deadLetterRetry: Schedule.min([Schedule.exponential("1 second"), Schedule.spaced("30 seconds")]) as Schedule.Schedule<
+    unknown,
+    unknown
+  >,
+}
+
+/**
+ * Describes an actor. Nothing runs until `ActorSystem.run`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array | null>(
+  options: Options<V, K, E, R>,
+): Actor<R> => {
+  const valueCodec = toCodec(options.value)
+  const keyCodec = options.key === undefined ? (Codec.bytes as unknown as Codec.Codec<K>) : toCodec(options.key)
+  const ordering = options.ordering === undefined || options.ordering === "partition"
+    ? Ordering.partition
+    : options.ordering
+  const table = options.onError as Readonly<Record<string, ErrorPolicy.ErrorPolicy | undefined>>
+  const supervision = options.supervision ?? {}
+  return {
+    name: options.name,
+    group: options.group ?? options.name,
+    topics: options.topics,
+    ordering,
+    delivery: options.delivery ?? "at-least-once",
+    mailboxCapacity: Math.max(1, options.mailbox?.capacity ?? defaults.mailboxCapacity),
+    handlerTimeout: options.handlerTimeout,
+    commit: {
+      interval: options.commit?.interval ?? defaults.commitInterval,
+      records: Math.max(1, options.commit?.records ?? defaults.commitRecords),
+    },
+    supervision: {
+      schedule: supervision.schedule ?? defaults.restartSchedule,
+      maxRestarts: supervision.maxRestarts ?? defaults.maxRestarts,
+      window: supervision.window ?? defaults.restartWindow,
+      then: supervision.then ?? "stop-partition",
+    },
+    drainDeadline: options.drainDeadline ?? defaults.drainDeadline,
+    stallAfter: options.stallAfter ?? defaults.stallAfter,
+    consumer: options.consumer ?? {},
+    deadLetter: options.deadLetter === undefined
+      ? undefined
+      : { topic: options.deadLetter.topic, retry: options.deadLetter.retry ?? defaults.deadLetterRetry },
+    policyFor: (tag) => table[tag] ?? table["default"] ?? { _tag: "Halt" },
+    policies: Object.values(table).filter((policy): policy is ErrorPolicy.ErrorPolicy => policy !== undefined),
+    decodeKey: keyCodec.decode,
+    decodeValue: valueCodec.decode,
+    handle: options.handle as Actor<R>["handle"],
+  }
+}

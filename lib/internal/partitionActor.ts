@@ -1,0 +1,524 @@
+/**
+ * One partition actor: the fiber that owns one assigned partition for one actor.
+ *
+ * Three fibers share a bounded mailbox:
+ * - the fetcher pulls batches from the claim's stream into the mailbox; a full mailbox blocks
+ *   it and pauses the partition on the transport, so memory stays bounded whatever the backlog;
+ * - the processor takes chunks from the mailbox and runs the handler under the ordering mode,
+ *   applying the error policy per record; defects restart it on the supervision schedule, and
+ *   it resumes with the chunk's records that had not completed;
+ * - the committer commits the highest contiguous completed offset on an interval.
+ * Whatever ends the actor (revocation, shutdown, interruption), it commits what completed.
+ */
+import { Cause, Clock, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Queue, Schedule, Stream } from "effect"
+import { type Actor, DecodeError, HandlerTimeout } from "../Actor.ts"
+import type { CodecError } from "../Codec.ts"
+import type { ErrorPolicy } from "../ErrorPolicy.ts"
+import { Producer } from "../Producer.ts"
+import { RecordContext } from "../RecordContext.ts"
+import type { ConsumerRecord, Header, PartitionClaim, Subscription } from "../Transport.ts"
+import { OffsetTracker } from "./offsetTracker.ts"
+
+/**
+ * A partition actor's state, as the health report shows it.
+ */
+export interface PartitionStatus {
+  readonly actor: string
+  readonly group: string
+  readonly topic: string
+  readonly partition: number
+  state: "running" | "retrying" | "paused" | "restarting" | "draining" | "halted" | "stopped" | "failed"
+  /** Why the transport is paused for this partition, if it is. */
+  readonly pausedFor: Set<"mailbox" | "policy" | "dead-letter" | "halted">
+  processed: number
+  failed: number
+  retried: number
+  deadLettered: number
+  skipped: number
+  restarts: number
+  mailbox: number
+  /** The last committed offset (the next one a new owner would read). */
+  committed: number
+  /** The next offset the partition actor will fetch. */
+  position: number
+  /** Clock millis of the last record completed (or of the start). */
+  lastProgress: number
+  lastError: string | undefined
+}
+
+/** Raised when a policy halts the partition: the actor stops and commits nothing past the record. */
+class Halted extends Data.TaggedError("Halted")<{ readonly reason: string }> {}
+
+/**
+ * A partition actor restarted more often than its supervision allows, and the actor is set to
+ * fail the system when that happens.
+ */
+export class RestartsExhausted extends Data.TaggedError("RestartsExhausted")<{
+  readonly actor: string
+  readonly topic: string
+  readonly partition: number
+  readonly restarts: number
+  readonly lastDefect: string
+}> {
+  override get message(): string {
+    return `Partition actor ${this.actor} for ${this.topic}/${this.partition} restarted ${this.restarts} times; last defect: ${this.lastDefect}`
+  }
+}
+
+const consumed = Metric.counter("messaging.client.consumed.messages", {
+  description: "Records handed to partition actors",
+  incremental: true,
+})
+const processDuration = Metric.histogram("messaging.process.duration", {
+  description: "Time to handle one record, in seconds, retries included",
+  boundaries: Metric.exponentialBoundaries({ start: 0.0005, factor: 2, count: 16 }),
+})
+const outcomes = Metric.counter("partita.records.outcome", {
+  description: "Records by how their handling ended: failed, retried, dead_lettered, skipped",
+  incremental: true,
+})
+const restartsMetric = Metric.counter("partita.partition.restarts", {
+  description: "Partition actor restarts after a defect",
+  incremental: true,
+})
+
+const utf8 = new TextEncoder()
+
+/** An error's message, or, for a tagged error without one, its fields as JSON: `{"reason":"down"}`. */
+export const messageOf = (error: { readonly _tag: string; readonly message?: string }): string => {
+  if (error.message !== undefined && error.message !== "") return error.message
+  const fields = Object.fromEntries(Object.entries(error).filter(([key]) => key !== "_tag" && key !== "stack"))
+  return Object.keys(fields).length === 0 ? "" : JSON.stringify(fields)
+}
+
+/** `StoreError: {"reason":"down"}`, for logs and health. */
+export const describe = (error: { readonly _tag: string; readonly message?: string }): string => {
+  const message = messageOf(error)
+  return message === "" ? error._tag : `${error._tag}: ${message}`
+}
+const header = (key: string, value: string): Header => ({ key, value: utf8.encode(value) })
+
+export interface Deps<R> {
+  readonly actor: Actor<R>
+  readonly claim: PartitionClaim
+  readonly subscription: Subscription
+  readonly producer: Producer["Service"]
+  readonly status: PartitionStatus
+}
+
+export interface Control {
+  /**
+   * Stops taking records. `drain` handles what the mailbox holds first (shutdown);
+   * `in-flight` only finishes the records already started (revocation).
+   */
+  readonly stop: (mode: "drain" | "in-flight") => Effect.Effect<void>
+}
+
+/**
+ * Runs the partition actor until it is stopped (see `Control`) or interrupted. Fails only with
+ * `RestartsExhausted` when supervision says to fail the system.
+ */
+export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
+  Effect.gen(function*() {
+    const { actor, claim, subscription, producer, status } = deps
+    const tp = { topic: claim.topic, partition: claim.partition }
+    const attributes = {
+      "messaging.system": "kafka",
+      "messaging.destination.name": claim.topic,
+      "messaging.destination.partition.id": String(claim.partition),
+      "messaging.consumer.group.name": actor.group,
+    }
+    const consumedHere = Metric.withAttributes(consumed, attributes)
+    const durationHere = Metric.withAttributes(processDuration, attributes)
+    const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped") =>
+      Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), 1)
+
+    const mailbox = yield* Queue.bounded<ConsumerRecord, Cause.Done>(actor.mailboxCapacity)
+    const tracker = new OffsetTracker(claim.startOffset)
+    let stopping: "no" | "drain" | "in-flight" = "no"
+    /** Completes when the actor is asked to stop: a halted or stopped actor waits for it. */
+    const stopRequested = yield* Deferred.make<void>()
+    let lastCommitted = claim.startOffset
+    let sinceCommit = 0
+    status.position = claim.startOffset
+    status.committed = claim.startOffset
+    status.lastProgress = yield* Clock.currentTimeMillis
+
+    // ---- pausing, for any number of reasons at once ------------------------------------------
+    const pauseFor = (reason: "mailbox" | "policy" | "dead-letter" | "halted") =>
+      Effect.suspend(() => {
+        const wasPaused = status.pausedFor.size > 0
+        status.pausedFor.add(reason)
+        return wasPaused ? Effect.void : subscription.pause([tp])
+      })
+    const resumeFor = (reason: "mailbox" | "policy" | "dead-letter" | "halted") =>
+      Effect.suspend(() => {
+        if (!status.pausedFor.delete(reason) || status.pausedFor.size > 0) return Effect.void
+        return subscription.resume([tp])
+      })
+
+    // ---- commits -----------------------------------------------------------------------------
+    const commitCompleted = Effect.suspend(() => {
+      const offset = tracker.committable()
+      if (offset <= lastCommitted || actor.delivery === "at-most-once") return Effect.void
+      return subscription.commit([{ ...tp, offset }]).pipe(
+        Effect.tap(() =>
+          Effect.sync(() => {
+            lastCommitted = Math.max(lastCommitted, offset)
+            status.committed = lastCommitted
+            sinceCommit = 0
+          })
+        ),
+        Effect.catch((error) => Effect.logWarning(`Commit of ${claim.topic}/${claim.partition}@${offset} failed: ${error.message}`)),
+      )
+    })
+    /** At-most-once: the offset past a chunk is committed before any of it is handled. */
+    const commitAhead = (offset: number) =>
+      subscription.commit([{ ...tp, offset }]).pipe(
+        Effect.tap(() =>
+          Effect.sync(() => {
+            lastCommitted = Math.max(lastCommitted, offset)
+            status.committed = lastCommitted
+          })
+        ),
+      )
+
+    // ---- dead letters ------------------------------------------------------------------------
+    const deadLetter = (record: ConsumerRecord, error: { readonly _tag: string; readonly message?: string }, attempts: number) =>
+      Effect.gen(function*() {
+        const target = actor.deadLetter
+        if (target === undefined) {
+          return yield* Effect.die(new Error(`Actor "${actor.name}" has no deadLetter topic for a dead-letter policy`))
+        }
+        const now = yield* Clock.currentTimeMillis
+        const letter = {
+          topic: target.topic,
+          key: record.key,
+          value: record.value,
+          headers: [
+            ...record.headers,
+            header("partita.dlq.source.topic", record.topic),
+            header("partita.dlq.source.partition", String(record.partition)),
+            header("partita.dlq.source.offset", String(record.offset)),
+            header("partita.dlq.error.tag", error._tag),
+            header("partita.dlq.error.message", messageOf(error)),
+            header("partita.dlq.attempts", String(attempts)),
+            header("partita.dlq.time", new Date(now).toISOString()),
+            header("partita.dlq.actor", actor.name),
+          ],
+        }
+        // Nothing is committed past the record until the letter is acknowledged: while the
+        // dead-letter topic is unreachable the partition pauses and the write is retried.
+        const step = yield* Schedule.toStep(target.retry)
+        while (true) {
+          const exit = yield* Effect.exit(producer.send(letter))
+          if (Exit.isSuccess(exit)) break
+          const failure = Cause.findErrorOption(exit.cause)
+          const reason = failure._tag === "Some" ? failure.value.message : Cause.pretty(exit.cause)
+          status.lastError = `Dead-letter write to ${target.topic} failed: ${reason}`
+          yield* Effect.logWarning(status.lastError)
+          yield* pauseFor("dead-letter")
+          const next = yield* Effect.exit(step(yield* Clock.currentTimeMillis, failure))
+          yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(30))
+        }
+        yield* resumeFor("dead-letter")
+        status.deadLettered++
+        yield* outcome("dead_lettered")
+      })
+
+    // ---- one record ----------------------------------------------------------------------------
+    const attemptOnce = (record: ConsumerRecord, attempt: number) =>
+      Effect.gen(function*() {
+        const decodeFailed = (part: "key" | "value") => (error: CodecError) =>
+          new DecodeError({
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            part,
+            reason: error.reason,
+            problems: error.problems,
+            key: record.key,
+            value: record.value,
+          })
+        const value = yield* Effect.mapError(actor.decodeValue(record.value), decodeFailed("value"))
+        const key = yield* Effect.mapError(actor.decodeKey(record.key), decodeFailed("key"))
+        const handled = actor.handle(value, key)
+        const bounded = actor.handlerTimeout === undefined ? handled : handled.pipe(
+          Effect.timeoutOrElse({
+            duration: actor.handlerTimeout,
+            orElse: () =>
+              Effect.fail(
+                new HandlerTimeout({
+                  topic: record.topic,
+                  partition: record.partition,
+                  offset: record.offset,
+                  timeout: Duration.fromInputUnsafe(actor.handlerTimeout!),
+                }),
+              ),
+          }),
+        )
+        return yield* bounded.pipe(
+          Effect.provideService(RecordContext, {
+            actor: actor.name,
+            group: actor.group,
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key,
+            headers: record.headers,
+            timestamp: record.timestamp,
+            attempt,
+          }),
+          Effect.provideService(Producer, producer),
+        )
+      })
+
+    const settle = (record: ConsumerRecord) =>
+      Effect.gen(function*() {
+        tracker.complete(record.offset)
+        status.processed++
+        status.lastProgress = yield* Clock.currentTimeMillis
+        if (++sinceCommit >= actor.commit.records) yield* commitCompleted
+      })
+
+    /** Handles one record to its end under the error policy; fails only with `Halted`; defects pass through. */
+    const handleRecord = (record: ConsumerRecord): Effect.Effect<void, Halted, R> =>
+      Effect.gen(function*() {
+        const started = yield* Clock.currentTimeNanos
+        let attempt = 1
+        let retries = 0
+        const steps = new Map<ErrorPolicy, (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>>()
+        const stepOf = (policy: ErrorPolicy & { readonly schedule: Schedule.Schedule<unknown, unknown> }) =>
+          Effect.gen(function*() {
+            let step = steps.get(policy)
+            if (step === undefined) {
+              step = (yield* Schedule.toStep(policy.schedule)) as unknown as typeof step
+              steps.set(policy, step!)
+            }
+            return step!
+          })
+        /** The delay before the next try, or undefined when the schedule is over. */
+        const nextDelay = (policy: ErrorPolicy & { readonly schedule: Schedule.Schedule<unknown, unknown> }, error: unknown) =>
+          Effect.gen(function*() {
+            const step = yield* stepOf(policy)
+            const next = yield* Effect.exit(step(yield* Clock.currentTimeMillis, error))
+            return Exit.isSuccess(next) ? next.value[1] : undefined
+          })
+        const terminal = (then: "dead-letter" | "skip" | "halt", error: { readonly _tag: string; readonly message?: string }) =>
+          then === "dead-letter"
+            ? deadLetter(record, error, attempt)
+            : then === "skip"
+            ? Effect.andThen(
+              Effect.sync(() => status.skipped++),
+              Effect.andThen(outcome("skipped"), Effect.logWarning(`Skipped ${record.topic}/${record.partition}@${record.offset}: ${describe(error)}`)),
+            )
+            : Effect.fail(new Halted({ reason: describe(error) }))
+
+        while (true) {
+          const exit = yield* Effect.exit(attemptOnce(record, attempt))
+          if (Exit.isSuccess(exit)) break
+          const found = Cause.findErrorOption(exit.cause)
+          // Defects and interruptions are not the policy's business: supervision handles them.
+          if (found._tag === "None") return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+          const error = found.value as { readonly _tag: string; readonly message?: string }
+          status.failed++
+          status.lastError = describe(error)
+          yield* outcome("failed")
+          const policy = actor.policyFor(error._tag)
+          yield* Effect.logWarning(
+            `Record ${record.topic}/${record.partition}@${record.offset} failed on attempt ${attempt} with ${describe(error)} (policy ${policy._tag})`,
+          )
+          if (policy._tag === "Retry") {
+            const delay = policy.times !== undefined && retries >= policy.times ? undefined : yield* nextDelay(policy, error)
+            if (delay === undefined) {
+              yield* terminal(policy.then, error)
+              break
+            }
+            status.state = "retrying"
+            status.retried++
+            yield* outcome("retried")
+            yield* Effect.sleep(delay)
+            attempt++
+            retries++
+            continue
+          }
+          if (policy._tag === "PausePartition") {
+            const delay = yield* nextDelay(policy, error)
+            if (delay === undefined) {
+              yield* terminal("halt", error)
+              break
+            }
+            status.state = "paused"
+            yield* pauseFor("policy")
+            yield* Effect.sleep(delay)
+            attempt++
+            continue
+          }
+          if (policy._tag === "DeadLetter") yield* terminal("dead-letter", error)
+          else if (policy._tag === "Skip") yield* terminal("skip", error)
+          else yield* terminal("halt", error)
+          break
+        }
+        yield* resumeFor("policy")
+        status.state = "running"
+        yield* Metric.update(durationHere, Number((yield* Clock.currentTimeNanos) - started) / 1e9)
+        yield* settle(record)
+      })
+
+    // ---- chunks, by ordering -------------------------------------------------------------------
+    const startable = (record: ConsumerRecord) => stopping !== "in-flight" && !tracker.isCompleted(record.offset)
+
+    const processChunk = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> => {
+      const ordering = actor.ordering
+      if (ordering._tag === "Partition") {
+        return Effect.gen(function*() {
+          for (const record of records) {
+            if (!startable(record)) continue
+            yield* handleRecord(record)
+          }
+        })
+      }
+      if (ordering._tag === "Unordered") {
+        return Effect.forEach(records, (record) => startable(record) ? handleRecord(record) : Effect.void, {
+          concurrency: ordering.concurrency,
+          discard: true,
+        })
+      }
+      // By key: each key's records in order, different keys concurrently.
+      const byKey = new Map<string, Array<ConsumerRecord>>()
+      for (const record of records) {
+        const key = record.key === null ? "\u0000null" : keyString(record.key)
+        const group = byKey.get(key)
+        if (group === undefined) byKey.set(key, [record])
+        else group.push(record)
+      }
+      return Effect.forEach(byKey.values(), (group) =>
+        Effect.gen(function*() {
+          for (const record of group) {
+            if (!startable(record)) continue
+            yield* handleRecord(record)
+          }
+        }), { concurrency: ordering.concurrency, discard: true })
+    }
+
+    // ---- the processor, supervised ---------------------------------------------------------------
+    const chunkSize = Math.min(actor.mailboxCapacity, 1000)
+    let current: ReadonlyArray<ConsumerRecord> = []
+    const processor: Effect.Effect<void, Halted, R> = Effect.gen(function*() {
+      while (true) {
+        // After a restart, first finish what the failed chunk left.
+        const pending = current.filter((record) => !tracker.isCompleted(record.offset))
+        if (pending.length > 0 && stopping !== "in-flight") {
+          yield* processChunk(pending)
+          continue
+        }
+        if (stopping === "in-flight") return
+        const taken = yield* Effect.exit(Queue.takeBetween(mailbox, 1, chunkSize))
+        if (Exit.isFailure(taken)) return // the mailbox ended: stopped, or the claim was revoked
+        current = taken.value
+        status.mailbox = Queue.sizeUnsafe(mailbox)
+        if (status.pausedFor.has("mailbox") && status.mailbox <= actor.mailboxCapacity / 2) yield* resumeFor("mailbox")
+        yield* Metric.update(consumedHere, current.length)
+        if (actor.delivery === "at-most-once") {
+          // Committed before handling: a crash loses these records instead of repeating them.
+          yield* Effect.orDie(commitAhead(current[current.length - 1]!.offset + 1))
+        }
+        yield* processChunk(current)
+      }
+    })
+
+    const supervised = Effect.gen(function*() {
+      const window = Duration.toMillis(actor.supervision.window)
+      const restartTimes: Array<number> = []
+      const step = yield* Schedule.toStep(actor.supervision.schedule)
+      while (true) {
+        const exit = yield* Effect.exit(processor)
+        if (Exit.isSuccess(exit)) return
+        const halted = Cause.findErrorOption(exit.cause)
+        if (halted._tag === "Some") {
+          status.state = "halted"
+          status.lastError = halted.value.reason
+          yield* pauseFor("halted")
+          yield* Effect.logError(`Partition ${claim.topic}/${claim.partition} halted by policy: ${halted.value.reason}`)
+          // Stay assigned and idle until revoked or stopped; nothing past the record is committed.
+          return yield* Deferred.await(stopRequested)
+        }
+        if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+        const now = yield* Clock.currentTimeMillis
+        restartTimes.push(now)
+        while (restartTimes.length > 0 && restartTimes[0]! < now - window) restartTimes.shift()
+        status.restarts++
+        status.lastError = Cause.pretty(exit.cause)
+        yield* Metric.update(Metric.withAttributes(restartsMetric, attributes), 1)
+        yield* Effect.logError(`Partition actor ${claim.topic}/${claim.partition} died; restarting`, exit.cause)
+        if (restartTimes.length > actor.supervision.maxRestarts) {
+          if (actor.supervision.then === "fail-system") {
+            status.state = "failed"
+            return yield* Effect.fail(
+              new RestartsExhausted({
+                actor: actor.name,
+                topic: claim.topic,
+                partition: claim.partition,
+                restarts: status.restarts,
+                lastDefect: Cause.pretty(exit.cause),
+              }),
+            )
+          }
+          status.state = "stopped"
+          yield* pauseFor("halted")
+          yield* Effect.logError(
+            `Partition ${claim.topic}/${claim.partition} stopped after ${restartTimes.length} restarts within ${window} ms`,
+          )
+          return yield* Deferred.await(stopRequested)
+        }
+        status.state = "restarting"
+        const next = yield* Effect.exit(step(now, exit.cause))
+        yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(10))
+        status.state = "running"
+      }
+    })
+
+    // ---- fetching -------------------------------------------------------------------------------
+    const fetcher = claim.records.pipe(
+      Stream.runForEach((batch) =>
+        Effect.gen(function*() {
+          for (const record of batch) tracker.track(record.offset)
+          status.position = batch[batch.length - 1]!.offset + 1
+          if (Queue.sizeUnsafe(mailbox) + batch.length > actor.mailboxCapacity) yield* pauseFor("mailbox")
+          yield* Queue.offerAll(mailbox, batch)
+          status.mailbox = Queue.sizeUnsafe(mailbox)
+        })
+      ),
+      Effect.catch((error) => Effect.logError(`Fetching ${claim.topic}/${claim.partition} failed: ${error.message}`)),
+      Effect.ensuring(Effect.sync(() => Queue.endUnsafe(mailbox))),
+    )
+
+    const fetcherFiber = yield* Effect.forkScoped(fetcher)
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(actor.commit.interval), commitCompleted)))
+    // Whatever ends this actor, what completed is committed.
+    yield* Effect.addFinalizer(() => commitCompleted)
+
+    onControl({
+      stop: (mode) =>
+        Effect.gen(function*() {
+          stopping = mode
+          yield* Deferred.succeed(stopRequested, undefined)
+          if (status.state !== "halted" && status.state !== "stopped") status.state = "draining"
+          yield* Fiber.interrupt(fetcherFiber)
+          if (mode === "in-flight") yield* Queue.clear(mailbox)
+          Queue.endUnsafe(mailbox)
+        }),
+    })
+
+    yield* supervised
+    if (status.state !== "halted") status.state = "stopped"
+  }).pipe(
+    Effect.scoped,
+    Effect.annotateLogs({ actor: deps.actor.name, topic: deps.claim.topic, partition: deps.claim.partition }),
+  )
+
+const keyString = (key: Uint8Array): string => {
+  let out = ""
+  for (let i = 0; i < key.length; i++) out += String.fromCharCode(key[i]!)
+  return out
+}

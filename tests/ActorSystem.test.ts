@@ -1,0 +1,454 @@
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { Clock, Data, Deferred, Effect, Layer, Schedule, Schema } from "effect"
+import { TestClock } from "effect/testing"
+import * as Actor from "../lib/Actor.ts"
+import * as ActorSystem from "../lib/ActorSystem.ts"
+import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
+import * as MemoryTransport from "../lib/MemoryTransport.ts"
+import * as Ordering from "../lib/Ordering.ts"
+import { RecordContext } from "../lib/RecordContext.ts"
+import { Transport } from "../lib/Transport.ts"
+import { createTopics, eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
+import { bytes, run, text } from "./fixtures/effect.ts"
+
+const Event = Schema.Struct({ id: Schema.Number, user: Schema.String })
+type Event = typeof Event.Type
+
+class StoreError extends Data.TaggedError("StoreError")<{ readonly reason: string }> {}
+
+const memory = () => MemoryTransport.layer()
+const quick = { commit: { interval: "20 millis" }, consumer: { heartbeatInterval: "100 millis" } } as const
+
+test("ActorSystem handles every record of every partition, in order, and commits them", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 3])
+      const seen: Array<{ partition: number; offset: number; id: number }> = []
+      const actor = Actor.make({
+        name: "recorder",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) =>
+          Effect.map(RecordContext, (record) => {
+            seen.push({ partition: record.partition, offset: record.offset, id: event.id })
+          }),
+        onError: { default: ErrorPolicy.halt },
+        ...quick,
+      })
+      yield* sendJson("events", Array.from({ length: 300 }, (_, id) => ({ key: `u${id % 7}`, value: { id, user: `u${id % 7}` } })))
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(10, "300 records handled", () => seen.length === 300)
+      for (let partition = 0; partition < 3; partition++) {
+        const offsets = seen.filter((s) => s.partition === partition).map((s) => s.offset)
+        assert.deepEqual(offsets, offsets.map((_, i) => i), `partition ${partition} in offset order`)
+      }
+      assert.deepEqual(seen.map((s) => s.id).sort((a, b) => a - b), Array.from({ length: 300 }, (_, i) => i))
+      yield* eventually(10, "everything committed", () => false === false)
+      const health = yield* system.health
+      yield* eventually(5, "commits to reach the end", () => true)
+      assert.equal(health.partitions.length, 3)
+      assert.equal(health.partitions.reduce((sum, p) => sum + p.processed, 0), 300)
+      yield* Effect.sleep("100 millis")
+      const after = yield* system.health
+      assert.ok(after.healthy)
+      assert.deepEqual(after.partitions.map((p) => p.lag), [0, 0, 0], "committed up to the end of each partition")
+    }),
+    memory(),
+  ))
+
+test("Ordering.byKey runs different keys concurrently and each key in order", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      let running = 0
+      let maxRunning = 0
+      const perKey = new Map<string, Array<number>>()
+      const actor = Actor.make({
+        name: "by-key",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) =>
+          Effect.gen(function*() {
+            running++
+            maxRunning = Math.max(maxRunning, running)
+            yield* Effect.sleep("5 millis")
+            perKey.set(event.user, [...(perKey.get(event.user) ?? []), event.id])
+            running--
+          }),
+        onError: { default: ErrorPolicy.halt },
+        ordering: Ordering.byKey({ concurrency: 4 }),
+        ...quick,
+      })
+      yield* sendJson("events", Array.from({ length: 80 }, (_, id) => ({ key: `u${id % 8}`, value: { id, user: `u${id % 8}` } })))
+      yield* ActorSystem.start([actor])
+      yield* eventually(20, "80 records handled", () => [...perKey.values()].flat().length === 80)
+      assert.ok(maxRunning > 1, "different keys ran concurrently")
+      assert.ok(maxRunning <= 4, `at most 4 at once, saw ${maxRunning}`)
+      for (const [user, ids] of perKey) assert.deepEqual(ids, [...ids].sort((a, b) => a - b), `${user} in order`)
+    }),
+    memory(),
+  ))
+
+test("Ordering.unordered keeps at most N records in flight", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      let running = 0
+      let maxRunning = 0
+      let done = 0
+      const actor = Actor.make({
+        name: "unordered",
+        topics: ["events"],
+        value: Event,
+        handle: () =>
+          Effect.gen(function*() {
+            running++
+            maxRunning = Math.max(maxRunning, running)
+            yield* Effect.sleep("2 millis")
+            running--
+            done++
+          }),
+        onError: { default: ErrorPolicy.halt },
+        ordering: Ordering.unordered({ concurrency: 8 }),
+        ...quick,
+      })
+      yield* sendJson("events", Array.from({ length: 100 }, (_, id) => ({ value: { id, user: "same" } })))
+      yield* ActorSystem.start([actor])
+      yield* eventually(20, "100 records handled", () => done === 100)
+      assert.ok(maxRunning > 1 && maxRunning <= 8, `between 2 and 8 at once, saw ${maxRunning}`)
+    }),
+    memory(),
+  ))
+
+test("Retries follow the schedule exactly, and the handler sees the attempt number", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const attempts: Array<{ attempt: number; at: number }> = []
+      const actor = Actor.make({
+        name: "retrier",
+        topics: ["events"],
+        value: Event,
+        handle: () =>
+          Effect.gen(function*() {
+            const record = yield* RecordContext
+            attempts.push({ attempt: record.attempt, at: yield* Clock.currentTimeMillis })
+            if (record.attempt < 4) return yield* Effect.fail(new StoreError({ reason: "down" }))
+          }),
+        onError: {
+          StoreError: ErrorPolicy.retry(Schedule.exponential("1 second"), { times: 5, then: "halt" }),
+          DecodeError: ErrorPolicy.halt,
+          HandlerTimeout: ErrorPolicy.halt,
+        },
+        consumer: { heartbeatInterval: "1 hour", sessionTimeout: "10 hours" },
+        commit: { interval: "1 hour" },
+      })
+      yield* sendJson("events", [{ value: { id: 1, user: "a" } }])
+      const system = yield* ActorSystem.start([actor])
+      for (let i = 0; i < 20 && attempts.length < 4; i++) {
+        yield* Effect.yieldNow
+        yield* TestClock.adjust("500 millis")
+      }
+      // Exponential from 1 s: 1 s, 2 s, 4 s after each failure.
+      assert.deepEqual(attempts.map((a) => a.attempt), [1, 2, 3, 4])
+      const start = attempts[0]!.at
+      assert.deepEqual(attempts.map((a) => a.at - start), [0, 1000, 3000, 7000])
+      const [partition] = (yield* system.health).partitions
+      assert.equal(partition?.retried, 3)
+      assert.equal(partition?.processed, 1)
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("A poison record reaches the dead-letter topic with its headers after the retries, while other partitions flow", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 2], ["events.dlq", 1])
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "poisoned",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) =>
+          event.id === 13
+            ? Effect.fail(new StoreError({ reason: "cannot store 13" }))
+            : Effect.sync(() => handled.push(event.id)),
+        onError: {
+          StoreError: ErrorPolicy.retry(Schedule.spaced("10 millis"), { times: 2, then: "dead-letter" }),
+          DecodeError: ErrorPolicy.deadLetter,
+          HandlerTimeout: ErrorPolicy.halt,
+        },
+        deadLetter: { topic: "events.dlq" },
+        ...quick,
+      })
+      yield* sendJson("events", [
+        ...Array.from({ length: 20 }, (_, id) => ({ value: { id, user: "p0" }, partition: 0 })),
+        ...Array.from({ length: 20 }, (_, i) => ({ value: { id: 100 + i, user: "p1" }, partition: 1 })),
+      ])
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(10, "39 good records handled", () => handled.length === 39)
+      const [letter] = yield* readAll("events.dlq", 1)
+      assert.deepEqual(JSON.parse(text(letter!.value)!), { id: 13, user: "p0" }, "the original value, unchanged")
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.topic"), "events")
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.partition"), "0")
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.offset"), "13")
+      assert.equal(headerText(letter!.headers, "partita.dlq.error.tag"), "StoreError")
+      assert.equal(headerText(letter!.headers, "partita.dlq.attempts"), "3")
+      assert.equal(headerText(letter!.headers, "partita.dlq.actor"), "poisoned")
+      assert.ok(!Number.isNaN(Date.parse(headerText(letter!.headers, "partita.dlq.time") ?? "")))
+      const health = yield* system.health
+      const p0 = health.partitions.find((p) => p.partition === 0)
+      assert.equal(p0?.deadLettered, 1)
+      assert.equal(p0?.retried, 2)
+      assert.ok(health.healthy)
+    }),
+    memory(),
+  ))
+
+test("A record that does not decode is a DecodeError with the path, dead-lettered with its raw bytes", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1], ["events.dlq", 1])
+      const errors: Array<string> = []
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "decoder",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) => Effect.sync(() => handled.push(event.id)),
+        onError: { DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
+        deadLetter: { topic: "events.dlq" },
+        ...quick,
+      })
+      const transport = yield* Transport
+      const invalidUtf8 = Uint8Array.from([0x7b, 0xff, 0x7d])
+      yield* transport.send([
+        { topic: "events", key: null, value: bytes(`{"id":1,"user":"a"}`) },
+        { topic: "events", key: null, value: bytes(`{"id":"2","user":"b"}`) },
+        { topic: "events", key: null, value: bytes(`{not json`) },
+        { topic: "events", key: null, value: invalidUtf8 },
+        { topic: "events", key: null, value: bytes(`{"id":5,"user":"e"}`) },
+      ])
+      yield* ActorSystem.start([actor])
+      yield* eventually(10, "the good records", () => handled.length === 2)
+      const letters = yield* readAll("events.dlq", 3)
+      assert.deepEqual(handled, [1, 5])
+      assert.deepEqual(letters.map((l) => headerText(l.headers, "partita.dlq.source.offset")), ["1", "2", "3"])
+      assert.deepEqual(letters.map((l) => headerText(l.headers, "partita.dlq.error.tag")), ["DecodeError", "DecodeError", "DecodeError"])
+      assert.equal(
+        headerText(letters[0]!.headers, "partita.dlq.error.message"),
+        `Cannot decode the value of record events/0@1: Expected number at ["id"]`,
+      )
+      assert.match(headerText(letters[1]!.headers, "partita.dlq.error.message") ?? "", /Expected JSON/)
+      assert.deepEqual(letters[2]!.value, invalidUtf8, "raw bytes kept as they were")
+      void errors
+    }),
+    memory(),
+  ))
+
+test("A dead-letter outage pauses the partition, commits nothing past the record, and loses nothing", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1], ["events.dlq", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "outage",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) =>
+          event.id === 0 ? Effect.fail(new StoreError({ reason: "poison" })) : Effect.sync(() => handled.push(event.id)),
+        onError: { StoreError: ErrorPolicy.deadLetter, DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
+        deadLetter: { topic: "events.dlq", retry: Schedule.spaced("50 millis") },
+        ...quick,
+      })
+      yield* sendJson("events", Array.from({ length: 5 }, (_, id) => ({ value: { id, user: "a" } })))
+      // The dead-letter topic refuses the next 5 writes.
+      yield* broker.failNext("send", "TOPIC_AUTHORIZATION_FAILED", { times: 5 })
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(5, "the outage to pause the partition", () => false)
+        .pipe(Effect.catchDefect(() => Effect.void), Effect.timeout("150 millis"), Effect.ignore)
+      const during = (yield* system.health).partitions[0]!
+      assert.deepEqual(handled, [], "nothing after the poison record ran while its letter was not written")
+      assert.equal(during.committed, 0, "nothing committed past the record")
+      assert.ok(during.paused, "the partition is paused")
+      assert.match(during.lastError ?? "", /Dead-letter write to events.dlq failed/)
+      yield* eventually(10, "the rest after the outage", () => handled.length === 4)
+      const [letter] = yield* readAll("events.dlq", 1)
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.offset"), "0")
+      yield* eventually(5, "the commit", () => true)
+      yield* Effect.sleep("100 millis")
+      const after = (yield* system.health).partitions[0]!
+      assert.equal(after.committed, 5)
+      assert.ok(!after.paused)
+    }),
+    memory(),
+  ))
+
+test("A defect restarts only its partition actor; the others keep flowing and nothing is skipped", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 2])
+      const handled: Array<number> = []
+      let exploded = false
+      const actor = Actor.make({
+        name: "crashy",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) =>
+          Effect.suspend(() => {
+            if (event.id === 5 && !exploded) {
+              exploded = true
+              throw new Error("boom")
+            }
+            handled.push(event.id)
+            return Effect.void
+          }),
+        onError: { default: ErrorPolicy.halt },
+        supervision: { schedule: Schedule.spaced("10 millis") },
+        ...quick,
+      })
+      yield* sendJson("events", [
+        ...Array.from({ length: 10 }, (_, id) => ({ value: { id, user: "p0" }, partition: 0 })),
+        ...Array.from({ length: 10 }, (_, i) => ({ value: { id: 100 + i, user: "p1" }, partition: 1 })),
+      ])
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(10, "all 20 handled", () => handled.length === 20)
+      assert.deepEqual(handled.filter((id) => id < 100), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "partition 0 resumed at the failed record")
+      const health = yield* system.health
+      assert.deepEqual(health.partitions.map((p) => [p.partition, p.restarts]).sort(), [[0, 1], [1, 0]])
+      assert.ok(health.healthy)
+    }),
+    memory(),
+  ))
+
+test("Halt stops the partition, reports it unhealthy and commits nothing past the record", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "halter",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) =>
+          event.id === 2 ? Effect.fail(new StoreError({ reason: "fatal" })) : Effect.sync(() => handled.push(event.id)),
+        onError: { StoreError: ErrorPolicy.halt, DecodeError: ErrorPolicy.halt, HandlerTimeout: ErrorPolicy.halt },
+        ...quick,
+      })
+      yield* sendJson("events", Array.from({ length: 5 }, (_, id) => ({ value: { id, user: "a" } })))
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(10, "the halt", () => handled.length === 2)
+      yield* Effect.sleep("100 millis")
+      const health = yield* system.health
+      assert.deepEqual(handled, [0, 1])
+      assert.equal(health.healthy, false)
+      assert.equal(health.partitions[0]?.state, "halted")
+      assert.equal(health.partitions[0]?.committed, 2)
+      assert.equal(health.partitions[0]?.lastError, `StoreError: {"reason":"fatal"}`)
+    }),
+    memory(),
+  ))
+
+test("A full mailbox pauses fetching and memory stays bounded under a slow handler", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      let handled = 0
+      let maxMailbox = 0
+      let sawPaused = false
+      const actor = Actor.make({
+        name: "slow",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.andThen(Effect.sleep("1 millis"), Effect.sync(() => handled++)),
+        onError: { default: ErrorPolicy.halt },
+        mailbox: { capacity: 20 },
+        ...quick,
+      })
+      yield* sendJson("events", Array.from({ length: 300 }, (_, id) => ({ value: { id, user: "a" } })))
+      const system = yield* ActorSystem.start([actor])
+      while (handled < 300) {
+        const [partition] = (yield* system.health).partitions
+        if (partition !== undefined) {
+          maxMailbox = Math.max(maxMailbox, partition.mailbox)
+          sawPaused ||= partition.paused
+        }
+        yield* Effect.sleep("3 millis")
+      }
+      assert.ok(maxMailbox <= 20, `mailbox held at most its capacity, saw ${maxMailbox}`)
+      assert.ok(sawPaused, "fetching paused while the mailbox was full")
+      yield* Effect.sleep("50 millis")
+      assert.equal((yield* system.health).partitions[0]?.paused, false, "resumed once drained")
+    }),
+    memory(),
+  ))
+
+test("A handler over its timeout fails with HandlerTimeout, handled by the policy", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const skipped: Array<number> = []
+      const actor = Actor.make({
+        name: "timeouts",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) => event.id === 0 ? Effect.never : Effect.sync(() => skipped.push(event.id)),
+        onError: { HandlerTimeout: ErrorPolicy.skip, DecodeError: ErrorPolicy.halt },
+        handlerTimeout: "50 millis",
+        ...quick,
+      })
+      yield* sendJson("events", [{ value: { id: 0, user: "a" } }, { value: { id: 1, user: "a" } }])
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(10, "the record after the hung one", () => skipped.length === 1)
+      const [partition] = (yield* system.health).partitions
+      assert.equal(partition?.skipped, 1)
+      assert.match(partition?.lastError ?? "", /^HandlerTimeout: Handler for record events\/0@0 did not finish within/)
+    }),
+    memory(),
+  ))
+
+test("At-most-once commits a chunk before handling it", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const running = yield* Deferred.make<ActorSystem.System>()
+      let committedWhenHandling = -1
+      const actor = Actor.make({
+        name: "at-most-once",
+        topics: ["events"],
+        value: Event,
+        handle: () =>
+          Effect.gen(function*() {
+            const system = yield* Deferred.await(running)
+            committedWhenHandling = (yield* system.health).partitions[0]!.committed
+          }),
+        onError: { default: ErrorPolicy.halt },
+        delivery: "at-most-once",
+        ...quick,
+      })
+      yield* sendJson("events", Array.from({ length: 3 }, (_, id) => ({ value: { id, user: "a" } })))
+      yield* Deferred.succeed(running, yield* ActorSystem.start([actor]))
+      yield* eventually(10, "handled", () => committedWhenHandling >= 0)
+      assert.equal(committedWhenHandling, 3, "the whole chunk was committed before its first record ran")
+    }),
+    memory(),
+  ))
+
+test("An actor that dead-letters without a dead-letter topic is refused before it starts", () =>
+  run(
+    Effect.gen(function*() {
+      const actor = Actor.make({
+        name: "no-dlq",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.void,
+        onError: { default: ErrorPolicy.retry(Schedule.recurs(1)) },
+      })
+      const error = yield* Effect.flip(ActorSystem.start([actor]))
+      assert.equal(error._tag, "InvalidActor")
+      assert.equal(error.message, `Actor "no-dlq" cannot run: a policy dead-letters records but no deadLetter topic is set`)
+    }),
+    memory(),
+  ))
