@@ -77,17 +77,26 @@ const encoder = new TextEncoder()
 const problem = (reason: CodecError["reason"], message: string) =>
   new CodecError({ reason, problems: [{ path: [], message }] })
 
-const decodeUtf8 = (bytes: Uint8Array) =>
-  Effect.try({
-    try: () => utf8.decode(bytes),
-    catch: () => problem("InvalidUtf8", `Expected UTF-8 text, got ${bytes.length} bytes that are not`),
-  })
+/*
+ * TextDecoder and JSON.parse report bad input by throwing; these two turn that into values, once,
+ * here. They return an `Exit` (which is an `Effect`) so the per-record path allocates no more
+ * than it must.
+ */
+const decodeUtf8 = (bytes: Uint8Array): Exit.Exit<string, CodecError> => {
+  try {
+    return Exit.succeed(utf8.decode(bytes))
+  } catch {
+    return Exit.fail(problem("InvalidUtf8", `Expected UTF-8 text, got ${bytes.length} bytes that are not`))
+  }
+}
 
-const parseJson = (text: string) =>
-  Effect.try({
-    try: (): unknown => JSON.parse(text),
-    catch: (error) => problem("InvalidJson", `Expected JSON: ${(error as Error).message}`),
-  })
+const parseJson = (text: string): Exit.Exit<unknown, CodecError> => {
+  try {
+    return Exit.succeed(JSON.parse(text))
+  } catch (error) {
+    return Exit.fail(problem("InvalidJson", `Expected JSON: ${(error as Error).message}`))
+  }
+}
 
 /**
  * UTF-8 JSON checked by `schema` both ways: decoding reports every problem (not just the
@@ -102,16 +111,20 @@ export const json = <A, I>(schema: Schema.Codec<A, I>): Codec<A> => {
   const encodeValue = Schema.encodeUnknownExit(schema)
   const options = { errors: "all" } as const
   return {
-    decode: (bytes) =>
-      Effect.flatMap(
-        bytes === null ? Effect.succeed(null) : Effect.flatMap(decodeUtf8(bytes), parseJson),
-        (parsed) => {
-          const exit = decodeValue(parsed, options)
-          return Exit.isSuccess(exit)
-            ? Effect.succeed(exit.value)
-            : Effect.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
-        },
-      ),
+    decode: (bytes): Exit.Exit<A, CodecError> => {
+      let parsed: unknown = null
+      if (bytes !== null) {
+        const text = decodeUtf8(bytes)
+        if (Exit.isFailure(text)) return Exit.failCause(text.cause)
+        const json = parseJson(text.value)
+        if (Exit.isFailure(json)) return Exit.failCause(json.cause)
+        parsed = json.value
+      }
+      const exit = decodeValue(parsed, options)
+      return Exit.isSuccess(exit)
+        ? Exit.succeed(exit.value)
+        : Exit.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
+    },
     encode: (value) =>
       Effect.suspend(() => {
         const exit = encodeValue(value, options)
@@ -129,7 +142,7 @@ export const json = <A, I>(schema: Schema.Codec<A, I>): Codec<A> => {
  * @category constructors
  */
 export const string: Codec<string | null> = {
-  decode: (bytes) => bytes === null ? Effect.succeed(null) : decodeUtf8(bytes),
+  decode: (bytes) => bytes === null ? Exit.succeed(null) : decodeUtf8(bytes),
   encode: (value) => Effect.succeed(value === null ? null : encoder.encode(value)),
 }
 
@@ -140,6 +153,6 @@ export const string: Codec<string | null> = {
  * @category constructors
  */
 export const bytes: Codec<Uint8Array | null> = {
-  decode: (bytes) => Effect.succeed(bytes),
+  decode: (bytes) => Exit.succeed(bytes),
   encode: (value) => Effect.succeed(value),
 }

@@ -22,8 +22,14 @@ export class OffsetTracker {
   }
 
   complete(offset: number): void {
-    this.completed.add(offset)
-    while (this.head < this.delivered.length && this.completed.has(this.delivered[this.head]!)) {
+    if (this.delivered[this.head] === offset) {
+      // In order, the usual case: no set needed.
+      this.head++
+      this.next = offset + 1
+    } else {
+      this.completed.add(offset)
+    }
+    while (this.completed.size > 0 && this.head < this.delivered.length && this.completed.has(this.delivered[this.head]!)) {
       const done = this.delivered[this.head++]!
       this.completed.delete(done)
       this.next = done + 1
