@@ -455,6 +455,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           yield* Effect.orDie(commitAhead(current[current.length - 1]!.offset + 1))
         }
         yield* processChunk(current)
+        // Caught up: commit now rather than at the next interval, so a rebalance that finds this
+        // partition idle (when Kafka may refuse a late commit) has nothing left to redo.
+        if (Queue.sizeUnsafe(mailbox) === 0) yield* commitCompleted
       }
     })
 

@@ -1,0 +1,290 @@
+/**
+ * The actor system on the real broker: the integration paths of tests/ActorSystem.test.ts, and
+ * what only a real, persistent broker can show: an app process sent SIGTERM or SIGKILL.
+ */
+import assert from "node:assert/strict"
+import { Data, Effect, Schedule, Schema } from "effect"
+import { Kafka, logLevel } from "kafkajs"
+import * as Actor from "../lib/Actor.ts"
+import * as ActorSystem from "../lib/ActorSystem.ts"
+import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
+import * as KafkaTransport from "../lib/KafkaTransport.ts"
+import { RecordContext } from "../lib/RecordContext.ts"
+import { Transport } from "../lib/Transport.ts"
+import { eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
+import { startChild } from "./fixtures/child.ts"
+import { run, text } from "./fixtures/effect.ts"
+import { kafkaTest, uniqueName } from "./fixtures/services.ts"
+
+const Event = Schema.Struct({ id: Schema.Number })
+type Event = typeof Event.Type
+class StoreError extends Data.TaggedError("StoreError")<{ readonly reason: string }> {}
+
+const kafka = (brokers: ReadonlyArray<string>) => KafkaTransport.layer({ brokers: [...brokers], clientId: "actor-tests" })
+const consumer = { sessionTimeout: "6 seconds", heartbeatInterval: "500 millis", rebalanceTimeout: "10 seconds" } as const
+
+const createTopics = (...specs: ReadonlyArray<readonly [prefix: string, partitions: number]>) =>
+  Effect.gen(function*() {
+    const transport = yield* Transport
+    const names: Array<string> = []
+    for (const [prefix, partitions] of specs) {
+      const topic = uniqueName(prefix)
+      yield* transport.createTopic({ topic, partitions })
+      names.push(topic)
+    }
+    return names
+  })
+
+kafkaTest("ActorSystem on Kafka handles every record in partition order and commits to the end", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createTopics(["actors-order", 3])
+      const seen: Array<{ partition: number; offset: number }> = []
+      const actor = Actor.make({
+        name: "order",
+        group: uniqueName("order"),
+        topics: [topic!],
+        value: Event,
+        handle: () => Effect.map(RecordContext, (record) => void seen.push({ partition: record.partition, offset: record.offset })),
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "100 millis" },
+        consumer,
+      })
+      yield* sendJson(topic!, Array.from({ length: 300 }, (_, id) => ({ key: `k${id % 11}`, value: { id } })))
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(60, "300 records handled", () => seen.length >= 300)
+      for (let partition = 0; partition < 3; partition++) {
+        const offsets = seen.filter((s) => s.partition === partition).map((s) => s.offset)
+        assert.deepEqual(offsets, offsets.map((_, i) => i), `partition ${partition} in order, each once`)
+      }
+      let lags: Array<number | undefined> = []
+      while (!(lags.length === 3 && lags.every((lag) => lag === 0))) {
+        yield* Effect.sleep("100 millis")
+        lags = (yield* system.health).partitions.map((p) => p.lag)
+      }
+    }),
+    kafka(brokers),
+  ))
+
+kafkaTest("ActorSystem on Kafka dead-letters a poison record with its headers while other partitions flow", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const [topic, dlq] = yield* createTopics(["actors-poison", 2], ["actors-poison-dlq", 1])
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "poison",
+        group: uniqueName("poison"),
+        topics: [topic!],
+        value: Event,
+        handle: (event: Event) =>
+          event.id === 7 ? Effect.fail(new StoreError({ reason: "no" })) : Effect.sync(() => handled.push(event.id)),
+        onError: {
+          StoreError: ErrorPolicy.retry(Schedule.spaced("20 millis"), { times: 2 }),
+          DecodeError: ErrorPolicy.deadLetter,
+          HandlerTimeout: ErrorPolicy.halt,
+        },
+        deadLetter: { topic: dlq! },
+        consumer,
+      })
+      yield* sendJson(topic!, [
+        ...Array.from({ length: 10 }, (_, id) => ({ value: { id }, partition: 0 })),
+        ...Array.from({ length: 10 }, (_, i) => ({ value: { id: 100 + i }, partition: 1 })),
+      ])
+      yield* ActorSystem.start([actor])
+      yield* eventually(60, "19 good records", () => handled.length === 19)
+      const [letter] = yield* readAll(dlq!, 1)
+      assert.deepEqual(JSON.parse(text(letter!.value)!), { id: 7 })
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.topic"), topic)
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.offset"), "7")
+      assert.equal(headerText(letter!.headers, "partita.dlq.attempts"), "3")
+      assert.equal(headerText(letter!.headers, "partita.dlq.error.tag"), "StoreError")
+    }),
+    kafka(brokers),
+  ))
+
+kafkaTest("On Kafka, a second system joining moves partitions with no record lost and none handled by both at once", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createTopics(["actors-move", 4])
+      const group = uniqueName("move")
+      const handledBy = new Map<number, Array<string>>()
+      const busy = new Map<number, string>()
+      const overlaps: Array<string> = []
+      const actorFor = (system: string) =>
+        Actor.make({
+          name: `mover-${system}`,
+          group,
+          topics: [topic!],
+          value: Event,
+          handle: (event: Event) =>
+            Effect.gen(function*() {
+              const record = yield* RecordContext
+              const other = busy.get(record.partition)
+              if (other !== undefined && other !== system) overlaps.push(`${record.partition}: ${other} and ${system}`)
+              busy.set(record.partition, system)
+              yield* Effect.sleep("2 millis")
+              busy.delete(record.partition)
+              handledBy.set(event.id, [...(handledBy.get(event.id) ?? []), system])
+            }),
+          onError: { default: ErrorPolicy.halt },
+          commit: { interval: "100 millis" },
+          consumer,
+        })
+      let sent = 0
+      const produce = (count: number) =>
+        Effect.suspend(() => {
+          const from = sent
+          sent += count
+          return sendJson(topic!, Array.from({ length: count }, (_, i) => ({ key: `k${from + i}`, value: { id: from + i } })))
+        })
+      yield* produce(200)
+      yield* ActorSystem.start([actorFor("a")])
+      yield* eventually(60, "a to start", () => handledBy.size > 20)
+      const b = yield* Effect.scoped(Effect.gen(function*() {
+        const b = yield* ActorSystem.start([actorFor("b")])
+        for (let i = 0; i < 10; i++) {
+          yield* produce(20)
+          yield* Effect.sleep("100 millis")
+        }
+        yield* eventually(60, "every record handled", () => handledBy.size === sent)
+        yield* eventually(30, "b to hold partitions", () => [...handledBy.values()].some((s) => s.includes("b")))
+        return yield* b.health
+      }))
+      yield* produce(50)
+      yield* eventually(60, "the records after b left", () => handledBy.size === sent)
+      assert.deepEqual(overlaps, [], "no partition handled by both systems at once")
+      assert.ok(b.partitions.length >= 0)
+      assert.deepEqual([...handledBy.keys()].sort((x, y) => x - y), Array.from({ length: sent }, (_, i) => i), "no record lost")
+    }),
+    kafka(brokers),
+  ), { timeoutMs: 180_000 })
+
+/** The group's committed offset per partition, read with a plain admin client (no group join). */
+const committedOffsets = async (brokers: ReadonlyArray<string>, group: string, topic: string) => {
+  const admin = new Kafka({ clientId: "offsets-reader", brokers: [...brokers], logLevel: logLevel.NOTHING }).admin()
+  await admin.connect()
+  try {
+    const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [topic] })
+    return new Map(offsets!.partitions.map((p) => [p.partition, Number(p.offset)]))
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+const handledOffsets = (lines: ReadonlyArray<string>) =>
+  lines.filter((line) => line.startsWith("handled ")).map((line) => {
+    const [, partition, offset] = line.split(" ")
+    return `${partition}/${offset}`
+  })
+
+const appFile = new URL("./fixtures/actor_app.ts", import.meta.url).pathname
+
+kafkaTest("An actor app sent SIGTERM commits, exits 0 within its deadline, and on restart handles nothing twice", async (brokers) => {
+  const topic = uniqueName("sigterm")
+  const group = uniqueName("sigterm")
+  await run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      yield* transport.createTopic({ topic, partitions: 2 })
+      yield* sendJson(topic, Array.from({ length: 1000 }, (_, id) => ({ key: `k${id}`, value: { id } })))
+    }),
+    kafka(brokers),
+  )
+  // A small mailbox keeps the drain short, so a backlog is left for the restart.
+  const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: topic, GROUP: group, HANDLE_MILLIS: "10", MAILBOX: "50" }
+  const first = startChild(appFile, env)
+  try {
+    await first.waitForLine(/^handled /)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const signalled = Date.now()
+    first.kill("SIGTERM")
+    const code = await first.exited
+    assert.equal(code, 0, `exit code; stderr:\n${first.stderr().slice(-2000)}`)
+    assert.ok(Date.now() - signalled < 15_000, "exited within its shutdown deadline")
+  } finally {
+    await first.stop()
+  }
+  const handledFirst = handledOffsets(first.lines)
+  assert.ok(handledFirst.length > 0 && handledFirst.length < 1000, `the first run stopped mid-way (${handledFirst.length})`)
+  const committed = await committedOffsets(brokers, group, topic)
+  for (const partition of [0, 1]) {
+    const last = Math.max(-1, ...handledFirst.filter((h) => h.startsWith(`${partition}/`)).map((h) => Number(h.split("/")[1])))
+    assert.equal(committed.get(partition), last + 1, `partition ${partition}: everything handled was committed`)
+  }
+
+  const second = startChild(appFile, env)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setInterval(() => {
+        if (handledFirst.length + handledOffsets(second.lines).length >= 1000) {
+          clearInterval(timer)
+          resolve()
+        }
+      }, 50)
+      void second.exited.then((code) => (clearInterval(timer), reject(new Error(`second run exited ${code}: ${second.stderr()}`))))
+    })
+    second.kill("SIGTERM")
+    assert.equal(await second.exited, 0)
+  } finally {
+    await second.stop()
+  }
+  const handledSecond = handledOffsets(second.lines)
+  const twice = handledSecond.filter((h) => handledFirst.includes(h))
+  assert.deepEqual(twice, [], "nothing handled twice across the restart")
+  assert.equal(new Set([...handledFirst, ...handledSecond]).size, 1000, "nothing lost")
+}, { timeoutMs: 180_000 })
+
+kafkaTest("SIGKILL mid-stream loses nothing, and only uncommitted records are handled again", async (brokers) => {
+  const topic = uniqueName("sigkill")
+  const group = uniqueName("sigkill")
+  await run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      yield* transport.createTopic({ topic, partitions: 2 })
+      yield* sendJson(topic, Array.from({ length: 400 }, (_, id) => ({ key: `k${id}`, value: { id } })))
+    }),
+    kafka(brokers),
+  )
+  const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: topic, GROUP: group, HANDLE_MILLIS: "10" }
+  const first = startChild(appFile, env)
+  try {
+    await first.waitForLine(/^handled /)
+    await new Promise((resolve) => setTimeout(resolve, 800))
+    first.kill("SIGKILL")
+    assert.equal(await first.exited, "SIGKILL")
+  } finally {
+    await first.stop()
+  }
+  const handledFirst = handledOffsets(first.lines)
+  const committed = await committedOffsets(brokers, group, topic)
+
+  const second = startChild(appFile, env)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setInterval(() => {
+        if (new Set([...handledFirst, ...handledOffsets(second.lines)]).size >= 400) {
+          clearInterval(timer)
+          resolve()
+        }
+      }, 50)
+      void second.exited.then((code) => (clearInterval(timer), reject(new Error(`second run exited ${code}: ${second.stderr()}`))))
+    })
+    second.kill("SIGTERM")
+    assert.equal(await second.exited, 0)
+  } finally {
+    await second.stop()
+  }
+  const handledSecond = handledOffsets(second.lines)
+  assert.equal(new Set([...handledFirst, ...handledSecond]).size, 400, "nothing lost")
+  for (const again of handledSecond.filter((h) => handledFirst.includes(h))) {
+    const [partition, offset] = again.split("/").map(Number)
+    const from = committed.get(partition!) ?? 0
+    assert.ok(offset! >= from, `${again} was handled again though committed (partition ${partition} committed at ${from})`)
+  }
+  for (const partition of [0, 1]) {
+    const firstAgain = handledSecond.find((h) => h.startsWith(`${partition}/`))
+    if (firstAgain !== undefined) {
+      assert.equal(Number(firstAgain.split("/")[1]), committed.get(partition) ?? 0, `partition ${partition} resumed at its committed offset`)
+    }
+  }
+}, { timeoutMs: 180_000 })
