@@ -288,3 +288,63 @@ kafkaTest("SIGKILL mid-stream loses nothing, and only uncommitted records are ha
     }
   }
 }, { timeoutMs: 180_000 })
+
+kafkaTest("A handler running longer than the session timeout keeps the group membership", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createTopics(["actors-long", 1])
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "long",
+        group: uniqueName("long"),
+        topics: [topic!],
+        value: Event,
+        // Well past the 6 s session timeout: only heartbeats that do not wait on handlers keep it.
+        handle: (event: Event) => Effect.andThen(Effect.sleep(event.id === 0 ? "9 seconds" : "1 millis"), Effect.sync(() => handled.push(event.id))),
+        onError: { default: ErrorPolicy.halt },
+        consumer,
+      })
+      yield* sendJson(topic!, [0, 1, 2].map((id) => ({ value: { id } })))
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(60, "all three records", () => handled.length === 3)
+      assert.deepEqual(handled, [0, 1, 2], "each once: no rebalance handed the slow record to a new member")
+      const [partition] = (yield* system.health).partitions
+      assert.equal(partition?.processed, 3, "the same partition actor kept the partition throughout")
+    }),
+    kafka(brokers),
+  ), { timeoutMs: 120_000 })
+
+kafkaTest("A shutdown past its deadline interrupts, commits what completed and exits non-zero", async (brokers) => {
+  const topic = uniqueName("deadline")
+  const group = uniqueName("deadline")
+  await run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      yield* transport.createTopic({ topic, partitions: 1 })
+      yield* sendJson(topic, Array.from({ length: 20 }, (_, id) => ({ value: { id } })))
+    }),
+    kafka(brokers),
+  )
+  const env = {
+    KAFKA_BROKERS: brokers.join(","),
+    TOPIC: topic,
+    GROUP: group,
+    HANDLE_MILLIS: "2000",
+    SHUTDOWN_DEADLINE: "500 millis",
+  }
+  const app = startChild(appFile, env)
+  try {
+    await app.waitForLine(/^handled 0 0$/)
+    const signalled = Date.now()
+    app.kill("SIGTERM")
+    const code = await app.exited
+    assert.equal(code, 1, `exit code; stderr:\n${app.stderr().slice(-2000)}`)
+    assert.ok(Date.now() - signalled < 5_000, "the deadline cut the drain short")
+    assert.match(app.stderr(), /ShutdownDeadlineExceeded|did not finish within/)
+  } finally {
+    await app.stop()
+  }
+  const handled = handledOffsets(app.lines)
+  const committed = await committedOffsets(brokers, group, topic)
+  assert.equal(committed.get(0), handled.length, "what completed was committed, nothing more")
+}, { timeoutMs: 120_000 })

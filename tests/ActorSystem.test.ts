@@ -517,3 +517,92 @@ test("A second system joining the group moves partitions with no record lost and
     }),
     memory(),
   ))
+
+test("After too many restarts, supervision can fail the whole system with RestartsExhausted", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const actor = Actor.make({
+        name: "doomed",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.die(new Error("always")),
+        onError: { default: ErrorPolicy.halt },
+        supervision: { schedule: Schedule.spaced("5 millis"), maxRestarts: 2, window: "1 minute", then: "fail-system" },
+        ...quick,
+      })
+      yield* sendJson("events", [{ value: { id: 1, user: "a" } }])
+      const error = yield* Effect.flip(ActorSystem.run([actor]))
+      assert.equal(error._tag, "RestartsExhausted")
+      if (error._tag !== "RestartsExhausted") return
+      assert.equal(error.restarts, 3)
+      assert.match(error.message, /^Partition actor doomed for events\/0 restarted 3 times; last defect: /)
+    }),
+    memory(),
+  ))
+
+test("After too many restarts, by default the partition stops and is reported unhealthy while others flow", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 2])
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "stopping",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) => event.user === "bad" ? Effect.die(new Error("always")) : Effect.sync(() => handled.push(event.id)),
+        onError: { default: ErrorPolicy.halt },
+        supervision: { schedule: Schedule.spaced("5 millis"), maxRestarts: 2 },
+        ...quick,
+      })
+      yield* sendJson("events", [
+        { value: { id: 1, user: "bad" }, partition: 0 },
+        ...Array.from({ length: 5 }, (_, i) => ({ value: { id: 10 + i, user: "good" }, partition: 1 })),
+      ])
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(10, "the good partition", () => handled.length === 5)
+      let health = yield* system.health
+      while (health.partitions.find((p) => p.partition === 0)?.state !== "stopped") {
+        yield* Effect.sleep("10 millis")
+        health = yield* system.health
+      }
+      assert.equal(health.healthy, false)
+      assert.equal(health.partitions.find((p) => p.partition === 0)?.restarts, 3)
+      assert.equal(health.partitions.find((p) => p.partition === 1)?.healthy, true)
+    }),
+    memory(),
+  ))
+
+test("The stall watchdog reports a partition with records waiting and no progress", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      // Record 1 hangs until the test releases it, so the shutdown (on the test clock) can drain.
+      const release = yield* Deferred.make<void>()
+      const actor = Actor.make({
+        name: "stuck",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) => event.id === 1 ? Deferred.await(release) : Effect.void,
+        onError: { default: ErrorPolicy.halt },
+        stallAfter: "10 seconds",
+        commit: { interval: "1 hour" },
+        consumer: { heartbeatInterval: "1 hour", sessionTimeout: "10 hours" },
+      })
+      yield* sendJson("events", [0, 1, 2].map((id) => ({ value: { id, user: "a" } })))
+      const system = yield* ActorSystem.start([actor])
+      let partition = (yield* system.health).partitions[0]
+      for (let i = 0; i < 50 && partition?.processed !== 1; i++) {
+        yield* TestClock.adjust("10 millis")
+        partition = (yield* system.health).partitions[0]
+      }
+      assert.equal(partition?.processed, 1)
+      assert.equal(partition?.stalled, false, "not stalled yet")
+      yield* TestClock.adjust("11 seconds")
+      const health = yield* system.health
+      assert.equal(health.partitions[0]?.stalled, true)
+      assert.equal(health.healthy, false)
+      yield* Deferred.succeed(release, undefined)
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
