@@ -73,6 +73,11 @@ export type Operation =
 export interface FaultOptions {
   /** How many calls it affects. Default 1; `Infinity` keeps firing. */
   readonly times?: number | undefined
+  /**
+   * Only calls made by this group member (its `memberId`): a hung process among healthy ones.
+   * Applies to the calls a member makes (`fetch`, `commit`, `heartbeat`).
+   */
+  readonly member?: string | undefined
 }
 
 /**
@@ -301,6 +306,7 @@ const assign = (
 interface Fault {
   readonly error: TransportError.KafkaErrorName | undefined
   readonly delay: Duration.Duration | undefined
+  readonly member: string | undefined
   remaining: number
 }
 
@@ -324,13 +330,14 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const callCounts = new Map<Operation, number>()
 
   /** Counts the call, then applies the first pending fault for the operation, if any. */
-  const enter = (operation: Operation): Effect.Effect<void, TransportError.TransportError> =>
+  const enter = (operation: Operation, member?: string): Effect.Effect<void, TransportError.TransportError> =>
     Effect.suspend(() => {
       callCounts.set(operation, (callCounts.get(operation) ?? 0) + 1)
       const pending = faults.get(operation)
-      const fault = pending?.[0]
-      if (fault === undefined) return Effect.void
-      if (--fault.remaining <= 0) pending!.shift()
+      const index = pending?.findIndex((fault) => fault.member === undefined || fault.member === member) ?? -1
+      if (index < 0) return Effect.void
+      const fault = pending![index]!
+      if (--fault.remaining <= 0) pending!.splice(index, 1)
       const failure = fault.error === undefined
         ? Effect.void
         : Effect.fail(TransportError.make(fault.error, operation, `Injected ${fault.error} into ${operation}`))
@@ -586,7 +593,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         return Effect.succeed([records] as const)
       })
     // Retriable fetch errors are retried here, as a Kafka client does; the rest end the stream.
-    const fetch = enter("fetch").pipe(
+    const fetch = enter("fetch", member.id).pipe(
       Effect.retry({ schedule: retry, while: (error) => error.retriable }),
       Effect.andThen(pull),
     )
@@ -630,7 +637,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const heartbeats = (group: Group, member: Member) => {
     const interval = member.options.heartbeatInterval ?? defaults.heartbeatInterval
     const session = Duration.toMillis(member.options.sessionTimeout ?? defaults.sessionTimeout)
-    const beat = enter("heartbeat").pipe(
+    const beat = enter("heartbeat", member.id).pipe(
       Effect.andThen(Clock.currentTimeMillis),
       Effect.map((now) => {
         member.lastHeartbeat = now
@@ -684,7 +691,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     events: Stream.fromQueue(member.events),
     commit: (offsets) =>
       withRetry(Effect.andThen(
-        enter("commit"),
+        enter("commit", member.id),
         Effect.forEach(offsets, (commit) =>
           Effect.map(owned(member, commit, "commit"), () => {
             group.offsets.set(keyOf(commit), {
@@ -842,11 +849,17 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const broker = MemoryBroker.of({
     failNext: (operation, code, faultOptions) =>
-      addFault(operation, { error: code, delay: undefined, remaining: faultOptions?.times ?? 1 }),
+      addFault(operation, {
+        error: code,
+        delay: undefined,
+        member: faultOptions?.member,
+        remaining: faultOptions?.times ?? 1,
+      }),
     delayNext: (operation, delay, faultOptions) =>
       addFault(operation, {
         error: undefined,
         delay: Duration.fromInputUnsafe(delay),
+        member: faultOptions?.member,
         remaining: faultOptions?.times ?? 1,
       }),
     calls: (operation) => Effect.sync(() => callCounts.get(operation) ?? 0),
