@@ -232,12 +232,16 @@ export const start = <R>(
                 position: claim.startOffset,
                 lastProgress: 0,
                 lastError: undefined,
+                lastOutcome: "handled",
               }
               statuses.set(`${actor.name}:${key}`, { status, stallAfter: Duration.toMillis(actor.stallAfter) })
               yield* FiberMap.run(
                 fibers,
                 key,
-                PartitionActor.run({ actor, claim, subscription, producer, status }, (control) => controls.set(key, control)).pipe(
+                PartitionActor.run(
+                  { actor, claim, subscription, producer, status, telemetry: transport.telemetry },
+                  (control) => controls.set(key, control),
+                ).pipe(
                   Effect.tapError((error) => Deferred.fail(failure, error)),
                 ),
               )

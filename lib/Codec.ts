@@ -1,14 +1,15 @@
 /**
  * How typed keys and values become record bytes and back.
  *
- * A `Codec` is the seam between Effect Schema and the wire: `json(schema)` is the default (UTF-8
- * JSON validated by the schema), and any other format (Avro, Protobuf) plugs in by implementing
- * the same two functions. A codec never throws: bad bytes and rejected values are a typed
+ * A `Codec` is the seam between Effect Schema and the wire. A schema given where a codec is
+ * expected becomes `fromSchema(schema)`: UTF-8 JSON validated by the schema, or plain UTF-8 text
+ * when the schema's encoded form is a string (so string keys are what every Kafka tool expects).
+ * Any other format (Avro, Protobuf) plugs in by implementing the same two functions. A codec never throws: bad bytes and rejected values are a typed
  * `CodecError` that lists every problem with its path.
  *
  * @since 0.1.0
  */
-import { Cause, Data, Effect, Exit, Schema, SchemaIssue } from "effect"
+import { Cause, Data, Effect, Exit, Schema, SchemaAST, SchemaIssue } from "effect"
 
 /**
  * One thing wrong with a value: where (a path into it) and what.
@@ -134,6 +135,50 @@ export const json = <A, I>(schema: Schema.Codec<A, I>): Codec<A> => {
       }),
   }
 }
+
+/**
+ * UTF-8 text checked by `schema` both ways, for schemas whose encoded form is a string
+ * (`Schema.String`, `Schema.NumberFromString`, branded ids, string literals): the bytes are the
+ * text itself, as Kafka's string serializer writes them, not a JSON string in quotes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const text = <A, I>(schema: Schema.Codec<A, I>): Codec<A> => {
+  const decodeValue = Schema.decodeUnknownExit(schema)
+  const encodeValue = Schema.encodeUnknownExit(schema)
+  const options = { errors: "all" } as const
+  return {
+    decode: (bytes): Exit.Exit<A, CodecError> => {
+      const input = bytes === null ? Exit.succeed(null) : decodeUtf8(bytes)
+      if (Exit.isFailure(input)) return Exit.failCause(input.cause)
+      const exit = decodeValue(input.value, options)
+      return Exit.isSuccess(exit)
+        ? Exit.succeed(exit.value)
+        : Exit.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
+    },
+    encode: (value) =>
+      Effect.suspend(() => {
+        const exit = encodeValue(value, options)
+        return Exit.isSuccess(exit)
+          ? Effect.succeed(encoder.encode(exit.value as string))
+          : Effect.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
+      }),
+  }
+}
+
+const isTextual = (ast: SchemaAST.AST): boolean =>
+  ast._tag === "String" || (ast._tag === "Literal" && typeof ast.literal === "string") ||
+  (ast._tag === "Union" && ast.types.every(isTextual))
+
+/**
+ * The codec for a schema: `text` when its encoded form is a string, `json` otherwise.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromSchema = <A, I>(schema: Schema.Codec<A, I>): Codec<A> =>
+  isTextual(SchemaAST.toEncoded(schema.ast)) ? text(schema) : json(schema)
 
 /**
  * UTF-8 text; `null` stays `null`.

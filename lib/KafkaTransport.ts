@@ -1026,9 +1026,15 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       return { transactionalId, begin } satisfies TransactionalProducer
     })
 
+  const [host, port] = (brokers[0] ?? "").split(":")
   return Transport.of({
     name: "kafka",
     features: { transactions: true, faultInjection: false, clockDriven: false },
+    telemetry: {
+      "server.address": host ?? "",
+      "server.port": Number(port ?? 9092),
+      "messaging.client.id": options.clientId ?? defaults.clientId,
+    },
     send,
     subscribe: (subscribeOptions) => subscribe(environment, subscribeOptions),
     transactional,

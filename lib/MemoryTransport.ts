@@ -840,6 +840,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const transport = Transport.of({
     name: "memory",
     features: { transactions: true, faultInjection: true, clockDriven: true },
+    telemetry: { "server.address": "memory" },
     send,
     subscribe,
     transactional,

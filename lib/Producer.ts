@@ -30,6 +30,8 @@
  */
 import { Context, Data, Deferred, Duration, Effect, Exit, Layer, Queue, Schema } from "effect"
 import * as Codec from "./Codec.ts"
+import * as TraceContext from "./internal/traceContext.ts"
+import * as Tracing from "./Tracing.ts"
 import { type Acks, type Header, type ProducerRecord, type RecordMetadata, Transport } from "./Transport.ts"
 import type { TransportError } from "./TransportError.ts"
 
@@ -160,16 +162,71 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   // Runs before the worker is interrupted (finalizers run in reverse), so nothing accepted is dropped.
   yield* Effect.addFinalizer(() => flush)
 
+  const sendAll = (records: ReadonlyArray<ProducerRecord>) =>
+    Effect.suspend(() => {
+      const pending = records.map(enqueue)
+      return Effect.forEach(pending, Deferred.await)
+    })
+
   return Producer.of({
-    send: (record) => Effect.suspend(() => Deferred.await(enqueue(record))),
+    send: (record) =>
+      Effect.flatMap(Tracing.Settings, (settings) =>
+        settings.enabled && settings.producerSpans
+          ? Effect.map(traceSend([record], transport.telemetry, sendAll), (metadata) => metadata[0]!)
+          : Effect.suspend(() => Deferred.await(enqueue(record)))),
     sendAll: (records) =>
-      Effect.suspend(() => {
-        const pending = records.map(enqueue)
-        return Effect.forEach(pending, Deferred.await)
-      }),
+      Effect.flatMap(Tracing.Settings, (settings) =>
+        settings.enabled && settings.producerSpans && records.length > 0
+          ? traceSend(records, transport.telemetry, sendAll)
+          : sendAll(records)),
     flush,
   })
 })
+
+const keyText = new TextDecoder()
+
+/**
+ * A `send {topic}` span (PRODUCER) around a send, its context written into each record's
+ * headers (unless one is there already), as the OpenTelemetry messaging conventions describe.
+ */
+const traceSend = <E>(
+  records: ReadonlyArray<ProducerRecord>,
+  telemetry: Readonly<Record<string, string | number>>,
+  send: (records: ReadonlyArray<ProducerRecord>) => Effect.Effect<ReadonlyArray<RecordMetadata>, E>,
+) => {
+  const topic = records[0]!.topic
+  const single = records.length === 1 ? records[0] : undefined
+  const attributes: Record<string, unknown> = {
+    ...telemetry,
+    "messaging.system": "kafka",
+    "messaging.operation.name": "send",
+    "messaging.operation.type": "send",
+    "messaging.destination.name": topic,
+  }
+  if (single !== undefined) {
+    if (single.key !== null) attributes["messaging.kafka.message.key"] = keyText.decode(single.key)
+    if (single.value === null) attributes["messaging.kafka.message.tombstone"] = true
+    if (single.partition !== undefined) attributes["messaging.destination.partition.id"] = String(single.partition)
+  } else {
+    attributes["messaging.batch.message_count"] = records.length
+  }
+  return Effect.useSpan(`send ${topic}`, { kind: "producer", attributes }, (span) =>
+    send(records.map((record) => ({ ...record, headers: TraceContext.inject(record.headers, span) }))).pipe(
+      Effect.tap((metadata) =>
+        Effect.sync(() => {
+          if (single !== undefined && metadata[0] !== undefined) {
+            span.attribute("messaging.destination.partition.id", String(metadata[0].partition))
+            span.attribute("messaging.kafka.offset", metadata[0].offset)
+          }
+        })
+      ),
+      Effect.tapError((error) =>
+        Effect.sync(() =>
+          span.attribute("error.type", (error as { readonly code?: string; readonly _tag?: string }).code ?? (error as { readonly _tag?: string })._tag ?? "_OTHER")
+        )
+      ),
+    ))
+}
 
 /**
  * The producer as a layer over the current `Transport`.
@@ -204,9 +261,9 @@ export class EncodeError extends Data.TaggedError("EncodeError")<{
  */
 export type CodecOrSchema<A> = Codec.Codec<A> | Schema.Codec<A, any>
 
-/** Accepts a schema where a codec is expected, as JSON. */
+/** Accepts a schema where a codec is expected (see `Codec.fromSchema`). */
 export const toCodec = <A>(codec: CodecOrSchema<A>): Codec.Codec<A> =>
-  Schema.isSchema(codec) ? Codec.json(codec as Schema.Codec<A, unknown>) : codec
+  Schema.isSchema(codec) ? Codec.fromSchema(codec as Schema.Codec<A, unknown>) : codec
 
 /**
  * @since 0.1.0

@@ -288,6 +288,11 @@ export class Transport extends Context.Service<Transport, {
   readonly name: string
   readonly features: Features
   /**
+   * Span attributes that describe this transport's connection (`server.address`,
+   * `server.port`, `messaging.client.id`), added to every messaging span.
+   */
+  readonly telemetry: Readonly<Record<string, string | number>>
+  /**
    * Produces records and returns their metadata, in the order given, once acknowledged.
    * Records for one partition keep their order. The whole call fails if any record fails.
    */

@@ -76,3 +76,14 @@ test("Codec.string and Codec.bytes keep null as null", async () => {
   const raw = Uint8Array.from([0, 1, 255])
   assert.equal(await Effect.runPromise(Codec.bytes.decode(raw)), raw)
 })
+
+test("A schema whose encoded form is a string is written as plain UTF-8 text, as Kafka tools expect", async () => {
+  const key = Codec.fromSchema(Schema.String)
+  assert.equal(new TextDecoder().decode((await Effect.runPromise(key.encode("customer-1")))!), "customer-1")
+  assert.equal(await Effect.runPromise(key.decode(bytes("customer-1"))), "customer-1")
+  const number = Codec.fromSchema(Schema.FiniteFromString)
+  assert.equal(await Effect.runPromise(number.decode(bytes("42"))), 42)
+  assert.equal((await decodeError(number, bytes("forty-two"))).reason, "SchemaMismatch")
+  const struct = Codec.fromSchema(Schema.Struct({ a: Schema.String }))
+  assert.equal(new TextDecoder().decode((await Effect.runPromise(struct.encode({ a: "x" })))!), `{"a":"x"}`, "other schemas: JSON")
+})

@@ -10,14 +10,18 @@
  * - the committer commits the highest contiguous completed offset on an interval.
  * Whatever ends the actor (revocation, shutdown, interruption), it commits what completed.
  */
-import { Cause, Clock, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Queue, Schedule, Stream } from "effect"
+import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Option, Queue, Schedule, Stream, type Tracer } from "effect"
 import { type Actor, DecodeError, HandlerTimeout } from "../Actor.ts"
 import type { CodecError } from "../Codec.ts"
 import type { ErrorPolicy } from "../ErrorPolicy.ts"
 import { Producer } from "../Producer.ts"
 import { RecordContext } from "../RecordContext.ts"
 import type { ConsumerRecord, Header, PartitionClaim, Subscription } from "../Transport.ts"
+import * as Tracing from "../Tracing.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
+import * as TraceContext from "./traceContext.ts"
+
+const keyText = new TextDecoder()
 
 /**
  * A partition actor's state, as the health report shows it.
@@ -44,6 +48,8 @@ export interface PartitionStatus {
   /** Clock millis of the last record completed (or of the start). */
   lastProgress: number
   lastError: string | undefined
+  /** How the last record ended: handled, or by a policy. */
+  lastOutcome: "handled" | "dead_lettered" | "skipped"
 }
 
 /** Raised when a policy halts the partition: the actor stops and commits nothing past the record. */
@@ -104,6 +110,8 @@ export interface Deps<R> {
   readonly subscription: Subscription
   readonly producer: Producer["Service"]
   readonly status: PartitionStatus
+  /** The transport's span attributes (server address, client id). */
+  readonly telemetry: Readonly<Record<string, string | number>>
 }
 
 export interface Control {
@@ -136,6 +144,15 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     // Read once: the hot path below uses them synchronously, per record.
     const clock = yield* Clock.Clock
     const metricsContext = yield* Effect.context<never>()
+    const tracing = yield* Tracing.Settings
+    const tracer = yield* Effect.tracer
+    const spanAttributes: Record<string, unknown> = {
+      ...deps.telemetry,
+      "messaging.system": "kafka",
+      "messaging.destination.name": claim.topic,
+      "messaging.destination.partition.id": String(claim.partition),
+      "messaging.consumer.group.name": actor.group,
+    }
 
     const mailbox = yield* Queue.bounded<ConsumerRecord, Cause.Done>(actor.mailboxCapacity)
     const tracker = new OffsetTracker(claim.startOffset)
@@ -162,10 +179,24 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
 
     // ---- commits -----------------------------------------------------------------------------
+    const commitTraced = (offset: number) => {
+      const commit = subscription.commit([{ ...tp, offset }])
+      return tracing.enabled
+        ? Effect.useSpan(`commit ${claim.topic}`, {
+          kind: "client",
+          attributes: {
+            ...spanAttributes,
+            "messaging.operation.name": "commit",
+            "messaging.operation.type": "settle",
+            "messaging.kafka.offset": offset,
+          },
+        }, (span) => Effect.tapError(commit, (error) => Effect.sync(() => span.attribute("error.type", error.code))))
+        : commit
+    }
     const commitCompleted = Effect.suspend(() => {
       const offset = tracker.committable()
       if (offset <= lastCommitted || actor.delivery === "at-most-once") return Effect.void
-      return subscription.commit([{ ...tp, offset }]).pipe(
+      return commitTraced(offset).pipe(
         Effect.tap(() =>
           Effect.sync(() => {
             lastCommitted = Math.max(lastCommitted, offset)
@@ -178,7 +209,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     })
     /** At-most-once: the offset past a chunk is committed before any of it is handled. */
     const commitAhead = (offset: number) =>
-      subscription.commit([{ ...tp, offset }]).pipe(
+      commitTraced(offset).pipe(
         Effect.tap(() =>
           Effect.sync(() => {
             lastCommitted = Math.max(lastCommitted, offset)
@@ -215,7 +246,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         // dead-letter topic is unreachable the partition pauses and the write is retried.
         const step = yield* Schedule.toStep(target.retry)
         while (true) {
-          const exit = yield* Effect.exit(producer.send(letter))
+          const original = tracing.enabled ? TraceContext.extract(record.headers) : undefined
+          const send = original === undefined
+            ? producer.send(letter)
+            : Effect.linkSpans(producer.send(letter), original, { "partita.link": "dead-lettered record" })
+          const exit = yield* Effect.exit(send)
           if (Exit.isSuccess(exit)) break
           const failure = Cause.findErrorOption(exit.cause)
           const reason = failure._tag === "Some" ? failure.value.message : Cause.pretty(exit.cause)
@@ -227,6 +262,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         }
         yield* resumeFor("dead-letter")
         status.deadLettered++
+        status.lastOutcome = "dead_lettered"
         yield* outcome("dead_lettered")
       })
 
@@ -308,9 +344,58 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
     }
 
+    /** Marks the record's `process` span: one event per retry or pause, with the attempt and delay. */
+    const spanEvent = (name: string, details: { readonly attempt: number; readonly delay: Duration.Duration; readonly error: string }) =>
+      Effect.ignore(Effect.map(Effect.currentSpan, (span) =>
+        span.event(name, clock.currentTimeNanosUnsafe(), {
+          "messaging.retry.attempt": details.attempt,
+          "messaging.retry.delay_ms": Duration.toMillis(details.delay),
+          "error.type": details.error,
+        })))
+
+    /**
+     * `handleRecord` inside a `process {topic}` span (CONSUMER) whose parent is the producer's
+     * span from the record's headers (or which links to it, by the `consumerParent` setting).
+     */
+    const handleTraced = (record: ConsumerRecord): Effect.Effect<void, Halted, R> => {
+      const inbound = TraceContext.extract(record.headers)
+      const asParent = inbound !== undefined && tracing.consumerParent === "parent"
+      const span = tracer.span({
+        name: `process ${record.topic}`,
+        parent: asParent ? Option.some(inbound) : Option.none(),
+        annotations: inbound?.annotations ?? Context.empty(),
+        links: inbound !== undefined && !asParent ? [{ span: inbound, attributes: {} }] : [],
+        startTime: clock.currentTimeNanosUnsafe(),
+        kind: "consumer",
+        root: !asParent,
+        sampled: inbound?.sampled ?? true,
+      })
+      for (const key in spanAttributes) span.attribute(key, spanAttributes[key])
+      span.attribute("messaging.operation.name", "process")
+      span.attribute("messaging.operation.type", "process")
+      span.attribute("messaging.kafka.offset", record.offset)
+      if (record.key !== null) span.attribute("messaging.kafka.message.key", keyText.decode(record.key))
+      if (record.value === null) span.attribute("messaging.kafka.message.tombstone", true)
+      return handleRecord(record).pipe(
+        Effect.withParentSpan(span),
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            if (Exit.isFailure(exit)) {
+              const error = Cause.findErrorOption(exit.cause)
+              span.attribute("error.type", error._tag === "Some" ? error.value._tag : "_OTHER")
+            } else if (status.lastOutcome !== "handled") {
+              span.attribute("partita.outcome", status.lastOutcome)
+            }
+            span.end(clock.currentTimeNanosUnsafe(), exit)
+          })
+        ),
+      )
+    }
+
     /** The first try failed: apply the policy, retrying as it says, until the record is done. */
     const recover = (record: ConsumerRecord, firstFailure: Cause.Cause<unknown>, started: number): Effect.Effect<void, Halted, R> =>
       Effect.gen(function*() {
+        status.lastOutcome = "handled"
         let attempt = 1
         let retries = 0
         const steps = new Map<ErrorPolicy, (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>>()
@@ -335,7 +420,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
             ? deadLetter(record, error, attempt)
             : then === "skip"
             ? Effect.andThen(
-              Effect.sync(() => status.skipped++),
+              Effect.sync(() => {
+                status.skipped++
+                status.lastOutcome = "skipped"
+              }),
               Effect.andThen(outcome("skipped"), Effect.logWarning(`Skipped ${record.topic}/${record.partition}@${record.offset}: ${describe(error)}`)),
             )
             : Effect.fail(new Halted({ reason: describe(error) }))
@@ -368,6 +456,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
             status.state = "retrying"
             status.retried++
             yield* outcome("retried")
+            if (tracing.enabled) yield* spanEvent("retry", { attempt: attempt + 1, delay, error: error._tag })
             yield* Effect.sleep(delay)
             attempt++
             retries++
@@ -380,6 +469,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
               break
             }
             status.state = "paused"
+            if (tracing.enabled) yield* spanEvent("pause", { attempt: attempt + 1, delay, error: error._tag })
             yield* pauseFor("policy")
             yield* Effect.sleep(delay)
             attempt++
@@ -401,15 +491,17 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const startable = (record: ConsumerRecord) =>
       stopping !== "in-flight" && (!resuming || !tracker.isCompleted(record.offset))
 
+    // Decided once per partition actor: with tracing off, the hot path has no span code at all.
+    const handle = tracing.enabled ? handleTraced : handleRecord
     const processChunk = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> => {
       const ordering = actor.ordering
       if (ordering._tag === "Partition") {
-        return Effect.forEach(records, (record) => startable(record) ? handleRecord(record) : Effect.void, {
+        return Effect.forEach(records, (record) => startable(record) ? handle(record) : Effect.void, {
           discard: true,
         })
       }
       if (ordering._tag === "Unordered") {
-        return Effect.forEach(records, (record) => startable(record) ? handleRecord(record) : Effect.void, {
+        return Effect.forEach(records, (record) => startable(record) ? handle(record) : Effect.void, {
           concurrency: ordering.concurrency,
           discard: true,
         })
@@ -426,7 +518,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         Effect.gen(function*() {
           for (const record of group) {
             if (!startable(record)) continue
-            yield* handleRecord(record)
+            yield* handle(record)
           }
         }), { concurrency: ordering.concurrency, discard: true })
     }
@@ -515,14 +607,40 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     })
 
     // ---- fetching -------------------------------------------------------------------------------
+    let waitingSince = clock.currentTimeNanosUnsafe()
+    /** A `poll {topic}` span (CLIENT) from when the actor asked for records to when they came, linking them. */
+    const tracePoll = (batch: ReadonlyArray<ConsumerRecord>) => {
+      const links: Array<{ readonly span: ReturnType<typeof Tracer.externalSpan>; readonly attributes: Record<string, unknown> }> = []
+      for (const record of batch) {
+        const context = TraceContext.extract(record.headers)
+        if (context !== undefined && links.length < 128) links.push({ span: context, attributes: {} })
+      }
+      const span = tracer.span({
+        name: `poll ${claim.topic}`,
+        parent: Option.none(),
+        annotations: Context.empty(),
+        links,
+        startTime: waitingSince,
+        kind: "client",
+        root: true,
+        sampled: true,
+      })
+      for (const key in spanAttributes) span.attribute(key, spanAttributes[key])
+      span.attribute("messaging.operation.name", "poll")
+      span.attribute("messaging.operation.type", "receive")
+      span.attribute("messaging.batch.message_count", batch.length)
+      span.end(clock.currentTimeNanosUnsafe(), Exit.void)
+    }
     const fetcher = claim.records.pipe(
       Stream.runForEach((batch) =>
         Effect.gen(function*() {
+          if (tracing.enabled) tracePoll(batch)
           for (const record of batch) tracker.track(record.offset)
           status.position = batch[batch.length - 1]!.offset + 1
           if (Queue.sizeUnsafe(mailbox) + batch.length > actor.mailboxCapacity) yield* pauseFor("mailbox")
           yield* Queue.offerAll(mailbox, batch)
           status.mailbox = Queue.sizeUnsafe(mailbox)
+          waitingSince = clock.currentTimeNanosUnsafe()
         })
       ),
       Effect.catch((error) => Effect.logError(`Fetching ${claim.topic}/${claim.partition} failed: ${error.message}`)),

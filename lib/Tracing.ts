@@ -1,0 +1,192 @@
+/**
+ * OpenTelemetry tracing across produce → consume hops.
+ *
+ * Partita's spans are Effect spans, so they go to whatever `Tracer` the program has. Tracing is
+ * off until a layer of this module is provided: then the producer opens a `send {topic}` span
+ * (PRODUCER) and writes its W3C `traceparent` into the record's headers, and every partition
+ * actor opens a `poll {topic}` span (CLIENT) per fetched batch, a `process {topic}` span
+ * (CONSUMER) per record, whose parent is the producer's span carried in the headers, and a
+ * `commit {topic}` span (CLIENT) per commit. Attributes follow the OpenTelemetry messaging
+ * semantic conventions. Off, none of this runs: no span, no header, a boolean check per batch.
+ *
+ * Two ready layers:
+ * - `layerOtlp` / `layerFromEnv`: Effect's own OTLP exporter (traces and metrics over HTTP/JSON)
+ *   to Jaeger or any collector, configured by the standard `OTEL_*` environment. Chosen over
+ *   `@effect/opentelemetry` because it needs no OpenTelemetry SDK packages at all and runs
+ *   unchanged on Bun, Deno and Node.
+ * - `layer`: tracing on with the tracer the program already has (for instance a bridge to an
+ *   OpenTelemetry SDK the application set up).
+ *
+ * There is no monkey-patching. If you also enable `@opentelemetry/instrumentation-kafkajs`
+ * (Node only), set `producerSpans: false` so sends are not traced twice.
+ *
+ * @since 0.1.0
+ */
+import process from "node:process"
+import { Context, Effect, Layer, Tracer } from "effect"
+import * as FetchHttpClient from "effect/http/FetchHttpClient"
+import * as OtlpExporter from "effect/observability/OtlpExporter"
+import * as OtlpMetrics from "effect/observability/OtlpMetrics"
+import * as OtlpSerialization from "effect/observability/OtlpSerialization"
+import * as OtlpTracer from "effect/observability/OtlpTracer"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Settings {
+  readonly enabled: boolean
+  /**
+   * How a `process` span relates to the producer's span in the record's headers: as its
+   * `parent` (the default: one trace per message, across hops) or as a `link` (each process
+   * span starts its own trace, pointing back at the producer's).
+   */
+  readonly consumerParent: "parent" | "link"
+  /** Open `send` spans and inject `traceparent`. Turn off when another instrumentation does. */
+  readonly producerSpans: boolean
+}
+
+/**
+ * The tracing settings in effect; off by default.
+ *
+ * @since 0.1.0
+ * @category references
+ */
+export const Settings = Context.Reference<Settings>("partita/Tracing/Settings", {
+  defaultValue: () => ({ enabled: false, consumerParent: "parent", producerSpans: true }),
+})
+
+/**
+ * Tracing on, with the program's own `Tracer`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (settings: Partial<Omit<Settings, "enabled">> = {}): Layer.Layer<never> =>
+  Layer.succeed(Settings, { enabled: true, consumerParent: "parent", producerSpans: true, ...settings }) as Layer.Layer<never>
+
+/**
+ * The samplers of `OTEL_TRACES_SAMPLER`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Sampler =
+  | "always_on"
+  | "always_off"
+  | "traceidratio"
+  | "parentbased_always_on"
+  | "parentbased_always_off"
+  | "parentbased_traceidratio"
+
+const samplers: ReadonlyArray<Sampler> = [
+  "always_on",
+  "always_off",
+  "traceidratio",
+  "parentbased_always_on",
+  "parentbased_always_off",
+  "parentbased_traceidratio",
+]
+
+const randomUnit = (): number => crypto.getRandomValues(new Uint32Array(1))[0]! / 0x1_0000_0000
+
+/**
+ * A tracer that decides `sampled` as the OpenTelemetry sampler named does: root spans by the
+ * sampler, and for `parentbased_*` every other span as its parent was.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const withSampler = (tracer: Tracer.Tracer, sampler: Sampler, ratio = 1): Tracer.Tracer => {
+  const root = (): boolean =>
+    sampler.endsWith("always_on") ? true : sampler.endsWith("always_off") ? false : randomUnit() < ratio
+  const parentBased = sampler.startsWith("parentbased_")
+  return Tracer.make({
+    span: (options) => {
+      const parent = options.parent._tag === "Some" && !options.root ? options.parent.value : undefined
+      const sampled = parentBased && parent !== undefined ? parent.sampled : root()
+      return tracer.span({ ...options, sampled })
+    },
+    ...(tracer.context === undefined ? {} : { context: tracer.context }),
+  })
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface OtlpOptions {
+  /** The OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`. */
+  readonly endpoint: string
+  readonly serviceName?: string | undefined
+  readonly sampler?: Sampler | undefined
+  /** The ratio of `traceidratio` samplers. Default 1. */
+  readonly samplerRatio?: number | undefined
+  /** How often finished spans and metrics are sent. Default 1 second. */
+  readonly exportInterval?: import("effect").Duration.Input | undefined
+  readonly consumerParent?: "parent" | "link" | undefined
+  readonly producerSpans?: boolean | undefined
+}
+
+/**
+ * Traces and metrics exported over OTLP/HTTP (JSON) with Effect's own exporter; tracing on.
+ * Spans still buffered are sent when the layer's scope closes.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
+  const base = options.endpoint.replace(/\/+$/, "")
+  const resource = { serviceName: options.serviceName ?? "partita" }
+  const exportInterval = options.exportInterval ?? "1 second"
+  const tracer = Layer.effect(
+    Tracer.Tracer,
+    Effect.map(
+      OtlpTracer.make({ url: `${base}/v1/traces`, resource, exportInterval }),
+      (tracer) => withSampler(tracer, options.sampler ?? "parentbased_always_on", options.samplerRatio ?? 1),
+    ),
+  )
+  const metrics = OtlpMetrics.layer({ url: `${base}/v1/metrics`, resource, exportInterval })
+  return Layer.mergeAll(
+    tracer,
+    metrics,
+    layer({
+      ...(options.consumerParent === undefined ? {} : { consumerParent: options.consumerParent }),
+      ...(options.producerSpans === undefined ? {} : { producerSpans: options.producerSpans }),
+    }),
+  ).pipe(
+    Layer.provide(OtlpExporter.layerFlusher),
+    Layer.provide(OtlpSerialization.layerJson),
+    Layer.provide(FetchHttpClient.layer),
+  ) as Layer.Layer<never>
+}
+
+/**
+ * Tracing as the standard environment says: `OTEL_EXPORTER_OTLP_ENDPOINT` (off when unset),
+ * `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`.
+ * An unknown sampler name is refused with a message naming the valid ones.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFromEnv = (
+  defaults: { readonly serviceName?: string | undefined } = {},
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): Layer.Layer<never> => {
+  const endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+  if (endpoint === undefined || endpoint === "" || env["OTEL_SDK_DISABLED"] === "true") return Layer.empty
+  const sampler = (env["OTEL_TRACES_SAMPLER"] ?? "parentbased_always_on") as Sampler
+  if (!samplers.includes(sampler)) {
+    throw new Error(`OTEL_TRACES_SAMPLER "${sampler}" is not supported: use one of ${samplers.join(", ")}`)
+  }
+  const ratio = env["OTEL_TRACES_SAMPLER_ARG"] === undefined ? 1 : Number(env["OTEL_TRACES_SAMPLER_ARG"])
+  if (!(ratio >= 0 && ratio <= 1)) {
+    throw new Error(`OTEL_TRACES_SAMPLER_ARG "${env["OTEL_TRACES_SAMPLER_ARG"]}" must be a number from 0 to 1`)
+  }
+  return layerOtlp({
+    endpoint,
+    serviceName: env["OTEL_SERVICE_NAME"] ?? defaults.serviceName,
+    sampler,
+    samplerRatio: ratio,
+  })
+}

@@ -1,0 +1,95 @@
+/**
+ * W3C Trace Context in Kafka record headers: `traceparent` written on produce, read on consume.
+ *
+ * Header values arrive as bytes, names are matched case-insensitively, and anything malformed
+ * reads as "no parent" (a new root trace) and never throws: a producer we do not control must
+ * not be able to break a consumer.
+ */
+import { Context, Tracer } from "effect"
+import type { Header } from "../Transport.ts"
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+const HEX_32 = /^[0-9a-f]{32}$/
+const HEX_16 = /^[0-9a-f]{16}$/
+const HEX_2 = /^[0-9a-f]{2}$/
+
+/** `tracestate` and `baggage` as they arrived, passed on to what the handler produces. */
+export class InboundState extends Context.Service<InboundState, {
+  readonly tracestate: string | undefined
+  readonly baggage: string | undefined
+}>()("partita/internal/InboundState") {}
+
+/** The first header named `name` (case-insensitively), as text, or undefined. */
+export const headerText = (headers: ReadonlyArray<Header>, name: string): string | undefined => {
+  for (const header of headers) {
+    if (header.key.length === name.length && header.key.toLowerCase() === name) {
+      return header.value === null ? undefined : decoder.decode(header.value)
+    }
+  }
+  return undefined
+}
+
+export const hasHeader = (headers: ReadonlyArray<Header>, name: string): boolean =>
+  headers.some((header) => header.key.length === name.length && header.key.toLowerCase() === name)
+
+/** Parses a `traceparent` value; undefined for anything that is not a valid W3C one. */
+export const parseTraceparent = (value: string | undefined): { traceId: string; spanId: string; sampled: boolean } | undefined => {
+  if (value === undefined) return undefined
+  const parts = value.trim().split("-")
+  if (parts.length < 4) return undefined
+  const [version, traceId, spanId, flags] = parts as [string, string, string, string]
+  if (!HEX_2.test(version) || version === "ff" || (version === "00" && parts.length !== 4)) return undefined
+  if (!HEX_32.test(traceId) || /^0+$/.test(traceId)) return undefined
+  if (!HEX_16.test(spanId) || /^0+$/.test(spanId)) return undefined
+  if (!HEX_2.test(flags)) return undefined
+  return { traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 }
+}
+
+/** The producer's span context carried by a record, as an Effect external span, if any. */
+export const extract = (headers: ReadonlyArray<Header>): Tracer.ExternalSpan | undefined => {
+  const parsed = parseTraceparent(headerText(headers, "traceparent"))
+  if (parsed === undefined) return undefined
+  const tracestate = headerText(headers, "tracestate")
+  const baggage = headerText(headers, "baggage")
+  return Tracer.externalSpan({
+    ...parsed,
+    annotations: tracestate === undefined && baggage === undefined
+      ? Context.empty()
+      : Context.make(InboundState, { tracestate, baggage }),
+  })
+}
+
+/** The W3C `traceparent` for a span. */
+export const traceparent = (span: { readonly traceId: string; readonly spanId: string; readonly sampled: boolean }): string =>
+  `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+
+/** The inbound `tracestate`/`baggage` nearest up a span's ancestry, if any. */
+const inboundOf = (span: Tracer.AnySpan | undefined): InboundState["Service"] | undefined => {
+  let current: Tracer.AnySpan | undefined = span
+  for (let depth = 0; current !== undefined && depth < 32; depth++) {
+    const state = Context.getOrUndefined(current.annotations, InboundState)
+    if (state !== undefined) return state
+    current = current._tag === "Span" && current.parent._tag === "Some" ? current.parent.value : undefined
+  }
+  return undefined
+}
+
+/**
+ * Headers with `span`'s context added: `traceparent`, and `tracestate`/`baggage` carried over
+ * from the record being handled. A context the caller already put in the headers is left alone.
+ */
+export const inject = (headers: ReadonlyArray<Header> | undefined, span: Tracer.Span): ReadonlyArray<Header> => {
+  const existing = headers ?? []
+  if (hasHeader(existing, "traceparent")) return existing
+  const added: Array<Header> = [{ key: "traceparent", value: encoder.encode(traceparent(span)) }]
+  const inbound = inboundOf(span)
+  if (inbound?.tracestate !== undefined && !hasHeader(existing, "tracestate")) {
+    added.push({ key: "tracestate", value: encoder.encode(inbound.tracestate) })
+  }
+  if (inbound?.baggage !== undefined && !hasHeader(existing, "baggage")) {
+    added.push({ key: "baggage", value: encoder.encode(inbound.baggage) })
+  }
+  return [...existing, ...added]
+}
