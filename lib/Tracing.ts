@@ -23,7 +23,7 @@
  * @since 0.1.0
  */
 import process from "node:process"
-import { Context, Effect, Layer, Tracer } from "effect"
+import { Context, Data, Effect, Layer, Tracer } from "effect"
 import * as FetchHttpClient from "effect/http/FetchHttpClient"
 import * as OtlpExporter from "effect/observability/OtlpExporter"
 import * as OtlpMetrics from "effect/observability/OtlpMetrics"
@@ -162,9 +162,25 @@ export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
 }
 
 /**
+ * A tracing setting in the environment that cannot be used.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidTracingConfig extends Data.TaggedError("InvalidTracingConfig")<{
+  readonly variable: string
+  readonly value: string
+  readonly expected: string
+}> {
+  override get message(): string {
+    return `${this.variable} is "${this.value}": expected ${this.expected}`
+  }
+}
+
+/**
  * Tracing as the standard environment says: `OTEL_EXPORTER_OTLP_ENDPOINT` (off when unset),
  * `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`.
- * An unknown sampler name is refused with a message naming the valid ones.
+ * A setting that cannot be used fails the layer with `InvalidTracingConfig`.
  *
  * @since 0.1.0
  * @category layers
@@ -172,16 +188,24 @@ export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
 export const layerFromEnv = (
   defaults: { readonly serviceName?: string | undefined } = {},
   env: Readonly<Record<string, string | undefined>> = process.env,
-): Layer.Layer<never> => {
+): Layer.Layer<never, InvalidTracingConfig> => {
   const endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
   if (endpoint === undefined || endpoint === "" || env["OTEL_SDK_DISABLED"] === "true") return Layer.empty
   const sampler = (env["OTEL_TRACES_SAMPLER"] ?? "parentbased_always_on") as Sampler
   if (!samplers.includes(sampler)) {
-    throw new Error(`OTEL_TRACES_SAMPLER "${sampler}" is not supported: use one of ${samplers.join(", ")}`)
+    return Layer.effectDiscard(Effect.fail(
+      new InvalidTracingConfig({ variable: "OTEL_TRACES_SAMPLER", value: sampler, expected: `one of ${samplers.join(", ")}` }),
+    ))
   }
   const ratio = env["OTEL_TRACES_SAMPLER_ARG"] === undefined ? 1 : Number(env["OTEL_TRACES_SAMPLER_ARG"])
   if (!(ratio >= 0 && ratio <= 1)) {
-    throw new Error(`OTEL_TRACES_SAMPLER_ARG "${env["OTEL_TRACES_SAMPLER_ARG"]}" must be a number from 0 to 1`)
+    return Layer.effectDiscard(Effect.fail(
+      new InvalidTracingConfig({
+        variable: "OTEL_TRACES_SAMPLER_ARG",
+        value: env["OTEL_TRACES_SAMPLER_ARG"] ?? "",
+        expected: "a number from 0 to 1",
+      }),
+    ))
   }
   return layerOtlp({
     endpoint,

@@ -345,3 +345,29 @@ test("Tracing.withSampler samples roots by the sampler and children as their par
   assert.equal(decide("traceidratio", undefined, 0), false)
   assert.equal(decide("traceidratio", undefined, 1), true)
 })
+
+test("Tracing.layerFromEnv is off without an endpoint and refuses settings it cannot use, with a typed error", () =>
+  run(
+    Effect.gen(function*() {
+      const off = yield* Effect.provide(Effect.map(Tracing.Settings, (settings) => settings.enabled), Tracing.layerFromEnv({}, {}))
+      assert.equal(off, false)
+      const on = yield* Effect.provide(
+        Effect.map(Tracing.Settings, (settings) => settings.enabled),
+        Tracing.layerFromEnv({}, { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", OTEL_SERVICE_NAME: "test" }),
+      )
+      assert.equal(on, true)
+      const sampler = yield* Effect.flip(Effect.scoped(Layer.build(Tracing.layerFromEnv({}, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
+        OTEL_TRACES_SAMPLER: "jaeger_remote",
+      }))))
+      assert.equal(sampler._tag, "InvalidTracingConfig")
+      assert.match(sampler.message, /^OTEL_TRACES_SAMPLER is "jaeger_remote": expected one of always_on, /)
+      const ratio = yield* Effect.flip(Effect.scoped(Layer.build(Tracing.layerFromEnv({}, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
+        OTEL_TRACES_SAMPLER: "traceidratio",
+        OTEL_TRACES_SAMPLER_ARG: "half",
+      }))))
+      assert.equal(ratio.message, `OTEL_TRACES_SAMPLER_ARG is "half": expected a number from 0 to 1`)
+    }),
+    Layer.empty,
+  ))
