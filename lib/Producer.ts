@@ -30,7 +30,6 @@
  */
 import { Context, Data, Deferred, Duration, Effect, Exit, Layer, Queue, Schema } from "effect"
 import * as Codec from "./Codec.ts"
-import * as TraceContext from "./internal/traceContext.ts"
 import * as Tracing from "./Tracing.ts"
 import { type Acks, type Header, type ProducerRecord, type RecordMetadata, Transport } from "./Transport.ts"
 import type { TransportError } from "./TransportError.ts"
@@ -172,12 +171,12 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     send: (record) =>
       Effect.flatMap(Tracing.Settings, (settings) =>
         settings.enabled && settings.producerSpans
-          ? Effect.map(traceSend([record], transport.telemetry, sendAll), (metadata) => metadata[0]!)
+          ? Effect.map(traceSend([record], transport.telemetry, settings.propagator, sendAll), (metadata) => metadata[0]!)
           : Effect.suspend(() => Deferred.await(enqueue(record)))),
     sendAll: (records) =>
       Effect.flatMap(Tracing.Settings, (settings) =>
         settings.enabled && settings.producerSpans && records.length > 0
-          ? traceSend(records, transport.telemetry, sendAll)
+          ? traceSend(records, transport.telemetry, settings.propagator, sendAll)
           : sendAll(records)),
     flush,
   })
@@ -192,6 +191,7 @@ const keyText = new TextDecoder()
 const traceSend = <E>(
   records: ReadonlyArray<ProducerRecord>,
   telemetry: Readonly<Record<string, string | number>>,
+  propagator: Tracing.Propagator,
   send: (records: ReadonlyArray<ProducerRecord>) => Effect.Effect<ReadonlyArray<RecordMetadata>, E>,
 ) => {
   const topic = records[0]!.topic
@@ -211,7 +211,7 @@ const traceSend = <E>(
     attributes["messaging.batch.message_count"] = records.length
   }
   return Effect.useSpan(`send ${topic}`, { kind: "producer", attributes }, (span) =>
-    send(records.map((record) => ({ ...record, headers: TraceContext.inject(record.headers, span) }))).pipe(
+    send(records.map((record) => ({ ...record, headers: propagator.inject(record.headers, span) }))).pipe(
       Effect.tap((metadata) =>
         Effect.sync(() => {
           if (single !== undefined && metadata[0] !== undefined) {

@@ -29,6 +29,9 @@ import * as OtlpExporter from "effect/observability/OtlpExporter"
 import * as OtlpMetrics from "effect/observability/OtlpMetrics"
 import * as OtlpSerialization from "effect/observability/OtlpSerialization"
 import * as OtlpTracer from "effect/observability/OtlpTracer"
+import * as OtelBridge from "./internal/otelBridge.ts"
+import * as TraceContext from "./internal/traceContext.ts"
+import type { Header } from "./Transport.ts"
 
 /**
  * @since 0.1.0
@@ -44,7 +47,29 @@ export interface Settings {
   readonly consumerParent: "parent" | "link"
   /** Open `send` spans and inject `traceparent`. Turn off when another instrumentation does. */
   readonly producerSpans: boolean
+  /** How trace context is written to and read from record headers. Default: W3C Trace Context. */
+  readonly propagator: Propagator
 }
+
+/**
+ * Writes a span's context into record headers and reads a producer's context back. Reading
+ * never fails: a malformed context reads as none.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Propagator {
+  readonly inject: (headers: ReadonlyArray<Header> | undefined, span: Tracer.Span) => ReadonlyArray<Header>
+  readonly extract: (headers: ReadonlyArray<Header>) => Tracer.ExternalSpan | undefined
+}
+
+/**
+ * W3C Trace Context (`traceparent`, with `tracestate` and `baggage` carried through).
+ *
+ * @since 0.1.0
+ * @category propagators
+ */
+export const w3c: Propagator = { inject: TraceContext.inject, extract: TraceContext.extract }
 
 /**
  * The tracing settings in effect; off by default.
@@ -53,7 +78,7 @@ export interface Settings {
  * @category references
  */
 export const Settings = Context.Reference<Settings>("partita/Tracing/Settings", {
-  defaultValue: () => ({ enabled: false, consumerParent: "parent", producerSpans: true }),
+  defaultValue: () => ({ enabled: false, consumerParent: "parent", producerSpans: true, propagator: w3c }),
 })
 
 /**
@@ -63,7 +88,25 @@ export const Settings = Context.Reference<Settings>("partita/Tracing/Settings", 
  * @category layers
  */
 export const layer = (settings: Partial<Omit<Settings, "enabled">> = {}): Layer.Layer<never> =>
-  Layer.succeed(Settings, { enabled: true, consumerParent: "parent", producerSpans: true, ...settings }) as Layer.Layer<never>
+  Layer.succeed(Settings, { enabled: true, consumerParent: "parent", producerSpans: true, propagator: w3c, ...settings }) as Layer.Layer<never>
+
+/**
+ * Tracing on, with Effect's spans bridged to `@opentelemetry/api`: they become spans of the
+ * tracer provider the application registered (its SDK, exporters and samplers), and trace
+ * context travels through the application's global propagator.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerGlobal = (
+  settings: Partial<Omit<Settings, "enabled" | "propagator">> & { readonly tracerName?: string | undefined } = {},
+): Layer.Layer<never> => {
+  const { tracerName, ...rest } = settings
+  return Layer.mergeAll(
+    Layer.succeed(Tracer.Tracer, OtelBridge.make({ name: tracerName ?? "partita" })),
+    layer({ ...rest, propagator: OtelBridge.globalPropagator }),
+  ) as Layer.Layer<never>
+}
 
 /**
  * The samplers of `OTEL_TRACES_SAMPLER`.

@@ -19,7 +19,6 @@ import { RecordContext } from "../RecordContext.ts"
 import type { ConsumerRecord, Header, PartitionClaim, Subscription } from "../Transport.ts"
 import * as Tracing from "../Tracing.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
-import * as TraceContext from "./traceContext.ts"
 
 const keyText = new TextDecoder()
 
@@ -246,7 +245,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         // dead-letter topic is unreachable the partition pauses and the write is retried.
         const step = yield* Schedule.toStep(target.retry)
         while (true) {
-          const original = tracing.enabled ? TraceContext.extract(record.headers) : undefined
+          const original = tracing.enabled ? tracing.propagator.extract(record.headers) : undefined
           const send = original === undefined
             ? producer.send(letter)
             : Effect.linkSpans(producer.send(letter), original, { "partita.link": "dead-lettered record" })
@@ -358,7 +357,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
      * span from the record's headers (or which links to it, by the `consumerParent` setting).
      */
     const handleTraced = (record: ConsumerRecord): Effect.Effect<void, Halted, R> => {
-      const inbound = TraceContext.extract(record.headers)
+      const inbound = tracing.propagator.extract(record.headers)
       const asParent = inbound !== undefined && tracing.consumerParent === "parent"
       const span = tracer.span({
         name: `process ${record.topic}`,
@@ -612,7 +611,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const tracePoll = (batch: ReadonlyArray<ConsumerRecord>) => {
       const links: Array<{ readonly span: ReturnType<typeof Tracer.externalSpan>; readonly attributes: Record<string, unknown> }> = []
       for (const record of batch) {
-        const context = TraceContext.extract(record.headers)
+        const context = tracing.propagator.extract(record.headers)
         if (context !== undefined && links.length < 128) links.push({ span: context, attributes: {} })
       }
       const span = tracer.span({
