@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Data, Deferred, Duration, Effect, Fiber, FiberMap, type Scope, Stream } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Fiber, FiberMap, Metric, type Scope, Stream } from "effect"
 import type { Actor } from "./Actor.ts"
 import * as PartitionActor from "./internal/partitionActor.ts"
 import * as Producer from "./Producer.ts"
@@ -63,7 +63,13 @@ export interface Options {
   readonly shutdownDeadline?: Duration.Input | undefined
   /** The producer handlers and dead letters use. */
   readonly producer?: Producer.Options | undefined
+  /** How often consumer lag is measured for the `partita.consumer.lag` metric. Default 10 seconds. */
+  readonly lagInterval?: Duration.Input | undefined
 }
+
+const consumerLag = Metric.gauge("partita.consumer.lag", {
+  description: "Records in a partition past the group's committed offset",
+})
 
 /**
  * The defaults of {@link Options}.
@@ -73,6 +79,7 @@ export interface Options {
  */
 export const defaults = {
   shutdownDeadline: Duration.seconds(30),
+  lagInterval: Duration.seconds(10),
 }
 
 /**
@@ -334,6 +341,23 @@ export const start = <R>(
       })
       return { healthy: partitions.every((p) => p.healthy), partitions }
     })
+
+    // Consumer lag as a metric, for OTLP export: records past the committed offset, per partition.
+    const lagInterval = options.lagInterval ?? defaults.lagInterval
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(
+      Effect.sleep(lagInterval),
+      Effect.flatMap(health, (report) =>
+        Effect.forEach(report.partitions, (partition) =>
+          partition.lag === undefined ? Effect.void : Metric.update(
+            Metric.withAttributes(consumerLag, {
+              "messaging.system": "kafka",
+              "messaging.destination.name": partition.topic,
+              "messaging.destination.partition.id": String(partition.partition),
+              "messaging.consumer.group.name": partition.group,
+            }),
+            partition.lag,
+          ), { discard: true })),
+    )))
 
     return ActorSystem.of({ health, failure: Deferred.await(failure) })
   }) as Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<R, Producer.Producer | RecordContext>>

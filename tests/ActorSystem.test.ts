@@ -1,6 +1,6 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Clock, Data, Deferred, Effect, Layer, Schedule, Schema } from "effect"
+import { Clock, Data, Deferred, Effect, Layer, Metric, Schedule, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
@@ -605,4 +605,37 @@ test("The stall watchdog reports a partition with records waiting and no progres
       yield* Deferred.succeed(release, undefined)
     }),
     Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("Partition actors report consumed records, outcomes, durations and lag as metrics", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["metered", 1])
+      let handled = 0
+      const actor = Actor.make({
+        name: "metered",
+        topics: ["metered"],
+        value: Event,
+        handle: (event: Event) => event.id === 0 ? Effect.fail(new StoreError({ reason: "skip me" })) : Effect.sync(() => handled++),
+        onError: { StoreError: ErrorPolicy.skip, DecodeError: ErrorPolicy.halt, HandlerTimeout: ErrorPolicy.halt },
+        ...quick,
+      })
+      yield* sendJson("metered", Array.from({ length: 5 }, (_, id) => ({ value: { id, user: "a" } })))
+      yield* ActorSystem.start([actor], { lagInterval: "10 millis" })
+      yield* eventually(10, "handled", () => handled === 4)
+      yield* Effect.sleep("50 millis")
+      const snapshots = yield* Metric.snapshot
+      const ours = (id: string) =>
+        snapshots.filter((s) => s.id === id && s.attributes?.["messaging.destination.name"] === "metered")
+      const [consumed] = ours("messaging.client.consumed.messages")
+      assert.equal((consumed?.state as { count: number }).count, 5)
+      assert.equal(consumed?.attributes?.["messaging.consumer.group.name"], "metered")
+      const [duration] = ours("messaging.process.duration")
+      assert.equal((duration?.state as { count: number }).count, 5)
+      const skipped = ours("partita.records.outcome").find((s) => s.attributes?.["partita.outcome"] === "skipped")
+      assert.equal((skipped?.state as { count: number }).count, 1)
+      const [lag] = ours("partita.consumer.lag")
+      assert.equal((lag?.state as { value: number }).value, 0)
+    }),
+    memory(),
   ))
