@@ -100,57 +100,20 @@ const parseJson = (text: string): Exit.Exit<unknown, CodecError> => {
 }
 
 /**
- * UTF-8 JSON checked by `schema` both ways: decoding reports every problem (not just the
- * first), encoding rejects a value the schema rejects before any byte is produced. A `null`
- * (tombstone) decodes as JSON `null`, so `Schema.NullOr(...)` accepts tombstones.
- *
- * @since 0.1.0
- * @category constructors
+ * A codec that checks values with `schema`: `read` turns bytes into the schema's encoded input,
+ * `write` turns its encoded output into bytes.
  */
-export const json = <A, I>(schema: Schema.Codec<A, I>): Codec<A> => {
+const schemaCodec = <A, I>(
+  schema: Schema.Codec<A, I>,
+  read: (bytes: Uint8Array) => Exit.Exit<unknown, CodecError>,
+  write: (encoded: I) => Uint8Array,
+): Codec<A> => {
   const decodeValue = Schema.decodeUnknownExit(schema)
   const encodeValue = Schema.encodeUnknownExit(schema)
   const options = { errors: "all" } as const
   return {
     decode: (bytes): Exit.Exit<A, CodecError> => {
-      let parsed: unknown = null
-      if (bytes !== null) {
-        const text = decodeUtf8(bytes)
-        if (Exit.isFailure(text)) return Exit.failCause(text.cause)
-        const json = parseJson(text.value)
-        if (Exit.isFailure(json)) return Exit.failCause(json.cause)
-        parsed = json.value
-      }
-      const exit = decodeValue(parsed, options)
-      return Exit.isSuccess(exit)
-        ? Exit.succeed(exit.value)
-        : Exit.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
-    },
-    encode: (value) =>
-      Effect.suspend(() => {
-        const exit = encodeValue(value, options)
-        return Exit.isSuccess(exit)
-          ? Effect.succeed(encoder.encode(JSON.stringify(exit.value)))
-          : Effect.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
-      }),
-  }
-}
-
-/**
- * UTF-8 text checked by `schema` both ways, for schemas whose encoded form is a string
- * (`Schema.String`, `Schema.NumberFromString`, branded ids, string literals): the bytes are the
- * text itself, as Kafka's string serializer writes them, not a JSON string in quotes.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const text = <A, I>(schema: Schema.Codec<A, I>): Codec<A> => {
-  const decodeValue = Schema.decodeUnknownExit(schema)
-  const encodeValue = Schema.encodeUnknownExit(schema)
-  const options = { errors: "all" } as const
-  return {
-    decode: (bytes): Exit.Exit<A, CodecError> => {
-      const input = bytes === null ? Exit.succeed(null) : decodeUtf8(bytes)
+      const input = bytes === null ? Exit.succeed(null) : read(bytes)
       if (Exit.isFailure(input)) return Exit.failCause(input.cause)
       const exit = decodeValue(input.value, options)
       return Exit.isSuccess(exit)
@@ -161,11 +124,38 @@ export const text = <A, I>(schema: Schema.Codec<A, I>): Codec<A> => {
       Effect.suspend(() => {
         const exit = encodeValue(value, options)
         return Exit.isSuccess(exit)
-          ? Effect.succeed(encoder.encode(exit.value as string))
+          ? Effect.succeed(write(exit.value))
           : Effect.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
       }),
   }
 }
+
+const readJson = (bytes: Uint8Array): Exit.Exit<unknown, CodecError> => {
+  const text = decodeUtf8(bytes)
+  return Exit.isFailure(text) ? text : parseJson(text.value)
+}
+
+/**
+ * UTF-8 JSON checked by `schema` both ways: decoding reports every problem (not just the
+ * first), encoding rejects a value the schema rejects before any byte is produced. A `null`
+ * (tombstone) decodes as JSON `null`, so `Schema.NullOr(...)` accepts tombstones.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const json = <A, I>(schema: Schema.Codec<A, I>): Codec<A> =>
+  schemaCodec(schema, readJson, (encoded) => encoder.encode(JSON.stringify(encoded)))
+
+/**
+ * UTF-8 text checked by `schema` both ways, for schemas whose encoded form is a string
+ * (`Schema.String`, `Schema.NumberFromString`, branded ids, string literals): the bytes are the
+ * text itself, as Kafka's string serializer writes them, not a JSON string in quotes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const text = <A, I>(schema: Schema.Codec<A, I>): Codec<A> =>
+  schemaCodec(schema, decodeUtf8, (encoded) => encoder.encode(encoded as string))
 
 const isTextual = (ast: SchemaAST.AST): boolean =>
   ast._tag === "String" || (ast._tag === "Literal" && typeof ast.literal === "string") ||

@@ -153,6 +153,7 @@ import {
   Stream,
 } from "effect"
 import { partitionForKey } from "./internal/partitioner.ts"
+import { Signal } from "./internal/signal.ts"
 import {
   type Acks,
   type CommittedOffset,
@@ -600,19 +601,6 @@ const offsetsReadableTimeout = Duration.seconds(5)
 
 // ---------------------------------------------------------------------------------------------
 // Consuming
-
-/** Wakes every fiber waiting on it, then re-arms. */
-class Signal {
-  private deferred = Deferred.makeUnsafe<void>()
-  get wait(): Effect.Effect<void> {
-    return Deferred.await(this.deferred)
-  }
-  notify(): void {
-    const fired = this.deferred
-    this.deferred = Deferred.makeUnsafe<void>()
-    Deferred.doneUnsafe(fired, Exit.void)
-  }
-}
 
 /** A batch `eachBatch` holds out to a claim's stream. */
 interface Offer {

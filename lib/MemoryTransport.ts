@@ -30,6 +30,7 @@
  */
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Schedule, Semaphore, Stream } from "effect"
 import { partitionForKey } from "./internal/partitioner.ts"
+import { Signal } from "./internal/signal.ts"
 import {
   type Acks,
   type CommittedOffset,
@@ -148,19 +149,6 @@ interface Entry {
   readonly txn: Txn | undefined
   /** A transaction marker: takes an offset, is never delivered. */
   readonly control: boolean
-}
-
-/** Wakes every fiber waiting on it, then re-arms. */
-class Signal {
-  private deferred = Deferred.makeUnsafe<void>()
-  get wait(): Effect.Effect<void> {
-    return Deferred.await(this.deferred)
-  }
-  notify(): void {
-    const fired = this.deferred
-    this.deferred = Deferred.makeUnsafe<void>()
-    Deferred.doneUnsafe(fired, Exit.void)
-  }
 }
 
 class PartitionLog {
