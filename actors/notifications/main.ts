@@ -7,12 +7,13 @@
  *   node actors/notifications/main.ts          (Node 22.18+; 22.6+ with --experimental-strip-types)
  *
  * Environment: PORT (8080), HOST (127.0.0.1), NOTIFY_TOKENS ("1:token,2:token"),
- * KAFKA_BROKERS ("host:9092,..."), NOTIFY_TOPIC_PREFIX. SIGINT or SIGTERM shuts it down
+ * KAFKA_BROKERS ("host:9092,..."), NOTIFY_TOPIC_PREFIX, OTEL_EXPORTER_OTLP_ENDPOINT (and the
+ * other OTEL_* variables: traces and metrics to Jaeger or any collector). SIGINT or SIGTERM shuts it down
  * gracefully: the server stops taking requests and finishes the ones in flight, the actors drain
  * and commit, the producer flushes; the process exits 0.
  */
 import { Console, Effect, Layer, Option } from "effect"
-import { ActorSystem, Main } from "../../mod.ts"
+import { ActorSystem, Main, Tracing } from "../../mod.ts"
 import * as App from "./App.ts"
 import { HttpServer } from "./serve/Server.ts"
 import * as Transports from "./Transports.ts"
@@ -60,7 +61,13 @@ const program = Effect.gen(function*() {
     yield* Console.log(banner(server.url, transport.kind, server.adapter, yield* Users))
     // Runs until a signal interrupts it, or an actor fails the system.
     return yield* (yield* ActorSystem.ActorSystem).failure
-  }).pipe(Effect.provide(App.layerFromEnv().pipe(Layer.provide(transport.layer))))
+  }).pipe(Effect.provide(
+    App.layerFromEnv().pipe(
+      Layer.provide(transport.layer),
+      // OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 traces every request through both hops.
+      Layer.provide(Tracing.layerFromEnv({ serviceName: "notifications" })),
+    ),
+  ))
 })
 
 Main.runMain(program)

@@ -139,10 +139,21 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         ),
       )
       yield* AppMetrics.request(name, response.status)
+      yield* Effect.annotateCurrentSpan({ "http.response.status_code": response.status })
       const elapsed = (yield* Clock.currentTimeMillis) - started
       yield* Effect.logDebug(`${request.method} ${name} ${response.status} ${elapsed}ms`)
       return response
-    })
+    }).pipe(
+      // The trace's entry point: with tracing on, the produce and both actor hops hang under it.
+      (handled) =>
+        Effect.suspend(() => {
+          const url = new URL(request.url)
+          return Effect.withSpan(handled, `${request.method} ${url.pathname.replace(/\/\d+/g, "/:id")}`, {
+            kind: "server",
+            attributes: { "http.request.method": request.method, "url.path": url.pathname },
+          })
+        }),
+    )
 
   const context = yield* Effect.context<Services>()
   const run = Effect.runPromiseWith(context)
