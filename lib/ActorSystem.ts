@@ -40,6 +40,14 @@ export {
 } from "./internal/partitionActor.ts"
 
 /**
+ * What a list of actors' handlers need from the context, together.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Requirements<Actors extends ReadonlyArray<Actor<any>>> = Actors[number] extends Actor<infer R> ? R : never
+
+/**
  * An actor whose definition cannot run, found before anything starts.
  *
  * @since 0.1.0
@@ -119,8 +127,10 @@ export interface PartitionHealth {
  * @category models
  */
 export interface HealthReport {
-  /** Every partition actor healthy (and at least one actor subscribed). */
+  /** Every partition actor healthy. */
   readonly healthy: boolean
+  /** Every actor's group has given it its first assignment: the system is taking records. */
+  readonly ready: boolean
   readonly partitions: ReadonlyArray<PartitionHealth>
 }
 
@@ -180,10 +190,10 @@ const validate = (actors: ReadonlyArray<Actor<unknown>>) =>
  * @since 0.1.0
  * @category constructors
  */
-export const start = <R>(
-  actors: ReadonlyArray<Actor<R>>,
+export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
+  actors: Actors,
   options: Options = {},
-): Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<R, Producer.Producer | RecordContext>> =>
+): Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>> =>
   Effect.gen(function*() {
     yield* validate(actors as ReadonlyArray<Actor<unknown>>)
     const transport = yield* Transport
@@ -192,6 +202,7 @@ export const start = <R>(
     const failure = yield* Deferred.make<never, PartitionActor.RestartsExhausted>()
     const shutdownDeadline = options.shutdownDeadline ?? defaults.shutdownDeadline
     const stoppers: Array<Effect.Effect<boolean>> = []
+    const assignedOnce = new Set<string>()
 
     for (const actor of actors) {
       const subscription = yield* transport.subscribe({ ...actor.consumer, group: actor.group, topics: actor.topics })
@@ -219,6 +230,7 @@ export const start = <R>(
       const onEvent = (event: GroupEvent) =>
         Effect.gen(function*() {
           if (event._tag === "Assigned") {
+            assignedOnce.add(actor.name)
             for (const claim of event.claims) {
               const key = `${claim.topic}/${claim.partition}`
               const status: PartitionActor.PartitionStatus = {
@@ -339,7 +351,7 @@ export const start = <R>(
           lastError: status.lastError,
         }
       })
-      return { healthy: partitions.every((p) => p.healthy), partitions }
+      return { healthy: partitions.every((p) => p.healthy), ready: assignedOnce.size === actors.length, partitions }
     })
 
     // Consumer lag as a metric, for OTLP export: records past the committed offset, per partition.
@@ -360,7 +372,7 @@ export const start = <R>(
     )))
 
     return ActorSystem.of({ health, failure: Deferred.await(failure) })
-  }) as Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<R, Producer.Producer | RecordContext>>
+  }) as Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>>
 
 /**
  * A graceful shutdown ran out of time and interrupted partition actors; what completed was
@@ -385,12 +397,11 @@ export class ShutdownDeadlineExceeded extends Data.TaggedError("ShutdownDeadline
  * @since 0.1.0
  * @category constructors
  */
-export const run = <R>(
-  actors: ReadonlyArray<Actor<R>>,
+export const run = <const Actors extends ReadonlyArray<Actor<any>>>(
+  actors: Actors,
   options: Options = {},
-): Effect.Effect<never, InvalidActor | TransportError | PartitionActor.RestartsExhausted, Transport | Exclude<R, Producer.Producer | RecordContext>> =>
-  Effect.scoped(Effect.flatMap(start(actors, options), (system) => system.failure)) as Effect.Effect<
-    never,
-    InvalidActor | TransportError | PartitionActor.RestartsExhausted,
-    Transport | Exclude<R, Producer.Producer | RecordContext>
-  >
+): Effect.Effect<
+  never,
+  InvalidActor | TransportError | PartitionActor.RestartsExhausted,
+  Transport | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
+> => Effect.scoped(Effect.flatMap(start(actors, options), (system) => system.failure))

@@ -37,6 +37,21 @@ export const exitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
   Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1
 
 /**
+ * What to print for a failed program: a typed error's message (an expected failure, such as a
+ * port in use, needs no stack trace), the full cause for defects.
+ */
+const describeFailure = <E>(cause: Cause.Cause<E>): string => {
+  if (Cause.hasDies(cause)) return Cause.pretty(cause)
+  const error = Cause.findErrorOption(cause)
+  if (error._tag === "Some") {
+    const value = error.value as { readonly _tag?: string; readonly message?: string }
+    const tag = typeof value._tag === "string" ? `${value._tag}: ` : ""
+    return typeof value.message === "string" && value.message !== "" ? `${tag}${value.message}` : Cause.pretty(cause)
+  }
+  return Cause.pretty(cause)
+}
+
+/**
  * Runs `program` as the process's main: signals shut it down gracefully.
  *
  * @since 0.1.0
@@ -60,7 +75,7 @@ export const runMain = <A, E>(program: Effect.Effect<A, E>, options: Options = {
     process.off("SIGINT", onSignal)
     process.off("SIGTERM", onSignal)
     const code = exitCode(exit)
-    if (code !== 0) process.stderr.write(`${Cause.pretty((exit as Exit.Failure<A, E>).cause)}\n`)
+    if (code !== 0) process.stderr.write(`${describeFailure((exit as Exit.Failure<A, E>).cause)}\n`)
     if (options.exit === false) options.onExit?.(code)
     else process.exit(code)
   })

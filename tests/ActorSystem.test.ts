@@ -639,3 +639,21 @@ test("Partition actors report consumed records, outcomes, durations and lag as m
     }),
     memory(),
   ))
+
+test("The health report says ready once every actor had its first assignment", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["a", 1], ["b", 1])
+      const actorFor = (topic: string) =>
+        Actor.make({ name: topic, topics: [topic], value: Event, handle: () => Effect.void, onError: { default: ErrorPolicy.halt } })
+      const system = yield* ActorSystem.start([actorFor("a"), actorFor("b")])
+      let health = yield* system.health
+      for (let i = 0; i < 100 && !health.ready; i++) {
+        yield* Effect.sleep("5 millis")
+        health = yield* system.health
+      }
+      assert.equal(health.ready, true)
+      assert.equal(health.partitions.length, 2)
+    }),
+    memory(),
+  ))

@@ -9,7 +9,7 @@
  * actor system drains and commits, then the producer flushes and the live feed closes.
  */
 import { Config, type Duration, Effect, Layer, Schema } from "effect"
-import { type Actor, ActorSystem, Producer, type Transport } from "../../mod.ts"
+import { ActorSystem, Producer, type Transport } from "../../mod.ts"
 import * as AppMetrics from "./AppMetrics.ts"
 import * as Fanout from "./Fanout.ts"
 import * as Ids from "./Ids.ts"
@@ -36,9 +36,6 @@ export interface Options extends Server.Options {
   /** How long the actor system may drain on shutdown. Default 10 seconds. */
   readonly drainDeadline?: Duration.Input | undefined
 }
-
-/** What an actor's handler needs from the context. */
-type ActorServices<A> = A extends Actor.Actor<infer R> ? R : never
 
 /**
  * The app over a transport, with the user directory given.
@@ -68,7 +65,7 @@ const build = <E>(users: Layer.Layer<Users.Users, E>, options: Options, instance
   ]
   const system = Layer.effect(
     ActorSystem.ActorSystem,
-    ActorSystem.start<ActorServices<(typeof actors)[number]>>(actors, {
+    ActorSystem.start(actors, {
       shutdownDeadline: options.drainDeadline ?? "10 seconds",
     }),
   )

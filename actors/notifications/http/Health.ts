@@ -3,8 +3,8 @@
  *
  * - `/healthz` (liveness) fails when a partition actor halted, failed or stalled: a restart of
  *   the process is what takes a halted partition up again.
- * - `/readyz` (readiness) also fails while the server shuts down, so a load balancer stops
- *   sending requests before the listener closes.
+ * - `/readyz` (readiness) also fails until every actor had its first assignment, and while the
+ *   server shuts down, so a load balancer stops sending requests before the listener closes.
  */
 import { Effect } from "effect"
 import { ActorSystem } from "../../../mod.ts"
@@ -16,6 +16,7 @@ const report = Effect.gen(function*() {
   const health = yield* (yield* ActorSystem.ActorSystem).health
   return {
     healthy: health.healthy,
+    ready: health.ready,
     partitions: health.partitions.map((partition) => ({
       actor: partition.actor,
       topic: partition.topic,
@@ -41,7 +42,8 @@ export const healthz = Effect.map(report, ({ healthy, partitions }) =>
  */
 export const readyz = Effect.gen(function*() {
   if (yield* (yield* Lifecycle).isClosing) return json(503, { status: "shutting down" })
-  const { healthy } = yield* report
+  const { healthy, ready } = yield* report
+  if (!ready) return json(503, { status: "joining" })
   return json(healthy ? 200 : 503, { status: healthy ? "ready" : "unhealthy" })
 })
 
