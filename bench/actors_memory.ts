@@ -1,44 +1,99 @@
 /**
- * Partition actors on the embedded broker: records/s through a no-op handler, on one core.
- * Records are produced up front, then one actor (3 partitions) consumes them all.
+ * Partition actors on the embedded broker: records/s through a no-op handler. Target: ≥ 300k
+ * records/s with a JSON schema, on one core (JavaScript runs on one thread; `per CPU-second` in
+ * the bench's own table counts this process's CPU, GC threads included).
  *
- *   bun bench/actors_memory.ts [records]
+ * The records are produced once, before the rounds; every case of every round reads all of them
+ * from the start with a fresh consumer group. Cases:
+ * - transport subscription: the memory transport without actors (each claim's stream drained and
+ *   counted, one commit at the end): the floor the actors stand on;
+ * - actor, raw bytes: one actor, `Codec.bytes` values, nothing decoded, every option at its default;
+ * - actor, JSON schema: the same with `Schema.Struct({ id: Schema.Number })` decoded per record.
+ * A window runs from the group's assignment to the moment every partition's end was committed.
+ *
+ *   bun bench/actors_memory.ts          (BENCH_RECORDS, BENCH_ROUNDS)
  */
-import { Effect, Schema } from "effect"
-import { Actor, ActorSystem, ErrorPolicy, MemoryTransport, Transport } from "../mod.ts"
+import { Context, Effect, Layer, ManagedRuntime, Schema } from "effect"
+import { Codec, MemoryTransport, Transport } from "../mod.ts"
+import {
+  type Case,
+  consumeWithActors,
+  consumeWithSubscription,
+  instrument,
+  loggingLayer,
+  payload,
+  records,
+  runBench,
+} from "./common.ts"
 
-const total = Number(process.argv[2] ?? 300_000)
-const Event = Schema.Struct({ id: Schema.Number })
-const encoder = new TextEncoder()
-
-const program = Effect.gen(function*() {
-  const transport = yield* Transport.Transport
-  yield* transport.createTopic({ topic: "bench", partitions: 3 })
+const total = records(300_000)
+const partitions = 3
+const topic = "bench"
+const memory = ManagedRuntime.make(MemoryTransport.layer().pipe(Layer.provideMerge(loggingLayer)))
+const transport = Context.get(await memory.context(), Transport.Transport)
+await memory.runPromise(Effect.gen(function* () {
+  yield* transport.createTopic({ topic, partitions })
   const batch = 10_000
   for (let from = 0; from < total; from += batch) {
-    yield* transport.send(Array.from({ length: Math.min(batch, total - from) }, (_, i) => ({
-      topic: "bench",
+    yield* transport.send(Array.from({ length: Math.min(batch, total - from) }, (_, index) => ({
+      topic,
       key: null,
-      value: encoder.encode(`{"id":${from + i}}`),
+      value: payload(from + index),
     })))
   }
-  let handled = 0
-  const done = Promise.withResolvers<void>()
-  const actor = Actor.make({
-    name: "bench",
-    topics: ["bench"],
-    value: Event,
-    handle: () =>
-      Effect.sync(() => {
-        if (++handled === total) done.resolve()
-      }),
-    onError: { default: ErrorPolicy.halt },
-  })
-  const started = performance.now()
-  yield* ActorSystem.start([actor])
-  yield* Effect.promise(() => done.promise)
-  const seconds = (performance.now() - started) / 1000
-  console.log(`actors on MemoryTransport: ${total} records in ${seconds.toFixed(2)} s = ${Math.round(total / seconds)} records/s`)
-})
+}))
+const ends = new Map(
+  (await memory.runPromise(transport.describeTopic(topic))).partitions.map((
+    p,
+  ) => [p.partition, p.highWatermark]),
+)
+const probe = instrument(transport)
+let groups = 0
+const group = (what: string) => `${what}-${++groups}`
 
-Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(MemoryTransport.layer())))
+const cases: ReadonlyArray<Case> = [
+  {
+    name: "transport subscription",
+    run: async () => ({
+      "transport subscription": await memory.runPromise(Effect.scoped(
+        consumeWithSubscription({ probe, topic, group: group("subscription"), ends }),
+      )),
+    }),
+  },
+  {
+    name: "actor, raw bytes",
+    run: async () => ({
+      "actor, raw bytes": await memory.runPromise(Effect.scoped(
+        consumeWithActors({ probe, topic, group: group("actor-bytes"), ends, value: Codec.bytes }),
+      )),
+    }),
+  },
+  {
+    name: "actor, JSON schema",
+    run: async () => ({
+      "actor, JSON schema": await memory.runPromise(Effect.scoped(
+        consumeWithActors({
+          probe,
+          topic,
+          group: group("actor-json"),
+          ends,
+          value: Schema.Struct({ id: Schema.Number }),
+        }),
+      )),
+    }),
+  },
+]
+
+await runBench({
+  name: "actors_memory",
+  title: "ActorSystem (no-op handler) on MemoryTransport",
+  records: total,
+  notes: [
+    `${partitions} partitions, values {"id":n} (8-13 bytes), no keys; a fresh consumer group per case and round`,
+    "window: the group's assignment -> every partition committed to its end",
+  ],
+  cases,
+  ratios: [{ numerator: "actor, JSON schema", denominator: "actor, raw bytes" }],
+  targets: [{ measure: "actor, JSON schema", atLeast: 300_000 }],
+  teardown: () => memory.dispose(),
+})

@@ -1,0 +1,148 @@
+/**
+ * Issue 4's figure: on the real broker, how close an `ActorSystem` with a no-op handler comes to
+ * a raw kafkajs `eachBatch` loop reading the same records. Target: actor / raw ≥ 0.9.
+ *
+ * The records are produced once, before the rounds; every case of every round reads all of them
+ * from the start with a fresh consumer group. The actor's values are `Codec.bytes`: nothing is
+ * decoded, like for like with the raw loop (what a JSON schema adds per record is measured on the
+ * memory transport, in `actors_memory`). Cases:
+ * - raw kafkajs: `eachBatch`, `resolveOffset` per batch, one commit at the end, no work per record;
+ * - transport subscription: `KafkaTransport` without actors (each claim's stream drained and
+ *   counted, one commit at the end): what the transport alone costs;
+ * - actor: one actor with every option at its default (the headline);
+ * - actor, mailbox never full: the same with a mailbox as large as the data, so the partition is
+ *   never paused: what backpressure costs on Kafka.
+ * A window runs from the moment kafkajs joined the group to the moment every partition's end was
+ * committed; the join itself is reported apart (`join s`).
+ *
+ *   bun bench/actors_kafka.ts          (BENCH_RECORDS, BENCH_ROUNDS, KAFKA_BROKERS)
+ */
+import { Context, Effect, type Scope } from "effect"
+import { Codec, Transport } from "../mod.ts"
+import {
+  type Case,
+  consumeWithActors,
+  consumeWithSubscription,
+  instrument,
+  kafkaClient,
+  kafkaResources,
+  kafkaRuntime,
+  mark,
+  type Measurement,
+  produceRaw,
+  records,
+  runBench,
+  since,
+} from "./common.ts"
+
+const total = records(200_000)
+const partitions = 3
+const kafka = kafkaRuntime()
+const resources = kafkaResources()
+const topic = await resources.topic("actors", partitions)
+await produceRaw(topic, total, partitions)
+const ends = await resources.ends(topic)
+const probe = instrument(Context.get(await kafka.context(), Transport.Transport))
+
+/** The baseline: kafkajs with nothing in between, set up as `KafkaTransport` sets up its consumer. */
+const raw = async (): Promise<Measurement> => {
+  const group = resources.group("raw")
+  const start = mark()
+  const consumer = kafkaClient().consumer({
+    groupId: group,
+    maxWaitTimeInMs: 500,
+    allowAutoTopicCreation: false,
+  })
+  let joined = start
+  consumer.on(consumer.events.GROUP_JOIN, () => {
+    joined = mark()
+  })
+  await consumer.connect()
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true })
+    const done = Promise.withResolvers<void>()
+    const next = new Map<number, number>()
+    let count = 0
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: partitions,
+      eachBatch: async ({ batch, resolveOffset }) => {
+        if (batch.messages.length === 0) return
+        const last = batch.lastOffset()
+        resolveOffset(last)
+        next.set(batch.partition, Number(last) + 1)
+        count += batch.messages.length
+        if (count >= total) done.resolve()
+      },
+    })
+    await done.promise
+    await consumer.commitOffsets(
+      [...next].map(([partition, offset]) => ({ topic, partition, offset: String(offset) })),
+    )
+    return since(total, joined, (joined.at - start.at) / 1000)
+  } finally {
+    await consumer.disconnect()
+  }
+}
+
+const scoped = (program: Effect.Effect<Measurement, unknown, Scope.Scope>) =>
+  kafka.runPromise(Effect.scoped(program))
+
+const cases: ReadonlyArray<Case> = [
+  { name: "raw kafkajs", run: async () => ({ "raw kafkajs": await raw() }) },
+  {
+    name: "transport subscription",
+    run: async () => ({
+      "transport subscription": await scoped(
+        consumeWithSubscription({ probe, topic, group: resources.group("subscription"), ends }),
+      ),
+    }),
+  },
+  {
+    name: "actor",
+    // "actor, mailbox never full" runs the same code and warms it up; this one is I/O-bound.
+    warmup: false,
+    run: async () => ({
+      "actor": await scoped(
+        consumeWithActors({ probe, topic, group: resources.group("actor"), ends, value: Codec.bytes }),
+      ),
+    }),
+  },
+  {
+    name: "actor, mailbox never full",
+    run: async () => ({
+      "actor, mailbox never full": await scoped(
+        consumeWithActors({
+          probe,
+          topic,
+          group: resources.group("actor-mailbox"),
+          ends,
+          value: Codec.bytes,
+          actor: { mailbox: { capacity: total } },
+        }),
+      ),
+    }),
+  },
+]
+
+await runBench({
+  name: "actors_kafka",
+  title: "ActorSystem (no-op handler) vs a raw kafkajs eachBatch loop, same records, real broker",
+  records: total,
+  rounds: 3,
+  notes: [
+    `${partitions} partitions, values {"id":n} (8-13 bytes) read as Codec.bytes, no keys; a fresh group per case and round`,
+    "window: kafkajs group join -> every partition committed to its end; join time reported apart",
+  ],
+  cases,
+  ratios: [
+    { numerator: "actor", denominator: "raw kafkajs", target: 0.9 },
+    { numerator: "actor, mailbox never full", denominator: "raw kafkajs" },
+    { numerator: "transport subscription", denominator: "raw kafkajs" },
+  ],
+  teardown: async () => {
+    await kafka.dispose()
+    await resources.cleanup()
+  },
+})

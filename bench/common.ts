@@ -1,0 +1,849 @@
+/**
+ * What every benchmark shares: configuration from the environment, the interleaved-rounds
+ * harness, medians and ratios, the tables, the JSON results `bench/run` collects, and the Kafka
+ * and Effect plumbing the Partita cases need (a broker to reach, names nobody else uses, a
+ * `Transport` that reports its group's joins and commits, cleanup of what a run created).
+ *
+ * A benchmark is a list of cases measured in the same process, in rounds: every round runs
+ * every case once, in an order rotated by one each round, so drift on a shared, noisy machine
+ * (another process, the broker's page cache, GC debt) spreads over all cases instead of landing
+ * on one. Ratios are taken within a round, then the median over rounds is reported: the noise a
+ * round shares cancels in the ratio. Nothing here asserts a speed: targets are reported as met or
+ * missed, never thrown.
+ *
+ * Environment: `BENCH_RECORDS` (records per case, overrides each bench's default),
+ * `BENCH_ROUNDS` (counted rounds, overrides each bench's default), `BENCH_WARMUP` (uncounted
+ * rounds first, default 1), `BENCH_OUT` (where the JSON result goes; `bench/run` sets it),
+ * `KAFKA_BROKERS` (default `127.0.0.1:9092`), `BENCH_ROUND_TIMEOUT` (seconds one case may take
+ * before the bench fails, default 120), `BENCH_CASES` (only the cases named, separated by `|`:
+ * to profile one), `BENCH_PROFILE` (on Node, a directory for a CPU profile of the counted rounds
+ * only; read it with `bench/profile.ts`).
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { dirname } from "node:path"
+import { Buffer } from "node:buffer"
+import process from "node:process"
+import kafkajs from "kafkajs"
+import type { Admin, Kafka as KafkaClient, LogEntry } from "kafkajs"
+import { Deferred, Effect, Exit, Layer, Logger, ManagedRuntime, References, type Scope, Stream } from "effect"
+import { Actor, ActorSystem, ErrorPolicy, KafkaTransport, type Producer, Transport } from "../mod.ts"
+
+// kafkajs is CommonJS: its default import is `module.exports` on every runtime.
+const { Kafka, logLevel: KafkaLogLevel } = kafkajs
+
+// ---------------------------------------------------------------------------------------------
+// Configuration and runtime
+
+const integer = (name: string, fallback: number): number => {
+  const raw = process.env[name]
+  if (raw === undefined || raw.trim() === "") return fallback
+  const value = Number(raw.replaceAll("_", ""))
+  if (!Number.isInteger(value) || value < 0) throw new Error(`${name} must be a whole number, got "${raw}"`)
+  return value
+}
+
+/** The runtime running this process, detected here and nowhere else. */
+export const runtime: { readonly name: "bun" | "deno" | "node"; readonly version: string } = (() => {
+  const global = globalThis as { Bun?: { version: string }; Deno?: { version: { deno: string } } }
+  if (global.Bun !== undefined) return { name: "bun", version: global.Bun.version }
+  if (global.Deno !== undefined) return { name: "deno", version: global.Deno.version.deno }
+  return { name: "node", version: process.versions.node }
+})()
+
+/** Records per case: `BENCH_RECORDS`, else the bench's own default. */
+export const records = (fallback: number): number => Math.max(1, integer("BENCH_RECORDS", fallback))
+
+export const config = {
+  warmup: integer("BENCH_WARMUP", 1),
+  roundTimeoutMs: Math.max(1, integer("BENCH_ROUND_TIMEOUT", 120)) * 1000,
+  out: process.env["BENCH_OUT"] === "" ? undefined : process.env["BENCH_OUT"],
+  /** On Node: a directory to write a CPU profile of the counted rounds to (warm-up and setup left out). */
+  profile: process.env["BENCH_PROFILE"] === "" ? undefined : process.env["BENCH_PROFILE"],
+  /** Only the cases named here (separated by `|`), e.g. to profile one. */
+  cases: (process.env["BENCH_CASES"] ?? "").split("|").map((name) => name.trim()).filter((name) =>
+    name !== ""
+  ),
+  brokers: (process.env["KAFKA_BROKERS"] ?? "127.0.0.1:9092").split(",").map((broker) => broker.trim())
+    .filter((broker) => broker !== ""),
+}
+
+/**
+ * Profiles the counted rounds through the inspector (Node only): unlike `--cpu-prof`, the
+ * profile holds neither the setup (producing the data) nor the warm-up. Returns the stop.
+ */
+const startProfile = async (name: string): Promise<() => Promise<void>> => {
+  const directory = config.profile
+  if (directory === undefined) return async () => {}
+  if (runtime.name !== "node") {
+    console.error(`   BENCH_PROFILE works on Node only (node --expose-gc bench/${name}.ts); not profiling`)
+    return async () => {}
+  }
+  const { Session } = await import("node:inspector/promises")
+  const session = new Session()
+  session.connect()
+  await session.post("Profiler.enable")
+  await session.post("Profiler.setSamplingInterval", { interval: 200 })
+  await session.post("Profiler.start")
+  return async () => {
+    const { profile } = await session.post("Profiler.stop")
+    session.disconnect()
+    const path = `${directory}/${name}-${new Date().toISOString().replaceAll(":", "")}.cpuprofile`
+    mkdirSync(directory, { recursive: true })
+    writeFileSync(path, JSON.stringify(profile))
+    console.log(`   CPU profile of the counted rounds: ${path} (read it with: bun bench/profile.ts ${path})`)
+  }
+}
+
+/** A full collection, so one case's garbage is not collected during the next one's clock. */
+const collectGarbage = (): void => {
+  const global = globalThis as { Bun?: { gc?: (force: boolean) => void }; gc?: () => void }
+  if (global.Bun?.gc !== undefined) global.Bun.gc(true)
+  else global.gc?.()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements and statistics
+
+/**
+ * One timed window: `records` handled in `seconds`. `joinSeconds`, for a consumer, is the time
+ * from starting it to its group's assignment, which is not in `seconds`.
+ */
+export interface Measurement {
+  readonly records: number
+  readonly seconds: number
+  readonly cpuSeconds: number
+  readonly joinSeconds?: number | undefined
+  /** Anything else worth seeing per sample (printed, not summarized), e.g. records per send call. */
+  readonly detail?: string | undefined
+}
+
+/** A point in time, on the wall clock and on this process's CPU clock. */
+export interface Mark {
+  readonly at: number
+  readonly cpu: ReturnType<typeof process.cpuUsage>
+}
+
+export const mark = (): Mark => ({ at: performance.now(), cpu: process.cpuUsage() })
+
+/** The window from `start` to now. */
+export const since = (records: number, start: Mark, joinSeconds?: number): Measurement => {
+  const used = process.cpuUsage(start.cpu)
+  return {
+    records,
+    seconds: (performance.now() - start.at) / 1000,
+    cpuSeconds: (used.user + used.system) / 1e6,
+    ...(joinSeconds === undefined ? {} : { joinSeconds }),
+  }
+}
+
+export const rate = (measurement: Measurement): number => measurement.records / measurement.seconds
+
+export const median = (values: ReadonlyArray<number>): number => {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+
+export interface Summary {
+  readonly median: number
+  readonly min: number
+  readonly max: number
+  readonly samples: ReadonlyArray<number>
+}
+
+const summarize = (samples: ReadonlyArray<number>): Summary => ({
+  median: median(samples),
+  min: Math.min(...samples),
+  max: Math.max(...samples),
+  samples,
+})
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+
+/** One thing measured each round. It may return several named measures (a produce and a consume). */
+export interface Case {
+  readonly name: string
+  readonly run: (round: number) => Promise<Readonly<Record<string, Measurement>>>
+  /**
+   * `false` leaves the case out of warm-up rounds: for a slow case whose code another case
+   * already warms up. Default true.
+   */
+  readonly warmup?: boolean | undefined
+}
+
+/** The median over rounds of `numerator / denominator`, both measured in the same round. */
+export interface RatioSpec {
+  readonly numerator: string
+  readonly denominator: string
+  /** Met when the median is at least this. */
+  readonly target?: number | undefined
+}
+
+export interface TargetSpec {
+  readonly measure: string
+  /** Met when the median rate is at least this, in records/s. */
+  readonly atLeast: number
+}
+
+export interface BenchSpec {
+  readonly name: string
+  /** One line: what is measured. */
+  readonly title: string
+  readonly records: number
+  /** Counted rounds when `BENCH_ROUNDS` is not set. Default 5. */
+  readonly rounds?: number | undefined
+  /** What the reader must know to read the numbers (payload, partitions, codec). */
+  readonly notes?: ReadonlyArray<string> | undefined
+  readonly cases: ReadonlyArray<Case>
+  readonly ratios?: ReadonlyArray<RatioSpec> | undefined
+  readonly targets?: ReadonlyArray<TargetSpec> | undefined
+  /** Runs once, after every round (also on failure). */
+  readonly teardown?: (() => Promise<void>) | undefined
+}
+
+export interface MeasureResult {
+  readonly name: string
+  readonly unit: "records/s"
+  readonly records: number
+  readonly rate: Summary
+  /** Records per CPU-second of this process: what one core would do, undisturbed by neighbours. */
+  readonly cpuRate: Summary
+  readonly seconds: Summary
+  readonly joinSeconds?: Summary | undefined
+}
+
+export interface RatioResult {
+  readonly name: string
+  readonly numerator: string
+  readonly denominator: string
+  readonly value: Summary
+  readonly target?: number | undefined
+  readonly met?: boolean | undefined
+}
+
+export interface TargetResult extends TargetSpec {
+  readonly median: number
+  readonly met: boolean
+}
+
+export interface BenchResult {
+  readonly bench: string
+  readonly title: string
+  readonly runtime: string
+  readonly runtimeVersion: string
+  readonly records: number
+  readonly rounds: number
+  readonly warmup: number
+  readonly notes: ReadonlyArray<string>
+  readonly startedAt: string
+  readonly wallSeconds: number
+  readonly measures: ReadonlyArray<MeasureResult>
+  readonly ratios: ReadonlyArray<RatioResult>
+  readonly targets: ReadonlyArray<TargetResult>
+}
+
+export const ratioName = (spec: RatioSpec): string => `${spec.numerator} / ${spec.denominator}`
+
+const withTimeout = <A>(what: string, promise: Promise<A>): Promise<A> => {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new Error(`${what} did not finish within ${config.roundTimeoutMs / 1000} s (BENCH_ROUND_TIMEOUT)`),
+        ),
+      config.roundTimeoutMs,
+    )
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Runs the bench: warm-up rounds, then interleaved rounds; prints each sample and a summary,
+ * writes the JSON result to `BENCH_OUT` when set, and exits non-zero if anything failed.
+ */
+export const runBench = async (spec: BenchSpec): Promise<void> => {
+  const startedAt = new Date()
+  const clock = performance.now()
+  const rounds = Math.max(1, integer("BENCH_ROUNDS", spec.rounds ?? 5))
+  const selected = config.cases.length === 0
+    ? spec.cases
+    : spec.cases.filter((benchCase) => config.cases.includes(benchCase.name))
+  if (selected.length === 0) {
+    throw new Error(
+      `No case of ${spec.name} is named in BENCH_CASES="${config.cases.join("|")}"; its cases are: ${
+        spec.cases.map((benchCase) => `"${benchCase.name}"`).join(", ")
+      }`,
+    )
+  }
+  console.log(
+    `\n## ${spec.name} on ${runtime.name} ${runtime.version}: ${spec.title}\n` +
+      `   ${
+        spec.records.toLocaleString("en-US")
+      } records per case, ${config.warmup} warm-up + ${rounds} rounds` +
+      (spec.notes === undefined ? "" : spec.notes.map((note) => `\n   ${note}`).join("")),
+  )
+  const samples = new Map<string, Array<Measurement | undefined>>()
+  // Measures are reported in the order of the cases that produce them, whatever the rotation.
+  const order = new Map<string, number>()
+  let failure: unknown = undefined
+  let stopProfile: (() => Promise<void>) | undefined
+  try {
+    const total = config.warmup + rounds
+    for (let round = 0; round < total; round++) {
+      const counted = round >= config.warmup
+      if (round === config.warmup) stopProfile = await startProfile(spec.name)
+      const label = counted ? `round ${round - config.warmup + 1}/${rounds}` : "warm-up"
+      // Rotated, so no case always runs first (or right after the same neighbour).
+      const rotated = selected.map((_, index) => selected[(index + round) % selected.length]!)
+      for (const benchCase of rotated) {
+        if (!counted && benchCase.warmup === false) continue
+        collectGarbage()
+        const measured = await withTimeout(`${spec.name}: ${benchCase.name} (${label})`, benchCase.run(round))
+        for (const [name, measurement] of Object.entries(measured)) {
+          const join =
+            (measurement.joinSeconds === undefined ? "" : `, join ${measurement.joinSeconds.toFixed(2)} s`) +
+            (measurement.detail === undefined ? "" : `, ${measurement.detail}`)
+          console.log(
+            `   ${label.padEnd(11)} ${name.padEnd(34)} ${
+              formatRate(rate(measurement)).padStart(9)
+            } records/s` +
+              `  (${measurement.records.toLocaleString("en-US")} in ${
+                measurement.seconds.toFixed(3)
+              } s${join})`,
+          )
+          if (!order.has(name)) order.set(name, selected.indexOf(benchCase) * 1000 + order.size)
+          if (!counted) continue
+          const list = samples.get(name) ?? []
+          list[round - config.warmup] = measurement
+          samples.set(name, list)
+        }
+      }
+    }
+    await stopProfile?.()
+  } catch (error) {
+    failure = error
+  } finally {
+    try {
+      await spec.teardown?.()
+    } catch (error) {
+      console.error(`   teardown failed: ${error instanceof Error ? error.message : String(error)}`)
+    }
+  }
+  if (failure !== undefined) {
+    console.error(
+      `\n${spec.name} failed on ${runtime.name}: ${
+        failure instanceof Error ? failure.stack ?? failure.message : String(failure)
+      }`,
+    )
+    process.exit(1)
+  }
+
+  const measures: Array<MeasureResult> = [...samples].sort(([a], [b]) => order.get(a)! - order.get(b)!).map(
+    ([name, list]) => {
+      const present = list.filter((m): m is Measurement => m !== undefined)
+      const joins = present.flatMap((m) => m.joinSeconds === undefined ? [] : [m.joinSeconds])
+      return {
+        name,
+        unit: "records/s",
+        records: present[0]?.records ?? 0,
+        rate: summarize(present.map(rate)),
+        cpuRate: summarize(present.map((m) => m.records / m.cpuSeconds)),
+        seconds: summarize(present.map((m) => m.seconds)),
+        ...(joins.length === 0 ? {} : { joinSeconds: summarize(joins) }),
+      }
+    },
+  )
+  // A ratio or target whose measures did not run (BENCH_CASES) is left out.
+  const ran = (name: string) => samples.has(name)
+  const ratios: Array<RatioResult> = (spec.ratios ?? []).filter((ratio) =>
+    ran(ratio.numerator) && ran(ratio.denominator)
+  ).map((ratio) => {
+    const numerators = samples.get(ratio.numerator) ?? []
+    const denominators = samples.get(ratio.denominator) ?? []
+    const perRound: Array<number> = []
+    for (let round = 0; round < rounds; round++) {
+      const a = numerators[round]
+      const b = denominators[round]
+      if (a !== undefined && b !== undefined) perRound.push(rate(a) / rate(b))
+    }
+    const value = summarize(perRound)
+    return {
+      name: ratioName(ratio),
+      numerator: ratio.numerator,
+      denominator: ratio.denominator,
+      value,
+      ...(ratio.target === undefined ? {} : { target: ratio.target, met: value.median >= ratio.target }),
+    }
+  })
+  const targets: Array<TargetResult> = (spec.targets ?? []).filter((target) => ran(target.measure)).map(
+    (target) => {
+      const found = measures.find((measure) => measure.name === target.measure)
+      const value = found?.rate.median ?? Number.NaN
+      return { ...target, median: value, met: value >= target.atLeast }
+    },
+  )
+  const result: BenchResult = {
+    bench: spec.name,
+    title: spec.title,
+    runtime: runtime.name,
+    runtimeVersion: runtime.version,
+    records: spec.records,
+    rounds,
+    warmup: config.warmup,
+    notes: spec.notes ?? [],
+    startedAt: startedAt.toISOString(),
+    wallSeconds: (performance.now() - clock) / 1000,
+    measures,
+    ratios,
+    targets,
+  }
+  console.log("")
+  console.log(benchTable(result))
+  if (config.out !== undefined) {
+    mkdirSync(dirname(config.out), { recursive: true })
+    writeFileSync(config.out, JSON.stringify(result, null, 2) + "\n")
+  }
+  // kafkajs and Effect may leave timers behind; the bench is done.
+  process.exit(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting and tables
+
+export const formatRate = (value: number): string => {
+  if (!Number.isFinite(value)) return "-"
+  if (value >= 10_000_000) return `${(value / 1e6).toFixed(1)}M`
+  if (value >= 1_000_000) return `${(value / 1e6).toFixed(2)}M`
+  if (value >= 10_000) return `${Math.round(value / 1e3)}k`
+  if (value >= 1_000) return `${(value / 1e3).toFixed(1)}k`
+  return value.toFixed(0)
+}
+
+export const formatRatio = (value: number): string => Number.isFinite(value) ? `${value.toFixed(2)}×` : "-"
+
+/** `412k (398k–420k)`: the median, then the range over rounds. */
+const rateCell = (summary: Summary): string =>
+  summary.samples.length < 2
+    ? formatRate(summary.median)
+    : `${formatRate(summary.median)} (${formatRate(summary.min)}–${formatRate(summary.max)})`
+
+const ratioCell = (ratio: RatioResult): string =>
+  (ratio.value.samples.length < 2
+    ? formatRatio(ratio.value.median)
+    : `${formatRatio(ratio.value.median)} (${formatRatio(ratio.value.min)}–${
+      formatRatio(ratio.value.max)
+    })`) +
+  (ratio.target === undefined ? "" : ` ${ratio.met === true ? "met" : "MISSED"} ≥${ratio.target}`)
+
+export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const widths = header.map((cell, column) =>
+    Math.max(cell.length, ...rows.map((row) => (row[column] ?? "").length))
+  )
+  const line = (row: ReadonlyArray<string>) =>
+    row.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd()
+  return [line(header), line(widths.map((width) => "-".repeat(width))), ...rows.map(line)].join("\n")
+}
+
+/** One bench, one runtime: every measure and ratio. */
+export const benchTable = (result: BenchResult): string =>
+  table(
+    ["measure", "records/s median (min–max)", "per CPU-second", "join s"],
+    [
+      ...result.measures.map((measure) => [
+        measure.name,
+        rateCell(measure.rate),
+        formatRate(measure.cpuRate.median),
+        measure.joinSeconds === undefined ? "" : measure.joinSeconds.median.toFixed(2),
+      ]),
+      ...result.ratios.map((ratio) => [ratio.name, ratioCell(ratio), "", ""]),
+      ...result.targets.map((target) => [
+        `${target.measure} ≥ ${formatRate(target.atLeast)}/s`,
+        target.met ? "met" : "MISSED",
+        "",
+        "",
+      ]),
+    ],
+  )
+
+/**
+ * Every bench, one column per runtime: what `bench/run` prints at the end. Rows follow the
+ * first appearance of each bench and measure; a cell is empty where a runtime did not run it.
+ */
+export const suiteTable = (results: ReadonlyArray<BenchResult>): string => {
+  const runtimes = [...new Set(results.map((result) => result.runtime))]
+  const benches = [...new Set(results.map((result) => result.bench))]
+  const rows: Array<Array<string>> = []
+  for (const bench of benches) {
+    const byRuntime = new Map(results.filter((r) => r.bench === bench).map((r) => [r.runtime, r]))
+    const first = [...byRuntime.values()][0]!
+    const measures = [...new Set([...byRuntime.values()].flatMap((r) => r.measures.map((m) => m.name)))]
+    const ratios = [...new Set([...byRuntime.values()].flatMap((r) => r.ratios.map((m) => m.name)))]
+    let label = `${bench} (${first.records.toLocaleString("en-US")})`
+    const take = () => {
+      const value = label
+      label = ""
+      return value
+    }
+    for (const name of measures) {
+      rows.push([
+        take(),
+        `${name}, records/s`,
+        ...runtimes.map((runtimeName) => {
+          const measure = byRuntime.get(runtimeName)?.measures.find((m) => m.name === name)
+          return measure === undefined ? "" : rateCell(measure.rate)
+        }),
+      ])
+    }
+    for (const name of ratios) {
+      rows.push([
+        take(),
+        name,
+        ...runtimes.map((runtimeName) => {
+          const ratio = byRuntime.get(runtimeName)?.ratios.find((r) => r.name === name)
+          return ratio === undefined ? "" : ratioCell(ratio)
+        }),
+      ])
+    }
+    const targets = [...new Set([...byRuntime.values()].flatMap((r) => r.targets.map((t) => t.measure)))]
+    for (const name of targets) {
+      const atLeast = [...byRuntime.values()].flatMap((r) =>
+        r.targets
+      ).find((t) => t.measure === name)!.atLeast
+      rows.push([
+        take(),
+        `${name} ≥ ${formatRate(atLeast)}/s`,
+        ...runtimes.map((runtimeName) => {
+          const target = byRuntime.get(runtimeName)?.targets.find((t) => t.measure === name)
+          return target === undefined ? "" : target.met ? "met" : "MISSED"
+        }),
+      ])
+    }
+  }
+  return table(["bench (records)", "measure", ...runtimes], rows)
+}
+
+/** Reads bench results written by `runBench`. */
+export const readResult = (path: string): BenchResult => JSON.parse(readFileSync(path, "utf8")) as BenchResult
+
+// ---------------------------------------------------------------------------------------------
+// Payloads
+
+const encoder = new TextEncoder()
+
+/** The bench payload: `{"id":<n>}`, 8 to 13 bytes of JSON below a million. */
+export const payload = (id: number): Uint8Array => encoder.encode(`{"id":${id}}`)
+
+/** A topic or group name no other run (or engineer) on the shared broker uses. */
+export const uniqueName = (what: string): string =>
+  `partita-bench-${what}-${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`
+
+// ---------------------------------------------------------------------------------------------
+// Effect plumbing
+
+/**
+ * Where kafkajs says a consumer joined its group, by group id: kafkajs logs "Consumer has joined
+ * the group" in the same tick as its `GROUP_JOIN` event, and `KafkaTransport` forwards that line
+ * to Effect's logger at Debug. Join times of Partita's consumers and of raw kafkajs ones are
+ * thus taken at the same point.
+ */
+export const joins = new Map<string, Mark>()
+
+/**
+ * The bench's logger: keeps kafkajs' join lines (see {@link joins}), prints warnings and errors,
+ * drops the rest (Partita's Info lines about assignments would drown the numbers).
+ */
+const benchLogger = Logger.make((options) => {
+  const message = Array.isArray(options.message) ? options.message.join(" ") : String(options.message)
+  if (message.includes("Consumer has joined the group")) {
+    const annotations = options.fiber.getRef(References.CurrentLogAnnotations)
+    const group = annotations["groupId"]
+    if (typeof group === "string" && !joins.has(group)) joins.set(group, mark())
+    return
+  }
+  if (options.logLevel === "Warn" || options.logLevel === "Error" || options.logLevel === "Fatal") {
+    console.error(`   [${options.logLevel}] ${message}`)
+  }
+})
+
+/**
+ * Provides the bench logger. Debug is the minimum so that kafkajs' join lines (Info in kafkajs,
+ * Debug in Effect) reach it; nothing in Partita's per-record path logs.
+ */
+export const loggingLayer = Layer.mergeAll(
+  Logger.layer([benchLogger]),
+  Layer.succeed(References.MinimumLogLevel)("Debug"),
+)
+
+/** A Kafka transport on the bench's broker, built once for the whole bench. */
+export const kafkaRuntime = () =>
+  ManagedRuntime.make(
+    KafkaTransport.layer({ brokers: config.brokers, clientId: "partita-bench" }).pipe(
+      Layer.provideMerge(loggingLayer),
+    ),
+  )
+
+/**
+ * A `Transport` that passes everything through and reports, per consumer group, when its first
+ * assignment arrived and what it committed: the end of a consume window is "every partition
+ * committed up to its end", seen at the moment the commit returns, with no polling.
+ */
+export const instrument = (transport: Transport.Transport["Service"]) => {
+  const assignedAt = new Map<string, Mark>()
+  let warnedNoJoin = false
+  const committed = new Map<string, Map<number, number>>()
+  const waiters: Array<{ group: string; ends: ReadonlyMap<number, number>; resolve: () => void }> = []
+  const reached = (group: string, ends: ReadonlyMap<number, number>) => {
+    const offsets = committed.get(group)
+    for (const [partition, end] of ends) {
+      if (end > 0 && (offsets?.get(partition) ?? -1) < end) return false
+    }
+    return true
+  }
+  const onCommit = (group: string, offsets: ReadonlyArray<Transport.OffsetCommit>) => {
+    const byPartition = committed.get(group) ?? new Map<number, number>()
+    committed.set(group, byPartition)
+    for (const offset of offsets) {
+      byPartition.set(offset.partition, Math.max(byPartition.get(offset.partition) ?? -1, offset.offset))
+    }
+    for (let index = waiters.length - 1; index >= 0; index--) {
+      const waiter = waiters[index]!
+      if (waiter.group === group && reached(group, waiter.ends)) {
+        waiters.splice(index, 1)
+        waiter.resolve()
+      }
+    }
+  }
+  const wrapped = Transport.Transport.of({
+    ...transport,
+    subscribe: (options) =>
+      Effect.map(transport.subscribe(options), (subscription): Transport.Subscription => ({
+        group: subscription.group,
+        get memberId() {
+          return subscription.memberId
+        },
+        events: Stream.tap(subscription.events, (event) =>
+          Effect.sync(() => {
+            if (event._tag === "Assigned" && !assignedAt.has(options.group)) {
+              assignedAt.set(options.group, mark())
+            }
+          })),
+        commit: (offsets) =>
+          Effect.tap(subscription.commit(offsets), () => Effect.sync(() => onCommit(options.group, offsets))),
+        committed: subscription.committed,
+        pause: subscription.pause,
+        resume: subscription.resume,
+        seek: subscription.seek,
+      })),
+  })
+  return {
+    transport: wrapped,
+    /**
+     * Where a consume window starts: kafkajs' join of the group when there is one (see
+     * {@link joins}), else the group's first `Assigned` event (the memory transport joins at once).
+     */
+    joinedAt: (group: string): Mark | undefined => {
+      const joined = joins.get(group)
+      if (joined !== undefined || transport.name === "memory") return joined ?? assignedAt.get(group)
+      if (!warnedNoJoin) {
+        warnedNoJoin = true
+        console.error(
+          `   [Warn] no kafkajs "joined the group" line reached the bench logger for "${group}": windows start at ` +
+            "the Assigned event instead, which is later; check how KafkaTransport forwards kafkajs' logs",
+        )
+      }
+      return assignedAt.get(group)
+    },
+    /** Resolves once the group committed every partition up to `ends` (partition → end offset). */
+    committedTo: (group: string, ends: ReadonlyMap<number, number>): Promise<void> =>
+      reached(group, ends)
+        ? Promise.resolve()
+        : new Promise((resolve) => waiters.push({ group, ends, resolve })),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka
+
+const quietLogCreator = () => ({ namespace, log }: LogEntry) => {
+  console.error(`   [kafkajs ${namespace}] ${log.message}`)
+}
+
+/** A raw kafkajs client on the bench's broker, for baselines, producing and cleanup. */
+export const kafkaClient = (clientId = "partita-bench-raw"): KafkaClient =>
+  new Kafka({
+    brokers: [...config.brokers],
+    clientId,
+    logLevel: KafkaLogLevel.ERROR,
+    logCreator: quietLogCreator,
+  })
+
+/**
+ * What a bench created on the shared broker, deleted at teardown so runs leave nothing behind.
+ */
+export const kafkaResources = () => {
+  const topics = new Set<string>()
+  const groups = new Set<string>()
+  let admin: Admin | undefined
+  const connected = async () => {
+    if (admin === undefined) {
+      admin = kafkaClient("partita-bench-admin").admin()
+      await admin.connect()
+    }
+    return admin
+  }
+  return {
+    /** Creates a topic and remembers it. */
+    topic: async (what: string, partitions: number): Promise<string> => {
+      const name = uniqueName(what)
+      const client = await connected()
+      await client.createTopics({
+        topics: [{ topic: name, numPartitions: partitions }],
+        waitForLeaders: true,
+      })
+      topics.add(name)
+      return name
+    },
+    /** A fresh consumer group name, remembered for deletion. */
+    group: (what: string): string => {
+      const name = uniqueName(what)
+      groups.add(name)
+      return name
+    },
+    /** Each partition's end offset (the high watermark). */
+    ends: async (topic: string): Promise<Map<number, number>> => {
+      const client = await connected()
+      const offsets = await client.fetchTopicOffsets(topic)
+      return new Map(offsets.map(({ partition, high }) => [partition, Number(high)]))
+    },
+    cleanup: async (): Promise<void> => {
+      if (admin === undefined) return
+      if (groups.size > 0) await admin.deleteGroups([...groups]).catch(() => undefined)
+      if (topics.size > 0) await admin.deleteTopics({ topics: [...topics] })
+      await admin.disconnect()
+      admin = undefined
+    },
+  }
+}
+
+/** Produces `count` bench payloads to `topic` with kafkajs, round-robin over its partitions. */
+export const produceRaw = async (topic: string, count: number, partitions: number): Promise<void> => {
+  const producer = kafkaClient().producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+  })
+  await producer.connect()
+  try {
+    const batch = 1000
+    for (let from = 0; from < count; from += batch) {
+      const messages = Array.from({ length: Math.min(batch, count - from) }, (_, index) => ({
+        value: Buffer.from(payload(from + index)),
+        partition: (from + index) % partitions,
+      }))
+      await producer.send({ topic, messages, acks: -1 })
+    }
+  } finally {
+    await producer.disconnect()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consuming, the Partita way
+
+/** What one consume run needs: the data (`ends` per partition), a fresh group, and the probe. */
+export interface ConsumeOptions {
+  readonly probe: ReturnType<typeof instrument>
+  readonly topic: string
+  readonly group: string
+  /** Partition → end offset; the run is done when the group committed every one. */
+  readonly ends: ReadonlyMap<number, number>
+}
+
+const totalOf = (ends: ReadonlyMap<number, number>): number =>
+  [...ends.values()].reduce((sum, end) => sum + end, 0)
+
+/** The window from the group's join to now, and how long the join took after `start`. */
+const windowFrom = (options: ConsumeOptions, start: Mark): Measurement => {
+  const joined = options.probe.joinedAt(options.group)
+  if (joined === undefined) {
+    throw new Error(`Group "${options.group}" finished without ever being assigned partitions`)
+  }
+  return since(totalOf(options.ends), joined, (joined.at - start.at) / 1000)
+}
+
+/**
+ * Reads every record back through a bare `Subscription` (no actors): each claim's stream is
+ * drained on its own fiber, counting records; once all arrived, the ends are committed.
+ */
+export const consumeWithSubscription = (
+  options: ConsumeOptions,
+): Effect.Effect<Measurement, unknown, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { probe, topic, group, ends } = options
+    const total = totalOf(ends)
+    const start = mark()
+    const subscription = yield* probe.transport.subscribe({ group, topics: [topic], reset: "earliest" })
+    const arrived = Deferred.makeUnsafe<void>()
+    let count = 0
+    const tally = (batch: ReadonlyArray<Transport.ConsumerRecord>) =>
+      Effect.sync(() => {
+        count += batch.length
+        if (count >= total) Deferred.doneUnsafe(arrived, Exit.void)
+      })
+    yield* subscription.events.pipe(
+      Stream.runForEach((event) =>
+        event._tag === "Assigned"
+          ? Effect.forEach(event.claims, (claim) =>
+            Effect.forkScoped(Stream.runForEach(claim.records, tally)), {
+            discard: true,
+          })
+          : event.acknowledge
+      ),
+      Effect.forkScoped,
+    )
+    yield* Deferred.await(arrived)
+    yield* subscription.commit(
+      [...ends].filter(([, end]) =>
+        end > 0
+      ).map(([partition, end]) => ({ topic, partition, offset: end })),
+    )
+    return windowFrom(options, start)
+  })
+
+/**
+ * Reads every record back through an `ActorSystem` running one actor with a no-op handler
+ * (it counts), with the actor's defaults otherwise; done once the actor committed every end.
+ */
+export const consumeWithActors = <V>(
+  options: ConsumeOptions & {
+    readonly value: Producer.CodecOrSchema<V>
+    /** Anything else of the actor's options (mailbox, commit), to try a setting. */
+    readonly actor?: Partial<Actor.Options<V, Uint8Array | null, never, never>> | undefined
+  },
+): Effect.Effect<Measurement, unknown, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { probe, topic, group, ends } = options
+    const total = totalOf(ends)
+    const start = mark()
+    const handledAll = Deferred.makeUnsafe<void>()
+    let handled = 0
+    const actor = Actor.make({
+      name: "bench",
+      group,
+      topics: [topic],
+      value: options.value,
+      handle: () =>
+        Effect.sync(() => {
+          if (++handled === total) Deferred.doneUnsafe(handledAll, Exit.void)
+        }),
+      onError: { default: ErrorPolicy.halt },
+      ...options.actor,
+    })
+    yield* ActorSystem.start([actor]).pipe(Effect.provideService(Transport.Transport, probe.transport))
+    yield* Deferred.await(handledAll)
+    yield* Effect.promise(() => probe.committedTo(group, ends))
+    return windowFrom(options, start)
+  })
