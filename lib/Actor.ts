@@ -144,8 +144,15 @@ export interface Options<V, K, E, R> {
   readonly ordering?: "partition" | Ordering.Ordering | undefined
   /** `at-least-once` (the default) commits after handling; `at-most-once` before. */
   readonly delivery?: "at-least-once" | "at-most-once" | undefined
-  /** Records held per partition before fetching pauses. Default 1000. */
-  readonly mailbox?: { readonly capacity?: number | undefined } | undefined
+  /**
+   * Records held per partition. When it is full, fetching waits, and if the wait lasts longer
+   * than `pauseAfter` (default 50 ms) the partition is paused on the transport until the mailbox
+   * is half empty. Default capacity 1000.
+   */
+  readonly mailbox?: {
+    readonly capacity?: number | undefined
+    readonly pauseAfter?: Duration.Input | undefined
+  } | undefined
   /** A handler running longer is interrupted and fails with `HandlerTimeout`. Default: none. */
   readonly handlerTimeout?: Duration.Input | undefined
   readonly commit?: CommitOptions | undefined
@@ -171,6 +178,7 @@ export interface Actor<out R = never> {
   readonly ordering: Ordering.Ordering
   readonly delivery: "at-least-once" | "at-most-once"
   readonly mailboxCapacity: number
+  readonly pauseAfter: Duration.Input
   readonly handlerTimeout: Duration.Input | undefined
   readonly commit: { readonly interval: Duration.Input; readonly records: number }
   readonly supervision: Required<{ readonly [K in keyof SupervisionOptions]-?: Exclude<SupervisionOptions[K], undefined> }>
@@ -195,6 +203,7 @@ export interface Actor<out R = never> {
  */
 export const defaults = {
   mailboxCapacity: 1000,
+  pauseAfter: "50 millis" as Duration.Input,
   commitInterval: "1 second" as Duration.Input,
   commitRecords: 1000,
   // The smaller of the two delays: exponential growth, capped.
@@ -235,6 +244,7 @@ export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array |
     ordering,
     delivery: options.delivery ?? "at-least-once",
     mailboxCapacity: Math.max(1, options.mailbox?.capacity ?? defaults.mailboxCapacity),
+    pauseAfter: options.mailbox?.pauseAfter ?? defaults.pauseAfter,
     handlerTimeout: options.handlerTimeout,
     commit: {
       interval: options.commit?.interval ?? defaults.commitInterval,

@@ -19,6 +19,7 @@ import { RecordContext } from "../RecordContext.ts"
 import type { ConsumerRecord, Header, PartitionClaim, Subscription } from "../Transport.ts"
 import * as Tracing from "../Tracing.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
+import { Signal } from "./signal.ts"
 
 const keyText = new TextDecoder()
 
@@ -160,6 +161,14 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const stopRequested = yield* Deferred.make<void>()
     let lastCommitted = claim.startOffset
     let sinceCommit = 0
+    const commitRequested = new Signal()
+    let commitPending = false
+    /** Asks the committer to commit now (at most one request outstanding). */
+    const requestCommit = () => {
+      if (commitPending) return
+      commitPending = true
+      commitRequested.notify()
+    }
     status.position = claim.startOffset
     status.committed = claim.startOffset
     status.lastProgress = yield* Clock.currentTimeMillis
@@ -193,6 +202,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         : commit
     }
     const commitCompleted = Effect.suspend(() => {
+      commitPending = false
       const offset = tracker.committable()
       if (offset <= lastCommitted || actor.delivery === "at-most-once") return Effect.void
       return commitTraced(offset).pipe(
@@ -330,7 +340,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       // Millisecond resolution: reading the nanosecond clock twice per record cost more than
       // a fast handler itself.
       durationHere.updateUnsafe((now - startedMillis) / 1000, metricsContext)
-      return ++sinceCommit >= actor.commit.records ? commitCompleted : Effect.void
+      if (++sinceCommit >= actor.commit.records) requestCommit()
+      return Effect.void
     }
 
     /** Handles one record to its end under the error policy; fails only with `Halted`; defects pass through. */
@@ -548,7 +559,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         yield* processChunk(current)
         // Caught up: commit now rather than at the next interval, so a rebalance that finds this
         // partition idle (when Kafka may refuse a late commit) has nothing left to redo.
-        if (Queue.sizeUnsafe(mailbox) === 0) yield* commitCompleted
+        if (Queue.sizeUnsafe(mailbox) === 0) requestCommit()
       }
     })
 
@@ -636,8 +647,16 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           if (tracing.enabled) tracePoll(batch)
           for (const record of batch) tracker.track(record.offset)
           status.position = batch[batch.length - 1]!.offset + 1
-          if (Queue.sizeUnsafe(mailbox) + batch.length > actor.mailboxCapacity) yield* pauseFor("mailbox")
-          yield* Queue.offerAll(mailbox, batch)
+          if (Queue.sizeUnsafe(mailbox) + batch.length > actor.mailboxCapacity) {
+            // The mailbox is full: wait for room, and pause the partition on the transport only if
+            // the wait lasts. A handler that keeps up frees room within milliseconds, and pausing
+            // it would make Kafka drop and fetch again what it already fetched.
+            const pauser = yield* Effect.forkChild(Effect.andThen(Effect.sleep(actor.pauseAfter), pauseFor("mailbox")))
+            yield* Queue.offerAll(mailbox, batch)
+            yield* Fiber.interrupt(pauser)
+          } else {
+            yield* Queue.offerAll(mailbox, batch)
+          }
           status.mailbox = Queue.sizeUnsafe(mailbox)
           waitingSince = clock.currentTimeNanosUnsafe()
         })
@@ -647,7 +666,12 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     )
 
     const fetcherFiber = yield* Effect.forkScoped(fetcher)
-    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.sleep(actor.commit.interval), commitCompleted)))
+    // The committer: on the interval, or sooner when asked. Handling never waits on the broker
+    // for a commit; revocation, shutdown and at-most-once still commit inline.
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(
+      Effect.raceFirst(Effect.sleep(actor.commit.interval), commitRequested.wait),
+      commitCompleted,
+    )))
     // Whatever ends this actor, what completed is committed.
     yield* Effect.addFinalizer(() => commitCompleted)
 
