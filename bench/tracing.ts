@@ -1,0 +1,87 @@
+/**
+ * What tracing costs a partition actor, on the embedded broker (the most CPU-bound setting, so
+ * the hardest for the ratio). Target: ≥ 0.8× the untraced throughput with every record traced
+ * (100% sampled) and exported over OTLP to Jaeger; with Partita's tracing off, ≥ 0.97× of the
+ * same run with no tracer layer at all. Cases, one actor with a JSON schema, no-op handler:
+ * - no tracer layer: nothing tracing-related provided;
+ * - tracing off: an OTLP tracer provided for the application's own spans, Partita's tracing off;
+ * - traced, exporting: `Tracing.layerOtlp`, parent-based always-on, exporting to
+ *   OTEL_EXPORTER_OTLP_ENDPOINT (default http://127.0.0.1:4318: bench/run starts Jaeger).
+ * Every record carries a producer's `traceparent`, so the traced case parents each process span.
+ *
+ *   bun bench/tracing.ts          (BENCH_RECORDS, BENCH_ROUNDS)
+ */
+import process from "node:process"
+import { Context, Effect, Layer, ManagedRuntime, Schema, Tracer } from "effect"
+import * as OtlpExporter from "effect/observability/OtlpExporter"
+import * as OtlpSerialization from "effect/observability/OtlpSerialization"
+import * as OtlpTracer from "effect/observability/OtlpTracer"
+import * as FetchHttpClient from "effect/http/FetchHttpClient"
+import { MemoryTransport, Tracing, Transport } from "../mod.ts"
+import { type Case, consumeWithActors, instrument, loggingLayer, payload, records, runBench } from "./common.ts"
+
+const total = records(100_000)
+const partitions = 3
+const topic = "bench"
+const endpoint = (process.env["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "http://127.0.0.1:4318").replace(/\/+$/, "")
+const memory = ManagedRuntime.make(MemoryTransport.layer().pipe(Layer.provideMerge(loggingLayer)))
+const transport = Context.get(await memory.context(), Transport.Transport)
+const encoder = new TextEncoder()
+const hex = (bytes: number) => Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("")
+
+await memory.runPromise(Effect.gen(function*() {
+  yield* transport.createTopic({ topic, partitions })
+  const batch = 10_000
+  for (let from = 0; from < total; from += batch) {
+    yield* transport.send(Array.from({ length: Math.min(batch, total - from) }, (_, index) => ({
+      topic,
+      key: null,
+      value: payload(from + index),
+      headers: [{ key: "traceparent", value: encoder.encode(`00-${hex(16)}-${hex(8)}-01`) }],
+    })))
+  }
+}))
+const ends = new Map((await memory.runPromise(transport.describeTopic(topic))).partitions.map((p) => [p.partition, p.highWatermark]))
+const probe = instrument(transport)
+let groups = 0
+const Value = Schema.Struct({ id: Schema.Number })
+
+/** An OTLP tracer for the application's own spans, with Partita's tracing left off. */
+const tracerOnly = Layer.effect(
+  Tracer.Tracer,
+  OtlpTracer.make({ url: `${endpoint}/v1/traces`, resource: { serviceName: "partita-bench" } }),
+).pipe(
+  Layer.provide(OtlpExporter.layerFlusher),
+  Layer.provide(OtlpSerialization.layerJson),
+  Layer.provide(FetchHttpClient.layer),
+)
+const traced = Tracing.layerOtlp({ endpoint, serviceName: "partita-bench", sampler: "parentbased_always_on" })
+
+const consume = (name: string, layer: Layer.Layer<never> | undefined) => async () => {
+  const run = consumeWithActors({ probe, topic, group: `${name}-${++groups}`, ends, value: Value })
+  return {
+    [name]: await memory.runPromise(Effect.scoped(layer === undefined ? run : Effect.provide(run, layer))),
+  }
+}
+
+const cases: ReadonlyArray<Case> = [
+  { name: "no tracer layer", run: consume("no tracer layer", undefined) },
+  { name: "tracing off", run: consume("tracing off", tracerOnly as Layer.Layer<never>) },
+  { name: "traced, exporting", run: consume("traced, exporting", traced) },
+]
+
+await runBench({
+  name: "tracing",
+  title: "ActorSystem on MemoryTransport with tracing on, off, and absent",
+  records: total,
+  notes: [
+    `${partitions} partitions, values {"id":n} with a JSON schema, each record with a sampled traceparent`,
+    `traced: a process span per record, a poll span per batch, a commit span per commit, OTLP/HTTP JSON to ${endpoint}`,
+  ],
+  cases,
+  ratios: [
+    { numerator: "traced, exporting", denominator: "no tracer layer", target: 0.8 },
+    { numerator: "tracing off", denominator: "no tracer layer", target: 0.97 },
+  ],
+  teardown: () => memory.dispose(),
+})
