@@ -12,7 +12,7 @@ import * as KafkaTransport from "../lib/KafkaTransport.ts"
 import { RecordContext } from "../lib/RecordContext.ts"
 import { Transport } from "../lib/Transport.ts"
 import { eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
-import { startChild } from "./fixtures/child.ts"
+import { type Child, startChild } from "./fixtures/child.ts"
 import { run, text } from "./fixtures/effect.ts"
 import { kafkaTest, uniqueName } from "./fixtures/services.ts"
 
@@ -179,6 +179,18 @@ const handledOffsets = (lines: ReadonlyArray<string>) =>
 
 const appFile = new URL("./fixtures/actor_app.ts", import.meta.url).pathname
 
+/** Resolves once `condition` holds; rejects if the child exits first. */
+const until = (child: Child, condition: () => boolean) =>
+  new Promise<void>((resolve, reject) => {
+    const timer = setInterval(() => {
+      if (condition()) {
+        clearInterval(timer)
+        resolve()
+      }
+    }, 50)
+    void child.exited.then((code) => (clearInterval(timer), reject(new Error(`the app exited ${code}: ${child.stderr()}`))))
+  })
+
 kafkaTest("An actor app sent SIGTERM commits, exits 0 within its deadline, and on restart handles nothing twice", async (brokers) => {
   const topic = uniqueName("sigterm")
   const group = uniqueName("sigterm")
@@ -214,15 +226,7 @@ kafkaTest("An actor app sent SIGTERM commits, exits 0 within its deadline, and o
 
   const second = startChild(appFile, env)
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setInterval(() => {
-        if (handledFirst.length + handledOffsets(second.lines).length >= 1000) {
-          clearInterval(timer)
-          resolve()
-        }
-      }, 50)
-      void second.exited.then((code) => (clearInterval(timer), reject(new Error(`second run exited ${code}: ${second.stderr()}`))))
-    })
+    await until(second, () => handledFirst.length + handledOffsets(second.lines).length >= 1000)
     second.kill("SIGTERM")
     assert.equal(await second.exited, 0)
   } finally {
@@ -260,15 +264,7 @@ kafkaTest("SIGKILL mid-stream loses nothing, and only uncommitted records are ha
 
   const second = startChild(appFile, env)
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setInterval(() => {
-        if (new Set([...handledFirst, ...handledOffsets(second.lines)]).size >= 400) {
-          clearInterval(timer)
-          resolve()
-        }
-      }, 50)
-      void second.exited.then((code) => (clearInterval(timer), reject(new Error(`second run exited ${code}: ${second.stderr()}`))))
-    })
+    await until(second, () => new Set([...handledFirst, ...handledOffsets(second.lines)]).size >= 400)
     second.kill("SIGTERM")
     assert.equal(await second.exited, 0)
   } finally {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict"
+import process from "node:process"
 import { test } from "node:test"
 import { Clock, Data, Deferred, Effect, Layer, Metric, Schedule, Schema } from "effect"
 import { TestClock } from "effect/testing"
@@ -654,6 +655,35 @@ test("The health report says ready once every actor had its first assignment", (
       }
       assert.equal(health.ready, true)
       assert.equal(health.partitions.length, 2)
+    }),
+    memory(),
+  ))
+
+test("Commits requested by count or by catching up go out once each, not in a loop", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      let handled = 0
+      const actor = Actor.make({
+        name: "committer",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.sync(() => handled++),
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "1 hour", records: 2 },
+      })
+      yield* sendJson("events", Array.from({ length: 6 }, (_, id) => ({ value: { id, user: "a" } })))
+      const system = yield* ActorSystem.start([actor])
+      yield* eventually(10, "handled", () => handled === 6)
+      // Idle now: the committer must wait, not spin (a spinning committer burns a whole core).
+      const before = process.cpuUsage()
+      yield* Effect.sleep("300 millis")
+      const busy = process.cpuUsage(before)
+      assert.ok((busy.user + busy.system) / 1000 < 150, `idle, yet used ${Math.round((busy.user + busy.system) / 1000)} ms of CPU in 300 ms`)
+      assert.equal((yield* system.health).partitions[0]?.committed, 6)
+      const commits = yield* broker.calls("commit")
+      assert.ok(commits >= 1 && commits <= 6, `${commits} commits for 6 records`)
     }),
     memory(),
   ))

@@ -669,7 +669,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     // The committer: on the interval, or sooner when asked. Handling never waits on the broker
     // for a commit; revocation, shutdown and at-most-once still commit inline.
     yield* Effect.forkScoped(Effect.forever(Effect.andThen(
-      Effect.raceFirst(Effect.sleep(actor.commit.interval), commitRequested.wait),
+      // Checked and armed in one step, so a request made while a commit ran is not missed; and
+      // `wait` is read anew each round, as a signal's wait is for its next notification only.
+      Effect.suspend(() =>
+        commitPending ? Effect.void : Effect.raceFirst(Effect.sleep(actor.commit.interval), commitRequested.wait)
+      ),
       commitCompleted,
     )))
     // Whatever ends this actor, what completed is committed.

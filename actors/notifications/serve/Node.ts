@@ -82,7 +82,13 @@ export const serve: Adapter = (handler, { port, hostname }) =>
         stop: () =>
           new Promise<void>((done) => {
             closing = true
-            server.close(() => done())
+            // A keep-alive connection may turn idle only after this call (Deno's node:http marks
+            // it later than Node does), so look again until the server has closed.
+            const sweep = setInterval(() => server.closeIdleConnections(), 100)
+            server.close(() => {
+              clearInterval(sweep)
+              done()
+            })
             server.closeIdleConnections()
           }),
         forceStop: async () => {
