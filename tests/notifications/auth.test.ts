@@ -6,7 +6,7 @@ import assert from "node:assert/strict"
 import { test } from "node:test"
 import { Effect, Redacted } from "effect"
 import * as Users from "../../actors/notifications/Users.ts"
-import { bearer, openStream, postJson, type RunningApp, send, tokens, withApp } from "./fixtures.ts"
+import { bearer, openStream, postJson, type RunningApp, send, tokens, onEveryTransport, withApp } from "./fixtures.ts"
 
 const expect = async (response: Response, status: number) => {
   const text = await response.text()
@@ -27,7 +27,7 @@ const requests = (app: RunningApp) => ({
     fetch(`${app.url}/users/${userId}/notifications/stream${query}`, { headers }),
 })
 
-test("Without a token every user endpoint is a 401 with a Bearer challenge", () =>
+onEveryTransport("Without a token every user endpoint is a 401 with a Bearer challenge", (transport) =>
   withApp(async (app) => {
     const r = requests(app)
     for (const response of [await r.post({}), await r.list({}), await r.stream({}), await postJson(app, "/likes", { postId: "p", authorId: 1 })]) {
@@ -35,9 +35,9 @@ test("Without a token every user endpoint is a 401 with a Bearer challenge", () 
       assert.equal(body.error, "Missing bearer token: send Authorization: Bearer <token>")
       assert.equal(response.headers.get("www-authenticate"), `Bearer realm="notifications"`)
     }
-  }))
+  }, transport))
 
-test("A wrong or malformed token is a 401, and the token is never echoed", () =>
+onEveryTransport("A wrong or malformed token is a 401, and the token is never echoed", (transport) =>
   withApp(async (app) => {
     const r = requests(app)
     const wrong = "wrong-token-value-123"
@@ -57,9 +57,9 @@ test("A wrong or malformed token is a 401, and the token is never echoed", () =>
         assert.equal(text.includes(wrong) || text.includes("emma-demo"), false)
       }
     }
-  }))
+  }, transport))
 
-test("Reading another user's notifications or stream is a 403", () =>
+onEveryTransport("Reading another user's notifications or stream is a 403", (transport) =>
   withApp(async (app) => {
     const r = requests(app)
     const list = await expect(await r.list(bearer(tokens.bruno), 1), 403)
@@ -68,15 +68,15 @@ test("Reading another user's notifications or stream is a 403", () =>
     await expect(await r.stream({}, 1, `?token=${tokens.bruno}`), 403)
     // An id nobody has is someone else's too: no hint whether the user exists.
     await expect(await r.list(bearer(tokens.bruno), 99), 403)
-  }))
+  }, transport))
 
-test("Sending in another user's name is a 403", () =>
+onEveryTransport("Sending in another user's name is a 403", (transport) =>
   withApp(async (app) => {
     const { body } = await expect(await postJson(app, "/notifications", { fromId: 1, toId: 3, message: "hi" }, tokens.bruno), 403)
     assert.equal(body.error, "Forbidden: user 2 cannot send notifications in the name of user 1")
-  }))
+  }, transport))
 
-test("?token= is accepted on the live stream only", () =>
+onEveryTransport("?token= is accepted on the live stream only", (transport) =>
   withApp(async (app) => {
     const r = requests(app)
     await expect(await r.list({}, 1, `?token=${tokens.emma}`), 401)
@@ -90,15 +90,15 @@ test("?token= is accepted on the live stream only", () =>
     }
     // A header, when present, wins: a wrong header is not rescued by a right query token.
     await expect(await r.stream(bearer("wrong-token-value-123"), 1, `?token=${tokens.emma}`), 401)
-  }))
+  }, transport))
 
-test("Configured tokens replace the demo ones", () =>
+onEveryTransport("Configured tokens replace the demo ones", (transport) =>
   withApp(async (app) => {
     const r = requests(app)
     await expect(await r.list(bearer(tokens.emma)), 401)
     assert.equal((await r.list(bearer("emma-configured-token"))).status, 200)
     assert.equal((await r.list(bearer(tokens.bruno), 2)).status, 200, "users left alone keep theirs")
-  }, { users: { tokens: new Map([[1, Redacted.make("emma-configured-token")], [2, Redacted.make(tokens.bruno)]]) } }))
+  }, { ...transport, users: { tokens: new Map([[1, Redacted.make("emma-configured-token")], [2, Redacted.make(tokens.bruno)]]) } }))
 
 test("NOTIFY_TOKENS is parsed as id:token pairs, and a bad one is refused without showing it", async () => {
   const parsed = await Effect.runPromise(Users.parseTokens(" 1:first-secret-token , 3:third-secret-token"))

@@ -5,8 +5,14 @@
  */
 import assert from "node:assert/strict"
 import type { BrowserContext, Page } from "playwright-core"
-import { chromiumTest } from "../fixtures/chromium.ts"
-import { type RunningApp, withApp } from "./fixtures.ts"
+import { chromiumKafkaTest, chromiumTest } from "../fixtures/chromium.ts"
+import { onKafka, type RunningApp, type StartOptions, withApp } from "./fixtures.ts"
+
+/** Declares a browser test on the embedded broker and on the real broker. */
+const inBrowserOnEveryTransport = (name: string, body: (browser: BrowserContext, transport: StartOptions) => Promise<void>) => {
+  chromiumTest(`${name} (embedded broker)`, (browser) => body(browser, {}))
+  chromiumKafkaTest(`${name} (Kafka)`, (browser, brokers) => body(browser, onKafka(brokers)))
+}
 
 /** Opens the page and signs in as `userId` with the token the page fills in. */
 const signIn = async (browser: BrowserContext, app: RunningApp, userId: number, problems: Array<string>): Promise<Page> => {
@@ -23,7 +29,7 @@ const signIn = async (browser: BrowserContext, app: RunningApp, userId: number, 
   return page
 }
 
-chromiumTest("The live page shows a notification sent from another page as it arrives", async (browser) => {
+inBrowserOnEveryTransport("The live page shows a notification sent from another page as it arrives", async (browser, transport) => {
   await withApp(async (app) => {
     const problems: Array<string> = []
     const emma = await signIn(browser, app, 1, problems)
@@ -53,10 +59,10 @@ chromiumTest("The live page shows a notification sent from another page as it ar
     await emma.click("#connect")
     await emma.waitForFunction(() => document.querySelectorAll("#feed li").length === 2)
     assert.deepEqual(problems, [], "no script errors (the Content Security Policy let the page's script run)")
-  })
+  }, transport)
 })
 
-chromiumTest("The live page says why when the token is wrong, and a bad message is explained", async (browser) => {
+inBrowserOnEveryTransport("The live page says why when the token is wrong, and a bad message is explained", async (browser, transport) => {
   await withApp(async (app) => {
     const problems: Array<string> = []
     const page = await signIn(browser, app, 2, problems)
@@ -72,5 +78,5 @@ chromiumTest("The live page says why when the token is wrong, and a bad message 
     assert.equal(await page.textContent("#status"), "sign-in failed: Invalid bearer token")
     // The browser logs the failed request itself; nothing else went wrong.
     assert.deepEqual(problems.filter((problem) => !/status of 40[01]/.test(problem)), [])
-  })
+  }, transport)
 })

@@ -5,12 +5,14 @@
  * `withApp` always closes the app (server, actors, broker) when the test body ends, whatever
  * happened in it.
  */
+import { test } from "node:test"
 import { Cause, Effect, Exit, Layer, ManagedRuntime, References } from "effect"
-import { MemoryTransport, type Transport } from "../../mod.ts"
+import { KafkaTransport, MemoryTransport, type Transport } from "../../mod.ts"
 import * as App from "../../actors/notifications/App.ts"
 import type { Notification } from "../../actors/notifications/Domain.ts"
 import { HttpServer } from "../../actors/notifications/serve/Server.ts"
 import * as Users from "../../actors/notifications/Users.ts"
+import { kafkaTest, uniqueName } from "../fixtures/services.ts"
 
 /** Only warnings and errors: the actors' assignment lines would drown the test output. */
 const quiet = Layer.succeed(References.MinimumLogLevel, "Warn")
@@ -209,4 +211,19 @@ export const metric = async (app: RunningApp, sample: string): Promise<number | 
   const text = await (await fetch(`${app.url}/metrics`)).text()
   const line = text.split("\n").find((l) => l.startsWith(`${sample} `))
   return line === undefined ? undefined : Number(line.slice(sample.length + 1))
+}
+
+/** The app on the real broker, under topic and group names of this run's own. */
+export const onKafka = (brokers: ReadonlyArray<string>): StartOptions => ({
+  transport: KafkaTransport.layer({ brokers, logLevel: "warn" }),
+  topicPrefix: `${uniqueName("notify")}.`,
+})
+
+/**
+ * Declares a test twice: on the embedded broker, and on the real broker named by
+ * `KAFKA_BROKERS` (which fails under CI=true, and skips loudly elsewhere, when it is missing).
+ */
+export const onEveryTransport = (name: string, body: (transport: StartOptions) => Promise<void>): void => {
+  test(`${name} (embedded broker)`, () => body({}))
+  kafkaTest(`${name} (Kafka)`, (brokers) => body(onKafka(brokers)))
 }

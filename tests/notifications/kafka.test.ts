@@ -5,17 +5,11 @@
  */
 import assert from "node:assert/strict"
 import { Effect } from "effect"
-import { KafkaTransport } from "../../mod.ts"
 import type { Notification } from "../../actors/notifications/Domain.ts"
 import { Topics } from "../../actors/notifications/Topics.ts"
 import { kafkaTest, uniqueName } from "../fixtures/services.ts"
 import { isRunning, startChild, within } from "./child.ts"
-import { bearer, eventually, list, listAtLeast, metric, openStream, postJson, send, tokens, withApp } from "./fixtures.ts"
-
-const onKafka = (brokers: ReadonlyArray<string>) => ({
-  transport: KafkaTransport.layer({ brokers, logLevel: "warn" }),
-  topicPrefix: `${uniqueName("notify")}.`,
-})
+import { bearer, eventually, list, listAtLeast, metric, openStream, postJson, send, onKafka, tokens, withApp } from "./fixtures.ts"
 
 kafkaTest("On Kafka, a posted notification is acknowledged, stored, streamed and read back in order", (brokers) =>
   withApp(async (app) => {

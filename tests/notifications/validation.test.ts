@@ -6,7 +6,7 @@ import assert from "node:assert/strict"
 import { test } from "node:test"
 import { Effect, Layer, Option } from "effect"
 import * as Users from "../../actors/notifications/Users.ts"
-import { bearer, postJson, tokens, withApp } from "./fixtures.ts"
+import { bearer, postJson, tokens, onEveryTransport, withApp } from "./fixtures.ts"
 
 interface ErrorBody {
   readonly error: string
@@ -25,7 +25,7 @@ const expectError = async (response: Response, status: number): Promise<ErrorBod
 
 const paths = (body: ErrorBody) => (body.problems ?? []).map((problem) => problem.path.join("."))
 
-test("A JSON body with wrong fields is a 400 listing every problem with its path", () =>
+onEveryTransport("A JSON body with wrong fields is a 400 listing every problem with its path", (transport) =>
   withApp(async (app) => {
     const body = await expectError(await postJson(app, "/notifications", { fromId: "2", toId: 0, message: "   " }, tokens.bruno), 400)
     assert.equal(body.error, "Invalid request body")
@@ -40,9 +40,9 @@ test("A JSON body with wrong fields is a 400 listing every problem with its path
     assert.deepEqual(paths(fractional), ["toId"])
     const long = await expectError(await postJson(app, "/notifications", { fromId: 2, toId: 1, message: "x".repeat(501) }, tokens.bruno), 400)
     assert.deepEqual(long.problems, [{ path: ["message"], message: "Expected a value with a length of at most 500" }])
-  }))
+  }, transport))
 
-test("A body that is not a JSON object is a 400 at the root", () =>
+onEveryTransport("A body that is not a JSON object is a 400 at the root", (transport) =>
   withApp(async (app) => {
     for (const raw of ["{not json", "[1,2]", "\"text\"", ""]) {
       const response = await fetch(`${app.url}/notifications`, {
@@ -53,9 +53,9 @@ test("A body that is not a JSON object is a 400 at the root", () =>
       const body = await expectError(response, 400)
       assert.deepEqual(paths(body), [""], raw)
     }
-  }))
+  }, transport))
 
-test("Form fields that are not numbers are a 400 naming the field", () =>
+onEveryTransport("Form fields that are not numbers are a 400 naming the field", (transport) =>
   withApp(async (app) => {
     const response = await fetch(`${app.url}/notifications`, {
       method: "POST",
@@ -64,17 +64,17 @@ test("Form fields that are not numbers are a 400 naming the field", () =>
     })
     const body = await expectError(response, 400)
     assert.deepEqual(paths(body), ["toId"])
-  }))
+  }, transport))
 
-test("Unknown users are a 404 naming each unknown field", () =>
+onEveryTransport("Unknown users are a 404 naming each unknown field", (transport) =>
   withApp(async (app) => {
     const body = await expectError(await postJson(app, "/notifications", { fromId: 2, toId: 99, message: "hi" }, tokens.bruno), 404)
     assert.deepEqual(body, { error: "Unknown user", problems: [{ path: ["toId"], message: "No user has id 99" }] })
     const like = await expectError(await postJson(app, "/likes", { postId: "p1", authorId: 42 }, tokens.bruno), 404)
     assert.deepEqual(paths(like), ["authorId"])
-  }))
+  }, transport))
 
-test("A body over 16 KiB is a 413, whether its length is declared or not", () =>
+onEveryTransport("A body over 16 KiB is a 413, whether its length is declared or not", (transport) =>
   withApp(async (app) => {
     const big = JSON.stringify({ fromId: 2, toId: 1, message: "x".repeat(17 * 1024) })
     const declared = await fetch(`${app.url}/notifications`, {
@@ -102,9 +102,9 @@ test("A body over 16 KiB is a 413, whether its length is declared or not", () =>
     const under = JSON.stringify({ fromId: 2, toId: 1, message: "x".repeat(16 * 1024 - 60) })
     assert.equal(under.length < 16 * 1024, true)
     await expectError(await postJson(app, "/notifications", JSON.parse(under), tokens.bruno), 400)
-  }))
+  }, transport))
 
-test("A body in another format is a 415", () =>
+onEveryTransport("A body in another format is a 415", (transport) =>
   withApp(async (app) => {
     for (const contentType of ["text/plain", undefined]) {
       const response = await fetch(`${app.url}/notifications`, {
@@ -115,9 +115,9 @@ test("A body in another format is a 415", () =>
       const body = await expectError(response, 415)
       assert.match(body.error, /^Unsupported content type "(text\/plain|none)": send application\/json/)
     }
-  }))
+  }, transport))
 
-test("Bad query parameters are a 400 naming each", () =>
+onEveryTransport("Bad query parameters are a 400 naming each", (transport) =>
   withApp(async (app) => {
     const get = (query: string) => fetch(`${app.url}/users/1/notifications${query}`, { headers: bearer(tokens.emma) })
     assert.deepEqual(paths(await expectError(await get("?limit=0"), 400)), ["limit"])
@@ -125,9 +125,9 @@ test("Bad query parameters are a 400 naming each", () =>
     assert.deepEqual(paths(await expectError(await get("?limit=ten&before="), 400)), ["limit", "before"])
     const cursor = await expectError(await get("?before=no-such-id"), 400)
     assert.deepEqual(cursor.problems, [{ path: ["before"], message: `No notification "no-such-id" to page from` }])
-  }))
+  }, transport))
 
-test("Unknown routes are a 404 and wrong methods a 405 with Allow", () =>
+onEveryTransport("Unknown routes are a 404 and wrong methods a 405 with Allow", (transport) =>
   withApp(async (app) => {
     assert.match((await expectError(await fetch(`${app.url}/nope`), 404)).error, /^No route for GET \/nope$/)
     assert.equal((await fetch(`${app.url}/users/abc/notifications`, { headers: bearer(tokens.emma) })).status, 404)
@@ -137,7 +137,7 @@ test("Unknown routes are a 404 and wrong methods a 405 with Allow", () =>
     const deleted = await fetch(`${app.url}/users/1/notifications`, { method: "DELETE", headers: bearer(tokens.emma) })
     await expectError(deleted, 405)
     assert.equal(deleted.headers.get("allow"), "GET")
-  }))
+  }, transport))
 
 test("A defect is a 500 that says nothing about it", async () => {
   // A directory whose token check dies: the route fails with a defect, not an HttpError.
