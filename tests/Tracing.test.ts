@@ -22,6 +22,22 @@ class Flaky extends Data.TaggedError("Flaky")<{}> {}
 const traced = (recorder: ReturnType<typeof makeRecorder>, settings?: Parameters<typeof Tracing.layer>[0]) =>
   Layer.mergeAll(Producer.layer(), Tracing.layer(settings), recorder.layer).pipe(Layer.provideMerge(MemoryTransport.layer()))
 
+/** One record sent with a typed producer to "orders" and handled by an actor named `name`. */
+const sendOneAndHandle = (name: string) =>
+  Effect.gen(function*() {
+    let done = false
+    const actor = Actor.make({
+      name,
+      topics: ["orders"],
+      value: Order,
+      handle: () => Effect.sync(() => void (done = true)),
+      onError: { default: ErrorPolicy.halt },
+    })
+    yield* ActorSystem.start([actor])
+    yield* Producer.forTopic({ topic: "orders", value: Order }).send({ id: 1 })
+    yield* eventually(10, "handled", () => done)
+  })
+
 const named = (spans: ReadonlyArray<RecordedSpan>, name: string) => spans.filter((span) => span.name === name)
 
 test("A record entering through a traced entry point forms one trace across two actor hops", () => {
@@ -222,17 +238,7 @@ test("Consumers can link to the producer's span instead of continuing its trace"
   return run(
     Effect.gen(function*() {
       yield* createTopics(["orders", 1])
-      let done = false
-      const actor = Actor.make({
-        name: "linker",
-        topics: ["orders"],
-        value: Order,
-        handle: () => Effect.sync(() => void (done = true)),
-        onError: { default: ErrorPolicy.halt },
-      })
-      yield* ActorSystem.start([actor])
-      yield* Producer.forTopic({ topic: "orders", value: Order }).send({ id: 1 })
-      yield* eventually(10, "handled", () => done)
+      yield* sendOneAndHandle("linker")
       yield* Effect.sleep("10 millis")
       const [send] = named(recorder.spans, "send orders")
       const [process] = named(recorder.spans, "process orders")
@@ -289,17 +295,7 @@ test("With tracing off there are no Partita spans and no trace headers", () => {
   return run(
     Effect.gen(function*() {
       yield* createTopics(["orders", 1])
-      let done = false
-      const actor = Actor.make({
-        name: "untraced",
-        topics: ["orders"],
-        value: Order,
-        handle: () => Effect.sync(() => void (done = true)),
-        onError: { default: ErrorPolicy.halt },
-      })
-      yield* ActorSystem.start([actor])
-      yield* Producer.forTopic({ topic: "orders", value: Order }).send({ id: 1 })
-      yield* eventually(10, "handled", () => done)
+      yield* sendOneAndHandle("untraced")
       const [record] = yield* readAll("orders", 1)
       assert.equal(headerText(record!.headers, "traceparent"), null)
       assert.deepEqual(recorder.spans.filter((span) => /^(send|process|poll|commit) /.test(span.name)), [])

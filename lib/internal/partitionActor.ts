@@ -622,9 +622,12 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     /** A `poll {topic}` span (CLIENT) from when the actor asked for records to when they came, linking them. */
     const tracePoll = (batch: ReadonlyArray<ConsumerRecord>) => {
       const links: Array<{ readonly span: ReturnType<typeof Tracer.externalSpan>; readonly attributes: Record<string, unknown> }> = []
+      // At most 128 links: reading more contexts than are kept would only repeat, per record,
+      // the parsing each process span does anyway.
       for (const record of batch) {
+        if (links.length >= 128) break
         const context = tracing.propagator.extract(record.headers)
-        if (context !== undefined && links.length < 128) links.push({ span: context, attributes: {} })
+        if (context !== undefined) links.push({ span: context, attributes: {} })
       }
       const span = tracer.span({
         name: `poll ${claim.topic}`,
