@@ -203,6 +203,10 @@ export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
     const shutdownDeadline = options.shutdownDeadline ?? defaults.shutdownDeadline
     const stoppers: Array<Effect.Effect<boolean>> = []
     const assignedOnce = new Set<string>()
+    // One duration histogram per partition an actor ever held, exported for the system's life.
+    const metricsContext = yield* Effect.context<never>()
+    const durations = new Map<string, ReturnType<typeof PartitionActor.registerDurations>>()
+    yield* Effect.addFinalizer(() => Effect.sync(() => durations.forEach((series) => series.remove())))
 
     for (const actor of actors) {
       const subscription = yield* transport.subscribe({ ...actor.consumer, group: actor.group, topics: actor.topics })
@@ -249,16 +253,21 @@ export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
                 mailbox: 0,
                 committed: claim.startOffset,
                 position: claim.startOffset,
-                lastProgress: 0,
+                lastProgress: yield* Clock.currentTimeMillis,
                 lastError: undefined,
                 lastOutcome: "handled",
               }
               statuses.set(`${actor.name}:${key}`, { status, stallAfter: Duration.toMillis(actor.stallAfter) })
+              let series = durations.get(`${actor.name}:${key}`)
+              if (series === undefined) {
+                series = PartitionActor.registerDurations(metricsContext, { ...claim, group: actor.group })
+                durations.set(`${actor.name}:${key}`, series)
+              }
               yield* FiberMap.run(
                 fibers,
                 key,
                 PartitionActor.run(
-                  { actor, claim, subscription, producer, status, telemetry: transport.telemetry },
+                  { actor, claim, subscription, producer, status, telemetry: transport.telemetry, durations: series.histogram },
                   (control) => controls.set(key, control),
                 ).pipe(
                   Effect.tapError((error) => Deferred.fail(failure, error)),
@@ -326,7 +335,7 @@ export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
       }
       const partitions = [...statuses.values()].map(({ status, stallAfter }): PartitionHealth => {
         const waiting = status.mailbox > 0 || status.position > status.committed
-        const stalled = waiting && status.lastProgress > 0 && now - status.lastProgress > stallAfter
+        const stalled = waiting && now - status.lastProgress > stallAfter
         const hw = highWatermarks.get(`${status.topic}/${status.partition}`)
         return {
           actor: status.actor,

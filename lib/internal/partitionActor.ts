@@ -10,7 +10,7 @@
  * - the committer commits the highest contiguous completed offset on an interval.
  * Whatever ends the actor (revocation, shutdown, interruption), it commits what completed.
  */
-import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Option, Queue, Schedule, Stream, type Tracer } from "effect"
+import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Option, Schedule, Stream, Tracer } from "effect"
 import { type Actor, DecodeError, HandlerTimeout } from "../Actor.ts"
 import type { CodecError } from "../Codec.ts"
 import type { ErrorPolicy } from "../ErrorPolicy.ts"
@@ -18,6 +18,8 @@ import { Producer } from "../Producer.ts"
 import { RecordContext } from "../RecordContext.ts"
 import type { ConsumerRecord, Header, PartitionClaim, Subscription } from "../Transport.ts"
 import * as Tracing from "../Tracing.ts"
+import { DurationHistogram } from "./durationHistogram.ts"
+import { Mailbox } from "./mailbox.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
 import { Signal } from "./signal.ts"
 
@@ -75,14 +77,34 @@ const consumed = Metric.counter("messaging.client.consumed.messages", {
   description: "Records handed to partition actors",
   incremental: true,
 })
-const processDuration = Metric.histogram("messaging.process.duration", {
+const durationBoundaries = Metric.exponentialBoundaries({ start: 0.0005, factor: 2, count: 16 })
+/** The series is fed by a `DurationHistogram` per partition (see `registerDurations`). */
+export const processDuration = Metric.histogram("messaging.process.duration", {
   description: "Time to handle one record, in seconds, retries included",
-  boundaries: Metric.exponentialBoundaries({ start: 0.0005, factor: 2, count: 16 }),
+  boundaries: durationBoundaries,
 })
 const outcomes = Metric.counter("partita.records.outcome", {
   description: "Records by how their handling ended: failed, retried, dead_lettered, skipped",
   incremental: true,
 })
+/**
+ * A partition's `messaging.process.duration` histogram, registered with the metric registry of
+ * `context` under the partition's attributes until the returned registration is removed.
+ */
+export const registerDurations = (
+  context: Context.Context<never>,
+  partition: { readonly topic: string; readonly partition: number; readonly group: string },
+): { readonly histogram: DurationHistogram; readonly remove: () => void } => {
+  const histogram = new DurationHistogram(durationBoundaries)
+  const series = Metric.withAttributes(processDuration, {
+    "messaging.system": "kafka",
+    "messaging.destination.name": partition.topic,
+    "messaging.destination.partition.id": String(partition.partition),
+    "messaging.consumer.group.name": partition.group,
+  })
+  const registration = Metric.registerUnsafe(series, context, histogram.hooks())
+  return { histogram, remove: () => registration.remove() }
+}
 const restartsMetric = Metric.counter("partita.partition.restarts", {
   description: "Partition actor restarts after a defect",
   incremental: true,
@@ -112,6 +134,8 @@ export interface Deps<R> {
   readonly status: PartitionStatus
   /** The transport's span attributes (server address, client id). */
   readonly telemetry: Readonly<Record<string, string | number>>
+  /** This partition's `messaging.process.duration`, kept across restarts and reassignments. */
+  readonly durations: DurationHistogram
 }
 
 export interface Control {
@@ -137,13 +161,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       "messaging.consumer.group.name": actor.group,
     }
     const consumedHere = Metric.withAttributes(consumed, attributes)
-    const durationHere = Metric.withAttributes(processDuration, attributes)
     const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped") =>
       Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), 1)
 
     // Read once: the hot path below uses them synchronously, per record.
     const clock = yield* Clock.Clock
-    const metricsContext = yield* Effect.context<never>()
     const tracing = yield* Tracing.Settings
     const tracer = yield* Effect.tracer
     const spanAttributes: Record<string, unknown> = {
@@ -154,7 +176,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       "messaging.consumer.group.name": actor.group,
     }
 
-    const mailbox = yield* Queue.bounded<ConsumerRecord, Cause.Done>(actor.mailboxCapacity)
+    const mailbox = new Mailbox<ConsumerRecord>(actor.mailboxCapacity)
     const tracker = new OffsetTracker(claim.startOffset)
     let stopping: "no" | "drain" | "in-flight" = "no"
     /** Completes when the actor is asked to stop: a halted or stopped actor waits for it. */
@@ -296,58 +318,66 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           timeout: Duration.fromInputUnsafe(timeout),
         }),
       )
-    /** Runs the handler for decoded key and value, with the record in its context. */
-    const runHandler = (record: ConsumerRecord, attempt: number, value: unknown, key: unknown) => {
+    /** What `RecordContext` holds while `record` is handled, on try number `attempt`. */
+    const contextOf = (record: ConsumerRecord, attempt: number): RecordContext["Service"] => ({
+      actor: actor.name,
+      group: actor.group,
+      topic: record.topic,
+      partition: record.partition,
+      offset: record.offset,
+      key: record.key,
+      headers: record.headers,
+      timestamp: record.timestamp,
+      attempt,
+    })
+    /** Runs the handler for decoded key and value; the caller puts the record in the context. */
+    const runHandler = (record: ConsumerRecord, value: unknown, key: unknown) => {
       const handled = actor.handle(value, key)
-      const bounded = actor.handlerTimeout === undefined
+      return actor.handlerTimeout === undefined
         ? handled
         : Effect.timeoutOrElse(handled, { duration: actor.handlerTimeout, orElse: timeoutFor(record, actor.handlerTimeout) })
-      return Effect.provideService(bounded, RecordContext, {
-        actor: actor.name,
-        group: actor.group,
-        topic: record.topic,
-        partition: record.partition,
-        offset: record.offset,
-        key: record.key,
-        headers: record.headers,
-        timestamp: record.timestamp,
-        attempt,
-      })
     }
     /**
-     * One try: decode, then handle. Codecs that answer with an `Exit` (the built-in ones do) are
-     * read synchronously, which keeps two effects per record off the hot path.
+     * One try, decode then handle, without the record's context (see `attemptOnce`). Codecs that
+     * answer with an `Exit` (the built-in ones do) are read synchronously, which keeps two effects
+     * per record off the hot path.
      */
-    const attemptOnce = (record: ConsumerRecord, attempt: number): Effect.Effect<void, unknown, R> => {
+    const attemptBare = (record: ConsumerRecord): Effect.Effect<void, unknown, R> => {
       const value = actor.decodeValue(record.value)
       const key = actor.decodeKey(record.key)
       if (Exit.isExit(value) && Exit.isExit(key)) {
         if (Exit.isFailure(value)) return Effect.mapError(value, decodeFailed(record, "value"))
         if (Exit.isFailure(key)) return Effect.mapError(key, decodeFailed(record, "key"))
-        return runHandler(record, attempt, value.value, key.value)
+        return runHandler(record, value.value, key.value)
       }
       return Effect.flatMap(Effect.mapError(value, decodeFailed(record, "value")), (decodedValue) =>
         Effect.flatMap(Effect.mapError(key, decodeFailed(record, "key")), (decodedKey) =>
-          runHandler(record, attempt, decodedValue, decodedKey)))
+          runHandler(record, decodedValue, decodedKey)))
     }
+    /** One try with the record in the handler's context. */
+    const attemptOnce = (record: ConsumerRecord, attempt: number): Effect.Effect<void, unknown, R> =>
+      Effect.provideService(attemptBare(record), RecordContext, contextOf(record, attempt))
 
-    /** A record is done, however it ended: book it, and commit if enough completed. */
-    const settle = (record: ConsumerRecord, startedMillis: number): Effect.Effect<void> => {
+    /**
+     * A record is done, however it ended: book it, and ask for a commit if enough completed.
+     * Returns the time it ended, in Clock millis (millisecond resolution: reading the clock's
+     * nanoseconds per record cost more than a fast handler itself).
+     */
+    const settleUnsafe = (record: ConsumerRecord, startedMillis: number): number => {
       const now = clock.currentTimeMillisUnsafe()
       tracker.complete(record.offset)
       status.processed++
       status.lastProgress = now
-      // Millisecond resolution: reading the nanosecond clock twice per record cost more than
-      // a fast handler itself.
-      durationHere.updateUnsafe((now - startedMillis) / 1000, metricsContext)
+      deps.durations.record((now - startedMillis) / 1000)
       if (++sinceCommit >= actor.commit.records) requestCommit()
-      return Effect.void
+      return now
     }
+    const settle = (record: ConsumerRecord, startedMillis: number): Effect.Effect<void> =>
+      Effect.sync(() => void settleUnsafe(record, startedMillis))
 
     /** Handles one record to its end under the error policy; fails only with `Halted`; defects pass through. */
     const handleRecord = (record: ConsumerRecord): Effect.Effect<void, Halted, R> => {
       const started = clock.currentTimeMillisUnsafe()
-      // The common case, a first try that succeeds, takes no generator and no extra fiber.
       return Effect.matchCauseEffect(attemptOnce(record, 1), {
         onSuccess: () => settle(record, started),
         onFailure: (cause) => recover(record, cause, started),
@@ -364,10 +394,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         })))
 
     /**
-     * `handleRecord` inside a `process {topic}` span (CONSUMER) whose parent is the producer's
-     * span from the record's headers (or which links to it, by the `consumerParent` setting).
+     * Starts the record's `process {topic}` span (CONSUMER), whose parent is the producer's span
+     * from the record's headers (or which links to it, by the `consumerParent` setting).
      */
-    const handleTraced = (record: ConsumerRecord): Effect.Effect<void, Halted, R> => {
+    const startProcessSpan = (record: ConsumerRecord): Tracer.Span => {
       const inbound = tracing.propagator.extract(record.headers)
       const asParent = inbound !== undefined && tracing.consumerParent === "parent"
       const span = tracer.span({
@@ -386,23 +416,27 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       span.attribute("messaging.kafka.offset", record.offset)
       if (record.key !== null) span.attribute("messaging.kafka.message.key", keyText.decode(record.key))
       if (record.value === null) span.attribute("messaging.kafka.message.tombstone", true)
+      return span
+    }
+    /** Ends a `process` span with how the record's handling ended. */
+    const endProcessSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, Halted>, outcome: PartitionStatus["lastOutcome"]): void => {
+      if (Exit.isFailure(exit)) {
+        const error = Cause.findErrorOption(exit.cause)
+        span.attribute("error.type", error._tag === "Some" ? error.value._tag : "_OTHER")
+      } else if (outcome !== "handled") {
+        span.attribute("partita.outcome", outcome)
+      }
+      span.end(clock.currentTimeNanosUnsafe(), exit)
+    }
+    /** `handleRecord` inside its `process` span. */
+    const handleTraced = (record: ConsumerRecord): Effect.Effect<void, Halted, R> => {
+      const span = startProcessSpan(record)
+      status.lastOutcome = "handled"
       return handleRecord(record).pipe(
-        // No stack trace per record: capturing one (an Error per call) cost more than the span.
-        Effect.withParentSpan(span, { captureStackTrace: false }),
-        Effect.onExit((exit) =>
-          Effect.sync(() => {
-            if (Exit.isFailure(exit)) {
-              const error = Cause.findErrorOption(exit.cause)
-              span.attribute("error.type", error._tag === "Some" ? error.value._tag : "_OTHER")
-            } else if (status.lastOutcome !== "handled") {
-              span.attribute("partita.outcome", status.lastOutcome)
-            }
-            span.end(clock.currentTimeNanosUnsafe(), exit)
-          })
-        ),
+        Effect.provideService(Tracer.ParentSpan, span),
+        Effect.onExit((exit) => Effect.sync(() => endProcessSpan(span, exit, status.lastOutcome))),
       )
     }
-
     /** The first try failed: apply the policy, retrying as it says, until the record is done. */
     const recover = (record: ConsumerRecord, firstFailure: Cause.Cause<unknown>, started: number): Effect.Effect<void, Halted, R> =>
       Effect.gen(function*() {
@@ -504,13 +538,47 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
 
     // Decided once per partition actor: with tracing off, the hot path has no span code at all.
     const handle = tracing.enabled ? handleTraced : handleRecord
+
+    /**
+     * Handles records one after another in the current fiber: the hot path of `partition` and
+     * `byKey` ordering. Per record it puts the record (and, traced, its `process` span) into the
+     * fiber's context with one `setContext`, where `provideService` per record would cost several
+     * effects and an exit hook each, more than a fast handler; the fiber's own context is put
+     * back after each record and whatever ends the loop. A failed first try goes to `recover`,
+     * which provides the context per attempt as usual. In order, a record's start is the end of
+     * the one before, so the clock is read once per record.
+     */
+    const processInOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
+      Effect.withFiber((fiber) => {
+        const base = fiber.context
+        return Effect.gen(function*() {
+          let started = clock.currentTimeMillisUnsafe()
+          for (let index = 0; index < records.length; index++) {
+            const record = records[index]!
+            if (!startable(record)) continue
+            const span = tracing.enabled ? startProcessSpan(record) : undefined
+            const context = Context.add(base, RecordContext, contextOf(record, 1))
+            fiber.setContext(span === undefined ? context : Context.add(context, Tracer.ParentSpan, span))
+            const exit = yield* Effect.exit(attemptBare(record))
+            if (Exit.isSuccess(exit)) {
+              fiber.setContext(base)
+              started = settleUnsafe(record, started)
+              if (span !== undefined) endProcessSpan(span, Exit.void, "handled")
+              continue
+            }
+            // The policy's retries, events and dead letter run inside the record's span.
+            const recovered = yield* Effect.exit(recover(record, exit.cause, started))
+            fiber.setContext(base)
+            if (span !== undefined) endProcessSpan(span, recovered, status.lastOutcome)
+            if (Exit.isFailure(recovered)) return yield* Effect.failCause(recovered.cause)
+            started = clock.currentTimeMillisUnsafe()
+          }
+        }).pipe(Effect.onExit(() => Effect.sync(() => fiber.setContext(base))))
+      })
+
     const processChunk = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> => {
       const ordering = actor.ordering
-      if (ordering._tag === "Partition") {
-        return Effect.forEach(records, (record) => startable(record) ? handle(record) : Effect.void, {
-          discard: true,
-        })
-      }
+      if (ordering._tag === "Partition") return processInOrder(records)
       if (ordering._tag === "Unordered") {
         return Effect.forEach(records, (record) => startable(record) ? handle(record) : Effect.void, {
           concurrency: ordering.concurrency,
@@ -525,13 +593,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         if (group === undefined) byKey.set(key, [record])
         else group.push(record)
       }
-      return Effect.forEach(byKey.values(), (group) =>
-        Effect.gen(function*() {
-          for (const record of group) {
-            if (!startable(record)) continue
-            yield* handle(record)
-          }
-        }), { concurrency: ordering.concurrency, discard: true })
+      return Effect.forEach(byKey.values(), processInOrder, { concurrency: ordering.concurrency, discard: true })
     }
 
     // ---- the processor, supervised ---------------------------------------------------------------
@@ -547,10 +609,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           continue
         }
         if (stopping === "in-flight") return
-        const taken = yield* Effect.exit(Queue.takeBetween(mailbox, 1, chunkSize))
+        const taken = yield* Effect.exit(mailbox.take(chunkSize))
         if (Exit.isFailure(taken)) return // the mailbox ended: stopped, or the claim was revoked
         current = taken.value
-        status.mailbox = Queue.sizeUnsafe(mailbox)
+        status.mailbox = mailbox.size
         if (status.pausedFor.has("mailbox") && status.mailbox <= actor.mailboxCapacity / 2) yield* resumeFor("mailbox")
         yield* Metric.update(consumedHere, current.length)
         if (actor.delivery === "at-most-once") {
@@ -560,7 +622,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         yield* processChunk(current)
         // Caught up: commit now rather than at the next interval, so a rebalance that finds this
         // partition idle (when Kafka may refuse a late commit) has nothing left to redo.
-        if (Queue.sizeUnsafe(mailbox) === 0) requestCommit()
+        if (mailbox.size === 0) requestCommit()
       }
     })
 
@@ -651,22 +713,26 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           if (tracing.enabled) tracePoll(batch)
           for (const record of batch) tracker.track(record.offset)
           status.position = batch[batch.length - 1]!.offset + 1
-          if (Queue.sizeUnsafe(mailbox) + batch.length > actor.mailboxCapacity) {
-            // The mailbox is full: wait for room, and pause the partition on the transport only if
-            // the wait lasts. A handler that keeps up frees room within milliseconds, and pausing
-            // it would make Kafka drop and fetch again what it already fetched.
-            const pauser = yield* Effect.forkChild(Effect.andThen(Effect.sleep(actor.pauseAfter), pauseFor("mailbox")))
-            yield* Queue.offerAll(mailbox, batch)
-            yield* Fiber.interrupt(pauser)
-          } else {
-            yield* Queue.offerAll(mailbox, batch)
+          // A batch larger than the mailbox goes in as pieces that fit, so the bound holds.
+          const pieces = batch.length <= mailbox.capacity ? [batch] : piecesOf(batch, mailbox.capacity)
+          let pauser: Fiber.Fiber<void> | undefined
+          for (const piece of pieces) {
+            if (pauser === undefined && !mailbox.fits(piece)) {
+              // The mailbox is full: wait for room, and pause the partition on the transport only
+              // if the wait lasts. A handler that keeps up frees room within milliseconds, and
+              // pausing it would make Kafka drop and fetch again what it already fetched.
+              pauser = yield* Effect.forkChild(Effect.andThen(Effect.sleep(actor.pauseAfter), pauseFor("mailbox")))
+            }
+            yield* mailbox.offer(piece)
+            status.mailbox = mailbox.size
           }
-          status.mailbox = Queue.sizeUnsafe(mailbox)
+          if (pauser !== undefined) yield* Fiber.interrupt(pauser)
+          status.mailbox = mailbox.size
           waitingSince = clock.currentTimeNanosUnsafe()
         })
       ),
       Effect.catch((error) => Effect.logError(`Fetching ${claim.topic}/${claim.partition} failed: ${error.message}`)),
-      Effect.ensuring(Effect.sync(() => Queue.endUnsafe(mailbox))),
+      Effect.ensuring(Effect.sync(() => mailbox.end())),
     )
 
     const fetcherFiber = yield* Effect.forkScoped(fetcher)
@@ -690,8 +756,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           yield* Deferred.succeed(stopRequested, undefined)
           if (status.state !== "halted" && status.state !== "stopped") status.state = "draining"
           yield* Fiber.interrupt(fetcherFiber)
-          if (mode === "in-flight") yield* Queue.clear(mailbox)
-          Queue.endUnsafe(mailbox)
+          if (mode === "in-flight") mailbox.clear()
+          mailbox.end()
         }),
     })
 
@@ -701,6 +767,12 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     Effect.scoped,
     Effect.annotateLogs({ actor: deps.actor.name, topic: deps.claim.topic, partition: deps.claim.partition }),
   )
+
+const piecesOf = <A>(batch: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
+  const pieces: Array<ReadonlyArray<A>> = []
+  for (let from = 0; from < batch.length; from += size) pieces.push(batch.slice(from, from + size))
+  return pieces
+}
 
 const keyString = (key: Uint8Array): string => {
   let out = ""

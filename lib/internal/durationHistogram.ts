@@ -1,0 +1,52 @@
+import type { Context, Metric } from "effect"
+
+/**
+ * A histogram of durations in seconds, kept by the partition actor and read by Effect's metric
+ * registry when metrics are exported (`Metric.registerUnsafe`).
+ *
+ * Why not `Metric.update` per record: an update looks the series up in the registry each time
+ * (context, attributes, a map), which cost more than a fast handler itself. Recording here is a
+ * few arithmetic operations, and what an exporter reads is the same `HistogramState` Effect's own
+ * histogram gives.
+ */
+export class DurationHistogram {
+  private readonly boundaries: ReadonlyArray<number>
+  /** Per bucket, not cumulative; the last one counts values above every boundary. */
+  private readonly counts: Float64Array
+  private count = 0
+  private sum = 0
+  private min = Number.MAX_VALUE
+  private max = -Number.MAX_VALUE
+
+  constructor(boundaries: ReadonlyArray<number>) {
+    this.boundaries = [...boundaries].sort((a, b) => a - b)
+    this.counts = new Float64Array(this.boundaries.length + 1)
+  }
+
+  record(seconds: number): void {
+    const boundaries = this.boundaries
+    let bucket = 0
+    // Linear: most handler durations land in the first buckets, and there are few of them.
+    while (bucket < boundaries.length && seconds > boundaries[bucket]!) bucket++
+    this.counts[bucket]!++
+    this.count++
+    this.sum += seconds
+    if (seconds < this.min) this.min = seconds
+    if (seconds > this.max) this.max = seconds
+  }
+
+  state(): Metric.HistogramState {
+    const buckets: Array<[number, number]> = []
+    let cumulated = 0
+    for (let i = 0; i < this.boundaries.length; i++) {
+      cumulated += this.counts[i]!
+      buckets.push([this.boundaries[i]!, cumulated])
+    }
+    return { buckets, count: this.count, min: this.min, max: this.max, sum: this.sum }
+  }
+
+  /** Hooks for `Metric.registerUnsafe`: reads only. */
+  hooks(): Metric.Metric.Hooks<number, Metric.HistogramState> {
+    return { get: (_context: Context.Context<never>) => this.state(), update: () => {}, modify: () => {} }
+  }
+}
