@@ -19,19 +19,24 @@
  *   on first use, as kafkajs refuses other acks on an idempotent one. Under `none` the broker
  *   answers nothing: offsets are `-1`.
  * - `subscribe` is one kafkajs consumer (`autoCommit: false`, `eachBatchAutoResolve: false`).
- *   Each assigned partition is a claim whose `records` stream is fed by `eachBatch`: a batch is
- *   handed over (in chunks of `maxBatchSize`) when the stream pulls it, and `eachBatch` waits for
- *   that pull while it keeps heartbeating, so a member that does not pull holds the fetch back.
- *   Only pulled records are resolved in kafkajs, so a batch taken back by `pause`, `seek` or a
- *   revocation is fetched again later. `Assigned` follows kafkajs' `GROUP_JOIN` event; a claim's
- *   `startOffset` is the group's committed offset, or the reset position, read with the admin
- *   client, and the consumer is sought there, so the first batch starts exactly there.
+ *   Each assigned partition is a claim whose `records` stream is fed by `eachBatch`, one batch
+ *   ahead: `eachBatch` buffers its batch (in chunks of `maxBatchSize`), resolves it in kafkajs
+ *   and returns, so kafkajs fetches the next batch while this one is handled; that next
+ *   `eachBatch` waits, heartbeating, until the buffer was pulled whole, so a member that does not
+ *   pull holds the fetch back. A batch that reaches the partition's high watermark (nothing to
+ *   fetch ahead) is held the same way until pulled. A batch arriving for a paused claim is not
+ *   taken (kafkajs fetches it again after `resume`); buffered chunks stay across a pause and are
+ *   dropped by `seek` or a revocation, which set the position anew. `Assigned` follows kafkajs'
+ *   `GROUP_JOIN` event; a claim's `startOffset` is the group's committed offset, or the reset
+ *   position, read with the admin client, and the consumer is sought there, so the first batch
+ *   starts exactly there.
  * - Revocation. kafkajs rebalances eagerly and has no revocation callback. Three hooks stand in:
- *   1. While a batch waits in `eachBatch` (the member is behind), its heartbeats find the
- *      rebalance first. The generation is revoked there, and every waiting `eachBatch` of it
- *      returns only once `acknowledge` ran (or the rebalance timeout, less two heartbeats,
- *      passed). kafkajs sends JoinGroup only after that, so the contract holds in full: commits
- *      made before acknowledging succeed, and no member gets the partitions before it.
+ *   1. While a batch waits in `eachBatch` (the member is behind, or handling the log's last
+ *      fetched batch), its heartbeats find the rebalance first. The generation is revoked
+ *      there, and every waiting `eachBatch` of it returns only once `acknowledge` ran (or the
+ *      rebalance timeout, less two heartbeats, passed). kafkajs sends JoinGroup only after
+ *      that, so the contract holds in full: commits made before acknowledging succeed, and no
+ *      member gets the partitions before it.
  *   2. Otherwise kafkajs finds the rebalance between fetches and rejoins at once. The assignor's
  *      `protocol()`, which kafkajs calls right before every JoinGroup, revokes the generation:
  *      `Revoked` still precedes the new assignment, but kafkajs does not wait. Once the join
@@ -374,9 +379,17 @@ const encoder = new TextEncoder()
 /** A view, not a copy: kafkajs encodes it before the send completes. */
 const toBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 
-/** A copy with Uint8Array's own prototype, so a record does not pin kafkajs' whole fetch response. */
+/** A copy with Uint8Array's own prototype, for bytes kept past the record (header values). */
 const toBytes = (value: Buffer | string): Uint8Array =>
   typeof value === "string" ? encoder.encode(value) : new Uint8Array(value)
+
+/**
+ * A view with Uint8Array's own prototype over kafkajs' bytes, not a copy: a copy per key and
+ * value cost more than the rest of the hand-off together. The view keeps the fetch response it
+ * came from alive while the record is, which a mailbox bounds; `slice()` it to keep it longer.
+ * (Not the Buffer itself: a Buffer's `slice` is a view, where a Uint8Array's is a copy.)
+ */
+const viewOf = (value: Buffer): Uint8Array => new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
 
 /** Repeated keys become arrays; different keys keep their first-appearance order. */
 const toHeaders = (headers: ReadonlyArray<Header> | undefined): IHeaders | undefined => {
@@ -395,24 +408,27 @@ const toHeaders = (headers: ReadonlyArray<Header> | undefined): IHeaders | undef
   return result
 }
 
+const noHeaders: ReadonlyArray<Header> = Object.freeze([])
+
 const fromHeaders = (headers: IHeaders | undefined): ReadonlyArray<Header> => {
-  if (headers === undefined) return []
-  const result: Array<Header> = []
-  for (const key of Object.keys(headers)) {
+  if (headers === undefined) return noHeaders
+  let result: Array<Header> | undefined
+  for (const key in headers) {
+    result ??= []
     const value = headers[key]
     for (const one of Array.isArray(value) ? value : [value]) {
       result.push({ key, value: one === undefined || one === null ? null : toBytes(one) })
     }
   }
-  return result
+  return result ?? noHeaders
 }
 
 const toConsumerRecord = (topic: string, partition: number) => (message: KafkaMessage): ConsumerRecord => ({
   topic,
   partition,
   offset: Number(message.offset),
-  key: message.key === null ? null : toBytes(message.key),
-  value: message.value === null ? null : toBytes(message.value),
+  key: message.key === null ? null : viewOf(message.key),
+  value: message.value === null ? null : viewOf(message.value),
   headers: fromHeaders(message.headers),
   timestamp: Number(message.timestamp),
 })
@@ -602,32 +618,42 @@ const offsetsReadableTimeout = Duration.seconds(5)
 // ---------------------------------------------------------------------------------------------
 // Consuming
 
-/** A batch `eachBatch` holds out to a claim's stream. */
-interface Offer {
-  readonly records: ReadonlyArray<ConsumerRecord>
-  /** `true` once the stream pulled it; `false` when withdrawn (pause, seek, revocation, close). */
-  readonly taken: Deferred.Deferred<boolean>
-}
-
 class Claim {
+  readonly startOffset: number
+  /**
+   * Whether kafkajs' fetch position is known to match `startOffset`: checked on the first batch
+   * rather than set by a seek up front, because a seek makes kafkajs drop the first fetch it has
+   * usually sent by then (a whole batch per partition, fetched twice on every assignment).
+   */
+  positioned = false
+  /** A seek to `startOffset` was made: the next batch starts there (after control records kafkajs skips). */
+  sought = false
   ended = false
   failure: TransportError.TransportError | undefined = undefined
   paused = false
-  offer: Offer | undefined = undefined
+  /**
+   * Chunks of the last fetched batch not yet pulled. kafkajs already moved past them, so the
+   * next batch is fetched while these are handled; anything that drops them sets the position.
+   */
+  buffered: Array<ReadonlyArray<ConsumerRecord>> = []
   readonly changed = new Signal()
 
-  withdraw(): void {
-    const offer = this.offer
-    if (offer === undefined) return
-    this.offer = undefined
-    Deferred.doneUnsafe(offer.taken, Exit.succeed(false))
+  constructor(startOffset: number) {
+    this.startOffset = startOffset
+  }
+
+  /** Drops the buffered chunks: a seek, a revocation or the end makes them stale. */
+  drop(): void {
+    if (this.buffered.length === 0) return
+    this.buffered = []
+    this.changed.notify()
   }
 
   end(failure: TransportError.TransportError | undefined): void {
     if (this.ended) return
     this.ended = true
     this.failure = failure
-    this.withdraw()
+    this.buffered = []
     this.changed.notify()
   }
 }
@@ -666,11 +692,11 @@ const claimStream = (
     TransportError.TransportError | Cause.Done
   > = Effect.suspend(() => {
     if (claim.ended) return claim.failure === undefined ? Cause.done() : Effect.fail(claim.failure)
-    const offer = claim.paused ? undefined : claim.offer
-    if (offer === undefined) return Effect.andThen(claim.changed.wait, pull)
-    claim.offer = undefined
-    Deferred.doneUnsafe(offer.taken, Exit.succeed(true))
-    return Effect.succeed([offer.records] as const)
+    if (claim.paused || claim.buffered.length === 0) return Effect.andThen(claim.changed.wait, pull)
+    const chunk = claim.buffered.shift()!
+    // The last one: wakes an `eachBatch` waiting to hand over the next batch.
+    if (claim.buffered.length === 0) claim.changed.notify()
+    return Effect.succeed([chunk] as const)
   })
   return Stream.fromPull(Effect.succeed(pull))
 }
@@ -1240,22 +1266,17 @@ const subscribe = (environment: Environment, options: SubscribeOptions) =>
           }),
         )
         if (generation.state !== "preparing") return
-        // Seeking makes the first batch start exactly at `startOffset`; a batch kafkajs fetched
-        // before is stale and dropped. kafkajs keeps pauses across rebalances: a new claim is not paused.
-        const sought = yield* attemptSync(
+        // kafkajs keeps pauses across rebalances: a new claim is not paused. (Its position is
+        // checked against `startOffset` on its first batch: see `Claim.positioned`.)
+        const resumed = yield* attemptSync(
           "subscribe",
           `Cannot position the consumer of group "${group}"`,
-          () => {
-            consumer.resume(byTopic(generation.assignment))
-            for (const tp of generation.assignment) {
-              consumer.seek({ ...tp, offset: String(positions.get(keyOf(tp)) ?? 0) })
-            }
-          },
+          () => consumer.resume(byTopic(generation.assignment)),
         ).pipe(Effect.option)
         // Not running any more: the crash that stopped it revokes this generation.
-        if (Option.isNone(sought) || generation.state !== "preparing") return
+        if (Option.isNone(resumed) || generation.state !== "preparing") return
         const claims = generation.assignment.map((tp): PartitionClaim => {
-          const claim = new Claim()
+          const claim = new Claim(positions.get(keyOf(tp)) ?? 0)
           generation.claims.set(keyOf(tp), claim)
           return { ...tp, startOffset: positions.get(keyOf(tp)) ?? 0, records: claimStream(claim) }
         })
@@ -1355,20 +1376,42 @@ const subscribe = (environment: Environment, options: SubscribeOptions) =>
           yield* Effect.raceFirst(Deferred.await(generation.settled), halted)
           const claim = generation.claims.get(keyOf(batch))
           if (claim !== undefined) {
-            const records = batch.messages.map(toConsumerRecord(batch.topic, batch.partition))
-            for (let from = 0; from < records.length; from += maxBatchSize) {
-              if (claim.ended || claim.paused || Deferred.isDoneUnsafe(halt) || payload.isStale()) break
-              const chunk = records.slice(from, from + maxBatchSize)
-              const offer: Offer = { records: chunk, taken: Deferred.makeUnsafe<boolean>() }
-              claim.offer = offer
-              claim.changed.notify()
-              const pulled = yield* Effect.raceFirst(Deferred.await(offer.taken), Effect.as(halted, false))
-              if (!pulled) {
-                if (claim.offer === offer) claim.withdraw()
-                break
+            const stopped = () => claim.ended || claim.paused || Deferred.isDoneUnsafe(halt) || payload.isStale()
+            const untilPulled = Effect.gen(function* () {
+              while (claim.buffered.length > 0 && !stopped()) {
+                yield* Effect.raceFirst(claim.changed.wait, halted)
               }
-              // Only what was pulled moves kafkajs' position; a withdrawn rest is fetched again.
-              payload.resolveOffset(String(chunk[chunk.length - 1]!.offset))
+            })
+            // The first batch must start at `startOffset`. kafkajs starts where the group
+            // committed, like `startOffset`, so this is rare: a reset to the latest offset read at
+            // another moment, a commit made in between. Then seek once, and this batch is stale.
+            if (!claim.positioned && !stopped()) {
+              const fetched = (batch as { readonly fetchedOffset?: unknown }).fetchedOffset
+              if (claim.sought || (typeof fetched === "string" && Number(fetched) === claim.startOffset)) {
+                claim.positioned = true
+              } else {
+                claim.sought = true
+                yield* attemptSync(
+                  "seek",
+                  `Cannot position ${keyOf(batch)} at ${claim.startOffset}`,
+                  () => consumer.seek({ topic: batch.topic, partition: batch.partition, offset: String(claim.startOffset) }),
+                ).pipe(Effect.ignore)
+              }
+            }
+            // One batch ahead at most: wait (heartbeating) until the one before is pulled whole.
+            yield* untilPulled
+            // Not taken when paused or stale: kafkajs did not move past it and fetches it again.
+            if (!stopped() && batch.messages.length > 0) {
+              const records = batch.messages.map(toConsumerRecord(batch.topic, batch.partition))
+              for (let from = 0; from < records.length; from += maxBatchSize) {
+                claim.buffered.push(records.slice(from, from + maxBatchSize))
+              }
+              const last = records[records.length - 1]!.offset
+              payload.resolveOffset(String(last))
+              claim.changed.notify()
+              // At the log's end there is nothing to fetch ahead: hold it until pulled, so a
+              // rebalance found meanwhile still waits for the acknowledgement (1. below).
+              if (Number(batch.highWatermark) <= last + 1) yield* untilPulled
             }
           }
           // kafkajs rejoins only once this returns: hold it until the member acknowledged.
@@ -1420,8 +1463,7 @@ const subscribe = (environment: Environment, options: SubscribeOptions) =>
             const claim = held(tp)
             if (claim === undefined) return false
             claim.paused = paused
-            // A batch waiting for a pull goes back to kafkajs, which fetches it again on resume.
-            if (paused) claim.withdraw()
+            // Chunks already buffered stay, and are pulled after `resume`.
             claim.changed.notify()
             return true
           })
@@ -1492,8 +1534,9 @@ const subscribe = (environment: Environment, options: SubscribeOptions) =>
           if (claim === undefined || state.fatal !== undefined || state.closed) {
             return Effect.fail(notHeld(tp, "seek"))
           }
-          // A batch waiting for a pull is from before the seek.
-          claim.withdraw()
+          // Buffered chunks are from before the seek.
+          claim.drop()
+          claim.positioned = true
           return attemptSync(
             "seek",
             `Cannot seek ${keyOf(tp)} to ${offset}`,

@@ -148,8 +148,9 @@ export interface PartitionClaim extends TopicPartition {
   /** The offset the first batch starts at: the committed offset, or the reset position. */
   readonly startOffset: number
   /**
-   * The partition's records in offset order, in non-empty batches, pulled on demand: nothing is
-   * fetched for a claim faster than it is consumed. The stream ends when the partition is
+   * The partition's records in offset order, in non-empty batches, pulled on demand: a transport
+   * fetches at most one batch ahead of what was pulled (so fetching overlaps handling), and
+   * nothing more for a claim until that is pulled. The stream ends when the partition is
    * revoked or the subscription closes; it fails only with a non-retriable `TransportError`.
    */
   readonly records: Stream.Stream<ReadonlyArray<ConsumerRecord>, TransportError>

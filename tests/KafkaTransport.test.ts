@@ -476,7 +476,7 @@ it(
 )
 
 it(
-  "a fetched batch is handed over in chunks of maxBatchSize, and pause takes back a waiting one",
+  "a fetched batch is handed over in chunks of maxBatchSize, held back while paused, each record once",
   Effect.gen(function* () {
     const transport = yield* Transport
     const topic = yield* newTopic(1)
@@ -489,7 +489,7 @@ it(
     })
     const events = yield* watch(subscription)
     const { claims: [claim] } = yield* within(30, "the assignment", events.next("Assigned"))
-    // The first chunk waits in eachBatch, unpulled; pausing hands it back to kafkajs.
+    // The batch waits in the claim, unpulled; while paused none of it is delivered.
     yield* Effect.sleep("1 second")
     yield* subscription.pause([{ topic, partition: 0 }])
     const batches = yield* pullInto(claim!)
