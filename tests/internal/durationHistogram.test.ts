@@ -1,0 +1,24 @@
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { Context, Effect, Metric } from "effect"
+import { DurationHistogram } from "../../lib/internal/durationHistogram.ts"
+
+test("DurationHistogram reads as the same HistogramState Effect's own histogram gives, through the registry", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const boundaries = Metric.exponentialBoundaries({ start: 0.0005, factor: 2, count: 16 })
+    const values = [0, 0, 0.0004, 0.0005, 0.0006, 0.003, 0.1, 2, 40, 1e6]
+    const reference = Metric.histogram("reference", { boundaries })
+    for (const value of values) yield* Metric.update(reference, value)
+    const expected = yield* Metric.value(reference)
+
+    const histogram = new DurationHistogram(boundaries)
+    for (const value of values) histogram.record(value)
+    const context = Context.make(Metric.MetricRegistry, new Map())
+    const series = Metric.histogram("messaging.process.duration", { boundaries })
+    const registration = Metric.registerUnsafe(series, context, histogram.hooks())
+    const [snapshot] = Metric.snapshotUnsafe(context)
+    assert.deepEqual(snapshot?.state, expected)
+    assert.equal(snapshot?.id, "messaging.process.duration")
+    registration.remove()
+    assert.equal(Metric.snapshotUnsafe(context).length, 0)
+  }).pipe(Effect.provideService(Metric.MetricRegistry, new Map()))))

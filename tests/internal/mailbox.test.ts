@@ -1,0 +1,68 @@
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { Effect, Exit, Fiber } from "effect"
+import { Mailbox } from "../../lib/internal/mailbox.ts"
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i)
+
+test("Mailbox holds batches up to its capacity in records, and a full one makes offer wait", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = new Mailbox<number>(10)
+    yield* mailbox.offer(range(0, 6))
+    assert.equal(mailbox.size, 6)
+    assert.equal(mailbox.fits(range(6, 11)), false, "6 + 5 is over 10")
+    const offering = yield* Effect.forkChild(mailbox.offer(range(6, 11)))
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 6, "the second batch waits")
+    assert.deepEqual(yield* mailbox.take(100), range(0, 6), "a take returns a whole batch")
+    yield* Fiber.join(offering)
+    assert.equal(mailbox.size, 5)
+    assert.deepEqual(yield* mailbox.take(100), range(6, 11))
+  })))
+
+test("Mailbox takes at most max records of a batch, keeping the rest first in line", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = new Mailbox<number>(100)
+    yield* mailbox.offer(range(0, 5))
+    yield* mailbox.offer(range(5, 7))
+    assert.deepEqual(yield* mailbox.take(3), [0, 1, 2])
+    assert.deepEqual(yield* mailbox.take(3), [3, 4])
+    assert.deepEqual(yield* mailbox.take(3), [5, 6])
+    assert.equal(mailbox.size, 0)
+  })))
+
+test("Mailbox accepts a batch larger than its capacity into an empty mailbox rather than block forever", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = new Mailbox<number>(3)
+    yield* mailbox.offer(range(0, 8))
+    assert.equal(mailbox.size, 8)
+    assert.equal(mailbox.fits([8]), false, "nothing more until it drains")
+  })))
+
+test("Mailbox ends: takes drain what is held, then fail with Done; offers and waiting takes stop", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = new Mailbox<number>(10)
+    yield* mailbox.offer([1, 2])
+    const taker = new Mailbox<number>(10)
+    const blocked = yield* Effect.forkChild(Effect.exit(taker.take(5)))
+    yield* Effect.yieldNow
+    taker.end()
+    const ended = yield* Fiber.join(blocked)
+    assert.ok(Exit.isFailure(ended), "a take waiting on an empty mailbox ends when it ends")
+    mailbox.end()
+    yield* mailbox.offer([3])
+    assert.equal(mailbox.size, 2, "an offer after the end is dropped")
+    assert.deepEqual(yield* mailbox.take(5), [1, 2], "what was held is still taken")
+    assert.ok(Exit.isFailure(yield* Effect.exit(mailbox.take(5))), "then Done")
+  })))
+
+test("Mailbox.clear drops everything held and wakes a waiting offer", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = new Mailbox<number>(2)
+    yield* mailbox.offer([1, 2])
+    const offering = yield* Effect.forkChild(mailbox.offer([3]))
+    yield* Effect.yieldNow
+    mailbox.clear()
+    yield* Fiber.join(offering)
+    assert.deepEqual(yield* mailbox.take(5), [3])
+  })))
