@@ -13,7 +13,9 @@
  * - `layerOtlp` / `layerFromEnv`: Effect's own OTLP exporter (traces and metrics over HTTP/JSON)
  *   to Jaeger or any collector, configured by the standard `OTEL_*` environment. Chosen over
  *   `@effect/opentelemetry` because it needs no OpenTelemetry SDK packages at all and runs
- *   unchanged on Bun, Deno and Node.
+ *   unchanged on Bun, Deno and Node. Spans are written by Partita's own lean span and OTLP/JSON
+ *   writer on top of that exporter (`internal/otlpTracer.ts`): a span per record is the hot path
+ *   of a traced consumer, and Effect's tracer built and stringified an object tree per span.
  * - `layer`: tracing on with the tracer the program already has (for instance a bridge to an
  *   OpenTelemetry SDK the application set up).
  *
@@ -28,7 +30,7 @@ import * as FetchHttpClient from "effect/http/FetchHttpClient"
 import * as OtlpExporter from "effect/observability/OtlpExporter"
 import * as OtlpMetrics from "effect/observability/OtlpMetrics"
 import * as OtlpSerialization from "effect/observability/OtlpSerialization"
-import * as OtlpTracer from "effect/observability/OtlpTracer"
+import * as PartitaOtlpTracer from "./internal/otlpTracer.ts"
 import * as OtelBridge from "./internal/otelBridge.ts"
 import * as TraceContext from "./internal/traceContext.ts"
 import type { Header } from "./Transport.ts"
@@ -185,7 +187,7 @@ export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
   const tracer = Layer.effect(
     Tracer.Tracer,
     Effect.map(
-      OtlpTracer.make({ url: `${base}/v1/traces`, resource, exportInterval }),
+      PartitaOtlpTracer.make({ url: `${base}/v1/traces`, resource, exportInterval }),
       (tracer) => withSampler(tracer, options.sampler ?? "parentbased_always_on", options.samplerRatio ?? 1),
     ),
   )

@@ -4,7 +4,7 @@ import { Context, Data, Effect, Layer, Schedule, Schema, Tracer } from "effect"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
-import { parseTraceparent, traceparent } from "../lib/internal/traceContext.ts"
+import { extract, InboundState, parseTraceparent, traceparent } from "../lib/internal/traceContext.ts"
 import * as MemoryTransport from "../lib/MemoryTransport.ts"
 import * as Ordering from "../lib/Ordering.ts"
 import * as Producer from "../lib/Producer.ts"
@@ -313,6 +313,35 @@ test("parseTraceparent accepts W3C trace contexts and refuses everything else", 
   for (const bad of [undefined, "", `00-${trace}-${span}`, `00-${trace}-${span}-01-extra`, `00-${trace.toUpperCase()}-${span}-01`, `ff-${trace}-${span}-01`, `00-${"0".repeat(32)}-${span}-01`, `00-${trace}-${"0".repeat(16)}-01`, `00-${trace}-${span}-zz`]) {
     assert.equal(parseTraceparent(bad), undefined, String(bad))
   }
+})
+
+test("extract reads the trace context from header bytes, as parseTraceparent reads text, header names in any case", () => {
+  const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+  const span = "00f067aa0ba902b7"
+  const read = (value: string | null, key = "traceparent", more: ReadonlyArray<{ key: string; value: Uint8Array | null }> = []) => {
+    const found = extract([...more, { key, value: value === null ? null : new TextEncoder().encode(value) }])
+    return found === undefined ? undefined : { traceId: found.traceId, spanId: found.spanId, sampled: found.sampled }
+  }
+  for (const flags of ["00", "01", "02", "03", "0f", "ff", "a0"]) {
+    const value = `00-${trace}-${span}-${flags}`
+    assert.deepEqual(read(value), parseTraceparent(value), value)
+    assert.equal(read(value)?.sampled, (Number.parseInt(flags, 16) & 1) === 1, value)
+  }
+  assert.deepEqual(read(`00-${trace}-${span}-01`, "TraceParent"), { traceId: trace, spanId: span, sampled: true })
+  assert.deepEqual(read(` 00-${trace}-${span}-01 `), { traceId: trace, spanId: span, sampled: true }, "padding still reads")
+  assert.deepEqual(read(`01-${trace}-${span}-01-future`), { traceId: trace, spanId: span, sampled: true })
+  for (const bad of [null, "", `00-${trace}-${span}`, `00-${trace}-${span}-01-extra`, `00-${trace.toUpperCase()}-${span}-01`, `ff-${trace}-${span}-01`, `00-${"0".repeat(32)}-${span}-01`, `00-${trace}-${"0".repeat(16)}-01`, `00-${trace}-${span}-zz`, `00-${trace}-${span}-0G`, `00_${trace}_${span}_01`]) {
+    assert.equal(read(bad), undefined, String(bad))
+  }
+  const first = read(`00-${trace}-${span}-01`, "traceparent", [{ key: "other", value: null }])
+  assert.equal(first?.spanId, span, "found among other headers")
+  const state = extract([
+    { key: "Tracestate", value: new TextEncoder().encode("vendor=1") },
+    { key: "traceparent", value: new TextEncoder().encode(`00-${trace}-${span}-01`) },
+    { key: "tracestate", value: new TextEncoder().encode("second=2") },
+  ])
+  assert.ok(state !== undefined)
+  assert.equal(Context.getOrUndefined(state.annotations, InboundState)?.tracestate, "vendor=1", "the first tracestate counts")
 })
 
 test("Tracing.withSampler samples roots by the sampler and children as their parent", () => {

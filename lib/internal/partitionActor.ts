@@ -21,6 +21,7 @@ import * as Tracing from "../Tracing.ts"
 import { DurationHistogram } from "./durationHistogram.ts"
 import { Mailbox } from "./mailbox.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
+import * as OtlpTracer from "./otlpTracer.ts"
 import { Signal } from "./signal.ts"
 
 const keyText = new TextDecoder()
@@ -175,6 +176,17 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       "messaging.destination.partition.id": String(claim.partition),
       "messaging.consumer.group.name": actor.group,
     }
+    // Written once per partition actor, not per span (see `OtlpTracer.SharedAttributes`).
+    const processAttributes = new OtlpTracer.SharedAttributes({
+      ...spanAttributes,
+      "messaging.operation.name": "process",
+      "messaging.operation.type": "process",
+    })
+    const pollAttributes = new OtlpTracer.SharedAttributes({
+      ...spanAttributes,
+      "messaging.operation.name": "poll",
+      "messaging.operation.type": "receive",
+    })
 
     const mailbox = new Mailbox<ConsumerRecord>(actor.mailboxCapacity)
     const tracker = new OffsetTracker(claim.startOffset)
@@ -410,9 +422,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         root: !asParent,
         sampled: inbound?.sampled ?? true,
       })
-      for (const key in spanAttributes) span.attribute(key, spanAttributes[key])
-      span.attribute("messaging.operation.name", "process")
-      span.attribute("messaging.operation.type", "process")
+      OtlpTracer.setAll(span, processAttributes)
       span.attribute("messaging.kafka.offset", record.offset)
       if (record.key !== null) span.attribute("messaging.kafka.message.key", keyText.decode(record.key))
       if (record.value === null) span.attribute("messaging.kafka.message.tombstone", true)
@@ -701,9 +711,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         root: true,
         sampled: true,
       })
-      for (const key in spanAttributes) span.attribute(key, spanAttributes[key])
-      span.attribute("messaging.operation.name", "poll")
-      span.attribute("messaging.operation.type", "receive")
+      OtlpTracer.setAll(span, pollAttributes)
       span.attribute("messaging.batch.message_count", batch.length)
       span.end(clock.currentTimeNanosUnsafe(), Exit.void)
     }

@@ -47,12 +47,65 @@ export const parseTraceparent = (value: string | undefined): { traceId: string; 
   return { traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 }
 }
 
+/** Lowercase hex digits, by byte; every other byte is false. */
+const isHex = new Uint8Array(256)
+for (const char of "0123456789abcdef") isHex[char.charCodeAt(0)] = 1
+
+/** Whether `bytes[from, to)` are lowercase hex digits, not all zeros. */
+const hexRun = (bytes: Uint8Array, from: number, to: number): boolean => {
+  let nonZero = false
+  for (let i = from; i < to; i++) {
+    const byte = bytes[i]!
+    if (isHex[byte] === 0) return false
+    if (byte !== 48) nonZero = true
+  }
+  return nonZero
+}
+
+// Measured on Bun, Deno and Node: decoding a view beats building the string from char codes.
+const ascii = (bytes: Uint8Array, from: number, to: number): string => decoder.decode(bytes.subarray(from, to))
+
+/**
+ * A version-00 `traceparent` read straight from its bytes: the form every producer writes, read
+ * per record, where decoding to text first cost more than the rest of the parse. Undefined for
+ * anything else, which then goes through `parseTraceparent`.
+ */
+const parseTraceparentBytes = (bytes: Uint8Array): { traceId: string; spanId: string; sampled: boolean } | undefined => {
+  if (
+    bytes.length !== 55 || bytes[0] !== 48 || bytes[1] !== 48 || bytes[2] !== 45 || bytes[35] !== 45 ||
+    bytes[52] !== 45 || !hexRun(bytes, 3, 35) || !hexRun(bytes, 36, 52) || isHex[bytes[53]!] === 0 ||
+    isHex[bytes[54]!] === 0
+  ) return undefined
+  const flags = bytes[54]!
+  // The last hex digit's low bit is the sampled flag: '1', '3', … 'f' all have it.
+  const sampled = ((flags <= 57 ? flags - 48 : flags - 87) & 1) === 1
+  return { traceId: ascii(bytes, 3, 35), spanId: ascii(bytes, 36, 52), sampled }
+}
+
+const isName = (key: string, name: string): boolean =>
+  key === name || (key.length === name.length && key.toLowerCase() === name)
+
 /** The producer's span context carried by a record, as an Effect external span, if any. */
 export const extract = (headers: ReadonlyArray<Header>): Tracer.ExternalSpan | undefined => {
-  const parsed = parseTraceparent(headerText(headers, "traceparent"))
+  // One pass over the headers for the three names; the first of each counts.
+  let traceparentBytes: Uint8Array | null | undefined
+  let tracestate: string | undefined
+  let baggage: string | undefined
+  let seenState = false
+  let seenBaggage = false
+  for (const header of headers) {
+    if (traceparentBytes === undefined && isName(header.key, "traceparent")) traceparentBytes = header.value
+    else if (!seenState && isName(header.key, "tracestate")) {
+      seenState = true
+      tracestate = header.value === null ? undefined : decoder.decode(header.value)
+    } else if (!seenBaggage && isName(header.key, "baggage")) {
+      seenBaggage = true
+      baggage = header.value === null ? undefined : decoder.decode(header.value)
+    }
+  }
+  if (traceparentBytes === undefined || traceparentBytes === null) return undefined
+  const parsed = parseTraceparentBytes(traceparentBytes) ?? parseTraceparent(decoder.decode(traceparentBytes))
   if (parsed === undefined) return undefined
-  const tracestate = headerText(headers, "tracestate")
-  const baggage = headerText(headers, "baggage")
   return Tracer.externalSpan({
     ...parsed,
     annotations: tracestate === undefined && baggage === undefined
