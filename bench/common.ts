@@ -728,8 +728,13 @@ export const kafkaResources = () => {
   }
 }
 
-/** Produces `count` bench payloads to `topic` with kafkajs, round-robin over its partitions. */
-export const produceRaw = async (topic: string, count: number, partitions: number): Promise<void> => {
+/** Produces `count` bench payloads to `topic` with kafkajs, round-robin over its partitions, with `headers` if given. */
+export const produceRaw = async (
+  topic: string,
+  count: number,
+  partitions: number,
+  headers?: (index: number) => Record<string, string>,
+): Promise<void> => {
   const producer = kafkaClient().producer({
     idempotent: true,
     maxInFlightRequests: 1,
@@ -742,6 +747,7 @@ export const produceRaw = async (topic: string, count: number, partitions: numbe
       const messages = Array.from({ length: Math.min(batch, count - from) }, (_, index) => ({
         value: Buffer.from(payload(from + index)),
         partition: (from + index) % partitions,
+        ...(headers === undefined ? {} : { headers: headers(from + index) }),
       }))
       await producer.send({ topic, messages, acks: -1 })
     }

@@ -8,6 +8,8 @@
  * - traced, exporting: `Tracing.layerOtlp`, parent-based always-on, exporting to
  *   OTEL_EXPORTER_OTLP_ENDPOINT (default http://127.0.0.1:4318: bench/run starts Jaeger).
  * Every record carries a producer's `traceparent`, so the traced case parents each process span.
+ * The first and third again on the real broker (`kafka, …`), for the ratio where a pipeline
+ * waits on the network as production ones do.
  *
  *   bun bench/tracing.ts          (BENCH_RECORDS, BENCH_ROUNDS)
  */
@@ -18,7 +20,18 @@ import * as OtlpSerialization from "effect/observability/OtlpSerialization"
 import * as OtlpTracer from "effect/observability/OtlpTracer"
 import * as FetchHttpClient from "effect/http/FetchHttpClient"
 import { MemoryTransport, Tracing, Transport } from "../mod.ts"
-import { type Case, consumeWithActors, instrument, loggingLayer, payload, records, runBench } from "./common.ts"
+import {
+  type Case,
+  consumeWithActors,
+  instrument,
+  kafkaResources,
+  kafkaRuntime,
+  loggingLayer,
+  payload,
+  produceRaw,
+  records,
+  runBench,
+} from "./common.ts"
 
 const total = records(100_000)
 const partitions = 3
@@ -64,10 +77,26 @@ const consume = (name: string, layer: Layer.Layer<never> | undefined) => async (
   }
 }
 
+// The same on the real broker (bench/run starts it): where a pipeline is I/O-bound, as in production.
+const kafka = kafkaRuntime()
+const resources = kafkaResources()
+const kafkaTopic = await resources.topic("tracing", partitions)
+await produceRaw(kafkaTopic, total, partitions, () => ({ traceparent: `00-${hex(16)}-${hex(8)}-01` }))
+const kafkaEnds = await resources.ends(kafkaTopic)
+const kafkaProbe = instrument(Context.get(await kafka.context(), Transport.Transport))
+const consumeKafka = (name: string, layer: Layer.Layer<never> | undefined) => async () => {
+  const run = consumeWithActors({ probe: kafkaProbe, topic: kafkaTopic, group: resources.group("tracing"), ends: kafkaEnds, value: Value })
+  return {
+    [name]: await kafka.runPromise(Effect.scoped(layer === undefined ? run : Effect.provide(run, layer))),
+  }
+}
+
 const cases: ReadonlyArray<Case> = [
   { name: "no tracer layer", run: consume("no tracer layer", undefined) },
   { name: "tracing off", run: consume("tracing off", tracerOnly as Layer.Layer<never>) },
   { name: "traced, exporting", run: consume("traced, exporting", traced) },
+  { name: "kafka, no tracer layer", run: consumeKafka("kafka, no tracer layer", undefined) },
+  { name: "kafka, traced, exporting", run: consumeKafka("kafka, traced, exporting", traced) },
 ]
 
 await runBench({
@@ -82,6 +111,11 @@ await runBench({
   ratios: [
     { numerator: "traced, exporting", denominator: "no tracer layer", target: 0.8 },
     { numerator: "tracing off", denominator: "no tracer layer", target: 0.97 },
+    { numerator: "kafka, traced, exporting", denominator: "kafka, no tracer layer" },
   ],
-  teardown: () => memory.dispose(),
+  teardown: async () => {
+    await memory.dispose()
+    await kafka.dispose()
+    await resources.cleanup()
+  },
 })

@@ -10,12 +10,12 @@
  * semantic conventions. Off, none of this runs: no span, no header, a boolean check per batch.
  *
  * Two ready layers:
- * - `layerOtlp` / `layerFromEnv`: Effect's own OTLP exporter (traces and metrics over HTTP/JSON)
+ * - `layerOtlp` / `layerFromEnv`: Effect's own OTLP exporter (traces and metrics over HTTP, protobuf or JSON)
  *   to Jaeger or any collector, configured by the standard `OTEL_*` environment. Chosen over
  *   `@effect/opentelemetry` because it needs no OpenTelemetry SDK packages at all and runs
- *   unchanged on Bun, Deno and Node. Spans are written by Partita's own lean span and OTLP/JSON
- *   writer on top of that exporter (`internal/otlpTracer.ts`): a span per record is the hot path
- *   of a traced consumer, and Effect's tracer built and stringified an object tree per span.
+ *   unchanged on Bun, Deno and Node. Spans are Partita's own lean spans, written straight to
+ *   OTLP bytes on top of that exporter (`internal/otlpTracer.ts`): a span per record is the hot
+ *   path of a traced consumer, and Effect's tracer built and encoded an object tree per span.
  * - `layer`: tracing on with the tracer the program already has (for instance a bridge to an
  *   OpenTelemetry SDK the application set up).
  *
@@ -171,10 +171,13 @@ export interface OtlpOptions {
   readonly exportInterval?: import("effect").Duration.Input | undefined
   readonly consumerParent?: "parent" | "link" | undefined
   readonly producerSpans?: boolean | undefined
+  /** How spans and metrics are encoded: `http/protobuf` (the default, as in OpenTelemetry) or `http/json`. */
+  readonly protocol?: "http/protobuf" | "http/json" | undefined
 }
 
 /**
- * Traces and metrics exported over OTLP/HTTP (JSON) with Effect's own exporter; tracing on.
+ * Traces and metrics exported over OTLP/HTTP (protobuf, or JSON) with Effect's own exporter;
+ * tracing on.
  * Spans still buffered are sent when the layer's scope closes.
  *
  * @since 0.1.0
@@ -184,10 +187,11 @@ export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
   const base = options.endpoint.replace(/\/+$/, "")
   const resource = { serviceName: options.serviceName ?? "partita" }
   const exportInterval = options.exportInterval ?? "1 second"
+  const protocol = options.protocol ?? "http/protobuf"
   const tracer = Layer.effect(
     Tracer.Tracer,
     Effect.map(
-      PartitaOtlpTracer.make({ url: `${base}/v1/traces`, resource, exportInterval }),
+      PartitaOtlpTracer.make({ url: `${base}/v1/traces`, resource, exportInterval, protocol }),
       (tracer) => withSampler(tracer, options.sampler ?? "parentbased_always_on", options.samplerRatio ?? 1),
     ),
   )
@@ -201,7 +205,7 @@ export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
     }),
   ).pipe(
     Layer.provide(OtlpExporter.layerFlusher),
-    Layer.provide(OtlpSerialization.layerJson),
+    Layer.provide(protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf),
     Layer.provide(FetchHttpClient.layer),
   ) as Layer.Layer<never>
 }
@@ -224,7 +228,9 @@ export class InvalidTracingConfig extends Data.TaggedError("InvalidTracingConfig
 
 /**
  * Tracing as the standard environment says: `OTEL_EXPORTER_OTLP_ENDPOINT` (off when unset),
- * `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`.
+ * `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`,
+ * `OTEL_EXPORTER_OTLP_PROTOCOL` (or `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`): `http/protobuf` (default)
+ * or `http/json`.
  * A setting that cannot be used fails the layer with `InvalidTracingConfig`.
  *
  * @since 0.1.0
@@ -242,6 +248,16 @@ export const layerFromEnv = (
       new InvalidTracingConfig({ variable: "OTEL_TRACES_SAMPLER", value: sampler, expected: `one of ${samplers.join(", ")}` }),
     ))
   }
+  const protocol = env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] ?? env["OTEL_EXPORTER_OTLP_PROTOCOL"] ?? "http/protobuf"
+  if (protocol !== "http/protobuf" && protocol !== "http/json") {
+    return Layer.effectDiscard(Effect.fail(
+      new InvalidTracingConfig({
+        variable: env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] === undefined ? "OTEL_EXPORTER_OTLP_PROTOCOL" : "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        value: protocol,
+        expected: "http/protobuf or http/json (gRPC is not supported)",
+      }),
+    ))
+  }
   const ratio = env["OTEL_TRACES_SAMPLER_ARG"] === undefined ? 1 : Number(env["OTEL_TRACES_SAMPLER_ARG"])
   if (!(ratio >= 0 && ratio <= 1)) {
     return Layer.effectDiscard(Effect.fail(
@@ -257,5 +273,6 @@ export const layerFromEnv = (
     serviceName: env["OTEL_SERVICE_NAME"] ?? defaults.serviceName,
     sampler,
     samplerRatio: ratio,
+    protocol,
   })
 }

@@ -393,6 +393,17 @@ test("Tracing.layerFromEnv is off without an endpoint and refuses settings it ca
         OTEL_TRACES_SAMPLER_ARG: "half",
       }))))
       assert.equal(ratio.message, `OTEL_TRACES_SAMPLER_ARG is "half": expected a number from 0 to 1`)
+      const grpc = yield* Effect.flip(Effect.scoped(Layer.build(Tracing.layerFromEnv({}, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4317",
+        OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+      }))))
+      assert.equal(grpc.message, `OTEL_EXPORTER_OTLP_PROTOCOL is "grpc": expected http/protobuf or http/json (gRPC is not supported)`)
+      const tracesOnly = yield* Effect.flip(Effect.scoped(Layer.build(Tracing.layerFromEnv({}, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/thrift",
+      }))))
+      assert.equal(tracesOnly.variable, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "the traces setting wins")
     }),
     Layer.empty,
   ))

@@ -1,19 +1,20 @@
 /**
  * Partita's OTLP tracer: Effect's OTLP exporter (batching, HTTP, retries, the flush on
- * shutdown) with spans kept lean and written to OTLP/JSON directly.
+ * shutdown) with spans kept lean and written to OTLP/protobuf (or JSON) directly.
  *
  * Why not Effect's `OtlpTracer`: it turns each span into a tree of OTLP objects when it ends and
- * `JSON.stringify`s the batch, which cost more than handling a record (a span per record is what
- * a consumer traces). Here a span is written once, as text, when its batch is sent, and an
- * attribute that repeats (the topic, the group, the server: most of a messaging span's
- * attributes) is written once and reused. The output is what Effect's tracer sends: the same
- * resource, scope, kinds, status, exception events and attribute encoding.
+ * encodes the batch generically, which cost more than handling a record (a span per record is
+ * what a consumer traces). Here a span is written once, when its batch is sent, and an attribute
+ * that repeats (the topic, the group, the server: most of a messaging span's attributes) is
+ * encoded once and copied. The output is what Effect's tracer sends (tests hold both formats to
+ * it): the same resource, scope, kinds, status, exception events and attribute encoding.
  */
 import { Cause, type Context, type Duration, Effect, type Exit, type Option, Tracer, Version } from "effect"
 import { Hex } from "effect/encoding"
 import * as HttpBody from "effect/http/HttpBody"
 import * as OtlpExporter from "effect/observability/OtlpExporter"
 import * as OtlpResource from "effect/observability/OtlpResource"
+import * as Proto from "./otlpProtobuf.ts"
 
 const kinds: Record<Tracer.SpanKind, number> = { internal: 1, server: 2, client: 3, producer: 4, consumer: 5 }
 
@@ -29,8 +30,13 @@ export class SharedAttributes {
     this.entries = Object.entries(attributes)
     this.keys = new Set(Object.keys(attributes))
   }
+  private encoded: Uint8Array | undefined
   get json(): string {
     return this.written ??= attributesJson(this.entries)
+  }
+  /** As span attributes (field 9), ready to copy into a span. */
+  get proto(): Uint8Array {
+    return this.encoded ??= Proto.attributes(0x4a, this.entries)
   }
 }
 
@@ -151,10 +157,39 @@ const attributesJson = (entries: Iterable<readonly [string, unknown]>): string =
   return out
 }
 
-const padTraceId = (id: string): string => quote(id.length < 32 ? id.padStart(32, "0") : id)
+const padded = (id: string): string => id.length < 32 ? id.padStart(32, "0") : id
+const padTraceId = (id: string): string => quote(padded(id))
+
+type Ended = Extract<Tracer.SpanStatus, { _tag: "Ended" }>
+
+/** How a span ended, as OTLP says it: status, and the exceptions that become events. */
+interface Outcome {
+  readonly code: 0 | 1 | 2
+  readonly message: string | undefined
+  readonly interrupted: boolean
+  readonly exceptions: ReadonlyArray<ReadonlyArray<readonly [string, string]>>
+}
+const succeeded: Outcome = { code: 1, message: undefined, interrupted: false, exceptions: [] }
+
+const outcomeOf = (status: Ended): Outcome => {
+  const exit = status.exit
+  if (exit._tag === "Success") return succeeded
+  if (Cause.hasInterruptsOnly(exit.cause)) return { code: 0, message: undefined, interrupted: true, exceptions: [] }
+  const errors = Cause.prettyErrors(exit.cause, { includeCauseInStack: true })
+  return {
+    code: errors.length > 0 ? 2 : 1,
+    message: errors[0]?.message,
+    interrupted: false,
+    exceptions: errors.map((error) => [
+      ["exception.type", error.name],
+      ["exception.message", error.message],
+      ["exception.stacktrace", error.stack ?? "No stack trace available"],
+    ]),
+  }
+}
 
 const spanJson = (span: LeanSpan): string => {
-  const status = span.status as Extract<Tracer.SpanStatus, { _tag: "Ended" }>
+  const status = span.status as Ended
   let attributes = span.shared === undefined ? "" : span.shared.json
   for (let i = 0; i < span.ownKeys.length; i++) {
     attributes += (attributes === "" ? "" : ",") + attributeJson(span.ownKeys[i]!, span.ownValues[i])
@@ -167,25 +202,13 @@ const spanJson = (span: LeanSpan): string => {
       }],"droppedAttributesCount":0}`
     }
   }
-  let otelStatus: string
-  const exit = status.exit
-  if (exit._tag === "Success") {
-    otelStatus = `{"code":1}`
-  } else if (Cause.hasInterruptsOnly(exit.cause)) {
-    otelStatus = `{"code":0}`
-    attributes += (attributes === "" ? "" : ",") + attributeJson("effect.fiber.interrupted", true)
-  } else {
-    const errors = Cause.prettyErrors(exit.cause, { includeCauseInStack: true })
-    otelStatus = errors.length > 0 ? `{"code":2,"message":${quote(errors[0]!.message)}}` : `{"code":1}`
-    for (const error of errors) {
-      events += `${events === "" ? "" : ","}{"name":"exception","timeUnixNano":"${status.endTime}","droppedAttributesCount":0,"attributes":[${
-        attributesJson([
-          ["exception.type", error.name],
-          ["exception.message", error.message],
-          ["exception.stacktrace", error.stack ?? "No stack trace available"],
-        ])
-      }]}`
-    }
+  const outcome = outcomeOf(status)
+  const otelStatus = outcome.message === undefined ? `{"code":${outcome.code}}` : `{"code":${outcome.code},"message":${quote(outcome.message)}}`
+  if (outcome.interrupted) attributes += (attributes === "" ? "" : ",") + attributeJson("effect.fiber.interrupted", true)
+  for (const error of outcome.exceptions) {
+    events += `${events === "" ? "" : ","}{"name":"exception","timeUnixNano":"${status.endTime}","droppedAttributesCount":0,"attributes":[${
+      attributesJson(error)
+    }]}`
   }
   let links = ""
   for (const link of span.links) {
@@ -199,9 +222,80 @@ const spanJson = (span: LeanSpan): string => {
   },"startTimeUnixNano":"${status.startTime}","endTimeUnixNano":"${status.endTime}","attributes":[${attributes}],"droppedAttributesCount":0,"events":[${events}],"droppedEventsCount":0,"status":${otelStatus},"links":[${links}],"droppedLinksCount":0}`
 }
 
+// ---- OTLP/protobuf ----------------------------------------------------------------------------
+
+/** Reused for every span written, and for the events and links inside one. */
+const spanWriter = new Proto.ProtoWriter()
+const partWriter = new Proto.ProtoWriter()
+
+const kindVarint = (span: LeanSpan): number => kinds[span.kind] ?? 0
+
+/** Writes `span` as a `Span` message into `spanWriter` (reset first). */
+const writeSpan = (span: LeanSpan): void => {
+  const status = span.status as Ended
+  const outcome = outcomeOf(status)
+  const out = spanWriter
+  out.reset()
+  out.hex(0x0a, padded(span.traceId))
+  out.hex(0x12, span.spanId)
+  if (span.parent._tag === "Some") out.hex(0x22, span.parent.value.spanId)
+  out.string(0x2a, span.name)
+  out.byte(0x30)
+  out.varint(kindVarint(span))
+  out.byte(0x39)
+  out.fixed64(status.startTime)
+  out.byte(0x41)
+  out.fixed64(status.endTime)
+  if (span.shared !== undefined) out.raw(span.shared.proto)
+  for (let i = 0; i < span.ownKeys.length; i++) Proto.writeAttribute(out, 0x4a, span.ownKeys[i]!, span.ownValues[i])
+  if (outcome.interrupted) Proto.writeAttribute(out, 0x4a, "effect.fiber.interrupted", true)
+  const event = (time: bigint, name: string, attributes: Iterable<readonly [string, unknown]>) => {
+    partWriter.reset()
+    partWriter.byte(0x09)
+    partWriter.fixed64(time)
+    partWriter.string(0x12, name)
+    for (const [key, value] of attributes) Proto.writeAttribute(partWriter, 0x1a, key, value)
+    out.field(0x5a, partWriter.bytes, 0, partWriter.length)
+  }
+  if (span.events !== undefined) {
+    for (const [name, time, attributes] of span.events) event(time, name, attributes === undefined ? [] : Object.entries(attributes))
+  }
+  for (const exception of outcome.exceptions) event(status.endTime, "exception", exception)
+  for (const link of span.links) {
+    partWriter.reset()
+    partWriter.hex(0x0a, padded(link.span.traceId))
+    partWriter.hex(0x12, link.span.spanId)
+    for (const [key, value] of Object.entries(link.attributes)) Proto.writeAttribute(partWriter, 0x22, key, value)
+    out.field(0x6a, partWriter.bytes, 0, partWriter.length)
+  }
+  partWriter.reset()
+  if (outcome.message !== undefined && outcome.message !== "") partWriter.string(0x12, outcome.message)
+  partWriter.byte(0x18)
+  partWriter.varint(outcome.code)
+  out.field(0x7a, partWriter.bytes, 0, partWriter.length)
+}
+
+/** A `TracesData` message: one resource, one scope, these spans. */
+const tracesProto = (resource: Uint8Array, scope: Uint8Array, spans: ReadonlyArray<LeanSpan>): Uint8Array => {
+  const body = new Proto.ProtoWriter()
+  for (const span of spans) {
+    writeSpan(span)
+    body.field(0x12, spanWriter.bytes, 0, spanWriter.length) // ScopeSpans.spans = 2
+  }
+  const scopeSpans = new Proto.ProtoWriter()
+  scopeSpans.field(0x0a, scope) // ScopeSpans.scope = 1
+  scopeSpans.raw(body.bytes, 0, body.length)
+  const resourceSpans = new Proto.ProtoWriter()
+  resourceSpans.field(0x0a, resource) // ResourceSpans.resource = 1
+  resourceSpans.field(0x12, scopeSpans.bytes, 0, scopeSpans.length) // ResourceSpans.scope_spans = 2
+  const traces = new Proto.ProtoWriter()
+  traces.field(0x0a, resourceSpans.bytes, 0, resourceSpans.length) // TracesData.resource_spans = 1
+  return traces.take()
+}
+
 /**
- * A tracer exporting over OTLP/HTTP JSON to `url`, for as long as the scope is open; what is
- * still buffered is sent when it closes (within `shutdownTimeout`).
+ * A tracer exporting over OTLP/HTTP (protobuf unless `protocol` says JSON) to `url`, for as long
+ * as the scope is open; what is still buffered is sent when it closes (within `shutdownTimeout`).
  */
 export const make = Effect.fnUntraced(function*(options: {
   readonly url: string
@@ -209,10 +303,11 @@ export const make = Effect.fnUntraced(function*(options: {
   readonly exportInterval: Duration.Input
   readonly maxBatchSize?: number | undefined
   readonly shutdownTimeout?: Duration.Input | undefined
+  /** `http/protobuf` (the OTLP default) or `http/json`. */
+  readonly protocol?: "http/protobuf" | "http/json" | undefined
 }) {
-  const resource = yield* OtlpResource.fromConfig(options.resource)
-  const scope = { name: "effect", version: Version.getCurrentVersion() }
-  const prefix = `{"resourceSpans":[{"resource":${JSON.stringify(resource)},"scopeSpans":[{"scope":${JSON.stringify(scope)},"spans":[`
+  const bodies = bodiesFor(yield* OtlpResource.fromConfig(options.resource))
+  const json = options.protocol === "http/json"
   const exporter = yield* OtlpExporter.make({
     label: "OtlpTracer",
     url: options.url,
@@ -221,9 +316,10 @@ export const make = Effect.fnUntraced(function*(options: {
     maxBatchSize: options.maxBatchSize ?? 2048,
     shutdownTimeout: options.shutdownTimeout ?? "3 seconds",
     body: (spans: Array<LeanSpan>) => {
-      const parts = new Array<string>(spans.length)
-      for (let index = 0; index < spans.length; index++) parts[index] = spanJson(spans[index]!)
-      return [HttpBody.text(`${prefix}${parts.join(",")}]}]}]}`, "application/json"), Effect.void] as const
+      const body = json
+        ? HttpBody.text(bodies.json(spans), "application/json")
+        : HttpBody.uint8Array(bodies.protobuf(spans), "application/x-protobuf")
+      return [body, Effect.void] as const
     },
   })
   const push = (span: LeanSpan) => exporter.push(span)
@@ -232,6 +328,27 @@ export const make = Effect.fnUntraced(function*(options: {
 
 /** For tests: the OTLP/JSON of one ended span, as `make` sends it. */
 export const spanToJson = (span: Tracer.Span): string => spanJson(span as LeanSpan)
+
+/** The two ways to write a batch of ended spans of this tracer, for `resource`. */
+export const bodiesFor = (resource: OtlpResource.Resource) => {
+  // Effect's scope, so spans read the same whichever tracer wrote them.
+  const scope = { name: "effect", version: Version.getCurrentVersion() }
+  const prefix = `{"resourceSpans":[{"resource":${JSON.stringify(resource)},"scopeSpans":[{"scope":${JSON.stringify(scope)},"spans":[`
+  // Resource: attributes = 1 (dropped count = 2, never set). Scope: name = 1, version = 2.
+  const resourceProto = Proto.keyValues(0x0a, resource.attributes)
+  const scopeWriter = new Proto.ProtoWriter()
+  scopeWriter.string(0x0a, scope.name)
+  if (scope.version !== "") scopeWriter.string(0x12, scope.version)
+  const scopeProto = scopeWriter.take()
+  return {
+    json: (spans: ReadonlyArray<Tracer.Span>): string => {
+      const parts = new Array<string>(spans.length)
+      for (let index = 0; index < spans.length; index++) parts[index] = spanJson(spans[index] as LeanSpan)
+      return `${prefix}${parts.join(",")}]}]}]}`
+    },
+    protobuf: (spans: ReadonlyArray<Tracer.Span>): Uint8Array => tracesProto(resourceProto, scopeProto, spans as ReadonlyArray<LeanSpan>),
+  }
+}
 
 /** For tests: a span of this tracer that is not exported anywhere. */
 export const makeSpan = (options: Parameters<Tracer.Tracer["span"]>[0]): Tracer.Span => new LeanSpan(options, () => {})

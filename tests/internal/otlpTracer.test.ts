@@ -6,6 +6,7 @@ import { Data, Effect, Fiber, Layer, Tracer } from "effect"
 import * as FetchHttpClient from "effect/http/FetchHttpClient"
 import type * as HttpClient from "effect/http/HttpClient"
 import * as OtlpExporter from "effect/observability/OtlpExporter"
+import * as OtlpResource from "effect/observability/OtlpResource"
 import * as OtlpSerialization from "effect/observability/OtlpSerialization"
 import * as EffectOtlpTracer from "effect/observability/OtlpTracer"
 import * as OtlpTracer from "../../lib/internal/otlpTracer.ts"
@@ -88,13 +89,13 @@ const capture = async (
   return bodies.map((body) => JSON.parse(body, stable) as unknown)
 }
 
-test("Partita's OTLP tracer sends what Effect's OTLP tracer sends for the same spans", async () => {
+test("Partita's OTLP tracer sends, as JSON, what Effect's OTLP tracer sends for the same spans", async () => {
   const resource = { serviceName: "otlp-test" }
   const effect = await capture((url) =>
     Layer.effect(Tracer.Tracer, EffectOtlpTracer.make({ url, resource, exportInterval: "1 hour" }))
   )
   const lean = await capture((url) =>
-    Layer.effect(Tracer.Tracer, OtlpTracer.make({ url, resource, exportInterval: "1 hour" }))
+    Layer.effect(Tracer.Tracer, OtlpTracer.make({ url, resource, exportInterval: "1 hour", protocol: "http/json" }))
   )
   assert.equal(effect.length, 1, "one batch, sent when the scope closed")
   // Stack traces differ by the frames each tracer adds; everything else must match.
@@ -127,4 +128,29 @@ test("Shared attributes are written like any others, and a span's own value for 
     { key: "messaging.system", value: { stringValue: "kafka" } },
     { key: "messaging.destination.name", value: { stringValue: "renamed" } },
   ])
+})
+
+test("Partita's OTLP/protobuf body is Effect's protobuf encoding of the same spans, byte for byte", async () => {
+  const spans: Array<Tracer.Span> = []
+  const collecting = Tracer.make({
+    span: (options) => {
+      const span = OtlpTracer.makeSpan(options)
+      spans.push(span)
+      return span
+    },
+  })
+  await Effect.runPromise(Effect.withTracer(program, collecting))
+  assert.deepEqual(spans.map((span) => span.name).sort(), ["child", "fails", "interrupted", "parent"])
+  assert.ok(spans.every((span) => span.status._tag === "Ended"))
+  const resource = await Effect.runPromise(OtlpResource.fromConfig({ serviceName: "otlp-test" }))
+  const bodies = OtlpTracer.bodiesFor(resource)
+  const effectProtobuf = await Effect.runPromise(
+    Effect.map(OtlpSerialization.OtlpSerialization, (serialization) =>
+      serialization.traces(JSON.parse(bodies.json(spans)))).pipe(Effect.provide(OtlpSerialization.layerProtobuf)),
+  )
+  assert.equal(effectProtobuf._tag, "Uint8Array")
+  const expected = (effectProtobuf as { readonly body: Uint8Array }).body
+  const written = bodies.protobuf(spans)
+  assert.equal(written.length, expected.length)
+  assert.deepEqual(written, expected)
 })

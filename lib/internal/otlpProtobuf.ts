@@ -1,0 +1,245 @@
+/**
+ * OTLP/protobuf for Partita's tracer: a growable byte writer and the few OTLP messages a span
+ * needs (KeyValue, AnyValue), written straight into bytes.
+ *
+ * Why not Effect's encoder: it is generic (a BigInt per varint, a small array per field, a copy
+ * per nesting level), which made protobuf slower than JSON. Here an attribute that repeats is
+ * encoded once and copied, and a span is written into one reusable buffer. Field numbers and
+ * order follow `opentelemetry/proto/trace/v1/trace.proto` as Effect's encoder writes them, so the
+ * bytes are the same (a test holds them to it).
+ */
+import * as OtlpResource from "effect/observability/OtlpResource"
+
+const utf8 = new TextEncoder()
+
+/** Lowercase and uppercase hex digits by char code; -1 for anything else. */
+const hexValue = new Int8Array(128).fill(-1)
+for (let digit = 0; digit < 16; digit++) {
+  hexValue["0123456789abcdef".charCodeAt(digit)] = digit
+  hexValue["0123456789ABCDEF".charCodeAt(digit)] = digit
+}
+
+const encodedStrings = new Map<string, Uint8Array>()
+
+export class ProtoWriter {
+  bytes = new Uint8Array(1024)
+  length = 0
+  private view = new DataView(this.bytes.buffer)
+
+  reset(): void {
+    this.length = 0
+  }
+
+  private ensure(more: number): void {
+    if (this.length + more <= this.bytes.length) return
+    let size = this.bytes.length * 2
+    while (size < this.length + more) size *= 2
+    const grown = new Uint8Array(size)
+    grown.set(this.bytes.subarray(0, this.length))
+    this.bytes = grown
+    this.view = new DataView(grown.buffer)
+  }
+
+  byte(value: number): void {
+    this.ensure(1)
+    this.bytes[this.length++] = value
+  }
+
+  /** A varint of a non-negative safe integer; others go through `varintBig`. */
+  varint(value: number): void {
+    if (value < 0 || !Number.isSafeInteger(value)) return this.varintBig(BigInt(value))
+    this.ensure(10)
+    while (value > 127) {
+      this.bytes[this.length++] = (value % 128) | 0x80
+      value = Math.floor(value / 128)
+    }
+    this.bytes[this.length++] = value
+  }
+
+  /** A varint of any int64, negatives as their 64-bit two's complement (10 bytes), as protobuf does. */
+  varintBig(value: bigint): void {
+    let n = value < 0n ? BigInt.asUintN(64, value) : value
+    this.ensure(10)
+    while (n > 127n) {
+      this.bytes[this.length++] = Number(n & 127n) | 0x80
+      n >>= 7n
+    }
+    this.bytes[this.length++] = Number(n)
+  }
+
+  fixed64(value: bigint): void {
+    this.ensure(8)
+    this.view.setBigUint64(this.length, BigInt.asUintN(64, value), true)
+    this.length += 8
+  }
+
+  double(value: number): void {
+    this.ensure(8)
+    this.view.setFloat64(this.length, value, true)
+    this.length += 8
+  }
+
+  raw(bytes: Uint8Array, from = 0, to = bytes.length): void {
+    const size = to - from
+    this.ensure(size)
+    if (size < 48) {
+      // A view per small copy cost more than copying byte by byte.
+      const target = this.bytes
+      let at = this.length
+      for (let i = from; i < to; i++) target[at++] = bytes[i]!
+    } else {
+      this.bytes.set(bytes.subarray(from, to), this.length)
+    }
+    this.length += size
+  }
+
+  /** A length-delimited field holding `bytes`. */
+  field(tag: number, bytes: Uint8Array, from = 0, to = bytes.length): void {
+    this.byte(tag)
+    this.varint(to - from)
+    this.raw(bytes, from, to)
+  }
+
+  string(tag: number, text: string): void {
+    let encoded = encodedStrings.get(text)
+    if (encoded === undefined) {
+      encoded = utf8.encode(text)
+      // Span names and attribute keys repeat; anything else is encoded each time.
+      if (text.length <= 128 && encodedStrings.size < 4096) encodedStrings.set(text, encoded)
+    }
+    this.field(tag, encoded)
+  }
+
+  /** Hex text as bytes: what Effect's encoder writes for trace and span ids (`parseInt` per pair). */
+  hex(tag: number, text: string): void {
+    const size = Math.floor(text.length / 2)
+    this.byte(tag)
+    this.varint(size)
+    this.ensure(size)
+    for (let i = 0; i < size; i++) {
+      const high = hexValue[text.charCodeAt(2 * i)] ?? -1
+      const low = hexValue[text.charCodeAt(2 * i + 1)] ?? -1
+      this.bytes[this.length++] = high >= 0 && low >= 0 ? high * 16 + low : parsePair(text.slice(2 * i, 2 * i + 2))
+    }
+  }
+
+  /** What was written, copied out. */
+  take(): Uint8Array {
+    return this.bytes.slice(0, this.length)
+  }
+}
+
+/** `parseInt(pair, 16)` as Effect's encoder does it, for ids that are not plain hex. */
+const parsePair = (pair: string): number => {
+  const value = Number.parseInt(pair, 16)
+  return Number.isNaN(value) ? 0 : value & 0xff
+}
+
+/** An OTLP `AnyValue` as `OtlpResource.unknownToAttributeValue` shapes it. */
+type AnyValue = ReturnType<typeof OtlpResource.unknownToAttributeValue>
+
+const writeAnyValue = (writer: ProtoWriter, value: AnyValue): void => {
+  const any = value as Record<string, unknown>
+  if (any["stringValue"] !== undefined && any["stringValue"] !== null) return writer.string(0x0a, String(any["stringValue"]))
+  if (any["boolValue"] !== undefined && any["boolValue"] !== null) {
+    writer.byte(0x10)
+    return writer.byte(any["boolValue"] ? 1 : 0)
+  }
+  if (any["intValue"] !== undefined && any["intValue"] !== null) {
+    writer.byte(0x18)
+    return writer.varintBig(BigInt(any["intValue"] as string | number))
+  }
+  if (any["doubleValue"] !== undefined && any["doubleValue"] !== null) {
+    writer.byte(0x21)
+    return writer.double(Number(any["doubleValue"]))
+  }
+  if (any["arrayValue"] !== undefined) {
+    const inner = new ProtoWriter()
+    for (const item of (any["arrayValue"] as { readonly values: ReadonlyArray<AnyValue> }).values) {
+      const element = new ProtoWriter()
+      writeAnyValue(element, item)
+      inner.field(0x0a, element.bytes, 0, element.length)
+    }
+    return writer.field(0x2a, inner.bytes, 0, inner.length)
+  }
+  if (any["kvlistValue"] !== undefined) {
+    const inner = new ProtoWriter()
+    for (const entry of (any["kvlistValue"] as { readonly values: ReadonlyArray<{ key: string; value: AnyValue }> }).values) {
+      const pair = keyValue(entry.key, entry.value)
+      inner.field(0x0a, pair)
+    }
+    return writer.field(0x32, inner.bytes, 0, inner.length)
+  }
+  if (any["bytesValue"] !== undefined) return writer.field(0x3a, any["bytesValue"] as Uint8Array)
+}
+
+/** A `KeyValue` message's content (key = 1, value = 2). */
+const keyValue = (key: string, value: AnyValue): Uint8Array => {
+  const any = new ProtoWriter()
+  writeAnyValue(any, value)
+  const pair = new ProtoWriter()
+  pair.string(0x0a, key)
+  pair.field(0x12, any.bytes, 0, any.length)
+  return pair.take()
+}
+
+/** Encoded attributes by key, then by value, for values that repeat; bounded per key. */
+const cachedAttributes = new Map<string, Map<unknown, Uint8Array>>()
+const cachePerKey = 256
+/** A key's `key = 1` field, for the integer fast path. */
+const keyFields = new Map<string, Uint8Array>()
+
+/** The content of an attribute's `KeyValue`, encoded once for values that repeat. */
+export const attribute = (key: string, value: unknown): Uint8Array => {
+  if (typeof value !== "string" && typeof value !== "boolean") return keyValue(key, OtlpResource.unknownToAttributeValue(value))
+  let byValue = cachedAttributes.get(key)
+  if (byValue === undefined) {
+    byValue = new Map()
+    cachedAttributes.set(key, byValue)
+  }
+  let encoded = byValue.get(value)
+  if (encoded === undefined) {
+    encoded = keyValue(key, OtlpResource.unknownToAttributeValue(value))
+    if (byValue.size < cachePerKey) byValue.set(value, encoded)
+  }
+  return encoded
+}
+
+/** Writes one attribute as field `tag` of the enclosing message. */
+export const writeAttribute = (writer: ProtoWriter, tag: number, key: string, value: unknown): void => {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) {
+    // An offset per span: written in place rather than built and copied.
+    let keyField = keyFields.get(key)
+    if (keyField === undefined) {
+      const field = new ProtoWriter()
+      field.string(0x0a, key)
+      keyField = field.take()
+      if (keyFields.size < 1024) keyFields.set(key, keyField)
+    }
+    let size = 1
+    for (let rest = value; rest > 127; rest = Math.floor(rest / 128)) size++
+    writer.byte(tag)
+    writer.varint(keyField.length + 2 + 1 + size)
+    writer.raw(keyField)
+    writer.byte(0x12)
+    writer.varint(1 + size)
+    writer.byte(0x18)
+    return writer.varint(value)
+  }
+  const encoded = attribute(key, value)
+  writer.field(tag, encoded)
+}
+
+/** Attributes as repeated field `tag`, encoded (for a resource, a scope or shared attributes). */
+export const attributes = (tag: number, entries: Iterable<readonly [string, unknown]>): Uint8Array => {
+  const writer = new ProtoWriter()
+  for (const [key, value] of entries) writeAttribute(writer, tag, key, value)
+  return writer.take()
+}
+
+/** OTLP `KeyValue`s already shaped (a resource's attributes) as repeated field `tag`. */
+export const keyValues = (tag: number, pairs: ReadonlyArray<{ readonly key: string; readonly value: AnyValue }>): Uint8Array => {
+  const writer = new ProtoWriter()
+  for (const pair of pairs) writer.field(tag, keyValue(pair.key, pair.value))
+  return writer.take()
+}
