@@ -83,6 +83,9 @@ const problem = (reason: CodecError["reason"], message: string) =>
  * here. They return an `Exit` (which is an `Effect`) so the per-record path allocates no more
  * than it must.
  */
+/** Shared: a null key or value decodes to the same `Exit` every time. */
+const nullExit: Exit.Exit<null> = Exit.succeed(null)
+
 const decodeUtf8 = (bytes: Uint8Array): Exit.Exit<string, CodecError> => {
   try {
     return Exit.succeed(utf8.decode(bytes))
@@ -113,11 +116,12 @@ const schemaCodec = <A, I>(
   const options = { errors: "all" } as const
   return {
     decode: (bytes): Exit.Exit<A, CodecError> => {
-      const input = bytes === null ? Exit.succeed(null) : read(bytes)
+      const input = bytes === null ? nullExit : read(bytes)
       if (Exit.isFailure(input)) return Exit.failCause(input.cause)
       const exit = decodeValue(input.value, options)
+      // A success carries no error: the schema's own Exit is returned as it is.
       return Exit.isSuccess(exit)
-        ? Exit.succeed(exit.value)
+        ? exit as Exit.Exit<A, never>
         : Exit.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
     },
     encode: (value) =>
@@ -131,8 +135,14 @@ const schemaCodec = <A, I>(
 }
 
 const readJson = (bytes: Uint8Array): Exit.Exit<unknown, CodecError> => {
-  const text = decodeUtf8(bytes)
-  return Exit.isFailure(text) ? text : parseJson(text.value)
+  // Per record: one Exit, not one per step.
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    return decodeUtf8(bytes)
+  }
+  return parseJson(text)
 }
 
 /**
@@ -177,7 +187,7 @@ export const fromSchema = <A, I>(schema: Schema.Codec<A, I>): Codec<A> =>
  * @category constructors
  */
 export const string: Codec<string | null> = {
-  decode: (bytes) => bytes === null ? Exit.succeed(null) : decodeUtf8(bytes),
+  decode: (bytes) => bytes === null ? nullExit : decodeUtf8(bytes),
   encode: (value) => Effect.succeed(value === null ? null : encoder.encode(value)),
 }
 
@@ -188,6 +198,6 @@ export const string: Codec<string | null> = {
  * @category constructors
  */
 export const bytes: Codec<Uint8Array | null> = {
-  decode: (bytes) => Exit.succeed(bytes),
+  decode: (bytes) => bytes === null ? nullExit : Exit.succeed(bytes),
   encode: (value) => Effect.succeed(value),
 }

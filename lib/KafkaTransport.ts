@@ -379,9 +379,6 @@ const encoder = new TextEncoder()
 /** A view, not a copy: kafkajs encodes it before the send completes. */
 const toBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 
-/** A copy with Uint8Array's own prototype, for bytes kept past the record (header values). */
-const toBytes = (value: Buffer | string): Uint8Array =>
-  typeof value === "string" ? encoder.encode(value) : new Uint8Array(value)
 
 /**
  * A view with Uint8Array's own prototype over kafkajs' bytes, not a copy: a copy per key and
@@ -390,6 +387,9 @@ const toBytes = (value: Buffer | string): Uint8Array =>
  * (Not the Buffer itself: a Buffer's `slice` is a view, where a Uint8Array's is a copy.)
  */
 const viewOf = (value: Buffer): Uint8Array => new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+
+/** Header values: views as well (kafkajs may hand a string, which is encoded). */
+const toBytes = (value: Buffer | string): Uint8Array => typeof value === "string" ? encoder.encode(value) : viewOf(value)
 
 /** Repeated keys become arrays; different keys keep their first-appearance order. */
 const toHeaders = (headers: ReadonlyArray<Header> | undefined): IHeaders | undefined => {
