@@ -1,11 +1,13 @@
 /**
  * The Kafka transport: the `Transport` contract on a real cluster, through kafkajs.
  *
- * This is the one file that knows kafkajs. The layer owns a kafkajs client, an admin client and
- * an idempotent producer, connected in the layer's scope; each subscription and each
- * transactional producer owns its own kafkajs client for as long as its scope is open. Promises
- * enter only through `Effect.tryPromise`, and every kafkajs error becomes a `TransportError` once,
- * here: by the broker's numeric code when there is one (kafkajs still uses some pre-2.x names),
+ * This module and its two internal parts are the only code that knows kafkajs:
+ * `internal/kafkajs.ts` (errors, bytes and headers, logs) and `internal/kafkaSubscription.ts`
+ * (consumer groups). The layer owns a kafkajs client, an admin client and an idempotent
+ * producer, connected in the layer's scope; each subscription and each transactional producer
+ * owns its own kafkajs client for as long as its scope is open. Promises enter only through
+ * `Effect.tryPromise`, and every kafkajs error becomes a `TransportError` once, at that
+ * boundary: by the broker's numeric code when there is one (kafkajs still uses some pre-2.x names),
  * by the wrapped cause for kafkajs' retry and aggregate errors, `NETWORK_EXCEPTION` for
  * connection failures and `REQUEST_TIMED_OUT` for client-side timeouts.
  *
@@ -117,19 +119,12 @@
  *
  * @since 0.1.0
  */
-import { Buffer } from "node:buffer"
 import kafkajs from "kafkajs"
 import type {
   CompressionTypes,
-  EachBatchPayload,
   ICustomPartitioner,
-  IHeaders,
-  Kafka as KafkaClient,
   KafkaConfig,
-  KafkaMessage,
-  LogEntry,
   Message,
-  PartitionAssigner,
   Producer,
   ProducerConfig,
   RecordMetadata as KafkaRecordMetadata,
@@ -138,41 +133,39 @@ import type {
   TopicMessages,
 } from "kafkajs"
 import {
-  Cause,
   Clock,
   Config,
-  type Context,
-  Deferred,
   Duration,
   Effect,
-  Exit,
   Layer,
-  LogLevel,
   Option,
-  Queue,
   Redacted,
   References,
   Schedule,
   Scope,
   Semaphore,
-  Stream,
 } from "effect"
+import {
+  attempt,
+  attemptSync,
+  byTopic,
+  disconnect,
+  encoder,
+  type Environment,
+  kafkaLogLevels,
+  logCreatorFor,
+  PartitionNotFound,
+  toBuffer,
+  toHeaders,
+} from "./internal/kafkajs.ts"
+import { subscribe } from "./internal/kafkaSubscription.ts"
 import { partitionForKey } from "./internal/partitioner.ts"
-import { Signal } from "./internal/signal.ts"
 import {
   type Acks,
-  type CommittedOffset,
-  type ConsumerRecord,
-  type GroupEvent,
-  type Header,
   type OffsetCommit,
-  type PartitionClaim,
   type ProducerRecord,
   type RecordMetadata,
-  type SubscribeOptions,
-  type Subscription,
   type TopicDescription,
-  type TopicPartition,
   type TopicSpec,
   type Transaction,
   type TransactionalProducer,
@@ -186,8 +179,6 @@ const {
   CompressionCodecs,
   CompressionTypes: Compressions,
   Kafka,
-  logLevel: KafkaLogLevel,
-  PartitionAssigners,
 } = kafkajs
 
 /**
@@ -270,230 +261,6 @@ export const defaults = {
   sessionTimeout: Duration.seconds(30),
   heartbeatInterval: Duration.seconds(3),
   rebalanceTimeout: Duration.seconds(60),
-}
-
-// ---------------------------------------------------------------------------------------------
-// Errors
-
-interface KafkaJSErrorShape {
-  readonly name?: unknown
-  readonly type?: unknown
-  readonly code?: unknown
-  readonly message?: unknown
-  readonly cause?: unknown
-  readonly errors?: unknown
-  readonly retryCount?: unknown
-}
-
-const shapeOf = (error: unknown): KafkaJSErrorShape =>
-  typeof error === "object" && error !== null ? error as KafkaJSErrorShape : {}
-
-/** The error that explains a kafkajs failure: the one inside its retry and aggregate wrappers. */
-const rootOf = (error: unknown): unknown => {
-  let current = error
-  for (let depth = 0; depth < 8; depth++) {
-    const shape = shapeOf(current)
-    if (typeof shape.code === "number") return current
-    if (Array.isArray(shape.errors) && shape.errors.length > 0) current = shape.errors[0]
-    else if (shape.cause !== undefined && shape.cause !== current) current = shape.cause
-    else return current
-  }
-  return current
-}
-
-const codeOf = (root: unknown): TransportError.KafkaErrorName => {
-  const shape = shapeOf(root)
-  // The broker's numeric code first: kafkajs names some codes by their pre-2.x names.
-  if (typeof shape.code === "number") return TransportError.nameOf(shape.code)
-  if (typeof shape.type === "string") return TransportError.nameOf(shape.type)
-  switch (shape.name) {
-    case "KafkaJSConnectionError":
-    case "KafkaJSConnectionClosedError":
-    case "KafkaJSBrokerNotFound":
-    case "KafkaJSNoBrokerAvailableError":
-      return "NETWORK_EXCEPTION"
-    case "KafkaJSRequestTimeoutError":
-    case "KafkaJSTimeout":
-    case "KafkaJSLockTimeout":
-      return "REQUEST_TIMED_OUT"
-    case "KafkaJSGroupCoordinatorNotFound":
-      return "COORDINATOR_NOT_AVAILABLE"
-    case "KafkaJSMetadataNotLoaded":
-    case "KafkaJSTopicMetadataNotLoaded":
-      return "LEADER_NOT_AVAILABLE"
-    case "KafkaJSSASLAuthenticationError":
-      return "SASL_AUTHENTICATION_FAILED"
-    case "KafkaJSServerDoesNotSupportApiKey":
-      return "UNSUPPORTED_VERSION"
-    case "KafkaJSNotImplemented":
-      return /compression/i.test(String(shape.message))
-        ? "UNSUPPORTED_COMPRESSION_TYPE"
-        : "UNKNOWN_SERVER_ERROR"
-  }
-  return "UNKNOWN_SERVER_ERROR"
-}
-
-const detailOf = (error: unknown): string => {
-  const message = shapeOf(error).message
-  const text = typeof message === "string" && message !== "" ? message : String(error)
-  return text.replace(/\.$/, "")
-}
-
-/**
- * Turns whatever kafkajs threw into a `TransportError`: `what` says what was being done, e.g.
- * `Cannot send 3 records to "orders"`.
- */
-const fromKafkaJS = (operation: string, what: string) => (error: unknown): TransportError.TransportError => {
-  if (error instanceof TransportError.TransportError) return error
-  const root = rootOf(error)
-  const code = codeOf(root)
-  const outer = shapeOf(error)
-  const retries = outer.name === "KafkaJSNumberOfRetriesExceeded" && typeof outer.retryCount === "number"
-    ? `, gave up after ${outer.retryCount} ${outer.retryCount === 1 ? "retry" : "retries"}`
-    : ""
-  return TransportError.make(code, operation, `${what}: ${detailOf(root)} (${code}${retries})`, error)
-}
-
-const nonRetriable = (error: TransportError.TransportError): TransportError.TransportError =>
-  error.retriable ? new TransportError.TransportError({ ...error, retriable: false }) : error
-
-/** A kafkajs promise as an Effect, its rejection mapped to a `TransportError`. */
-const attempt = <A>(operation: string, what: string, evaluate: () => Promise<A>) =>
-  Effect.tryPromise({ try: evaluate, catch: fromKafkaJS(operation, what) })
-
-/** A synchronous kafkajs call (pause, resume, seek) as an Effect. */
-const attemptSync = <A>(operation: string, what: string, evaluate: () => A) =>
-  Effect.try({ try: evaluate, catch: fromKafkaJS(operation, what) })
-
-/** Thrown by our partitioner; `retriable: false` keeps kafkajs from retrying what cannot change. */
-class PartitionNotFound extends Error {
-  readonly type = "UNKNOWN_TOPIC_OR_PARTITION"
-  readonly retriable = false
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bytes and headers
-
-const encoder = new TextEncoder()
-
-/** A view, not a copy: kafkajs encodes it before the send completes. */
-const toBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-
-
-/**
- * A view with Uint8Array's own prototype over kafkajs' bytes, not a copy: a copy per key and
- * value cost more than the rest of the hand-off together. The view keeps the fetch response it
- * came from alive while the record is, which a mailbox bounds; `slice()` it to keep it longer.
- * (Not the Buffer itself: a Buffer's `slice` is a view, where a Uint8Array's is a copy.)
- */
-const viewOf = (value: Buffer): Uint8Array => new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
-
-/** Header values: views as well (kafkajs may hand a string, which is encoded). */
-const toBytes = (value: Buffer | string): Uint8Array => typeof value === "string" ? encoder.encode(value) : viewOf(value)
-
-/** Repeated keys become arrays; different keys keep their first-appearance order. */
-const toHeaders = (headers: ReadonlyArray<Header> | undefined): IHeaders | undefined => {
-  if (headers === undefined || headers.length === 0) return undefined
-  // No prototype: a header named `__proto__` is a header like any other.
-  const result: Record<string, Buffer | Array<Buffer>> = Object.create(null)
-  for (const { key, value } of headers) {
-    const bytes = toBuffer(value ?? new Uint8Array(0))
-    const existing = result[key]
-    result[key] = existing === undefined
-      ? bytes
-      : Array.isArray(existing)
-      ? [...existing, bytes]
-      : [existing, bytes]
-  }
-  return result
-}
-
-const noHeaders: ReadonlyArray<Header> = Object.freeze([])
-
-const fromHeaders = (headers: IHeaders | undefined): ReadonlyArray<Header> => {
-  if (headers === undefined) return noHeaders
-  let result: Array<Header> | undefined
-  for (const key in headers) {
-    result ??= []
-    const value = headers[key]
-    for (const one of Array.isArray(value) ? value : [value]) {
-      result.push({ key, value: one === undefined || one === null ? null : toBytes(one) })
-    }
-  }
-  return result ?? noHeaders
-}
-
-const toConsumerRecord = (topic: string, partition: number) => (message: KafkaMessage): ConsumerRecord => ({
-  topic,
-  partition,
-  offset: Number(message.offset),
-  key: message.key === null ? null : viewOf(message.key),
-  value: message.value === null ? null : viewOf(message.value),
-  headers: fromHeaders(message.headers),
-  timestamp: Number(message.timestamp),
-})
-
-const keyOf = (tp: TopicPartition): string => `${tp.topic}/${tp.partition}`
-
-/** kafkajs' `[{ topic, partitions }]` shape, topics in first-appearance order. */
-const byTopic = (
-  partitions: ReadonlyArray<TopicPartition>,
-): Array<{ topic: string; partitions: Array<number> }> => {
-  const grouped = new Map<string, Array<number>>()
-  for (const { topic, partition } of partitions) {
-    grouped.set(topic, [...(grouped.get(topic) ?? []), partition])
-  }
-  return [...grouped].map(([topic, partitions]) => ({ topic, partitions }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Logging
-
-const kafkaLogLevels = {
-  nothing: KafkaLogLevel.NOTHING,
-  error: KafkaLogLevel.ERROR,
-  warn: KafkaLogLevel.WARN,
-  info: KafkaLogLevel.INFO,
-  debug: KafkaLogLevel.DEBUG,
-} as const
-
-/** kafkajs lines that repeat what the caller learns anyway, as a `TransportError` or a `GroupEvent`. */
-const isEcho = ({ namespace, log }: LogEntry): boolean =>
-  (namespace === "Connection" && log.message.startsWith("Response ")) ||
-  (namespace === "Producer" &&
-    (log["retryCount"] !== undefined || log.message.startsWith("Limiting retries"))) ||
-  (namespace === "Runner" && log.message.startsWith("The group is rebalancing"))
-
-const severityOf = (entry: LogEntry): LogLevel.Severity => {
-  switch (entry.level) {
-    case KafkaLogLevel.ERROR:
-      return isEcho(entry) ? "Debug" : "Error"
-    case KafkaLogLevel.WARN:
-      return isEcho(entry) ? "Debug" : "Warn"
-    case KafkaLogLevel.INFO:
-      return "Debug"
-    default:
-      return "Trace"
-  }
-}
-
-/**
- * A kafkajs `logCreator` writing to Effect's logger. kafkajs logs outside any fiber, so each line
- * runs on the context captured when the layer was built.
- */
-const logCreatorFor = (context: Context.Context<never>, minimum: LogLevel.LogLevel) => {
-  const run = Effect.runForkWith(context)
-  return () => (entry: LogEntry): void => {
-    const severity = severityOf(entry)
-    if (LogLevel.isLessThan(severity, minimum)) return
-    const { timestamp: _timestamp, logger: _logger, message, stack, ...extra } = entry.log
-    const annotations = severity === "Error" && stack !== undefined ? { ...extra, stack } : extra
-    run(
-      Effect.logWithLevel(severity)(`kafkajs ${entry.namespace}: ${message}`).pipe(
-        Effect.annotateLogs(annotations),
-      ),
-    )
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -616,100 +383,8 @@ const metadataOf = (
 const offsetsReadableTimeout = Duration.seconds(5)
 
 // ---------------------------------------------------------------------------------------------
-// Consuming
-
-class Claim {
-  readonly startOffset: number
-  /**
-   * Whether kafkajs' fetch position is known to match `startOffset`: checked on the first batch
-   * rather than set by a seek up front, because a seek makes kafkajs drop the first fetch it has
-   * usually sent by then (a whole batch per partition, fetched twice on every assignment).
-   */
-  positioned = false
-  /** A seek to `startOffset` was made: the next batch starts there (after control records kafkajs skips). */
-  sought = false
-  ended = false
-  failure: TransportError.TransportError | undefined = undefined
-  paused = false
-  /**
-   * Chunks of the last fetched batch not yet pulled. kafkajs already moved past them, so the
-   * next batch is fetched while these are handled; anything that drops them sets the position.
-   */
-  buffered: Array<ReadonlyArray<ConsumerRecord>> = []
-  readonly changed = new Signal()
-
-  constructor(startOffset: number) {
-    this.startOffset = startOffset
-  }
-
-  /** Drops the buffered chunks: a seek, a revocation or the end makes them stale. */
-  drop(): void {
-    if (this.buffered.length === 0) return
-    this.buffered = []
-    this.changed.notify()
-  }
-
-  end(failure: TransportError.TransportError | undefined): void {
-    if (this.ended) return
-    this.ended = true
-    this.failure = failure
-    this.buffered = []
-    this.changed.notify()
-  }
-}
-
-/** One kafkajs generation of this member: from a `GROUP_JOIN` to the next rejoin. */
-class Generation {
-  state: "preparing" | "assigned" | "revoked" = "preparing"
-  readonly claims = new Map<string, Claim>()
-  /** Done once the claims exist, or the generation was revoked before they did. */
-  readonly settled = Deferred.makeUnsafe<void>()
-  /** Done once the member acknowledged the revocation, or none was needed. */
-  readonly acknowledged = Deferred.makeUnsafe<void>()
-  readonly assignment: ReadonlyArray<TopicPartition>
-  constructor(assignment: ReadonlyArray<TopicPartition>) {
-    this.assignment = assignment
-  }
-}
-
-type Control =
-  | { readonly _tag: "Joined"; readonly generation: Generation }
-  | { readonly _tag: "Revoked"; readonly generation: Generation }
-  | { readonly _tag: "Stop" }
-
-/** Heartbeat errors after which kafkajs rejoins the group. */
-const rejoinsGroup = (error: unknown): boolean => {
-  const type = shapeOf(error).type
-  return type === "REBALANCE_IN_PROGRESS" || type === "NOT_COORDINATOR_FOR_GROUP" ||
-    type === "ILLEGAL_GENERATION" || type === "UNKNOWN_MEMBER_ID"
-}
-
-const claimStream = (
-  claim: Claim,
-): Stream.Stream<ReadonlyArray<ConsumerRecord>, TransportError.TransportError> => {
-  const pull: Effect.Effect<
-    readonly [ReadonlyArray<ConsumerRecord>],
-    TransportError.TransportError | Cause.Done
-  > = Effect.suspend(() => {
-    if (claim.ended) return claim.failure === undefined ? Cause.done() : Effect.fail(claim.failure)
-    if (claim.paused || claim.buffered.length === 0) return Effect.andThen(claim.changed.wait, pull)
-    const chunk = claim.buffered.shift()!
-    // The last one: wakes an `eachBatch` waiting to hand over the next batch.
-    if (claim.buffered.length === 0) claim.changed.notify()
-    return Effect.succeed([chunk] as const)
-  })
-  return Stream.fromPull(Effect.succeed(pull))
-}
-
-// ---------------------------------------------------------------------------------------------
 // The transport
 
-interface Environment {
-  readonly kafka: (clientId?: string) => KafkaClient
-  readonly admin: ReturnType<KafkaClient["admin"]>
-  readonly options: Options
-  readonly requestTimeout: number
-}
 
 /**
  * Connects the layer's clients in the current scope and returns the transport.
@@ -911,6 +586,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     kafka: (clientId) => clientId === undefined ? client : kafka(clientId),
     admin,
     options,
+    defaults,
     requestTimeout,
   }
 
@@ -1058,495 +734,6 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 })
 
 /** Disconnects a kafkajs client, logging (not failing) when it cannot. */
-const disconnect = (client: { readonly disconnect: () => Promise<void> }, what: string) =>
-  attempt("disconnect", `Cannot disconnect the ${what}`, () => client.disconnect()).pipe(
-    Effect.catch((error) => Effect.logWarning(error.message)),
-  )
-
-// ---------------------------------------------------------------------------------------------
-// Subscriptions
-
-const subscribe = (environment: Environment, options: SubscribeOptions) =>
-  Effect.gen(function* () {
-    const { admin } = environment
-    const group = options.group
-    const sessionTimeout = Duration.toMillis(options.sessionTimeout ?? defaults.sessionTimeout)
-    const heartbeatInterval = Duration.toMillis(options.heartbeatInterval ?? defaults.heartbeatInterval)
-    const rebalanceTimeout = Duration.toMillis(options.rebalanceTimeout ?? defaults.rebalanceTimeout)
-    const maxBatchSize = Math.max(1, options.maxBatchSize ?? defaults.maxBatchSize)
-    const reset = options.reset ?? "earliest"
-    // kafkajs throttles heartbeats to one per interval, so asking often is cheap.
-    const tick = Duration.millis(Math.min(1000, Math.max(50, heartbeatInterval / 2)))
-    // A held eachBatch must let kafkajs rejoin before the coordinator gives up on this member.
-    const acknowledgeWindow = Duration.millis(Math.max(1000, rebalanceTimeout - 2 * heartbeatInterval))
-    // The leader must send SyncGroup before its session expires and before followers' requests time out.
-    const leaderWindow = Duration.millis(Math.min(sessionTimeout, environment.requestTimeout) / 2)
-
-    if (heartbeatInterval >= sessionTimeout) {
-      return yield* Effect.fail(
-        TransportError.make(
-          "INVALID_SESSION_TIMEOUT",
-          "subscribe",
-          `Cannot join group "${group}": the heartbeat interval (${heartbeatInterval} ms) must be shorter than the session timeout (${sessionTimeout} ms)`,
-        ),
-      )
-    }
-
-    // Fails at once for a missing topic, and bounds how many batches kafkajs hands over at once.
-    // (No topics would ask for every topic's metadata.)
-    const metadata = options.topics.length === 0 ? { topics: [] } : yield* attempt(
-      "subscribe",
-      `Cannot subscribe group "${group}" to ${options.topics.map((topic) => `"${topic}"`).join(", ")}`,
-      () => admin.fetchTopicMetadata({ topics: [...options.topics] }),
-    )
-    const partitionCount = metadata.topics.reduce((sum, topic) => sum + topic.partitions.length, 0)
-
-    const context = yield* Effect.context<never>()
-    const runPromise = Effect.runPromiseWith(context)
-    const events = yield* Queue.unbounded<GroupEvent, TransportError.TransportError | Cause.Done>()
-    const control = yield* Queue.unbounded<Control>()
-    const state = {
-      current: undefined as Generation | undefined,
-      /** The last generation revoked with an acknowledgement pending. */
-      revoked: undefined as Generation | undefined,
-      memberId: "",
-      fatal: undefined as TransportError.TransportError | undefined,
-      closed: false,
-    }
-
-    /** Ends a generation's claims and, if the member held any, asks it to acknowledge. Synchronous. */
-    const revoke = (generation: Generation, failure?: TransportError.TransportError): void => {
-      if (generation.state === "revoked") return
-      const wasAssigned = generation.state === "assigned"
-      generation.state = "revoked"
-      for (const claim of generation.claims.values()) claim.end(failure)
-      Deferred.doneUnsafe(generation.settled, Exit.void)
-      if (
-        !wasAssigned || generation.claims.size === 0 || state.closed || state.fatal !== undefined ||
-        failure !== undefined
-      ) {
-        Deferred.doneUnsafe(generation.acknowledged, Exit.void)
-        return
-      }
-      state.revoked = generation
-      Queue.offerUnsafe(events, {
-        _tag: "Revoked",
-        partitions: generation.assignment,
-        acknowledge: Effect.asVoid(Deferred.succeed(generation.acknowledged, undefined)),
-      })
-      Queue.offerUnsafe(control, { _tag: "Revoked", generation })
-    }
-
-    /**
-     * The member is out: its streams fail, its events fail, nothing waits on it any more, and
-     * kafkajs stops (it would otherwise fetch, again and again, batches nobody takes).
-     */
-    const fatal = (error: TransportError.TransportError): void => {
-      if (state.closed || state.fatal !== undefined) return
-      state.fatal = error
-      if (state.current !== undefined) revoke(state.current, error)
-      if (state.revoked !== undefined) Deferred.doneUnsafe(state.revoked.acknowledged, Exit.void)
-      Queue.failCauseUnsafe(events, Cause.fail(error))
-      Queue.offerUnsafe(control, { _tag: "Stop" })
-    }
-
-    // kafkajs calls the assignor's `protocol()` right before every JoinGroup, and its `assign()`
-    // on the group leader before SyncGroup: the two places a rejoin can be seen and, on the
-    // leader, held until this member acknowledged its revocation.
-    const assignor: PartitionAssigner = (assignorConfig) => {
-      const roundRobin = PartitionAssigners.roundRobin(assignorConfig)
-      return {
-        name: roundRobin.name,
-        version: roundRobin.version,
-        protocol: (subscription) => {
-          if (state.current !== undefined) revoke(state.current)
-          return roundRobin.protocol.call(roundRobin, subscription)
-        },
-        assign: (groupState) =>
-          runPromise(Effect.suspend(() => {
-            const revoked = state.revoked
-            return revoked === undefined
-              ? Effect.void
-              : Effect.asVoid(Effect.timeoutOption(Deferred.await(revoked.acknowledged), leaderWindow))
-          })).then(() => roundRobin.assign.call(roundRobin, groupState)),
-      }
-    }
-
-    const client = environment.kafka(options.clientId)
-    const consumer = yield* attemptSync("subscribe", `Cannot create a consumer for group "${group}"`, () =>
-      client.consumer({
-        groupId: group,
-        partitionAssigners: [assignor],
-        sessionTimeout,
-        heartbeatInterval,
-        rebalanceTimeout,
-        maxWaitTimeInMs: Duration.toMillis(environment.options.fetchMaxWait ?? defaults.fetchMaxWait),
-        maxBytesPerPartition: environment.options.maxBytesPerPartition ?? defaults.maxBytesPerPartition,
-        maxBytes: environment.options.maxBytes ?? defaults.maxBytes,
-        readUncommitted: options.isolation === "read-uncommitted",
-        allowAutoTopicCreation: false,
-        retry: { ...defaults.retry, ...environment.options.retry },
-      }))
-    yield* Effect.acquireRelease(
-      attempt("subscribe", `Cannot connect a consumer of group "${group}"`, () =>
-        consumer.connect()),
-      () =>
-        disconnect(consumer, `consumer of group "${group}"`),
-    )
-
-    const removers = [
-      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
-        state.memberId = payload.memberId
-        if (state.current !== undefined) {
-          revoke(state.current)
-        }
-        const assignment = Object.entries(payload.memberAssignment)
-          .flatMap(([topic, partitions]) =>
-            partitions.map((partition) => ({ topic, partition }))
-          )
-          .sort((a, b) => a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition)
-        const generation = new Generation(assignment)
-        state.current = generation
-        Queue.offerUnsafe(control, { _tag: "Joined", generation })
-      }),
-      consumer.on(consumer.events.CRASH, ({ payload }) => {
-        if (state.current !== undefined) revoke(state.current)
-        if (!payload.restart) {
-          fatal(
-            nonRetriable(fromKafkaJS("subscribe", `The consumer of group "${group}" stopped`)(payload.error)),
-          )
-        }
-      }),
-    ]
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        for (const remove of removers) remove()
-      })
-    )
-
-    /** The committed offset of each assigned partition, or its reset position. */
-    const startOffsets = (assignment: ReadonlyArray<TopicPartition>) =>
-      Effect.gen(function* () {
-        const positions = new Map<string, number>()
-        if (assignment.length === 0) return positions
-        const topics = byTopic(assignment).map(({ topic }) => topic)
-        const committed = yield* attempt(
-          "subscribe",
-          `Cannot read the committed offsets of group "${group}"`,
-          () => admin.fetchOffsets({ groupId: group, topics }),
-        )
-        for (const { topic, partitions } of committed) {
-          for (const { partition, offset } of partitions) {
-            if (Number(offset) >= 0) positions.set(keyOf({ topic, partition }), Number(offset))
-          }
-        }
-        for (const { topic, partitions } of byTopic(assignment.filter((tp) => !positions.has(keyOf(tp))))) {
-          const offsets = yield* attempt(
-            "subscribe",
-            `Cannot read the offsets of topic "${topic}"`,
-            () => admin.fetchTopicOffsets(topic),
-          )
-          for (const { partition, low, high } of offsets) {
-            if (partitions.includes(partition)) {
-              positions.set(keyOf({ topic, partition }), Number(reset === "latest" ? high : low))
-            }
-          }
-        }
-        return positions
-      })
-
-    /** Turns a joined generation into claims, once the previous one was acknowledged. */
-    const prepare = (generation: Generation) =>
-      Effect.gen(function* () {
-        if (generation.state !== "preparing") return
-        const positions = yield* startOffsets(generation.assignment).pipe(
-          Effect.retry({
-            schedule: Schedule.max([Schedule.exponential("200 millis"), Schedule.recurs(5)]),
-            while: (error) => error.retriable,
-          }),
-        )
-        if (generation.state !== "preparing") return
-        // kafkajs keeps pauses across rebalances: a new claim is not paused. (Its position is
-        // checked against `startOffset` on its first batch: see `Claim.positioned`.)
-        const resumed = yield* attemptSync(
-          "subscribe",
-          `Cannot position the consumer of group "${group}"`,
-          () => consumer.resume(byTopic(generation.assignment)),
-        ).pipe(Effect.option)
-        // Not running any more: the crash that stopped it revokes this generation.
-        if (Option.isNone(resumed) || generation.state !== "preparing") return
-        const claims = generation.assignment.map((tp): PartitionClaim => {
-          const claim = new Claim(positions.get(keyOf(tp)) ?? 0)
-          generation.claims.set(keyOf(tp), claim)
-          return { ...tp, startOffset: positions.get(keyOf(tp)) ?? 0, records: claimStream(claim) }
-        })
-        generation.state = "assigned"
-        Deferred.doneUnsafe(generation.settled, Exit.void)
-        Queue.offerUnsafe(events, { _tag: "Assigned", claims })
-      }).pipe(
-        Effect.catch((error) =>
-          Effect.sync(() =>
-            fatal(nonRetriable(
-              TransportError.make(
-                error.code,
-                "subscribe",
-                `Cannot start consuming for group "${group}": ${error.message}`,
-                error,
-              ),
-            ))
-          )
-        ),
-      )
-
-    /** A member that does not acknowledge within the rebalance timeout is removed, as the contract says. */
-    const awaitAcknowledgement = (generation: Generation) =>
-      Effect.gen(function* () {
-        const acknowledged = yield* Effect.timeoutOption(
-          Deferred.await(generation.acknowledged),
-          acknowledgeWindow,
-        )
-        if (Option.isSome(acknowledged) || state.closed || state.fatal !== undefined) return
-        fatal(
-          TransportError.make(
-            "UNKNOWN_MEMBER_ID",
-            "subscribe",
-            `Member ${state.memberId} left group "${group}": it did not acknowledge a revocation within ${
-              Duration.toMillis(acknowledgeWindow)
-            } ms`,
-          ),
-        )
-      })
-
-    // Joins and revocations are handled in order, so a generation's claims start only after the
-    // previous one was acknowledged (its last commits are what the new start offsets read).
-    const stop = Effect.ignore(
-      attempt("subscribe", `Cannot stop the consumer of group "${group}"`, () => consumer.stop()),
-    )
-    yield* Effect.forkScoped(Effect.forever(
-      Effect.flatMap(Queue.take(control), (item) => {
-        switch (item._tag) {
-          case "Joined":
-            return prepare(item.generation)
-          case "Revoked":
-            return awaitAcknowledgement(item.generation)
-          case "Stop":
-            return stop
-        }
-      }),
-    ))
-
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        state.closed = true
-        if (state.current !== undefined) revoke(state.current)
-        if (state.revoked !== undefined) Deferred.doneUnsafe(state.revoked.acknowledged, Exit.void)
-        Queue.endUnsafe(events)
-      })
-    )
-
-    /** Hands a fetched batch to its claim's stream and waits until it is pulled, heartbeating. */
-    const onBatch = (payload: EachBatchPayload) =>
-      Effect.gen(function* () {
-        const generation = state.current
-        if (generation === undefined || state.closed) return undefined
-        const { batch } = payload
-        // Done when kafkajs stops, or a seek made this batch stale.
-        const halt = Deferred.makeUnsafe<void>()
-        let rejoin: unknown = undefined
-        const heartbeats = Effect.gen(function* () {
-          while (true) {
-            yield* Effect.sleep(tick)
-            if (!payload.isRunning() || payload.isStale()) {
-              Deferred.doneUnsafe(halt, Exit.void)
-              return
-            }
-            const beat = yield* Effect.result(
-              Effect.tryPromise({ try: () => payload.heartbeat(), catch: (error) => error }),
-            )
-            if (beat._tag === "Failure" && rejoinsGroup(beat.failure)) {
-              rejoin = beat.failure
-              revoke(generation)
-              return
-            }
-          }
-        })
-        return yield* Effect.scoped(Effect.gen(function* () {
-          yield* Effect.forkScoped(heartbeats)
-          const halted = Deferred.await(halt)
-          yield* Effect.raceFirst(Deferred.await(generation.settled), halted)
-          const claim = generation.claims.get(keyOf(batch))
-          if (claim !== undefined) {
-            const stopped = () => claim.ended || claim.paused || Deferred.isDoneUnsafe(halt) || payload.isStale()
-            const untilPulled = Effect.gen(function* () {
-              while (claim.buffered.length > 0 && !stopped()) {
-                yield* Effect.raceFirst(claim.changed.wait, halted)
-              }
-            })
-            // The first batch must start at `startOffset`. kafkajs starts where the group
-            // committed, like `startOffset`, so this is rare: a reset to the latest offset read at
-            // another moment, a commit made in between. Then seek once, and this batch is stale.
-            if (!claim.positioned && !stopped()) {
-              const fetched = (batch as { readonly fetchedOffset?: unknown }).fetchedOffset
-              if (claim.sought || (typeof fetched === "string" && Number(fetched) === claim.startOffset)) {
-                claim.positioned = true
-              } else {
-                claim.sought = true
-                yield* attemptSync(
-                  "seek",
-                  `Cannot position ${keyOf(batch)} at ${claim.startOffset}`,
-                  () => consumer.seek({ topic: batch.topic, partition: batch.partition, offset: String(claim.startOffset) }),
-                ).pipe(Effect.ignore)
-              }
-            }
-            // One batch ahead at most: wait (heartbeating) until the one before is pulled whole.
-            yield* untilPulled
-            // Not taken when paused or stale: kafkajs did not move past it and fetches it again.
-            if (!stopped() && batch.messages.length > 0) {
-              const records = batch.messages.map(toConsumerRecord(batch.topic, batch.partition))
-              for (let from = 0; from < records.length; from += maxBatchSize) {
-                claim.buffered.push(records.slice(from, from + maxBatchSize))
-              }
-              const last = records[records.length - 1]!.offset
-              payload.resolveOffset(String(last))
-              claim.changed.notify()
-              // At the log's end there is nothing to fetch ahead: hold it until pulled, so a
-              // rebalance found meanwhile still waits for the acknowledgement (1. below).
-              if (Number(batch.highWatermark) <= last + 1) yield* untilPulled
-            }
-          }
-          // kafkajs rejoins only once this returns: hold it until the member acknowledged.
-          if (generation.state === "revoked") {
-            yield* Effect.timeoutOption(Deferred.await(generation.acknowledged), acknowledgeWindow)
-          }
-          return rejoin
-        }))
-      })
-
-    yield* attempt(
-      "subscribe",
-      `Cannot join group "${group}"`,
-      () => consumer.subscribe({ topics: [...options.topics], fromBeginning: reset === "earliest" }),
-    )
-    // Resolves once kafkajs first joined the group (or crashed trying).
-    yield* attempt("subscribe", `Cannot join group "${group}"`, () =>
-      consumer.run({
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: Math.max(1, partitionCount),
-        eachBatch: (payload) =>
-          runPromise(onBatch(payload)).then((rejoin) => {
-            // The heartbeat's rebalance error makes kafkajs rejoin, after the acknowledgement.
-            if (rejoin !== undefined) throw rejoin
-          }),
-      }))
-    if (state.fatal !== undefined) return yield* Effect.fail(state.fatal)
-
-    /** The claim this member holds now for `tp`, if any. */
-    const held = (tp: TopicPartition): Claim | undefined => {
-      const current = state.current
-      return current?.state === "assigned" ? current.claims.get(keyOf(tp)) : undefined
-    }
-
-    const notHeld = (tp: TopicPartition, operation: string) =>
-      TransportError.make(
-        state.fatal === undefined && !state.closed ? "ILLEGAL_GENERATION" : "UNKNOWN_MEMBER_ID",
-        operation,
-        `Member ${state.memberId} of group "${group}" does not hold ${keyOf(tp)}`,
-      )
-
-    const setPaused = (partitions: ReadonlyArray<TopicPartition>, paused: boolean) =>
-      attemptSync(
-        paused ? "pause" : "resume",
-        `Cannot ${paused ? "pause" : "resume"} partitions of group "${group}"`,
-        () => {
-          const claimed = partitions.filter((tp) => {
-            const claim = held(tp)
-            if (claim === undefined) return false
-            claim.paused = paused
-            // Chunks already buffered stay, and are pulled after `resume`.
-            claim.changed.notify()
-            return true
-          })
-          if (claimed.length === 0) return
-          if (paused) consumer.pause(byTopic(claimed))
-          else consumer.resume(byTopic(claimed))
-        },
-      ).pipe(Effect.ignore)
-
-    const subscription: Subscription = {
-      group,
-      get memberId() {
-        return state.memberId
-      },
-      events: Stream.fromQueue(events),
-      commit: (offsets) =>
-        Effect.suspend(() => {
-          if (offsets.length === 0) return Effect.void
-          const revoking = state.revoked !== undefined && !Deferred.isDoneUnsafe(state.revoked.acknowledged)
-            ? state.revoked
-            : undefined
-          for (const offset of offsets) {
-            const ours = held(offset) !== undefined || revoking?.claims.has(keyOf(offset)) === true
-            if (!ours || state.fatal !== undefined || state.closed) {
-              return Effect.fail(notHeld(offset, "commit"))
-            }
-          }
-          return attempt("commit", `Cannot commit offsets of group "${group}"`, () =>
-            consumer.commitOffsets(offsets.map((offset: OffsetCommit) => ({
-              topic: offset.topic,
-              partition: offset.partition,
-              offset: String(offset.offset),
-              metadata: offset.metadata ?? null,
-            })))).pipe(
-              Effect.mapError((error) =>
-                error.code === "ILLEGAL_GENERATION" || error.code === "REBALANCE_IN_PROGRESS" ||
-                  error.code === "UNKNOWN_MEMBER_ID"
-                  ? TransportError.make(
-                    error.code,
-                    "commit",
-                    `Cannot commit offsets of group "${group}": the group rebalanced and member ${state.memberId}'s generation ended first; whoever gets these partitions resumes from the last committed offset (${error.code})`,
-                    error,
-                  )
-                  : error
-              ),
-            )
-        }),
-      committed: (partitions) =>
-        partitions.length === 0 ? Effect.succeed([]) : attempt(
-          "committed",
-          `Cannot read the committed offsets of group "${group}"`,
-          () => admin.fetchOffsets({ groupId: group, topics: byTopic(partitions).map(({ topic }) => topic) }),
-        ).pipe(Effect.map((responses) =>
-          partitions.flatMap((tp): Array<CommittedOffset> => {
-            const found = responses
-              .find(({ topic }) => topic === tp.topic)?.partitions
-              .find(({ partition }) => partition === tp.partition)
-            return found === undefined || Number(found.offset) < 0
-              ? []
-              : [{ ...tp, offset: Number(found.offset), metadata: found.metadata ?? "" }]
-          })
-        )),
-      pause: (partitions) => setPaused(partitions, true),
-      resume: (partitions) => setPaused(partitions, false),
-      seek: (tp, offset) =>
-        Effect.suspend(() => {
-          const claim = held(tp)
-          if (claim === undefined || state.fatal !== undefined || state.closed) {
-            return Effect.fail(notHeld(tp, "seek"))
-          }
-          // Buffered chunks are from before the seek.
-          claim.drop()
-          claim.positioned = true
-          return attemptSync(
-            "seek",
-            `Cannot seek ${keyOf(tp)} to ${offset}`,
-            () => consumer.seek({ ...tp, offset: String(offset) }),
-          )
-        }),
-    }
-    return subscription
-  })
-
 // ---------------------------------------------------------------------------------------------
 // Layers and configuration
 

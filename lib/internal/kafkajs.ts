@@ -1,0 +1,254 @@
+/**
+ * The kafkajs boundary of `KafkaTransport`, shared by its producer and subscription parts:
+ * kafkajs errors into `TransportError`s (once, here), bytes and headers each way, consumed
+ * messages into `ConsumerRecord`s, and kafkajs' log lines into Effect's logger.
+ */
+import { Buffer } from "node:buffer"
+import kafkajs from "kafkajs"
+import type { IHeaders, Kafka as KafkaClient, KafkaMessage, LogEntry } from "kafkajs"
+import { type Context, Effect, LogLevel } from "effect"
+import type { defaults, Options } from "../KafkaTransport.ts"
+import type { ConsumerRecord, Header, TopicPartition } from "../Transport.ts"
+import * as TransportError from "../TransportError.ts"
+
+// kafkajs is CommonJS: the default import is `module.exports` on every runtime.
+const { logLevel: KafkaLogLevel } = kafkajs
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+export interface KafkaJSErrorShape {
+  readonly name?: unknown
+  readonly type?: unknown
+  readonly code?: unknown
+  readonly message?: unknown
+  readonly cause?: unknown
+  readonly errors?: unknown
+  readonly retryCount?: unknown
+}
+
+export const shapeOf = (error: unknown): KafkaJSErrorShape =>
+  typeof error === "object" && error !== null ? error as KafkaJSErrorShape : {}
+
+/** The error that explains a kafkajs failure: the one inside its retry and aggregate wrappers. */
+export const rootOf = (error: unknown): unknown => {
+  let current = error
+  for (let depth = 0; depth < 8; depth++) {
+    const shape = shapeOf(current)
+    if (typeof shape.code === "number") return current
+    if (Array.isArray(shape.errors) && shape.errors.length > 0) current = shape.errors[0]
+    else if (shape.cause !== undefined && shape.cause !== current) current = shape.cause
+    else return current
+  }
+  return current
+}
+
+export const codeOf = (root: unknown): TransportError.KafkaErrorName => {
+  const shape = shapeOf(root)
+  // The broker's numeric code first: kafkajs names some codes by their pre-2.x names.
+  if (typeof shape.code === "number") return TransportError.nameOf(shape.code)
+  if (typeof shape.type === "string") return TransportError.nameOf(shape.type)
+  switch (shape.name) {
+    case "KafkaJSConnectionError":
+    case "KafkaJSConnectionClosedError":
+    case "KafkaJSBrokerNotFound":
+    case "KafkaJSNoBrokerAvailableError":
+      return "NETWORK_EXCEPTION"
+    case "KafkaJSRequestTimeoutError":
+    case "KafkaJSTimeout":
+    case "KafkaJSLockTimeout":
+      return "REQUEST_TIMED_OUT"
+    case "KafkaJSGroupCoordinatorNotFound":
+      return "COORDINATOR_NOT_AVAILABLE"
+    case "KafkaJSMetadataNotLoaded":
+    case "KafkaJSTopicMetadataNotLoaded":
+      return "LEADER_NOT_AVAILABLE"
+    case "KafkaJSSASLAuthenticationError":
+      return "SASL_AUTHENTICATION_FAILED"
+    case "KafkaJSServerDoesNotSupportApiKey":
+      return "UNSUPPORTED_VERSION"
+    case "KafkaJSNotImplemented":
+      return /compression/i.test(String(shape.message))
+        ? "UNSUPPORTED_COMPRESSION_TYPE"
+        : "UNKNOWN_SERVER_ERROR"
+  }
+  return "UNKNOWN_SERVER_ERROR"
+}
+
+export const detailOf = (error: unknown): string => {
+  const message = shapeOf(error).message
+  const text = typeof message === "string" && message !== "" ? message : String(error)
+  return text.replace(/\.$/, "")
+}
+
+/**
+ * Turns whatever kafkajs threw into a `TransportError`: `what` says what was being done, e.g.
+ * `Cannot send 3 records to "orders"`.
+ */
+export const fromKafkaJS = (operation: string, what: string) => (error: unknown): TransportError.TransportError => {
+  if (error instanceof TransportError.TransportError) return error
+  const root = rootOf(error)
+  const code = codeOf(root)
+  const outer = shapeOf(error)
+  const retries = outer.name === "KafkaJSNumberOfRetriesExceeded" && typeof outer.retryCount === "number"
+    ? `, gave up after ${outer.retryCount} ${outer.retryCount === 1 ? "retry" : "retries"}`
+    : ""
+  return TransportError.make(code, operation, `${what}: ${detailOf(root)} (${code}${retries})`, error)
+}
+
+export const nonRetriable = (error: TransportError.TransportError): TransportError.TransportError =>
+  error.retriable ? new TransportError.TransportError({ ...error, retriable: false }) : error
+
+/** A kafkajs promise as an Effect, its rejection mapped to a `TransportError`. */
+export const attempt = <A>(operation: string, what: string, evaluate: () => Promise<A>) =>
+  Effect.tryPromise({ try: evaluate, catch: fromKafkaJS(operation, what) })
+
+/** A synchronous kafkajs call (pause, resume, seek) as an Effect. */
+export const attemptSync = <A>(operation: string, what: string, evaluate: () => A) =>
+  Effect.try({ try: evaluate, catch: fromKafkaJS(operation, what) })
+
+/** Thrown by our partitioner; `retriable: false` keeps kafkajs from retrying what cannot change. */
+export class PartitionNotFound extends Error {
+  readonly type = "UNKNOWN_TOPIC_OR_PARTITION"
+  readonly retriable = false
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bytes and headers
+
+export const encoder = new TextEncoder()
+
+/** A view, not a copy: kafkajs encodes it before the send completes. */
+export const toBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
+
+/**
+ * A view with Uint8Array's own prototype over kafkajs' bytes, not a copy: a copy per key and
+ * value cost more than the rest of the hand-off together. The view keeps the fetch response it
+ * came from alive while the record is, which a mailbox bounds; `slice()` it to keep it longer.
+ * (Not the Buffer itself: a Buffer's `slice` is a view, where a Uint8Array's is a copy.)
+ */
+export const viewOf = (value: Buffer): Uint8Array => new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+
+/** Header values: views as well (kafkajs may hand a string, which is encoded). */
+export const toBytes = (value: Buffer | string): Uint8Array => typeof value === "string" ? encoder.encode(value) : viewOf(value)
+
+/** Repeated keys become arrays; different keys keep their first-appearance order. */
+export const toHeaders = (headers: ReadonlyArray<Header> | undefined): IHeaders | undefined => {
+  if (headers === undefined || headers.length === 0) return undefined
+  // No prototype: a header named `__proto__` is a header like any other.
+  const result: Record<string, Buffer | Array<Buffer>> = Object.create(null)
+  for (const { key, value } of headers) {
+    const bytes = toBuffer(value ?? new Uint8Array(0))
+    const existing = result[key]
+    result[key] = existing === undefined
+      ? bytes
+      : Array.isArray(existing)
+      ? [...existing, bytes]
+      : [existing, bytes]
+  }
+  return result
+}
+
+export const noHeaders: ReadonlyArray<Header> = Object.freeze([])
+
+export const fromHeaders = (headers: IHeaders | undefined): ReadonlyArray<Header> => {
+  if (headers === undefined) return noHeaders
+  let result: Array<Header> | undefined
+  for (const key in headers) {
+    result ??= []
+    const value = headers[key]
+    for (const one of Array.isArray(value) ? value : [value]) {
+      result.push({ key, value: one === undefined || one === null ? null : toBytes(one) })
+    }
+  }
+  return result ?? noHeaders
+}
+
+export const toConsumerRecord = (topic: string, partition: number) => (message: KafkaMessage): ConsumerRecord => ({
+  topic,
+  partition,
+  offset: Number(message.offset),
+  key: message.key === null ? null : viewOf(message.key),
+  value: message.value === null ? null : viewOf(message.value),
+  headers: fromHeaders(message.headers),
+  timestamp: Number(message.timestamp),
+})
+
+export const keyOf = (tp: TopicPartition): string => `${tp.topic}/${tp.partition}`
+
+/** kafkajs' `[{ topic, partitions }]` shape, topics in first-appearance order. */
+export const byTopic = (
+  partitions: ReadonlyArray<TopicPartition>,
+): Array<{ topic: string; partitions: Array<number> }> => {
+  const grouped = new Map<string, Array<number>>()
+  for (const { topic, partition } of partitions) {
+    grouped.set(topic, [...(grouped.get(topic) ?? []), partition])
+  }
+  return [...grouped].map(([topic, partitions]) => ({ topic, partitions }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging
+
+export const kafkaLogLevels = {
+  nothing: KafkaLogLevel.NOTHING,
+  error: KafkaLogLevel.ERROR,
+  warn: KafkaLogLevel.WARN,
+  info: KafkaLogLevel.INFO,
+  debug: KafkaLogLevel.DEBUG,
+} as const
+
+/** kafkajs lines that repeat what the caller learns anyway, as a `TransportError` or a `GroupEvent`. */
+export const isEcho = ({ namespace, log }: LogEntry): boolean =>
+  (namespace === "Connection" && log.message.startsWith("Response ")) ||
+  (namespace === "Producer" &&
+    (log["retryCount"] !== undefined || log.message.startsWith("Limiting retries"))) ||
+  (namespace === "Runner" && log.message.startsWith("The group is rebalancing"))
+
+export const severityOf = (entry: LogEntry): LogLevel.Severity => {
+  switch (entry.level) {
+    case KafkaLogLevel.ERROR:
+      return isEcho(entry) ? "Debug" : "Error"
+    case KafkaLogLevel.WARN:
+      return isEcho(entry) ? "Debug" : "Warn"
+    case KafkaLogLevel.INFO:
+      return "Debug"
+    default:
+      return "Trace"
+  }
+}
+
+/**
+ * A kafkajs `logCreator` writing to Effect's logger. kafkajs logs outside any fiber, so each line
+ * runs on the context captured when the layer was built.
+ */
+export const logCreatorFor = (context: Context.Context<never>, minimum: LogLevel.LogLevel) => {
+  const run = Effect.runForkWith(context)
+  return () => (entry: LogEntry): void => {
+    const severity = severityOf(entry)
+    if (LogLevel.isLessThan(severity, minimum)) return
+    const { timestamp: _timestamp, logger: _logger, message, stack, ...extra } = entry.log
+    const annotations = severity === "Error" && stack !== undefined ? { ...extra, stack } : extra
+    run(
+      Effect.logWithLevel(severity)(`kafkajs ${entry.namespace}: ${message}`).pipe(
+        Effect.annotateLogs(annotations),
+      ),
+    )
+  }
+}
+
+
+/** What a transport's parts share: its clients, options and their defaults. */
+export interface Environment {
+  readonly kafka: (clientId?: string) => KafkaClient
+  readonly admin: ReturnType<KafkaClient["admin"]>
+  readonly options: Options
+  readonly defaults: typeof defaults
+  readonly requestTimeout: number
+}
+
+export const disconnect = (client: { readonly disconnect: () => Promise<void> }, what: string) =>
+  attempt("disconnect", `Cannot disconnect the ${what}`, () => client.disconnect()).pipe(
+    Effect.catch((error) => Effect.logWarning(error.message)),
+  )
