@@ -1,6 +1,6 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Context, Data, Effect, Layer, Schedule, Schema, Tracer } from "effect"
+import { Cause, Context, Data, Deferred, Effect, Exit, Layer, Schedule, Schema, Tracer } from "effect"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
@@ -228,6 +228,39 @@ test("A malformed traceparent starts a new root trace and never fails the record
       assert.deepEqual(processes.slice(0, 4).map((span) => span.parent._tag), ["None", "None", "None", "None"], "malformed: new roots")
       assert.equal(parentId(processes[4]!), "b".repeat(16), "header names match case-insensitively")
       assert.equal(processes[4]!.traceId, "a".repeat(32))
+    }),
+    traced(recorder),
+  )
+})
+
+test("A record's process span ends, marked interrupted, when a shutdown past its deadline interrupts the handler", () => {
+  const recorder = makeRecorder()
+  return run(
+    Effect.gen(function*() {
+      yield* createTopics(["orders", 1])
+      const transport = yield* Transport
+      const started = yield* Deferred.make<void>()
+      const actor = Actor.make({
+        name: "stuck",
+        topics: ["orders"],
+        value: Order,
+        handle: () => Effect.andThen(Deferred.succeed(started, undefined), Effect.never),
+        onError: { default: ErrorPolicy.halt },
+      })
+      yield* transport.send([{
+        topic: "orders",
+        key: null,
+        value: bytes(`{"id":1}`),
+        headers: [{ key: "traceparent", value: bytes(`00-${"a".repeat(32)}-${"b".repeat(16)}-01`) }],
+      }])
+      const stopped = yield* Effect.exit(Effect.scoped(
+        Effect.andThen(ActorSystem.start([actor], { shutdownDeadline: "50 millis" }), Deferred.await(started)),
+      ))
+      assert.ok(Exit.isFailure(stopped), "a shutdown past its deadline says so")
+      const [process] = named(recorder.spans, "process orders")
+      assert.ok(process !== undefined)
+      assert.equal(process.status._tag, "Ended", "the span is ended, so it is exported")
+      assert.ok(process.status._tag === "Ended" && Exit.isFailure(process.status.exit) && Cause.hasInterruptsOnly(process.status.exit.cause))
     }),
     traced(recorder),
   )

@@ -561,29 +561,40 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const processInOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
       Effect.withFiber((fiber) => {
         const base = fiber.context
+        /** The record's span while it is handled: ended however the loop ends, interrupted included. */
+        let open: Tracer.Span | undefined
         return Effect.gen(function*() {
           let started = clock.currentTimeMillisUnsafe()
           for (let index = 0; index < records.length; index++) {
             const record = records[index]!
             if (!startable(record)) continue
             const span = tracing.enabled ? startProcessSpan(record) : undefined
+            open = span
             const context = Context.add(base, RecordContext, contextOf(record, 1))
             fiber.setContext(span === undefined ? context : Context.add(context, Tracer.ParentSpan, span))
             const exit = yield* Effect.exit(attemptBare(record))
             if (Exit.isSuccess(exit)) {
               fiber.setContext(base)
               started = settleUnsafe(record, started)
+              open = undefined
               if (span !== undefined) endProcessSpan(span, Exit.void, "handled")
               continue
             }
             // The policy's retries, events and dead letter run inside the record's span.
             const recovered = yield* Effect.exit(recover(record, exit.cause, started))
             fiber.setContext(base)
+            open = undefined
             if (span !== undefined) endProcessSpan(span, recovered, status.lastOutcome)
             if (Exit.isFailure(recovered)) return yield* Effect.failCause(recovered.cause)
             started = clock.currentTimeMillisUnsafe()
           }
-        }).pipe(Effect.onExit(() => Effect.sync(() => fiber.setContext(base))))
+        }).pipe(Effect.onExit((exit) =>
+          Effect.sync(() => {
+            fiber.setContext(base)
+            if (open !== undefined) endProcessSpan(open, exit, status.lastOutcome)
+            open = undefined
+          })
+        ))
       })
 
     const processChunk = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> => {
