@@ -62,6 +62,9 @@ export interface RecordMetadata {
 /**
  * A consumed record.
  *
+ * Its bytes (key, value, header values) are read-only and may be views into what the transport
+ * fetched (a whole fetch response, on Kafka): copy them (`slice()`) to keep them past handling.
+ *
  * @since 0.1.0
  * @category models
  */
