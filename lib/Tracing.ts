@@ -150,7 +150,8 @@ export const withSampler = (tracer: Tracer.Tracer, sampler: Sampler, ratio = 1):
     span: (options) => {
       const parent = options.parent._tag === "Some" && !options.root ? options.parent.value : undefined
       const sampled = parentBased && parent !== undefined ? parent.sampled : root()
-      return tracer.span({ ...options, sampled })
+      // Usually the decision Effect already made (a span per record comes through here).
+      return tracer.span(options.sampled === sampled ? options : { ...options, sampled })
     },
     ...(tracer.context === undefined ? {} : { context: tracer.context }),
   })

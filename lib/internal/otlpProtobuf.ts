@@ -35,7 +35,7 @@ export class ProtoWriter {
     let size = this.bytes.length * 2
     while (size < this.length + more) size *= 2
     const grown = new Uint8Array(size)
-    grown.set(this.bytes.subarray(0, this.length))
+    grown.set(this.bytes)
     this.bytes = grown
     this.view = new DataView(grown.buffer)
   }
@@ -69,7 +69,7 @@ export class ProtoWriter {
 
   fixed64(value: bigint): void {
     this.ensure(8)
-    this.view.setBigUint64(this.length, BigInt.asUintN(64, value), true)
+    this.view.setBigUint64(this.length, value >= 0n ? value : BigInt.asUintN(64, value), true)
     this.length += 8
   }
 
@@ -79,25 +79,64 @@ export class ProtoWriter {
     this.length += 8
   }
 
-  raw(bytes: Uint8Array, from = 0, to = bytes.length): void {
-    const size = to - from
+  /** Copies `bytes` in whole (no views: making one per copy cost more than the copy). */
+  raw(bytes: Uint8Array): void {
+    const size = bytes.length
     this.ensure(size)
-    if (size < 48) {
-      // A view per small copy cost more than copying byte by byte.
+    if (size < 64) {
       const target = this.bytes
       let at = this.length
-      for (let i = from; i < to; i++) target[at++] = bytes[i]!
+      for (let i = 0; i < size; i++) target[at++] = bytes[i]!
     } else {
-      this.bytes.set(bytes.subarray(from, to), this.length)
+      this.bytes.set(bytes, this.length)
     }
     this.length += size
   }
 
   /** A length-delimited field holding `bytes`. */
-  field(tag: number, bytes: Uint8Array, from = 0, to = bytes.length): void {
+  field(tag: number, bytes: Uint8Array): void {
     this.byte(tag)
-    this.varint(to - from)
-    this.raw(bytes, from, to)
+    this.varint(bytes.length)
+    this.raw(bytes)
+  }
+
+  /**
+   * Starts a length-delimited field whose content is written next, in place: two bytes are kept
+   * for its length, and `end` fixes them (moving the content when the length needs one byte or
+   * three), so nested messages are never built apart and copied.
+   */
+  begin(tag: number): number {
+    this.byte(tag)
+    this.ensure(2)
+    this.length += 2
+    return this.length
+  }
+
+  end(start: number): void {
+    const size = this.length - start
+    if (size < 128) {
+      this.bytes.copyWithin(start - 1, start, this.length)
+      this.bytes[start - 2] = size
+      this.length -= 1
+    } else if (size < 16384) {
+      this.bytes[start - 2] = (size & 127) | 0x80
+      this.bytes[start - 1] = size >>> 7
+    } else {
+      // A message over 16 KiB (a whole batch): its length takes more than the two bytes kept.
+      let width = 0
+      for (let rest = size; rest > 0; rest = Math.floor(rest / 128)) width++
+      const shift = width - 2
+      this.ensure(shift)
+      this.bytes.copyWithin(start + shift, start, this.length)
+      let at = start - 2
+      let rest = size
+      while (rest > 127) {
+        this.bytes[at++] = (rest % 128) | 0x80
+        rest = Math.floor(rest / 128)
+      }
+      this.bytes[at] = rest
+      this.length += shift
+    }
   }
 
   string(tag: number, text: string): void {
@@ -158,9 +197,9 @@ const writeAnyValue = (writer: ProtoWriter, value: AnyValue): void => {
     for (const item of (any["arrayValue"] as { readonly values: ReadonlyArray<AnyValue> }).values) {
       const element = new ProtoWriter()
       writeAnyValue(element, item)
-      inner.field(0x0a, element.bytes, 0, element.length)
+      inner.field(0x0a, element.take())
     }
-    return writer.field(0x2a, inner.bytes, 0, inner.length)
+    return writer.field(0x2a, inner.take())
   }
   if (any["kvlistValue"] !== undefined) {
     const inner = new ProtoWriter()
@@ -168,7 +207,7 @@ const writeAnyValue = (writer: ProtoWriter, value: AnyValue): void => {
       const pair = keyValue(entry.key, entry.value)
       inner.field(0x0a, pair)
     }
-    return writer.field(0x32, inner.bytes, 0, inner.length)
+    return writer.field(0x32, inner.take())
   }
   if (any["bytesValue"] !== undefined) return writer.field(0x3a, any["bytesValue"] as Uint8Array)
 }
@@ -179,7 +218,7 @@ const keyValue = (key: string, value: AnyValue): Uint8Array => {
   writeAnyValue(any, value)
   const pair = new ProtoWriter()
   pair.string(0x0a, key)
-  pair.field(0x12, any.bytes, 0, any.length)
+  pair.field(0x12, any.take())
   return pair.take()
 }
 

@@ -224,18 +224,15 @@ const spanJson = (span: LeanSpan): string => {
 
 // ---- OTLP/protobuf ----------------------------------------------------------------------------
 
-/** Reused for every span written, and for the events and links inside one. */
-const spanWriter = new Proto.ProtoWriter()
-const partWriter = new Proto.ProtoWriter()
+/** Reused for every batch: what it wrote is copied out (`take`) before the next one. */
+const batchWriter = new Proto.ProtoWriter()
 
 const kindVarint = (span: LeanSpan): number => kinds[span.kind] ?? 0
 
-/** Writes `span` as a `Span` message into `spanWriter` (reset first). */
-const writeSpan = (span: LeanSpan): void => {
+/** Writes `span`'s fields (a `Span` message's content) at the end of `out`. */
+const writeSpan = (out: Proto.ProtoWriter, span: LeanSpan): void => {
   const status = span.status as Ended
   const outcome = outcomeOf(status)
-  const out = spanWriter
-  out.reset()
   out.hex(0x0a, padded(span.traceId))
   out.hex(0x12, span.spanId)
   if (span.parent._tag === "Some") out.hex(0x22, span.parent.value.spanId)
@@ -250,47 +247,47 @@ const writeSpan = (span: LeanSpan): void => {
   for (let i = 0; i < span.ownKeys.length; i++) Proto.writeAttribute(out, 0x4a, span.ownKeys[i]!, span.ownValues[i])
   if (outcome.interrupted) Proto.writeAttribute(out, 0x4a, "effect.fiber.interrupted", true)
   const event = (time: bigint, name: string, attributes: Iterable<readonly [string, unknown]>) => {
-    partWriter.reset()
-    partWriter.byte(0x09)
-    partWriter.fixed64(time)
-    partWriter.string(0x12, name)
-    for (const [key, value] of attributes) Proto.writeAttribute(partWriter, 0x1a, key, value)
-    out.field(0x5a, partWriter.bytes, 0, partWriter.length)
+    const start = out.begin(0x5a)
+    out.byte(0x09)
+    out.fixed64(time)
+    out.string(0x12, name)
+    for (const [key, value] of attributes) Proto.writeAttribute(out, 0x1a, key, value)
+    out.end(start)
   }
   if (span.events !== undefined) {
     for (const [name, time, attributes] of span.events) event(time, name, attributes === undefined ? [] : Object.entries(attributes))
   }
   for (const exception of outcome.exceptions) event(status.endTime, "exception", exception)
   for (const link of span.links) {
-    partWriter.reset()
-    partWriter.hex(0x0a, padded(link.span.traceId))
-    partWriter.hex(0x12, link.span.spanId)
-    for (const [key, value] of Object.entries(link.attributes)) Proto.writeAttribute(partWriter, 0x22, key, value)
-    out.field(0x6a, partWriter.bytes, 0, partWriter.length)
+    const start = out.begin(0x6a)
+    out.hex(0x0a, padded(link.span.traceId))
+    out.hex(0x12, link.span.spanId)
+    for (const [key, value] of Object.entries(link.attributes)) Proto.writeAttribute(out, 0x22, key, value)
+    out.end(start)
   }
-  partWriter.reset()
-  if (outcome.message !== undefined && outcome.message !== "") partWriter.string(0x12, outcome.message)
-  partWriter.byte(0x18)
-  partWriter.varint(outcome.code)
-  out.field(0x7a, partWriter.bytes, 0, partWriter.length)
+  const statusStart = out.begin(0x7a)
+  if (outcome.message !== undefined && outcome.message !== "") out.string(0x12, outcome.message)
+  out.byte(0x18)
+  out.varint(outcome.code)
+  out.end(statusStart)
 }
 
 /** A `TracesData` message: one resource, one scope, these spans. */
 const tracesProto = (resource: Uint8Array, scope: Uint8Array, spans: ReadonlyArray<LeanSpan>): Uint8Array => {
-  const body = new Proto.ProtoWriter()
+  const out = batchWriter
+  out.reset()
+  const resourceSpans = out.begin(0x0a) // TracesData.resource_spans = 1
+  out.field(0x0a, resource) // ResourceSpans.resource = 1
+  const scopeSpans = out.begin(0x12) // ResourceSpans.scope_spans = 2
+  out.field(0x0a, scope) // ScopeSpans.scope = 1
   for (const span of spans) {
-    writeSpan(span)
-    body.field(0x12, spanWriter.bytes, 0, spanWriter.length) // ScopeSpans.spans = 2
+    const start = out.begin(0x12) // ScopeSpans.spans = 2
+    writeSpan(out, span)
+    out.end(start)
   }
-  const scopeSpans = new Proto.ProtoWriter()
-  scopeSpans.field(0x0a, scope) // ScopeSpans.scope = 1
-  scopeSpans.raw(body.bytes, 0, body.length)
-  const resourceSpans = new Proto.ProtoWriter()
-  resourceSpans.field(0x0a, resource) // ResourceSpans.resource = 1
-  resourceSpans.field(0x12, scopeSpans.bytes, 0, scopeSpans.length) // ResourceSpans.scope_spans = 2
-  const traces = new Proto.ProtoWriter()
-  traces.field(0x0a, resourceSpans.bytes, 0, resourceSpans.length) // TracesData.resource_spans = 1
-  return traces.take()
+  out.end(scopeSpans)
+  out.end(resourceSpans)
+  return out.take()
 }
 
 /**

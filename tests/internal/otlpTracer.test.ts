@@ -153,4 +153,13 @@ test("Partita's OTLP/protobuf body is Effect's protobuf encoding of the same spa
   const written = bodies.protobuf(spans)
   assert.equal(written.length, expected.length)
   assert.deepEqual(written, expected)
+  // A batch over 16 KiB (its length no longer fits the two bytes a message starts with).
+  const many = Array.from({ length: 200 }, () => spans).flat()
+  const large = bodies.protobuf(many)
+  assert.ok(large.length > 100_000)
+  const effectLarge = await Effect.runPromise(
+    Effect.map(OtlpSerialization.OtlpSerialization, (serialization) =>
+      serialization.traces(JSON.parse(bodies.json(many)))).pipe(Effect.provide(OtlpSerialization.layerProtobuf)),
+  )
+  assert.deepEqual(large, (effectLarge as { readonly body: Uint8Array }).body)
 })
