@@ -39,10 +39,11 @@
  *      rebalance timeout, less two heartbeats, passed). kafkajs sends JoinGroup only after
  *      that, so the contract holds in full: commits made before acknowledging succeed, and no
  *      member gets the partitions before it.
- *   2. Otherwise kafkajs finds the rebalance between fetches and rejoins at once. The assignor's
- *      `protocol()`, which kafkajs calls right before every JoinGroup, revokes the generation:
- *      `Revoked` still precedes the new assignment, but kafkajs does not wait. Once the join
- *      phase completes the group takes no commits until SyncGroup, so commits made after
+ *   2. Otherwise (nothing waits in `eachBatch`: the member is idle, or a batch was handed over
+ *      and the next fetch is still in flight) kafkajs finds the rebalance between fetches and
+ *      rejoins at once. The assignor's `protocol()`, which kafkajs calls right before every
+ *      JoinGroup, revokes the generation: `Revoked` still precedes the new assignment, but
+ *      kafkajs does not wait. Once the join phase completes the group takes no commits until SyncGroup, so commits made after
  *      `Revoked` fail (`ILLEGAL_GENERATION`, not retriable) and the next owner handles again
  *      what this member did since its last commit: at least once, as Kafka always is.
  *   3. When this member leads the group, its assignor (kafkajs' round-robin, wrapped) waits for
