@@ -80,7 +80,7 @@ const consumed = Metric.counter("messaging.client.consumed.messages", {
 })
 const durationBoundaries = Metric.exponentialBoundaries({ start: 0.0005, factor: 2, count: 16 })
 /** The series is fed by a `DurationHistogram` per partition (see `registerDurations`). */
-export const processDuration = Metric.histogram("messaging.process.duration", {
+const processDuration = Metric.histogram("messaging.process.duration", {
   description: "Time to handle one record, in seconds, retries included",
   boundaries: durationBoundaries,
 })
@@ -88,6 +88,14 @@ const outcomes = Metric.counter("partita.records.outcome", {
   description: "Records by how their handling ended: failed, retried, dead_lettered, skipped",
   incremental: true,
 })
+/** The messaging attributes of one partition of a group: its metrics' series and its spans'. */
+const partitionAttributes = (partition: { readonly topic: string; readonly partition: number; readonly group: string }) => ({
+  "messaging.system": "kafka",
+  "messaging.destination.name": partition.topic,
+  "messaging.destination.partition.id": String(partition.partition),
+  "messaging.consumer.group.name": partition.group,
+})
+
 /**
  * A partition's `messaging.process.duration` histogram, registered with the metric registry of
  * `context` under the partition's attributes until the returned registration is removed.
@@ -97,12 +105,7 @@ export const registerDurations = (
   partition: { readonly topic: string; readonly partition: number; readonly group: string },
 ): { readonly histogram: DurationHistogram; readonly remove: () => void } => {
   const histogram = new DurationHistogram(durationBoundaries)
-  const series = Metric.withAttributes(processDuration, {
-    "messaging.system": "kafka",
-    "messaging.destination.name": partition.topic,
-    "messaging.destination.partition.id": String(partition.partition),
-    "messaging.consumer.group.name": partition.group,
-  })
+  const series = Metric.withAttributes(processDuration, partitionAttributes(partition))
   const registration = Metric.registerUnsafe(series, context, histogram.hooks())
   return { histogram, remove: () => registration.remove() }
 }
@@ -155,12 +158,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
   Effect.gen(function*() {
     const { actor, claim, subscription, producer, status } = deps
     const tp = { topic: claim.topic, partition: claim.partition }
-    const attributes = {
-      "messaging.system": "kafka",
-      "messaging.destination.name": claim.topic,
-      "messaging.destination.partition.id": String(claim.partition),
-      "messaging.consumer.group.name": actor.group,
-    }
+    const attributes = partitionAttributes({ ...tp, group: actor.group })
     const consumedHere = Metric.withAttributes(consumed, attributes)
     const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped") =>
       Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), 1)
@@ -169,13 +167,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const clock = yield* Clock.Clock
     const tracing = yield* Tracing.Settings
     const tracer = yield* Effect.tracer
-    const spanAttributes: Record<string, unknown> = {
-      ...deps.telemetry,
-      "messaging.system": "kafka",
-      "messaging.destination.name": claim.topic,
-      "messaging.destination.partition.id": String(claim.partition),
-      "messaging.consumer.group.name": actor.group,
-    }
+    const spanAttributes: Record<string, unknown> = { ...deps.telemetry, ...attributes }
     // Written once per partition actor, not per span (see `OtlpTracer.SharedAttributes`).
     const processAttributes = new OtlpTracer.SharedAttributes({
       ...spanAttributes,
