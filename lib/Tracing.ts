@@ -25,7 +25,7 @@
  * @since 0.1.0
  */
 import process from "node:process"
-import { Context, Data, Effect, Layer, Tracer } from "effect"
+import { Context, Data, Duration, Effect, Layer, Tracer } from "effect"
 import * as FetchHttpClient from "effect/http/FetchHttpClient"
 import * as OtlpExporter from "effect/observability/OtlpExporter"
 import * as OtlpMetrics from "effect/observability/OtlpMetrics"
@@ -168,8 +168,21 @@ export interface OtlpOptions {
   readonly sampler?: Sampler | undefined
   /** The ratio of `traceidratio` samplers. Default 1. */
   readonly samplerRatio?: number | undefined
-  /** How often finished spans and metrics are sent. Default 1 second. */
+  /**
+   * How long an ended span waits at most for its batch to fill, and how often metrics are sent.
+   * Default 1 second.
+   */
   readonly exportInterval?: import("effect").Duration.Input | undefined
+  /**
+   * Ended spans held for export at most; a span that finds the queue full is dropped, counted
+   * (`otel.sdk.processor.span.processed` with `error.type=queue_full`) and logged, so a collector
+   * slower than the pipeline never makes memory grow. Default 2048, as in OpenTelemetry.
+   */
+  readonly maxQueueSize?: number | undefined
+  /** Spans per export request at most. Default 512. */
+  readonly maxExportBatchSize?: number | undefined
+  /** How long one export request may take, retries included. Default 30 seconds. */
+  readonly exportTimeout?: import("effect").Duration.Input | undefined
   readonly consumerParent?: "parent" | "link" | undefined
   readonly producerSpans?: boolean | undefined
   /** How spans and metrics are encoded: `http/protobuf` (the default, as in OpenTelemetry) or `http/json`. */
@@ -192,7 +205,15 @@ export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
   const tracer = Layer.effect(
     Tracer.Tracer,
     Effect.map(
-      PartitaOtlpTracer.make({ url: `${base}/v1/traces`, resource, exportInterval, protocol }),
+      PartitaOtlpTracer.make({
+        url: `${base}/v1/traces`,
+        resource,
+        exportInterval,
+        protocol,
+        maxQueueSize: options.maxQueueSize,
+        maxExportBatchSize: options.maxExportBatchSize,
+        exportTimeout: options.exportTimeout,
+      }),
       (tracer) => withSampler(tracer, options.sampler ?? "parentbased_always_on", options.samplerRatio ?? 1),
     ),
   )
@@ -231,7 +252,8 @@ export class InvalidTracingConfig extends Data.TaggedError("InvalidTracingConfig
  * Tracing as the standard environment says: `OTEL_EXPORTER_OTLP_ENDPOINT` (off when unset),
  * `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SDK_DISABLED`,
  * `OTEL_EXPORTER_OTLP_PROTOCOL` (or `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`): `http/protobuf` (default)
- * or `http/json`.
+ * or `http/json`; the batch span processor's `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_EXPORT_TIMEOUT`
+ * (milliseconds), `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
  * A setting that cannot be used fails the layer with `InvalidTracingConfig`.
  *
  * @since 0.1.0
@@ -259,6 +281,23 @@ export const layerFromEnv = (
       }),
     ))
   }
+  const batch: Record<string, number | undefined> = {}
+  for (const variable of ["OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"]) {
+    const text = env[variable]
+    if (text === undefined || text === "") continue
+    const value = Number(text)
+    const positive = variable === "OTEL_BSP_MAX_QUEUE_SIZE" || variable === "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+    if (!Number.isSafeInteger(value) || value < (positive ? 1 : 0)) {
+      return Layer.effectDiscard(Effect.fail(
+        new InvalidTracingConfig({
+          variable,
+          value: text,
+          expected: positive ? "a whole number from 1" : "a whole number of milliseconds",
+        }),
+      ))
+    }
+    batch[variable] = value
+  }
   const ratio = env["OTEL_TRACES_SAMPLER_ARG"] === undefined ? 1 : Number(env["OTEL_TRACES_SAMPLER_ARG"])
   if (!(ratio >= 0 && ratio <= 1)) {
     return Layer.effectDiscard(Effect.fail(
@@ -275,5 +314,9 @@ export const layerFromEnv = (
     sampler,
     samplerRatio: ratio,
     protocol,
+    ...(batch["OTEL_BSP_SCHEDULE_DELAY"] === undefined ? {} : { exportInterval: Duration.millis(batch["OTEL_BSP_SCHEDULE_DELAY"]) }),
+    ...(batch["OTEL_BSP_EXPORT_TIMEOUT"] === undefined ? {} : { exportTimeout: Duration.millis(batch["OTEL_BSP_EXPORT_TIMEOUT"]) }),
+    maxQueueSize: batch["OTEL_BSP_MAX_QUEUE_SIZE"],
+    maxExportBatchSize: batch["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],
   })
 }

@@ -411,7 +411,14 @@ test("Tracing.layerFromEnv is off without an endpoint and refuses settings it ca
       assert.equal(off, false)
       const on = yield* Effect.provide(
         Effect.map(Tracing.Settings, (settings) => settings.enabled),
-        Tracing.layerFromEnv({}, { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", OTEL_SERVICE_NAME: "test" }),
+        Tracing.layerFromEnv({}, {
+          OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9",
+          OTEL_SERVICE_NAME: "test",
+          OTEL_BSP_MAX_QUEUE_SIZE: "4096",
+          OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "1024",
+          OTEL_BSP_SCHEDULE_DELAY: "500",
+          OTEL_BSP_EXPORT_TIMEOUT: "10000",
+        }),
       )
       assert.equal(on, true)
       const sampler = yield* Effect.flip(Effect.scoped(Layer.build(Tracing.layerFromEnv({}, {
@@ -437,6 +444,16 @@ test("Tracing.layerFromEnv is off without an endpoint and refuses settings it ca
         OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/thrift",
       }))))
       assert.equal(tracesOnly.variable, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "the traces setting wins")
+      const queue = yield* Effect.flip(Effect.scoped(Layer.build(Tracing.layerFromEnv({}, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
+        OTEL_BSP_MAX_QUEUE_SIZE: "0",
+      }))))
+      assert.equal(queue.message, `OTEL_BSP_MAX_QUEUE_SIZE is "0": expected a whole number from 1`)
+      const delay = yield* Effect.flip(Effect.scoped(Layer.build(Tracing.layerFromEnv({}, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
+        OTEL_BSP_SCHEDULE_DELAY: "soon",
+      }))))
+      assert.equal(delay.message, `OTEL_BSP_SCHEDULE_DELAY is "soon": expected a whole number of milliseconds`)
     }),
     Layer.empty,
   ))

@@ -1,6 +1,7 @@
 /**
- * Partita's OTLP tracer: Effect's OTLP exporter (batching, HTTP, retries, the flush on
- * shutdown) with spans kept lean and written to OTLP/protobuf (or JSON) directly.
+ * Partita's OTLP tracer: spans kept lean, queued and sent in batches by `spanExport.ts` (bounded,
+ * one request at a time, retried, flushed on shutdown) and written to OTLP/protobuf (or JSON)
+ * directly.
  *
  * Why not Effect's `OtlpTracer`: it turns each span into a tree of OTLP objects when it ends and
  * encodes the batch generically, which cost more than handling a record (a span per record is
@@ -12,7 +13,7 @@
 import { Cause, type Context, type Duration, Effect, type Exit, type Option, Tracer, Version } from "effect"
 import { Hex } from "effect/encoding"
 import * as HttpBody from "effect/http/HttpBody"
-import * as OtlpExporter from "effect/observability/OtlpExporter"
+import * as SpanExport from "./spanExport.ts"
 import * as OtlpResource from "effect/observability/OtlpResource"
 import * as Proto from "./otlpProtobuf.ts"
 
@@ -290,37 +291,46 @@ const tracesProto = (resource: Uint8Array, scope: Uint8Array, spans: ReadonlyArr
   return out.take()
 }
 
+/** How ended spans are queued and sent: OpenTelemetry's batch span processor settings. */
+export interface BatchOptions {
+  /** Spans held at most; more are dropped and counted. Default 2048. */
+  readonly maxQueueSize?: number | undefined
+  /** Spans per request at most. Default 512. */
+  readonly maxExportBatchSize?: number | undefined
+  /** The longest a span waits for its batch to fill. */
+  readonly exportInterval: Duration.Input
+  /** One request, retries included. Default 30 seconds. */
+  readonly exportTimeout?: Duration.Input | undefined
+  /** How long closing may take to send what is queued. Default 3 seconds. */
+  readonly shutdownTimeout?: Duration.Input | undefined
+}
+
 /**
  * A tracer exporting over OTLP/HTTP (protobuf unless `protocol` says JSON) to `url`, for as long
- * as the scope is open; what is still buffered is sent when it closes (within `shutdownTimeout`).
+ * as the scope is open, through a bounded queue (see `spanExport.ts`); what is still queued is
+ * sent when the scope closes.
  */
-export const make = Effect.fnUntraced(function*(options: {
+export const make = Effect.fnUntraced(function*(options: BatchOptions & {
   readonly url: string
   readonly resource: { readonly serviceName?: string | undefined }
-  readonly exportInterval: Duration.Input
-  readonly maxBatchSize?: number | undefined
-  readonly shutdownTimeout?: Duration.Input | undefined
   /** `http/protobuf` (the OTLP default) or `http/json`. */
   readonly protocol?: "http/protobuf" | "http/json" | undefined
 }) {
   const bodies = bodiesFor(yield* OtlpResource.fromConfig(options.resource))
   const json = options.protocol === "http/json"
-  const exporter = yield* OtlpExporter.make({
-    label: "OtlpTracer",
+  const exporter = yield* SpanExport.make<LeanSpan>({
     url: options.url,
-    headers: undefined,
-    exportInterval: options.exportInterval,
-    maxBatchSize: options.maxBatchSize ?? 2048,
+    maxQueueSize: options.maxQueueSize ?? 2048,
+    maxExportBatchSize: options.maxExportBatchSize ?? 512,
+    scheduledDelay: options.exportInterval,
+    exportTimeout: options.exportTimeout ?? "30 seconds",
     shutdownTimeout: options.shutdownTimeout ?? "3 seconds",
-    body: (spans: Array<LeanSpan>) => {
-      const body = json
+    body: (spans) =>
+      json
         ? HttpBody.text(bodies.json(spans), "application/json")
-        : HttpBody.uint8Array(bodies.protobuf(spans), "application/x-protobuf")
-      return [body, Effect.void] as const
-    },
+        : HttpBody.uint8Array(bodies.protobuf(spans), "application/x-protobuf"),
   })
-  const push = (span: LeanSpan) => exporter.push(span)
-  return Tracer.make({ span: (spanOptions) => new LeanSpan(spanOptions, push) })
+  return Tracer.make({ span: (spanOptions) => new LeanSpan(spanOptions, exporter.push) })
 })
 
 /** For tests: the OTLP/JSON of one ended span, as `make` sends it. */

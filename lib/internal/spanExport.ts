@@ -1,0 +1,181 @@
+/**
+ * Ended spans on their way to an OTLP/HTTP endpoint, sent the way OpenTelemetry's batch span
+ * processor sends them: a bounded queue (a span that finds it full is dropped and counted, never
+ * held without limit), one export in flight at a time, a batch sent as soon as it is full or once
+ * the delay since the last export has passed, and what is still queued sent when the scope closes.
+ *
+ * Why not Effect's `OtlpExporter`: its buffer has no bound and it starts another export for every
+ * full batch, so a collector slower than the pipeline (a Jaeger on the same machine takes about
+ * 9 µs of CPU per span) makes requests and memory pile up for as long as the pipeline runs.
+ * Tracing must never be what takes a pipeline down; losing spans under overload is the standard
+ * trade, and the drops are counted (`otel.sdk.processor.span.processed`, `error.type=queue_full`)
+ * and logged.
+ */
+import { Cause, Clock, Duration, Effect, Fiber, Metric, Schedule, Scope, Semaphore } from "effect"
+import type * as HttpBody from "effect/http/HttpBody"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import { Signal } from "./signal.ts"
+
+export interface Options<A> {
+  readonly url: string
+  /** Spans held at most; OpenTelemetry's `OTEL_BSP_MAX_QUEUE_SIZE`, default 2048. */
+  readonly maxQueueSize: number
+  /** Spans per request at most; `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, default 512. */
+  readonly maxExportBatchSize: number
+  /** The longest a span waits for a batch to fill; `OTEL_BSP_SCHEDULE_DELAY`. */
+  readonly scheduledDelay: Duration.Input
+  /** One request, retries included; `OTEL_BSP_EXPORT_TIMEOUT`, default 30 seconds. */
+  readonly exportTimeout: Duration.Input
+  /** How long closing the scope may take to send what is queued. */
+  readonly shutdownTimeout: Duration.Input
+  readonly body: (items: ReadonlyArray<A>) => HttpBody.HttpBody
+  /** Retries of a request refused as transient (429, 5xx, no connection): exponential from `base`, jittered. */
+  readonly retry?: { readonly base: Duration.Input; readonly times: number } | undefined
+}
+
+export interface SpanExport<A> {
+  /** Queues an ended span, or drops it if the queue is full. Never blocks, never fails. */
+  readonly push: (item: A) => void
+  /** Sends everything queued now; waits for an export in flight first. */
+  readonly flush: Effect.Effect<void>
+  /** Counts so far, for tests and diagnostics. */
+  readonly stats: () => { readonly queued: number; readonly exported: number; readonly dropped: number; readonly failed: number }
+}
+
+const component = { "otel.component.type": "batching_span_processor", "otel.component.name": "partita" }
+const processed = Metric.counter("otel.sdk.processor.span.processed", {
+  description: "Spans the batch processor finished with: exported, or dropped (error.type)",
+  incremental: true,
+})
+const exportedMetric = Metric.counter("otel.sdk.exporter.span.exported", {
+  description: "Spans sent to the OTLP endpoint; error.type when the export failed",
+  incremental: true,
+})
+
+/** How often at most a warning about dropped or failed spans is logged. */
+const warnEvery = 60_000
+
+export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never, HttpClient.HttpClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.Scope
+    const batchSize = Math.max(1, Math.min(options.maxExportBatchSize, options.maxQueueSize))
+    const delay = Duration.fromInputUnsafe(options.scheduledDelay)
+    // Never traced itself (a span per export would feed the queue it drains), never propagating.
+    const client = (yield* HttpClient.HttpClient).pipe(
+      HttpClient.tap((response) => Effect.ignore(response.arrayBuffer)),
+      HttpClient.tapError((error) => error.response ? Effect.ignore(error.response.arrayBuffer) : Effect.void),
+      HttpClient.filterStatusOk,
+      HttpClient.transformResponse(Effect.provideService(HttpClient.TracerPropagationEnabled, false)),
+      // 429 and 5xx (and a failed connection) are retried, as OTLP asks; the export timeout bounds it all.
+      HttpClient.retryTransient({
+        schedule: Schedule.exponential(options.retry?.base ?? "200 millis").pipe(Schedule.jittered),
+        times: options.retry?.times ?? 5,
+      }),
+    )
+    const request = HttpClientRequest.post(options.url)
+    let queue: Array<A> = []
+    const ready = new Signal()
+    const oneAtATime = yield* Semaphore.make(1)
+    let closing = false
+    let exported = 0
+    let dropped = 0
+    let failed = 0
+    // What the metrics and the log have seen already: they are updated per export, not per span.
+    let reportedDropped = 0
+    let lastWarning = -Infinity
+
+    const report = (sent: number, error: string | undefined) =>
+      Effect.gen(function*() {
+        if (error === undefined) {
+          yield* Metric.update(Metric.withAttributes(exportedMetric, component), sent)
+          yield* Metric.update(Metric.withAttributes(processed, component), sent)
+        } else {
+          yield* Metric.update(Metric.withAttributes(exportedMetric, { ...component, "error.type": error }), sent)
+          yield* Metric.update(Metric.withAttributes(processed, { ...component, "error.type": error }), sent)
+        }
+        const newlyDropped = dropped - reportedDropped
+        reportedDropped = dropped
+        if (newlyDropped > 0) {
+          yield* Metric.update(Metric.withAttributes(processed, { ...component, "error.type": "queue_full" }), newlyDropped)
+        }
+        const now = yield* Clock.currentTimeMillis
+        if ((error !== undefined || newlyDropped > 0) && now - lastWarning >= warnEvery) {
+          lastWarning = now
+          yield* Effect.logWarning(
+            error === undefined
+              ? `Tracing: the span queue (${options.maxQueueSize}) was full; ${dropped} spans dropped so far. The OTLP endpoint takes spans slower than they end: sample fewer, or raise OTEL_BSP_MAX_QUEUE_SIZE.`
+              : `Tracing: exporting ${sent} spans to ${options.url} failed (${error}); ${failed} spans lost so far.`,
+          )
+        }
+      })
+
+    const send = (batch: ReadonlyArray<A>): Effect.Effect<void> =>
+      client.execute(HttpClientRequest.setBody(request, options.body(batch))).pipe(
+        Effect.timeout(options.exportTimeout),
+        Effect.matchCauseEffect({
+          onSuccess: () => {
+            exported += batch.length
+            return report(batch.length, undefined)
+          },
+          onFailure: (cause) => {
+            failed += batch.length
+            const error = Cause.findErrorOption(cause)
+            const value: unknown = error._tag === "Some" ? error.value : undefined
+            const tag = typeof value === "object" && value !== null && "_tag" in value ? String(value._tag) : "_OTHER"
+            return report(batch.length, tag)
+          },
+        }),
+        Effect.withTracerEnabled(false),
+        (exporting) => oneAtATime.withPermit(exporting),
+      )
+
+    const take = (): Array<A> => {
+      if (queue.length <= batchSize) {
+        const all = queue
+        queue = []
+        return all
+      }
+      return queue.splice(0, batchSize)
+    }
+
+    /** Sends everything queued, a batch at a time. */
+    const drain: Effect.Effect<void> = Effect.suspend(function loop(): Effect.Effect<void> {
+      return queue.length === 0 ? Effect.void : Effect.andThen(send(take()), Effect.suspend(loop))
+    })
+
+    const exporter = Effect.gen(function*() {
+      while (true) {
+        if (queue.length < batchSize && !closing) {
+          const woken = ready.wait
+          yield* Effect.raceFirst(woken, Effect.sleep(delay))
+        }
+        if (queue.length > 0) yield* send(take())
+        else if (closing) return
+      }
+    })
+    const running = yield* Effect.forkIn(exporter, scope)
+    // Runs before the exporter's own interruption (finalizers run last added, first): the
+    // exporter sends what is queued and returns, within the shutdown timeout.
+    yield* Scope.addFinalizer(
+      scope,
+      Effect.suspend(() => {
+        closing = true
+        ready.notify()
+        return Fiber.await(running)
+      }).pipe(Effect.timeoutOption(options.shutdownTimeout), Effect.asVoid),
+    )
+
+    return {
+      push: (item: A) => {
+        if (queue.length >= options.maxQueueSize) {
+          dropped++
+          return
+        }
+        queue.push(item)
+        if (queue.length === batchSize) ready.notify()
+      },
+      flush: drain,
+      stats: () => ({ queued: queue.length, exported, dropped, failed }),
+    }
+  })
