@@ -162,6 +162,28 @@ export class ProtoWriter {
     }
   }
 
+  /** Hex digits `ascii[from, to)` (checked lowercase or uppercase hex) as the bytes they spell. */
+  hexAscii(tag: number, ascii: Uint8Array, from: number, to: number): void {
+    const size = (to - from) >> 1
+    this.byte(tag)
+    this.varint(size)
+    this.ensure(size)
+    const bytes = this.bytes
+    let at = this.length
+    for (let i = from; i < to; i += 2) bytes[at++] = hexValue[ascii[i]!]! * 16 + hexValue[ascii[i + 1]!]!
+    this.length = at
+  }
+
+  /** An 8-byte id kept as two 32-bit halves, big-endian (the order its hex text reads). */
+  id64(tag: number, high: number, low: number): void {
+    this.byte(tag)
+    this.byte(8)
+    this.ensure(8)
+    this.view.setUint32(this.length, high)
+    this.view.setUint32(this.length + 4, low)
+    this.length += 8
+  }
+
   /** What was written, copied out. */
   take(): Uint8Array {
     return this.bytes.slice(0, this.length)

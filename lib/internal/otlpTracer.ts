@@ -16,6 +16,7 @@ import * as HttpBody from "effect/http/HttpBody"
 import * as SpanExport from "./spanExport.ts"
 import * as OtlpResource from "effect/observability/OtlpResource"
 import * as Proto from "./otlpProtobuf.ts"
+import { InboundSpan } from "./traceContext.ts"
 
 const kinds: Record<Tracer.SpanKind, number> = { internal: 1, server: 2, client: 3, producer: 4, consumer: 5 }
 
@@ -47,6 +48,8 @@ export const setAll = (span: Tracer.Span, shared: SharedAttributes): void => {
   else for (const [key, value] of shared.entries) span.attribute(key, value)
 }
 
+const hex32 = (half: number): string => half.toString(16).padStart(8, "0")
+
 class LeanSpan implements Tracer.Span {
   readonly _tag = "Span"
   readonly name: string
@@ -55,8 +58,14 @@ class LeanSpan implements Tracer.Span {
   readonly links: Array<Tracer.SpanLink>
   readonly kind: Tracer.SpanKind
   readonly sampled: boolean
-  readonly traceId: string
-  readonly spanId: string
+  /**
+   * The span id as two random 32-bit halves: written to OTLP/protobuf as they are, made text
+   * only if something reads `spanId` (a span per record, most never read).
+   */
+  readonly spanHigh: number
+  readonly spanLow: number
+  private traceText: string | undefined
+  private spanText: string | undefined
   /** Attributes as pairs, not a Map: a span has a handful, and most spans are short-lived. */
   ownKeys: Array<string> = []
   ownValues: Array<unknown> = []
@@ -72,10 +81,20 @@ class LeanSpan implements Tracer.Span {
     this.links = options.links
     this.kind = options.kind
     this.sampled = options.sampled
-    this.traceId = options.parent._tag === "Some" ? options.parent.value.traceId : Hex.random(32)
-    this.spanId = Hex.random(16)
+    const high = (Math.random() * 0x1_0000_0000) >>> 0
+    this.spanHigh = high === 0 ? 1 : high // never the all-zero (invalid) id
+    this.spanLow = (Math.random() * 0x1_0000_0000) >>> 0
     this.status = { _tag: "Started", startTime: options.startTime }
     this.onEnd = onEnd
+  }
+
+  /** The parent's trace id (read through, so an inbound parent's stays bytes until asked), or a new one. */
+  get traceId(): string {
+    return this.traceText ??= this.parent._tag === "Some" ? this.parent.value.traceId : Hex.random(32)
+  }
+
+  get spanId(): string {
+    return this.spanText ??= hex32(this.spanHigh) + hex32(this.spanLow)
   }
 
   get attributes(): ReadonlyMap<string, unknown> {
@@ -230,13 +249,30 @@ const batchWriter = new Proto.ProtoWriter()
 
 const kindVarint = (span: LeanSpan): number => kinds[span.kind] ?? 0
 
+/**
+ * A span's trace id: its root's, copied from an inbound `traceparent`'s bytes when the trace came
+ * in with a record, without making it text.
+ */
+const writeTraceId = (out: Proto.ProtoWriter, tag: number, span: Tracer.AnySpan): void => {
+  let source = span
+  while (source instanceof LeanSpan && source.parent._tag === "Some") source = source.parent.value
+  if (source instanceof InboundSpan) out.hexAscii(tag, source.header, 3, 35)
+  else out.hex(tag, padded(source.traceId))
+}
+
+const writeSpanId = (out: Proto.ProtoWriter, tag: number, span: Tracer.AnySpan): void => {
+  if (span instanceof LeanSpan) out.id64(tag, span.spanHigh, span.spanLow)
+  else if (span instanceof InboundSpan) out.hexAscii(tag, span.header, 36, 52)
+  else out.hex(tag, span.spanId)
+}
+
 /** Writes `span`'s fields (a `Span` message's content) at the end of `out`. */
 const writeSpan = (out: Proto.ProtoWriter, span: LeanSpan): void => {
   const status = span.status as Ended
   const outcome = outcomeOf(status)
-  out.hex(0x0a, padded(span.traceId))
-  out.hex(0x12, span.spanId)
-  if (span.parent._tag === "Some") out.hex(0x22, span.parent.value.spanId)
+  writeTraceId(out, 0x0a, span)
+  writeSpanId(out, 0x12, span)
+  if (span.parent._tag === "Some") writeSpanId(out, 0x22, span.parent.value)
   out.string(0x2a, span.name)
   out.byte(0x30)
   out.varint(kindVarint(span))
@@ -261,8 +297,8 @@ const writeSpan = (out: Proto.ProtoWriter, span: LeanSpan): void => {
   for (const exception of outcome.exceptions) event(status.endTime, "exception", exception)
   for (const link of span.links) {
     const start = out.begin(0x6a)
-    out.hex(0x0a, padded(link.span.traceId))
-    out.hex(0x12, link.span.spanId)
+    writeTraceId(out, 0x0a, link.span)
+    writeSpanId(out, 0x12, link.span)
     for (const [key, value] of Object.entries(link.attributes)) Proto.writeAttribute(out, 0x22, key, value)
     out.end(start)
   }

@@ -66,20 +66,46 @@ const hexRun = (bytes: Uint8Array, from: number, to: number): boolean => {
 const ascii = (bytes: Uint8Array, from: number, to: number): string => decoder.decode(bytes.subarray(from, to))
 
 /**
- * A version-00 `traceparent` read straight from its bytes: the form every producer writes, read
- * per record, where decoding to text first cost more than the rest of the parse. Undefined for
- * anything else, which then goes through `parseTraceparent`.
+ * A producer's span context read from a version-00 `traceparent`'s bytes. Its ids become text
+ * only when something reads them: a traced consumer makes one per record, and the OTLP writer
+ * copies the ids straight from these bytes (`header[3, 35)` the trace id, `[36, 52)` the span
+ * id), so the usual record never pays for two strings. The bytes are the record's own (a
+ * read-only view): holding them keeps the record's batch alive while the span is queued.
  */
-const parseTraceparentBytes = (bytes: Uint8Array): { traceId: string; spanId: string; sampled: boolean } | undefined => {
-  if (
-    bytes.length !== 55 || bytes[0] !== 48 || bytes[1] !== 48 || bytes[2] !== 45 || bytes[35] !== 45 ||
-    bytes[52] !== 45 || !hexRun(bytes, 3, 35) || !hexRun(bytes, 36, 52) || isHex[bytes[53]!] === 0 ||
-    isHex[bytes[54]!] === 0
-  ) return undefined
+export class InboundSpan implements Tracer.ExternalSpan {
+  readonly _tag = "ExternalSpan"
+  readonly header: Uint8Array
+  readonly sampled: boolean
+  readonly annotations: Context.Context<never>
+  private traceText: string | undefined
+  private spanText: string | undefined
+  constructor(header: Uint8Array, sampled: boolean, annotations: Context.Context<never>) {
+    this.header = header
+    this.sampled = sampled
+    this.annotations = annotations
+  }
+  get traceId(): string {
+    return this.traceText ??= ascii(this.header, 3, 35)
+  }
+  get spanId(): string {
+    return this.spanText ??= ascii(this.header, 36, 52)
+  }
+}
+
+/**
+ * Whether `bytes` are a version-00 `traceparent` (the form every producer writes), checked on the
+ * bytes: decoding to text first cost more than the rest of the parse. Anything else goes through
+ * `parseTraceparent`.
+ */
+const isTraceparent00 = (bytes: Uint8Array): boolean =>
+  bytes.length === 55 && bytes[0] === 48 && bytes[1] === 48 && bytes[2] === 45 && bytes[35] === 45 &&
+  bytes[52] === 45 && hexRun(bytes, 3, 35) && hexRun(bytes, 36, 52) && isHex[bytes[53]!] === 1 &&
+  isHex[bytes[54]!] === 1
+
+/** The sampled flag of a checked version-00 `traceparent`: the last hex digit's low bit ('1', '3', … 'f'). */
+const sampledFlag = (bytes: Uint8Array): boolean => {
   const flags = bytes[54]!
-  // The last hex digit's low bit is the sampled flag: '1', '3', … 'f' all have it.
-  const sampled = ((flags <= 57 ? flags - 48 : flags - 87) & 1) === 1
-  return { traceId: ascii(bytes, 3, 35), spanId: ascii(bytes, 36, 52), sampled }
+  return ((flags <= 57 ? flags - 48 : flags - 87) & 1) === 1
 }
 
 const isName = (key: string, name: string): boolean =>
@@ -104,14 +130,12 @@ export const extract = (headers: ReadonlyArray<Header>): Tracer.ExternalSpan | u
     }
   }
   if (traceparentBytes === undefined || traceparentBytes === null) return undefined
-  const parsed = parseTraceparentBytes(traceparentBytes) ?? parseTraceparent(decoder.decode(traceparentBytes))
-  if (parsed === undefined) return undefined
-  return Tracer.externalSpan({
-    ...parsed,
-    annotations: tracestate === undefined && baggage === undefined
-      ? Context.empty()
-      : Context.make(InboundState, { tracestate, baggage }),
-  })
+  const annotations = tracestate === undefined && baggage === undefined
+    ? Context.empty()
+    : Context.make(InboundState, { tracestate, baggage })
+  if (isTraceparent00(traceparentBytes)) return new InboundSpan(traceparentBytes, sampledFlag(traceparentBytes), annotations)
+  const parsed = parseTraceparent(decoder.decode(traceparentBytes))
+  return parsed === undefined ? undefined : Tracer.externalSpan({ ...parsed, annotations })
 }
 
 /** The W3C `traceparent` for a span. */

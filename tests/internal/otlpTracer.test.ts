@@ -10,6 +10,7 @@ import * as OtlpResource from "effect/observability/OtlpResource"
 import * as OtlpSerialization from "effect/observability/OtlpSerialization"
 import * as EffectOtlpTracer from "effect/observability/OtlpTracer"
 import * as OtlpTracer from "../../lib/internal/otlpTracer.ts"
+import * as TraceContext from "../../lib/internal/traceContext.ts"
 
 class Refused extends Data.TaggedError("Refused")<{ readonly reason: string }> {}
 
@@ -41,6 +42,14 @@ const program = Effect.gen(function*() {
       }],
     },
   )
+  // Continuing a trace that came in with a record, and linking to another: ids read from header bytes.
+  const inbound = (traceparent: string) =>
+    TraceContext.extract([{ key: "traceparent", value: new TextEncoder().encode(traceparent) }])!
+  yield* Effect.withSpan(Effect.withSpan(Effect.void, "inbound grandchild"), "inbound child", {
+    parent: inbound("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    links: [{ span: inbound("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"), attributes: {} }],
+    kind: "consumer",
+  })
   yield* Effect.ignore(Effect.withSpan(Effect.fail(new Refused({ reason: "no" })), "fails", { kind: "client" }))
   const hanging = yield* Effect.forkChild(Effect.withSpan(Effect.never, "interrupted"))
   yield* Effect.yieldNow
@@ -140,7 +149,7 @@ test("Partita's OTLP/protobuf body is Effect's protobuf encoding of the same spa
     },
   })
   await Effect.runPromise(Effect.withTracer(program, collecting))
-  assert.deepEqual(spans.map((span) => span.name).sort(), ["child", "fails", "interrupted", "parent"])
+  assert.deepEqual(spans.map((span) => span.name).sort(), ["child", "fails", "inbound child", "inbound grandchild", "interrupted", "parent"])
   assert.ok(spans.every((span) => span.status._tag === "Ended"))
   const resource = await Effect.runPromise(OtlpResource.fromConfig({ serviceName: "otlp-test" }))
   const bodies = OtlpTracer.bodiesFor(resource)
