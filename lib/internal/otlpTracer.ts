@@ -105,7 +105,7 @@ class LeanSpan implements Tracer.Span {
 
   share(shared: SharedAttributes): void {
     if (this.status._tag === "Ended") return
-    if (this.shared !== undefined || this.ownKeys.some((key) => shared.keys.has(key))) {
+    if (this.shared !== undefined || this.ownKeys.length > 0 && this.ownKeys.some((key) => shared.keys.has(key))) {
       for (const [key, value] of shared.entries) this.attribute(key, value)
     } else {
       this.shared = shared

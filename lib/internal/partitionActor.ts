@@ -401,11 +401,12 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
      * Starts the record's `process {topic}` span (CONSUMER), whose parent is the producer's span
      * from the record's headers (or which links to it, by the `consumerParent` setting).
      */
+    const processName = `process ${claim.topic}`
     const startProcessSpan = (record: ConsumerRecord, startTime: bigint = clock.currentTimeNanosUnsafe()): Tracer.Span => {
       const inbound = tracing.propagator.extract(record.headers)
       const asParent = inbound !== undefined && tracing.consumerParent === "parent"
       const span = tracer.span({
-        name: `process ${record.topic}`,
+        name: processName,
         parent: asParent ? Option.some(inbound) : Option.none(),
         annotations: inbound?.annotations ?? Context.empty(),
         links: inbound !== undefined && !asParent ? [{ span: inbound, attributes: {} }] : [],
@@ -558,6 +559,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const processInOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
       Effect.withFiber((fiber) => {
         const base = fiber.context
+        // The record's context on a flat copy of the fiber's: each record's context is new to the
+        // fiber (a new span, when traced), and reading its settings walks every layer added on top.
+        const flat = Context.makeUnsafe(base.mapUnsafe)
         /** The record's span while it is handled: ended however the loop ends, interrupted included. */
         let open: Tracer.Span | undefined
         return Effect.gen(function*() {
@@ -570,7 +574,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
             if (!startable(record)) continue
             const span = tracing.enabled ? startProcessSpan(record, spanTime) : undefined
             open = span
-            const context = Context.add(base, RecordContext, contextOf(record, 1))
+            const context = Context.add(flat, RecordContext, contextOf(record, 1))
             fiber.setContext(span === undefined ? context : Context.add(context, Tracer.ParentSpan, span))
             const exit = yield* Effect.exit(attemptBare(record))
             if (Exit.isSuccess(exit)) {
