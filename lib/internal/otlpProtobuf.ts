@@ -30,8 +30,12 @@ export class ProtoWriter {
     this.length = 0
   }
 
+  // The check inline, the growing apart: `ensure` runs for every field written.
   private ensure(more: number): void {
-    if (this.length + more <= this.bytes.length) return
+    if (this.length + more > this.bytes.length) this.grow(more)
+  }
+
+  private grow(more: number): void {
     let size = this.bytes.length * 2
     while (size < this.length + more) size *= 2
     const grown = new Uint8Array(size)

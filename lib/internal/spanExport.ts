@@ -74,7 +74,11 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
       }),
     )
     const request = HttpClientRequest.post(options.url)
+    // Taken from the front by index, not `splice`: a large queue (a raised OTEL_BSP_MAX_QUEUE_SIZE)
+    // would otherwise move every span left on each batch taken.
     let queue: Array<A> = []
+    let head = 0
+    const queued = () => queue.length - head
     const ready = new Signal()
     const oneAtATime = yield* Semaphore.make(1)
     let closing = false
@@ -131,26 +135,35 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
       )
 
     const take = (): Array<A> => {
-      if (queue.length <= batchSize) {
+      if (head === 0 && queue.length <= batchSize) {
         const all = queue
         queue = []
         return all
       }
-      return queue.splice(0, batchSize)
+      const batch = queue.slice(head, head + batchSize)
+      head += batch.length
+      if (head === queue.length) {
+        queue = []
+        head = 0
+      } else if (head >= 8 * batchSize && head * 2 >= queue.length) {
+        queue = queue.slice(head)
+        head = 0
+      }
+      return batch
     }
 
     /** Sends everything queued, a batch at a time. */
     const drain: Effect.Effect<void> = Effect.suspend(function loop(): Effect.Effect<void> {
-      return queue.length === 0 ? Effect.void : Effect.andThen(send(take()), Effect.suspend(loop))
+      return queued() === 0 ? Effect.void : Effect.andThen(send(take()), Effect.suspend(loop))
     })
 
     const exporter = Effect.gen(function*() {
       while (true) {
-        if (queue.length < batchSize && !closing) {
+        if (queued() < batchSize && !closing) {
           const woken = ready.wait
           yield* Effect.raceFirst(woken, Effect.sleep(delay))
         }
-        if (queue.length > 0) yield* send(take())
+        if (queued() > 0) yield* send(take())
         else if (closing) return
       }
     })
@@ -168,14 +181,14 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
 
     return {
       push: (item: A) => {
-        if (queue.length >= options.maxQueueSize) {
+        if (queued() >= options.maxQueueSize) {
           dropped++
           return
         }
         queue.push(item)
-        if (queue.length === batchSize) ready.notify()
+        if (queued() === batchSize) ready.notify()
       },
       flush: drain,
-      stats: () => ({ queued: queue.length, exported, dropped, failed }),
+      stats: () => ({ queued: queued(), exported, dropped, failed }),
     }
   })
