@@ -183,6 +183,8 @@ export interface OtlpOptions {
   readonly maxExportBatchSize?: number | undefined
   /** How long one export request may take, retries included. Default 30 seconds. */
   readonly exportTimeout?: import("effect").Duration.Input | undefined
+  /** How long closing the layer may take to send the spans still queued. Default 3 seconds. */
+  readonly shutdownTimeout?: import("effect").Duration.Input | undefined
   readonly consumerParent?: "parent" | "link" | undefined
   readonly producerSpans?: boolean | undefined
   /** How spans and metrics are encoded: `http/protobuf` (the default, as in OpenTelemetry) or `http/json`. */
@@ -213,6 +215,7 @@ export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
         maxQueueSize: options.maxQueueSize,
         maxExportBatchSize: options.maxExportBatchSize,
         exportTimeout: options.exportTimeout,
+        shutdownTimeout: options.shutdownTimeout,
       }),
       (tracer) => withSampler(tracer, options.sampler ?? "parentbased_always_on", options.samplerRatio ?? 1),
     ),
