@@ -13,41 +13,14 @@
  *
  *   bun bench/actors_memory.ts          (BENCH_RECORDS, BENCH_ROUNDS)
  */
-import { Context, Effect, Layer, ManagedRuntime, Schema } from "effect"
-import { Codec, MemoryTransport, Transport } from "../mod.ts"
-import {
-  type Case,
-  consumeWithActors,
-  consumeWithSubscription,
-  instrument,
-  loggingLayer,
-  payload,
-  records,
-  runBench,
-} from "./common.ts"
+import { Effect, Schema } from "effect"
+import { Codec } from "../mod.ts"
+import { type Case, consumeWithActors, consumeWithSubscription, memoryTopic, records, runBench } from "./common.ts"
 
 const total = records(300_000)
 const partitions = 3
 const topic = "bench"
-const memory = ManagedRuntime.make(MemoryTransport.layer().pipe(Layer.provideMerge(loggingLayer)))
-const transport = Context.get(await memory.context(), Transport.Transport)
-await memory.runPromise(Effect.gen(function* () {
-  yield* transport.createTopic({ topic, partitions })
-  const batch = 10_000
-  for (let from = 0; from < total; from += batch) {
-    yield* transport.send(Array.from({ length: Math.min(batch, total - from) }, (_, index) => ({
-      topic,
-      key: null,
-      value: payload(from + index),
-    })))
-  }
-}))
-const ends = new Map(
-  (await memory.runPromise(transport.describeTopic(topic))).partitions.map((
-    p,
-  ) => [p.partition, p.highWatermark]),
-)
-const probe = instrument(transport)
+const { memory, ends, probe } = await memoryTopic(topic, total, partitions)
 let groups = 0
 const group = (what: string) => `${what}-${++groups}`
 

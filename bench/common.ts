@@ -25,8 +25,8 @@ import { Buffer } from "node:buffer"
 import process from "node:process"
 import kafkajs from "kafkajs"
 import type { Admin, Kafka as KafkaClient, LogEntry } from "kafkajs"
-import { Deferred, Effect, Exit, Layer, Logger, ManagedRuntime, References, type Scope, Stream } from "effect"
-import { Actor, ActorSystem, ErrorPolicy, KafkaTransport, type Producer, Transport } from "../mod.ts"
+import { Context, Deferred, Effect, Exit, Layer, Logger, ManagedRuntime, Metric, References, type Scope, Stream } from "effect"
+import { Actor, ActorSystem, ErrorPolicy, KafkaTransport, MemoryTransport, type Producer, Transport } from "../mod.ts"
 
 // kafkajs is CommonJS: its default import is `module.exports` on every runtime.
 const { Kafka, logLevel: KafkaLogLevel } = kafkajs
@@ -535,6 +535,54 @@ const encoder = new TextEncoder()
 
 /** The bench payload: `{"id":<n>}`, 8 to 13 bytes of JSON below a million. */
 export const payload = (id: number): Uint8Array => encoder.encode(`{"id":${id}}`)
+
+/** A random sampled W3C `traceparent`, as a producer would write it. */
+export const randomTraceparent = (): string => {
+  const hex = (bytes: number) => Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("")
+  return `00-${hex(16)}-${hex(8)}-01`
+}
+
+/** Spans sent and dropped so far, from the span exporter's own metrics (global to the process). */
+const spanCounts = async () => {
+  const metrics = await Effect.runPromise(Metric.snapshot)
+  const count = (id: string, error: string | undefined) =>
+    metrics
+      .filter((metric) => metric.id === id && metric.attributes?.["error.type"] === error)
+      .reduce((sum, metric) => sum + (metric.state as { readonly count: number }).count, 0)
+  return { sent: count("otel.sdk.exporter.span.exported", undefined), dropped: count("otel.sdk.processor.span.processed", "queue_full") }
+}
+
+/** `measure`, with how many spans it sent and dropped as the sample's detail. */
+export const withSpanCounts = async (measure: () => Promise<Measurement>): Promise<Measurement> => {
+  const before = await spanCounts()
+  const measurement = await measure()
+  const after = await spanCounts()
+  return { ...measurement, detail: `spans sent ${after.sent - before.sent}, dropped ${after.dropped - before.dropped}` }
+}
+
+/**
+ * An embedded broker holding `total` `payload` records on `partitions` partitions of `topic`, each
+ * with a sampled `traceparent` header when `traced`: what the memory benches consume.
+ */
+export const memoryTopic = async (topic: string, total: number, partitions: number, traced = false) => {
+  const memory = ManagedRuntime.make(MemoryTransport.layer().pipe(Layer.provideMerge(loggingLayer)))
+  const transport = Context.get(await memory.context(), Transport.Transport)
+  await memory.runPromise(Effect.gen(function*() {
+    yield* transport.createTopic({ topic, partitions })
+    const batch = 10_000
+    for (let from = 0; from < total; from += batch) {
+      yield* transport.send(Array.from({ length: Math.min(batch, total - from) }, (_, index) => ({
+        topic,
+        key: null,
+        value: payload(from + index),
+        ...(traced ? { headers: [{ key: "traceparent", value: encoder.encode(randomTraceparent()) }] } : {}),
+      })))
+    }
+  }))
+  const described = await memory.runPromise(transport.describeTopic(topic))
+  const ends = new Map(described.partitions.map((p) => [p.partition, p.highWatermark]))
+  return { memory, transport, ends, probe: instrument(transport) }
+}
 
 /** A topic or group name no other run (or engineer) on the shared broker uses. */
 export const uniqueName = (what: string): string =>
