@@ -38,7 +38,7 @@ import {
   withSpanCounts,
 } from "./common.ts"
 
-const total = records(100_000)
+const total = records(300_000)
 const partitions = 3
 const topic = "bench"
 const endpoint = (process.env["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "http://127.0.0.1:4318").replace(/\/+$/, "")
