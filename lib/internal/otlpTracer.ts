@@ -361,6 +361,7 @@ export const make = Effect.fnUntraced(function*(options: BatchOptions & {
     scheduledDelay: options.exportInterval,
     exportTimeout: options.exportTimeout ?? "30 seconds",
     shutdownTimeout: options.shutdownTimeout ?? "3 seconds",
+    exporterType: json ? "otlp_http_json_span_exporter" : "otlp_http_span_exporter",
     body: (spans) =>
       json
         ? HttpBody.text(bodies.json(spans), "application/json")

@@ -30,6 +30,8 @@ export interface Options<A> {
   /** How long closing the scope may take to send what is queued. */
   readonly shutdownTimeout: Duration.Input
   readonly body: (items: ReadonlyArray<A>) => HttpBody.HttpBody
+  /** What the exporter metrics call it: protobuf or JSON over HTTP. */
+  readonly exporterType: "otlp_http_span_exporter" | "otlp_http_json_span_exporter"
   /** Retries of a request refused as transient (429, 5xx, no connection): exponential from `base`, jittered. */
   readonly retry?: { readonly base: Duration.Input; readonly times: number } | undefined
 }
@@ -43,7 +45,8 @@ export interface SpanExport<A> {
   readonly stats: () => { readonly queued: number; readonly exported: number; readonly dropped: number; readonly failed: number }
 }
 
-const component = { "otel.component.type": "batching_span_processor", "otel.component.name": "partita" }
+/** Instances so far, for the `{type}/{index}` component names the OpenTelemetry SDK metrics use. */
+let instances = 0
 const processed = Metric.counter("otel.sdk.processor.span.processed", {
   description: "Spans the batch processor finished with: exported, or dropped (error.type)",
   incremental: true,
@@ -59,6 +62,9 @@ const warnEvery = 60_000
 export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never, HttpClient.HttpClient | Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Scope.Scope
+    const index = instances++
+    const processor = { "otel.component.type": "batching_span_processor", "otel.component.name": `batching_span_processor/${index}` }
+    const exporterAttributes = { "otel.component.type": options.exporterType, "otel.component.name": `${options.exporterType}/${index}` }
     const batchSize = Math.max(1, Math.min(options.maxExportBatchSize, options.maxQueueSize))
     const delay = Duration.fromInputUnsafe(options.scheduledDelay)
     // Never traced itself (a span per export would feed the queue it drains), never propagating.
@@ -92,16 +98,16 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
     const report = (sent: number, error: string | undefined) =>
       Effect.gen(function*() {
         if (error === undefined) {
-          yield* Metric.update(Metric.withAttributes(exportedMetric, component), sent)
-          yield* Metric.update(Metric.withAttributes(processed, component), sent)
+          yield* Metric.update(Metric.withAttributes(exportedMetric, exporterAttributes), sent)
+          yield* Metric.update(Metric.withAttributes(processed, processor), sent)
         } else {
-          yield* Metric.update(Metric.withAttributes(exportedMetric, { ...component, "error.type": error }), sent)
-          yield* Metric.update(Metric.withAttributes(processed, { ...component, "error.type": error }), sent)
+          yield* Metric.update(Metric.withAttributes(exportedMetric, { ...exporterAttributes, "error.type": error }), sent)
+          yield* Metric.update(Metric.withAttributes(processed, { ...processor, "error.type": error }), sent)
         }
         const newlyDropped = dropped - reportedDropped
         reportedDropped = dropped
         if (newlyDropped > 0) {
-          yield* Metric.update(Metric.withAttributes(processed, { ...component, "error.type": "queue_full" }), newlyDropped)
+          yield* Metric.update(Metric.withAttributes(processed, { ...processor, "error.type": "queue_full" }), newlyDropped)
         }
         const now = yield* Clock.currentTimeMillis
         if ((error !== undefined || newlyDropped > 0) && now - lastWarning >= warnEvery) {

@@ -48,6 +48,7 @@ const options = (url: string, overrides: Partial<SpanExport.Options<number>> = {
   exportTimeout: "10 seconds",
   shutdownTimeout: "10 seconds",
   body: (items) => HttpBody.text(JSON.stringify(items), "application/json"),
+  exporterType: "otlp_http_json_span_exporter",
   ...overrides,
 })
 
@@ -93,6 +94,14 @@ test("A collector slower than the spans: the queue stays bounded, the surplus is
         )
         assert.equal(processed.length, 1, "dropped spans are counted in a metric")
         assert.ok((processed[0]!.state as { count: number }).count >= 4_890)
+        assert.equal(processed[0]!.attributes?.["otel.component.type"], "batching_span_processor")
+        yield* waitUntil(() => exporter.stats().exported === 110)
+        const exported = (yield* Metric.snapshot).filter((metric) =>
+          metric.id === "otel.sdk.exporter.span.exported" && metric.attributes?.["error.type"] === undefined &&
+          metric.attributes?.["otel.component.type"] === "otlp_http_json_span_exporter"
+        )
+        assert.ok(exported.length >= 1, "sent spans are counted per exporter")
+        assert.match(String(exported[0]!.attributes?.["otel.component.name"]), /^otlp_http_json_span_exporter\/\d+$/)
       }))
     assert.equal(server.mostOpen(), 1, "never more than one request in flight")
     assert.deepEqual(server.received.flat(), [...Array.from({ length: 110 }, (_, span) => span)], "the first spans, in order, none twice")
