@@ -747,12 +747,14 @@ export const kafkaResources = () => {
     topic: async (what: string, partitions: number): Promise<string> => {
       const name = uniqueName(what)
       const client = await connected()
-      await client.createTopics({
-        topics: [{ topic: name, numPartitions: partitions }],
-        waitForLeaders: true,
-      })
+      await client.createTopics({ topics: [{ topic: name, numPartitions: partitions }], waitForLeaders: false })
       topics.add(name)
-      return name
+      // Not kafkajs' wait for leaders: right after the broker starts it gives up (see KafkaTransport.createTopic).
+      for (const deadline = Date.now() + 30_000; ; await new Promise((resolve) => setTimeout(resolve, 50))) {
+        const found = await client.fetchTopicMetadata({ topics: [name] }).then((metadata) => metadata.topics[0]?.partitions ?? [], () => [])
+        if (found.length === partitions && found.every((partition) => partition.leader >= 0)) return name
+        if (Date.now() > deadline) throw new Error(`Topic ${name}: partitions without a leader after 30 s`)
+      }
     },
     /** A fresh consumer group name, remembered for deletion. */
     group: (what: string): string => {

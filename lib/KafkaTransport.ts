@@ -61,8 +61,9 @@
  *   initialized at once (as Kafka's `initTransactions`), fencing older producers with the id.
  *   A transaction's `commit` returns once the consumer offsets it carried are readable with
  *   `committed` (Kafka applies them a moment after the commit; at most 5 seconds are waited).
- * - `createTopic` is `admin.createTopics`, waiting for leaders (kafkajs answers `false` for an
- *   existing topic: that becomes `TOPIC_ALREADY_EXISTS`); `describeTopic` is the admin's topic
+ * - `createTopic` is `admin.createTopics`, then a wait until every partition's leader answers
+ *   for it (ours, not kafkajs', which gives up on a broker that has just started); kafkajs answers `false` for
+ *   an existing topic: that becomes `TOPIC_ALREADY_EXISTS`. `describeTopic` is the admin's topic
  *   metadata and offsets.
  *
  * Where it differs from `MemoryTransport`:
@@ -554,7 +555,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       const created = yield* attempt("createTopic", `Cannot create topic "${spec.topic}"`, () =>
         admin.createTopics({
           topics: [{ topic: spec.topic, numPartitions: spec.partitions, configEntries }],
-          waitForLeaders: true,
+          waitForLeaders: false,
           timeout: requestTimeout,
         }))
       // kafkajs answers `false`, not an error, when the topic exists.
@@ -563,7 +564,37 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           TransportError.make("TOPIC_ALREADY_EXISTS", "createTopic", `Topic "${spec.topic}" already exists`),
         )
       }
+      yield* leadersElected(spec.topic, spec.partitions)
     })
+
+  /**
+   * Waits until a topic just created is ready: every partition has a leader that answers for it
+   * (its offsets can be read). Not kafkajs' own wait for leaders: on a broker that has just
+   * started it gives up with a retriable `UNKNOWN_TOPIC_OR_PARTITION`, so a topic that was
+   * created was reported as not created (and creating it again as existing); and a leader in the
+   * metadata may still answer `NOT_LEADER_OR_FOLLOWER` for a moment. Here a retriable answer
+   * means "not yet", for as long as a request may take.
+   */
+  const leadersElected = (topic: string, partitions: number) => {
+    const notYet = TransportError.make(
+      "LEADER_NOT_AVAILABLE",
+      "createTopic",
+      `Topic "${topic}" was created, but its ${partitions} partitions had no leaders within ${requestTimeout} ms`,
+    )
+    const elected = attempt("createTopic", `Cannot read the metadata of topic "${topic}"`, () =>
+      admin.fetchTopicMetadata({ topics: [topic] })).pipe(
+        Effect.flatMap((metadata) => {
+          const found = metadata.topics[0]?.partitions ?? []
+          return found.length === partitions && found.every((partition) => partition.leader >= 0)
+            ? attempt("createTopic", `Cannot read the offsets of topic "${topic}"`, () => admin.fetchTopicOffsets(topic))
+            : Effect.fail(notYet)
+        }),
+      )
+    return elected.pipe(
+      Effect.retry({ while: (error) => error.retriable, schedule: Schedule.spaced("50 millis") }),
+      Effect.timeoutOrElse({ duration: Duration.millis(requestTimeout), orElse: () => Effect.fail(notYet) }),
+    )
+  }
 
   const describeTopic = (topic: string) =>
     Effect.gen(function* () {
