@@ -168,11 +168,10 @@ export interface OtlpOptions {
   readonly sampler?: Sampler | undefined
   /** The ratio of `traceidratio` samplers. Default 1. */
   readonly samplerRatio?: number | undefined
-  /**
-   * How long an ended span waits at most for its batch to fill, and how often metrics are sent.
-   * Default 1 second.
-   */
+  /** How often metrics are sent, and the default of `scheduleDelay`. Default 1 second. */
   readonly exportInterval?: import("effect").Duration.Input | undefined
+  /** How long an ended span waits at most for its batch to fill. Default: `exportInterval`. */
+  readonly scheduleDelay?: import("effect").Duration.Input | undefined
   /**
    * Ended spans held for export at most; a span that finds the queue full is dropped, counted
    * (`otel.sdk.processor.span.processed` with `error.type=queue_full`) and logged, so a collector
@@ -210,7 +209,7 @@ export const layerOtlp = (options: OtlpOptions): Layer.Layer<never> => {
       PartitaOtlpTracer.make({
         url: `${base}/v1/traces`,
         resource,
-        exportInterval,
+        exportInterval: options.scheduleDelay ?? exportInterval,
         protocol,
         maxQueueSize: options.maxQueueSize,
         maxExportBatchSize: options.maxExportBatchSize,
@@ -289,13 +288,13 @@ export const layerFromEnv = (
     const text = env[variable]
     if (text === undefined || text === "") continue
     const value = Number(text)
-    const positive = variable === "OTEL_BSP_MAX_QUEUE_SIZE" || variable === "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
-    if (!Number.isSafeInteger(value) || value < (positive ? 1 : 0)) {
+    const count = variable === "OTEL_BSP_MAX_QUEUE_SIZE" || variable === "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+    if (!Number.isSafeInteger(value) || value < 1) {
       return Layer.effectDiscard(Effect.fail(
         new InvalidTracingConfig({
           variable,
           value: text,
-          expected: positive ? "a whole number from 1" : "a whole number of milliseconds",
+          expected: count ? "a whole number from 1" : "a whole number of milliseconds from 1",
         }),
       ))
     }
@@ -317,7 +316,7 @@ export const layerFromEnv = (
     sampler,
     samplerRatio: ratio,
     protocol,
-    ...(batch["OTEL_BSP_SCHEDULE_DELAY"] === undefined ? {} : { exportInterval: Duration.millis(batch["OTEL_BSP_SCHEDULE_DELAY"]) }),
+    ...(batch["OTEL_BSP_SCHEDULE_DELAY"] === undefined ? {} : { scheduleDelay: Duration.millis(batch["OTEL_BSP_SCHEDULE_DELAY"]) }),
     ...(batch["OTEL_BSP_EXPORT_TIMEOUT"] === undefined ? {} : { exportTimeout: Duration.millis(batch["OTEL_BSP_EXPORT_TIMEOUT"]) }),
     maxQueueSize: batch["OTEL_BSP_MAX_QUEUE_SIZE"],
     maxExportBatchSize: batch["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],

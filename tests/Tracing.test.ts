@@ -453,7 +453,12 @@ test("Tracing.layerFromEnv is off without an endpoint and refuses settings it ca
         OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
         OTEL_BSP_SCHEDULE_DELAY: "soon",
       }))))
-      assert.equal(delay.message, `OTEL_BSP_SCHEDULE_DELAY is "soon": expected a whole number of milliseconds`)
+      assert.equal(delay.message, `OTEL_BSP_SCHEDULE_DELAY is "soon": expected a whole number of milliseconds from 1`)
+      const noTimeout = yield* Effect.flip(Effect.scoped(Layer.build(Tracing.layerFromEnv({}, {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
+        OTEL_BSP_EXPORT_TIMEOUT: "0",
+      }))))
+      assert.equal(noTimeout.message, `OTEL_BSP_EXPORT_TIMEOUT is "0": expected a whole number of milliseconds from 1`)
     }),
     Layer.empty,
   ))

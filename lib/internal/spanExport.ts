@@ -66,7 +66,8 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
     const processor = { "otel.component.type": "batching_span_processor", "otel.component.name": `batching_span_processor/${index}` }
     const exporterAttributes = { "otel.component.type": options.exporterType, "otel.component.name": `${options.exporterType}/${index}` }
     const batchSize = Math.max(1, Math.min(options.maxExportBatchSize, options.maxQueueSize))
-    const delay = Duration.fromInputUnsafe(options.scheduledDelay)
+    // At least a millisecond: a zero delay would have the idle exporter wake in a tight loop.
+    const delay = Duration.max(Duration.fromInputUnsafe(options.scheduledDelay), Duration.millis(1))
     // Never traced itself (a span per export would feed the queue it drains), never propagating.
     const client = (yield* HttpClient.HttpClient).pipe(
       HttpClient.tap((response) => Effect.ignore(response.arrayBuffer)),
@@ -91,49 +92,68 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
     let exported = 0
     let dropped = 0
     let failed = 0
-    // What the metrics and the log have seen already: they are updated per export, not per span.
+    // Drops are counted per span (a plain number) and reported to the metric per batch taken.
     let reportedDropped = 0
     let lastWarning = -Infinity
 
-    const report = (sent: number, error: string | undefined) =>
+    const warn = (message: string) =>
       Effect.gen(function*() {
-        if (error === undefined) {
-          yield* Metric.update(Metric.withAttributes(exportedMetric, exporterAttributes), sent)
-          yield* Metric.update(Metric.withAttributes(processed, processor), sent)
-        } else {
-          yield* Metric.update(Metric.withAttributes(exportedMetric, { ...exporterAttributes, "error.type": error }), sent)
-          yield* Metric.update(Metric.withAttributes(processed, { ...processor, "error.type": error }), sent)
-        }
-        const newlyDropped = dropped - reportedDropped
-        reportedDropped = dropped
-        if (newlyDropped > 0) {
-          yield* Metric.update(Metric.withAttributes(processed, { ...processor, "error.type": "queue_full" }), newlyDropped)
-        }
         const now = yield* Clock.currentTimeMillis
-        if ((error !== undefined || newlyDropped > 0) && now - lastWarning >= warnEvery) {
-          lastWarning = now
-          yield* Effect.logWarning(
-            error === undefined
-              ? `Tracing: the span queue (${options.maxQueueSize}) was full; ${dropped} spans dropped so far. The OTLP endpoint takes spans slower than they end: sample fewer, or raise OTEL_BSP_MAX_QUEUE_SIZE.`
-              : `Tracing: exporting ${sent} spans to ${options.url} failed (${error}); ${failed} spans lost so far.`,
-          )
-        }
+        if (now - lastWarning < warnEvery) return
+        lastWarning = now
+        yield* Effect.logWarning(message)
       })
 
+    /** Spans dropped since the last report, to the metric (and the log, at most once a minute). */
+    const reportDrops = Effect.gen(function*() {
+      const newlyDropped = dropped - reportedDropped
+      reportedDropped = dropped
+      if (newlyDropped > 0) {
+        yield* Metric.update(Metric.withAttributes(processed, { ...processor, "error.type": "queue_full" }), newlyDropped)
+        yield* warn(
+          `Tracing: the span queue (${options.maxQueueSize}) was full; ${dropped} spans dropped so far. The OTLP endpoint takes spans slower than they end: sample fewer, or raise OTEL_BSP_MAX_QUEUE_SIZE.`,
+        )
+      }
+    })
+
+    /**
+     * A batch handed to the exporter: as OpenTelemetry's SDK metrics count it, the batch's spans
+     * are processed now (whatever the export's outcome), and so are the spans dropped since.
+     */
+    const submitted = (size: number) =>
+      Effect.andThen(Metric.update(Metric.withAttributes(processed, processor), size), reportDrops)
+
+
+    /** The export failure as `error.type`: the HTTP status, else the error's tag (a timeout, no connection). */
+    const errorType = (cause: Cause.Cause<unknown>): string => {
+      const error = Cause.findErrorOption(cause)
+      const value: unknown = error._tag === "Some" ? error.value : undefined
+      if (typeof value !== "object" || value === null) return "_OTHER"
+      const reason = (value as { readonly reason?: { readonly _tag?: unknown; readonly response?: { readonly status?: unknown } } }).reason
+      if (reason?._tag === "StatusCodeError" && typeof reason.response?.status === "number") return String(reason.response.status)
+      if (typeof reason?._tag === "string") return reason._tag
+      return "_tag" in value ? String(value._tag) : "_OTHER"
+    }
+
     const send = (batch: ReadonlyArray<A>): Effect.Effect<void> =>
-      client.execute(HttpClientRequest.setBody(request, options.body(batch))).pipe(
+      Effect.andThen(
+        submitted(batch.length),
+        // Encoding inside the effect: a span that cannot be written fails its batch, never the exporter.
+        Effect.suspend(() => client.execute(HttpClientRequest.setBody(request, options.body(batch)))),
+      ).pipe(
         Effect.timeout(options.exportTimeout),
         Effect.matchCauseEffect({
           onSuccess: () => {
             exported += batch.length
-            return report(batch.length, undefined)
+            return Metric.update(Metric.withAttributes(exportedMetric, exporterAttributes), batch.length)
           },
           onFailure: (cause) => {
             failed += batch.length
-            const error = Cause.findErrorOption(cause)
-            const value: unknown = error._tag === "Some" ? error.value : undefined
-            const tag = typeof value === "object" && value !== null && "_tag" in value ? String(value._tag) : "_OTHER"
-            return report(batch.length, tag)
+            const error = errorType(cause)
+            return Effect.andThen(
+              Metric.update(Metric.withAttributes(exportedMetric, { ...exporterAttributes, "error.type": error }), batch.length),
+              warn(`Tracing: exporting ${batch.length} spans to ${options.url} failed (${error}); ${failed} spans lost so far.`),
+            )
           },
         }),
         Effect.withTracerEnabled(false),
@@ -147,6 +167,8 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
         return all
       }
       const batch = queue.slice(head, head + batchSize)
+      // The slots taken let go of their spans now, not at the next compaction.
+      queue.fill(undefined as A, head, head + batch.length)
       head += batch.length
       if (head === queue.length) {
         queue = []
@@ -173,16 +195,27 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
         else if (closing) return
       }
     })
-    const running = yield* Effect.forkIn(exporter, scope)
-    // Runs before the exporter's own interruption (finalizers run last added, first): the
-    // exporter sends what is queued and returns, within the shutdown timeout.
+    // Not forked into `scope`: its interruption must come after the drain below, and a scope may
+    // run its finalizers concurrently. This finalizer owns the fiber's whole life.
+    const running = yield* Effect.forkDetach(exporter)
     yield* Scope.addFinalizer(
       scope,
       Effect.suspend(() => {
         closing = true
         ready.notify()
         return Fiber.await(running)
-      }).pipe(Effect.timeoutOption(options.shutdownTimeout), Effect.asVoid),
+      }).pipe(
+        Effect.timeoutOption(options.shutdownTimeout),
+        Effect.andThen(Fiber.interrupt(running)),
+        // What closing left unsent is counted too: processed, failed by the shutdown.
+        Effect.andThen(Effect.suspend(() => {
+          const left = queued()
+          return Effect.andThen(
+            left > 0 ? Metric.update(Metric.withAttributes(processed, { ...processor, "error.type": "shutdown" }), left) : Effect.void,
+            reportDrops,
+          )
+        })),
+      ),
     )
 
     return {

@@ -69,8 +69,7 @@ const ascii = (bytes: Uint8Array, from: number, to: number): string => decoder.d
  * A producer's span context read from a version-00 `traceparent`'s bytes. Its ids become text
  * only when something reads them: a traced consumer makes one per record, and the OTLP writer
  * copies the ids straight from these bytes (`header[3, 35)` the trace id, `[36, 52)` the span
- * id), so the usual record never pays for two strings. The bytes are the record's own (a
- * read-only view): holding them keeps the record's batch alive while the span is queued.
+ * id), so the usual record never pays for two strings. The bytes are a copy of the header's.
  */
 export class InboundSpan implements Tracer.ExternalSpan {
   readonly _tag = "ExternalSpan"
@@ -133,7 +132,11 @@ export const extract = (headers: ReadonlyArray<Header>): Tracer.ExternalSpan | u
   const annotations = tracestate === undefined && baggage === undefined
     ? Context.empty()
     : Context.make(InboundState, { tracestate, baggage })
-  if (isTraceparent00(traceparentBytes)) return new InboundSpan(traceparentBytes, sampledFlag(traceparentBytes), annotations)
+  // A copy of the 55 bytes, not the record's view: a span can outlive its record (queued for
+  // export), and a view would keep the record's whole fetch response alive with it.
+  if (isTraceparent00(traceparentBytes)) {
+    return new InboundSpan(traceparentBytes.slice(), sampledFlag(traceparentBytes), annotations)
+  }
   const parsed = parseTraceparent(decoder.decode(traceparentBytes))
   return parsed === undefined ? undefined : Tracer.externalSpan({ ...parsed, annotations })
 }

@@ -56,9 +56,10 @@ const options = (url: string, overrides: Partial<SpanExport.Options<number>> = {
 const withExporter = <A>(
   exportOptions: SpanExport.Options<number>,
   use: (exporter: SpanExport.SpanExport<number>) => Effect.Effect<A>,
+  finalizers: "sequential" | "parallel" = "sequential",
 ) =>
   Effect.runPromise(Effect.gen(function*() {
-    const scope = yield* Scope.make()
+    const scope = yield* Scope.make(finalizers)
     const exporter = yield* SpanExport.make(exportOptions).pipe(Scope.provide(scope))
     const result = yield* use(exporter)
     yield* Scope.close(scope, Exit.void)
@@ -148,6 +149,38 @@ test("A collector's 503 is retried; a batch that keeps failing is counted lost a
     assert.deepEqual(server.received, [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29]])
     assert.equal(server.requests(), 9, "one try and five retries for the lost batch, then the next")
     assert.deepEqual(exporter.stats(), { queued: 0, exported: 20, dropped: 0, failed: 10 })
+  } finally {
+    await server.close()
+  }
+})
+
+test("A batch that cannot be encoded is counted lost; the exporter goes on with the next", async () => {
+  const server = await collector((_request, respond) => respond(200))
+  try {
+    const unencodable = (items: ReadonlyArray<number>) => {
+      if (items.includes(13)) throw new Error("a span that cannot be written")
+      return HttpBody.text(JSON.stringify(items), "application/json")
+    }
+    const { exporter } = await withExporter(options(server.url, { body: unencodable }), (exporter) =>
+      Effect.gen(function*() {
+        for (let span = 0; span < 30; span++) exporter.push(span)
+        yield* waitUntil(() => exporter.stats().exported === 20)
+      }))
+    assert.deepEqual(server.received, [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29]])
+    assert.deepEqual(exporter.stats(), { queued: 0, exported: 20, dropped: 0, failed: 10 })
+  } finally {
+    await server.close()
+  }
+})
+
+test("Closing sends what is queued even when the scope runs its finalizers concurrently", async () => {
+  const server = await collector((_request, respond) => respond(200))
+  try {
+    await withExporter(options(server.url), (exporter) =>
+      Effect.sync(() => {
+        for (let span = 0; span < 5; span++) exporter.push(span)
+      }), "parallel")
+    assert.deepEqual(server.received, [[0, 1, 2, 3, 4]])
   } finally {
     await server.close()
   }
