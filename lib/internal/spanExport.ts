@@ -11,7 +11,7 @@
  * trade, and the drops are counted (`otel.sdk.processor.span.processed`, `error.type=queue_full`)
  * and logged.
  */
-import { Cause, Clock, Duration, Effect, Fiber, Metric, Schedule, Scope, Semaphore } from "effect"
+import { Cause, Clock, Duration, Effect, Fiber, Metric, Schedule, Scope } from "effect"
 import type * as HttpBody from "effect/http/HttpBody"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
@@ -39,8 +39,6 @@ export interface Options<A> {
 export interface SpanExport<A> {
   /** Queues an ended span, or drops it if the queue is full. Never blocks, never fails. */
   readonly push: (item: A) => void
-  /** Sends everything queued now; waits for an export in flight first. */
-  readonly flush: Effect.Effect<void>
   /** Counts so far, for tests and diagnostics. */
   readonly stats: () => { readonly queued: number; readonly exported: number; readonly dropped: number; readonly failed: number }
 }
@@ -87,7 +85,6 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
     let head = 0
     const queued = () => queue.length - head
     const ready = new Signal()
-    const oneAtATime = yield* Semaphore.make(1)
     let closing = false
     let exported = 0
     let dropped = 0
@@ -157,7 +154,6 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
           },
         }),
         Effect.withTracerEnabled(false),
-        (exporting) => oneAtATime.withPermit(exporting),
       )
 
     const take = (): Array<A> => {
@@ -180,11 +176,7 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
       return batch
     }
 
-    /** Sends everything queued, a batch at a time. */
-    const drain: Effect.Effect<void> = Effect.suspend(function loop(): Effect.Effect<void> {
-      return queued() === 0 ? Effect.void : Effect.andThen(send(take()), Effect.suspend(loop))
-    })
-
+    // The only sender: one request in flight at a time follows from there being one loop.
     const exporter = Effect.gen(function*() {
       while (true) {
         if (queued() < batchSize && !closing) {
@@ -227,7 +219,6 @@ export const make = <A>(options: Options<A>): Effect.Effect<SpanExport<A>, never
         queue.push(item)
         if (queued() === batchSize) ready.notify()
       },
-      flush: drain,
       stats: () => ({ queued: queued(), exported, dropped, failed }),
     }
   })
