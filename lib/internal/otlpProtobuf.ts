@@ -248,27 +248,38 @@ const keyValue = (key: string, value: AnyValue): Uint8Array => {
   return pair.take()
 }
 
-/** Encoded attributes by key, then by value, for values that repeat; bounded per key. */
-const cachedAttributes = new Map<string, Map<unknown, Uint8Array>>()
-const cachePerKey = 256
+/**
+ * `encode` memoized by key, then by value, for string and boolean values (the ones that repeat:
+ * topics, groups, flags), at most 256 values per key: high-cardinality values (record keys) are
+ * encoded each time rather than kept. Both OTLP encodings cache their attributes with it.
+ */
+export const cachedByKeyAndValue = <T>(encode: (key: string, value: unknown) => T) => {
+  const byKey = new Map<string, Map<unknown, T>>()
+  return (key: string, value: unknown): T => {
+    let byValue = byKey.get(key)
+    if (byValue === undefined) {
+      byValue = new Map()
+      byKey.set(key, byValue)
+    }
+    let encoded = byValue.get(value)
+    if (encoded === undefined) {
+      encoded = encode(key, value)
+      if (byValue.size < 256) byValue.set(value, encoded)
+    }
+    return encoded
+  }
+}
+
 /** A key's `key = 1` field, for the integer fast path. */
 const keyFields = new Map<string, Uint8Array>()
 
+const cachedAttribute = cachedByKeyAndValue((key, value) => keyValue(key, OtlpResource.unknownToAttributeValue(value)))
+
 /** The content of an attribute's `KeyValue`, encoded once for values that repeat. */
-export const attribute = (key: string, value: unknown): Uint8Array => {
-  if (typeof value !== "string" && typeof value !== "boolean") return keyValue(key, OtlpResource.unknownToAttributeValue(value))
-  let byValue = cachedAttributes.get(key)
-  if (byValue === undefined) {
-    byValue = new Map()
-    cachedAttributes.set(key, byValue)
-  }
-  let encoded = byValue.get(value)
-  if (encoded === undefined) {
-    encoded = keyValue(key, OtlpResource.unknownToAttributeValue(value))
-    if (byValue.size < cachePerKey) byValue.set(value, encoded)
-  }
-  return encoded
-}
+export const attribute = (key: string, value: unknown): Uint8Array =>
+  typeof value === "string" || typeof value === "boolean"
+    ? cachedAttribute(key, value)
+    : keyValue(key, OtlpResource.unknownToAttributeValue(value))
 
 /** Writes one attribute as field `tag` of the enclosing message. */
 export const writeAttribute = (writer: ProtoWriter, tag: number, key: string, value: unknown): void => {

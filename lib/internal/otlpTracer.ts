@@ -148,27 +148,14 @@ class LeanSpan implements Tracer.Span {
 
 const quote = (text: string): string => JSON.stringify(text)
 
-/** Written attributes by key, then by value, for values that repeat; bounded per key. */
-const cachedAttributes = new Map<string, Map<unknown, string>>()
-const cachePerKey = 256
+const writeAttributeJson = (key: string, value: unknown): string =>
+  `{"key":${quote(key)},"value":${JSON.stringify(OtlpResource.unknownToAttributeValue(value))}}`
+const cachedAttributeJson = Proto.cachedByKeyAndValue(writeAttributeJson)
 
 const attributeJson = (key: string, value: unknown): string => {
-  if (typeof value === "string" || typeof value === "boolean") {
-    let byValue = cachedAttributes.get(key)
-    if (byValue === undefined) {
-      byValue = new Map()
-      cachedAttributes.set(key, byValue)
-    }
-    let json = byValue.get(value)
-    if (json === undefined) {
-      json = `{"key":${quote(key)},"value":${JSON.stringify(OtlpResource.unknownToAttributeValue(value))}}`
-      // High-cardinality values (record keys) are written each time rather than kept.
-      if (byValue.size < cachePerKey) byValue.set(value, json)
-    }
-    return json
-  }
+  if (typeof value === "string" || typeof value === "boolean") return cachedAttributeJson(key, value)
   if (typeof value === "number" && Number.isSafeInteger(value)) return `{"key":${quote(key)},"value":{"intValue":${value}}}`
-  return `{"key":${quote(key)},"value":${JSON.stringify(OtlpResource.unknownToAttributeValue(value))}}`
+  return writeAttributeJson(key, value)
 }
 
 const attributesJson = (entries: Iterable<readonly [string, unknown]>): string => {
