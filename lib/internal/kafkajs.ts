@@ -199,17 +199,26 @@ export const kafkaLogLevels = {
   debug: KafkaLogLevel.DEBUG,
 } as const
 
-/** kafkajs lines that repeat what the caller learns anyway, as a `TransportError` or a `GroupEvent`. */
+/**
+ * kafkajs lines that repeat what the caller learns anyway, as a `TransportError`, a `GroupEvent`
+ * or another kafkajs line: a failed connection is reported by whoever was connecting (the seed
+ * broker retry below, a consumer's crash, a request's final error), so the socket's own line is
+ * an echo.
+ */
 export const isEcho = ({ namespace, log }: LogEntry): boolean =>
-  (namespace === "Connection" && log.message.startsWith("Response ")) ||
+  (namespace === "Connection" && (log.message.startsWith("Response ") || log.message.startsWith("Connection "))) ||
   (namespace === "Producer" &&
     (log["retryCount"] !== undefined || log.message.startsWith("Limiting retries"))) ||
   (namespace === "Runner" && log.message.startsWith("The group is rebalancing"))
 
+/** A seed broker kafkajs could not reach, and will try again: a condition to watch, not yet an error. */
+const isSeedRetry = ({ namespace, log }: LogEntry): boolean =>
+  namespace === "BrokerPool" && log.message.startsWith("Failed to connect to seed broker")
+
 export const severityOf = (entry: LogEntry): LogLevel.Severity => {
   switch (entry.level) {
     case KafkaLogLevel.ERROR:
-      return isEcho(entry) ? "Debug" : "Error"
+      return isEcho(entry) ? "Debug" : isSeedRetry(entry) ? "Warn" : "Error"
     case KafkaLogLevel.WARN:
       return isEcho(entry) ? "Debug" : "Warn"
     case KafkaLogLevel.INFO:
@@ -219,25 +228,56 @@ export const severityOf = (entry: LogEntry): LogLevel.Severity => {
   }
 }
 
+/** A field's value as it reads on a log line: text as it is, anything else as JSON. */
+const fieldText = (value: unknown): string => {
+  if (typeof value === "string") return value
+  if (typeof value === "number" || typeof value === "boolean" || value === null || value === undefined) return String(value)
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}
+
 /**
- * A kafkajs `logCreator` writing to Effect's logger. kafkajs logs outside any fiber, so each line
- * runs on the context captured when the layer was built.
+ * One kafkajs log entry as one line: kafkajs' message, reworded where it misleads, with its
+ * fields inline (`broker=…, retryCount=…`) rather than as annotations, which console loggers
+ * print as a block of lines. Stacks are left out: they locate kafkajs' code, not the problem.
+ */
+export const lineOf = (entry: LogEntry): string => {
+  const { timestamp: _timestamp, logger: _logger, message, stack: _stack, ...fields } = entry.log
+  let text = message
+  if (isSeedRetry(entry)) {
+    // kafkajs says "trying another broker from the list" even when the list has one broker.
+    const reason = message.replace(/^Failed to connect to seed broker, trying another broker from the list: /, "")
+    // It logs before deciding whether to retry, so the line names the attempt, not a next one.
+    const { retryCount, retryTime: _retryTime, ...rest } = fields
+    text = typeof retryCount === "number"
+      ? `Cannot connect to a seed broker (attempt ${retryCount + 1}): ${reason}`
+      : `Cannot connect to a seed broker: ${reason}`
+    return oneLine(`kafkajs ${entry.namespace}: ${text}`, rest)
+  }
+  return oneLine(`kafkajs ${entry.namespace}: ${text}`, fields)
+}
+
+const oneLine = (text: string, fields: Readonly<Record<string, unknown>>): string => {
+  const pairs = Object.entries(fields).filter(([, value]) => value !== undefined)
+  const line = pairs.length === 0 ? text : `${text} (${pairs.map(([key, value]) => `${key}=${fieldText(value)}`).join(", ")})`
+  return line.replace(/\s*[\r\n]+\s*/g, " ")
+}
+
+/**
+ * A kafkajs `logCreator` writing to Effect's logger, one line per entry (see `lineOf`). kafkajs
+ * logs outside any fiber, so each line runs on the context captured when the layer was built.
  */
 export const logCreatorFor = (context: Context.Context<never>, minimum: LogLevel.LogLevel) => {
   const run = Effect.runForkWith(context)
   return () => (entry: LogEntry): void => {
     const severity = severityOf(entry)
     if (LogLevel.isLessThan(severity, minimum)) return
-    const { timestamp: _timestamp, logger: _logger, message, stack, ...extra } = entry.log
-    const annotations = severity === "Error" && stack !== undefined ? { ...extra, stack } : extra
-    run(
-      Effect.logWithLevel(severity)(`kafkajs ${entry.namespace}: ${message}`).pipe(
-        Effect.annotateLogs(annotations),
-      ),
-    )
+    run(Effect.logWithLevel(severity)(lineOf(entry)))
   }
 }
-
 
 /** What a transport's parts share: its clients, options and their defaults. */
 export interface Environment {
