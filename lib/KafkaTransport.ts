@@ -86,6 +86,15 @@
  *   heartbeat intervals) is removed: its events fail with `UNKNOWN_MEMBER_ID` and the consumer
  *   leaves the group.
  *
+ * Security: `ssl` and `sasl` go to every kafkajs client. Before connecting, the layer makes one
+ * TLS handshake with the first bootstrap broker that answers, as kafkajs would make it: kafkajs
+ * treats a refused certificate as a broker that is down and retries it (six handshakes, 6 to 13
+ * seconds with the default retry), where here it fails at once with `SSL_AUTHENTICATION_FAILED`,
+ * not retriable, saying whether the CA is not trusted or the name does not match. A wrong SASL
+ * password fails the layer after one attempt with `SASL_AUTHENTICATION_FAILED`, not retriable
+ * (kafkajs does not retry it). The password is handed to kafkajs only: it is in no option that is
+ * logged, no span attribute and no error message.
+ *
  * Compression: `none` and `gzip` work as they are. For `snappy`, `lz4` or `zstd`, register a codec
  * with kafkajs once, before the layer is built, e.g. with the `kafkajs-snappy` package:
  * `CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec` (both from `"kafkajs"`). Consumers
@@ -134,9 +143,11 @@ import type {
   Sender,
   TopicMessages,
 } from "kafkajs"
+import { readFile } from "node:fs/promises"
 import {
   Clock,
   Config,
+  ConfigProvider,
   Duration,
   Effect,
   Layer,
@@ -161,6 +172,7 @@ import {
   toHeaders,
 } from "./internal/kafkajs.ts"
 import { subscribe } from "./internal/kafkaSubscription.ts"
+import { verifyBrokerCertificate } from "./internal/tlsCheck.ts"
 import { partitionForKey } from "./internal/partitioner.ts"
 import {
   type Acks,
@@ -213,7 +225,11 @@ export interface Options {
   readonly brokers?: ReadonlyArray<string> | undefined
   /** The client id brokers see; a subscription's own `clientId` overrides it. Default `partita`. */
   readonly clientId?: string | undefined
-  /** `true` for TLS with the runtime's defaults, or `tls.connect` options, passed to kafkajs as they are. */
+  /**
+   * `true` for TLS with the runtime's defaults, or `tls.connect` options (`ca` for a private CA,
+   * `servername` for the name to verify), passed to kafkajs as they are. A broker certificate
+   * these refuse fails the layer at once with `SSL_AUTHENTICATION_FAILED` (see the module notes).
+   */
   readonly ssl?: KafkaConfig["ssl"] | undefined
   /** SASL credentials, or any kafkajs SASL options (`oauthbearer`, `aws`) passed as they are. */
   readonly sasl?: SaslCredentials | NonNullable<KafkaConfig["sasl"]> | undefined
@@ -445,6 +461,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         >
         : sasl as NonNullable<KafkaConfig["sasl"]>,
     }),
+  }
+  // A certificate kafkajs would refuse fails here, once, rather than through its retries.
+  if (options.ssl !== undefined && options.ssl !== false) {
+    yield* verifyBrokerCertificate(brokers, options.ssl, Duration.millis(config.connectionTimeout ?? 1000))
   }
   const kafka = (clientId?: string) => new Kafka(clientId === undefined ? config : { ...config, clientId })
   const client = yield* attemptSync("connect", "Cannot configure kafkajs", () => kafka())
@@ -779,11 +799,33 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 export const layer = (options: Options = {}): Layer.Layer<Transport, TransportError.TransportError> =>
   Layer.effect(Transport, make(options))
 
+/** The PEM file `KAFKA_SSL_CA_FILE` names, read when the config is; a file that cannot be is a `ConfigError`. */
+const caFile = Config.option(Config.String("KAFKA_SSL_CA_FILE")).pipe(
+  Config.mapEffect(Option.match({
+    onNone: () => Effect.succeed(Option.none<string>()),
+    onSome: (path) =>
+      Effect.tryPromise({
+        try: () => readFile(path, "utf8"),
+        catch: (error) =>
+          new Config.ConfigError(
+            new ConfigProvider.SourceError({
+              message: `Cannot read the CA certificates in KAFKA_SSL_CA_FILE "${path}": ${
+                error instanceof Error ? error.message : String(error)
+              }`,
+              cause: error,
+            }),
+          ),
+      }).pipe(Effect.map(Option.some)),
+  })),
+)
+
 /**
  * The options the environment gives: `KAFKA_BROKERS` (comma separated, required),
- * `KAFKA_CLIENT_ID`, `KAFKA_SSL` (a boolean), and SASL as `KAFKA_SASL_MECHANISM` (`plain`,
- * `scram-sha-256` or `scram-sha-512`) with `KAFKA_SASL_USERNAME` and `KAFKA_SASL_PASSWORD`
- * (read as `Redacted`, required once a mechanism is set).
+ * `KAFKA_CLIENT_ID`, `KAFKA_SSL` (a boolean), `KAFKA_SSL_CA_FILE` (a PEM file of the CA
+ * certificates to trust instead of the runtime's; it turns TLS on, and contradicts
+ * `KAFKA_SSL=false`), and SASL as `KAFKA_SASL_MECHANISM` (`plain`, `scram-sha-256` or
+ * `scram-sha-512`) with `KAFKA_SASL_USERNAME` and `KAFKA_SASL_PASSWORD` (read as `Redacted`,
+ * required once a mechanism is set).
  *
  * @since 0.1.0
  * @category configuration
@@ -793,7 +835,21 @@ export const config: Config.Config<Options> = Config.all({
     Config.map((value) => value.split(",").map((broker) => broker.trim()).filter((broker) => broker !== "")),
   ),
   clientId: Config.option(Config.String("KAFKA_CLIENT_ID")),
-  ssl: Config.option(Config.Boolean("KAFKA_SSL")),
+  ssl: Config.all({ enabled: Config.option(Config.Boolean("KAFKA_SSL")), ca: caFile }).pipe(
+    Config.mapEffect(({ enabled, ca }): Effect.Effect<Option.Option<boolean | { readonly ca: string }>, Config.ConfigError> => {
+      if (Option.isNone(ca)) return Effect.succeed(enabled)
+      if (Option.isSome(enabled) && !enabled.value) {
+        return Effect.fail(
+          new Config.ConfigError(
+            new ConfigProvider.SourceError({
+              message: "KAFKA_SSL_CA_FILE is set but KAFKA_SSL=false: a CA file is for TLS, unset one of them",
+            }),
+          ),
+        )
+      }
+      return Effect.succeed(Option.some({ ca: ca.value }))
+    }),
+  ),
   sasl: Config.option(Config.Literals(["plain", "scram-sha-256", "scram-sha-512"], "KAFKA_SASL_MECHANISM"))
     .pipe(
       Config.flatMap(Option.match({
@@ -826,8 +882,9 @@ export const layerConfig = (
 
 /**
  * The Kafka transport configured by the environment (see {@link config}); `options` supplies
- * what the environment cannot say (TLS certificates, retries, compression). What the
- * environment sets wins, except that `KAFKA_SSL=true` keeps TLS options given here.
+ * what the environment cannot say (client certificates, retries, compression). What the
+ * environment sets wins, except that `KAFKA_SSL=true` keeps TLS options given here, and
+ * `KAFKA_SSL_CA_FILE` adds its CA to them.
  *
  * @since 0.1.0
  * @category layers
@@ -840,5 +897,7 @@ export const layerFromEnv = (
     ...fromEnv,
     ...(fromEnv.ssl === true && options.ssl !== undefined && options.ssl !== false
       ? { ssl: options.ssl }
+      : typeof fromEnv.ssl === "object" && typeof options.ssl === "object"
+      ? { ssl: { ...options.ssl, ...fromEnv.ssl } }
       : {}),
   })))

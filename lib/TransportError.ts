@@ -5,7 +5,8 @@
  * decide on `retriable` and `code` alone and never on a client library's exception classes. The
  * codes and their retriable flags are Kafka's protocol error codes, as the Java client classifies
  * them; franz-go's `kerr` package is the model. Conditions outside Kafka's protocol (a refused
- * connection, a client-side timeout) use the nearest Kafka code.
+ * connection, a client-side timeout) use the nearest Kafka code, and the one with none near, a
+ * TLS handshake the client refuses, has a name of its own from {@link clientErrors}.
  *
  * @since 0.1.0
  */
@@ -162,19 +163,33 @@ export const kafkaErrors = [
 ] as const
 
 /**
- * The name of a Kafka protocol error.
+ * Conditions a client finds before the broker could answer, which Kafka's protocol has no code
+ * for: `[name, retriable]`. `SSL_AUTHENTICATION_FAILED` is a TLS handshake the client refused (the
+ * broker's certificate is not trusted, or not for the name connected to), as Kafka's Java client
+ * names it (`SslAuthenticationException`); it does not heal by retrying.
  *
  * @since 0.1.0
  * @category models
  */
-export type KafkaErrorName = (typeof kafkaErrors)[number][1]
+export const clientErrors = [
+  ["SSL_AUTHENTICATION_FAILED", false],
+] as const
+
+/**
+ * The name of a Kafka protocol error, or of a client-side condition from {@link clientErrors}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type KafkaErrorName = (typeof kafkaErrors)[number][1] | (typeof clientErrors)[number][0]
 
 const byCode = new Map<number, readonly [number, KafkaErrorName, boolean]>(
   kafkaErrors.map((entry) => [entry[0], entry]),
 )
-const byName = new Map<string, readonly [number, KafkaErrorName, boolean]>(
-  kafkaErrors.map((entry) => [entry[1], entry]),
-)
+const byName = new Map<string, readonly [number, KafkaErrorName, boolean]>([
+  ...kafkaErrors.map((entry) => [entry[1], entry] as const),
+  ...clientErrors.map(([name, retriable]) => [name, [-1, name, retriable] as const] as const),
+])
 
 /**
  * Whether Kafka considers the named condition retriable.

@@ -10,6 +10,7 @@ import { type Context, Effect, LogLevel } from "effect"
 import type { defaults, Options } from "../KafkaTransport.ts"
 import type { ConsumerRecord, Header, TopicPartition } from "../Transport.ts"
 import * as TransportError from "../TransportError.ts"
+import { certificateHint, isCertificateError } from "./tlsCheck.ts"
 
 // kafkajs is CommonJS: the default import is `module.exports` on every runtime.
 const { logLevel: KafkaLogLevel } = kafkajs
@@ -50,6 +51,8 @@ export const codeOf = (root: unknown): TransportError.KafkaErrorName => {
   if (typeof shape.type === "string") return TransportError.nameOf(shape.type)
   switch (shape.name) {
     case "KafkaJSConnectionError":
+      // kafkajs keeps the socket error's code: a refused certificate is no network trouble.
+      return isCertificateError(shape.code) ? "SSL_AUTHENTICATION_FAILED" : "NETWORK_EXCEPTION"
     case "KafkaJSConnectionClosedError":
     case "KafkaJSBrokerNotFound":
     case "KafkaJSNoBrokerAvailableError":
@@ -93,7 +96,19 @@ export const fromKafkaJS = (operation: string, what: string) => (error: unknown)
   const retries = outer.name === "KafkaJSNumberOfRetriesExceeded" && typeof outer.retryCount === "number"
     ? `, gave up after ${outer.retryCount} ${outer.retryCount === 1 ? "retry" : "retries"}`
     : ""
-  return TransportError.make(code, operation, `${what}: ${detailOf(root)} (${code}${retries})`, error)
+  return TransportError.make(code, operation, `${what}: ${detailOf(root)} (${code}${retries})${hintOf(code, root)}`, error)
+}
+
+/** What to do, for the conditions a caller cannot act on from the broker's words alone. */
+const hintOf = (code: TransportError.KafkaErrorName, root: unknown): string => {
+  switch (code) {
+    case "SASL_AUTHENTICATION_FAILED":
+      return ": check the SASL mechanism, username and password (KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)"
+    case "SSL_AUTHENTICATION_FAILED":
+      return `: ${certificateHint(shapeOf(root).code)}`
+    default:
+      return ""
+  }
 }
 
 export const nonRetriable = (error: TransportError.TransportError): TransportError.TransportError =>
