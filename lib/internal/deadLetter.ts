@@ -301,6 +301,8 @@ const advice = (failure: TransportError, settings: DeadLetterSettings): string =
       : `the letter without its value is still too large (key or headers): raise the topic's max.message.bytes`
     : failure.code.endsWith("AUTHORIZATION_FAILED")
     ? `grant this client write access to "${settings.topic}"`
+    : failure.code === "INVALID_RECORD"
+    ? `the letter cannot be encoded as it is (kafkajs, for one, cannot send a null header value)`
     : failure.retriable
     ? `the deadLetter.retry schedule ran out: check that "${settings.topic}" exists and its leaders are available`
     : `fix the cause (${failure.code}) on the broker`
