@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict"
 import { createHash } from "node:crypto"
-import { Data, Effect, Schedule, Schema } from "effect"
+import { Data, type Duration, Effect, Schedule, Schema } from "effect"
 import { Kafka, logLevel } from "kafkajs"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
@@ -104,7 +104,7 @@ kafkaTest("ActorSystem on Kafka dead-letters a poison record with its headers wh
   ))
 
 /** An actor whose record with id 0 fails with `StoreError` and is dead-lettered; the rest are handled. */
-const poisonedAt0 = (topic: string, handled: Array<number>, deadLetter: Actor.DeadLetterOptions) =>
+const poisonedAt0 = (topic: string, handled: Array<number>, deadLetter: Actor.DeadLetterOptions, stallAfter: Duration.Input = "1 minute") =>
   Actor.make({
     name: "poisoned-at-0",
     group: uniqueName("poisoned"),
@@ -115,6 +115,7 @@ const poisonedAt0 = (topic: string, handled: Array<number>, deadLetter: Actor.De
     onError: { StoreError: ErrorPolicy.deadLetter, DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
     deadLetter,
     commit: { interval: "100 millis" },
+    stallAfter,
     consumer,
   })
 /** A record just under a 4096-byte `max.message.bytes`, which its letter's headers take over. */
@@ -210,6 +211,42 @@ kafkaTest("On Kafka, a letter the broker refuses for good blocks the partition: 
       assert.ok(Date.now() - started < 20_000, "the shutdown did not wait out the 30 s blocked retry")
       const committed = yield* Effect.promise(() => committedOffsets(brokers, actor.group, topic!))
       assert.ok((committed.get(0) ?? -1) <= 0, `nothing committed past the record: ${committed.get(0)}`)
+    }),
+    kafka(brokers),
+  ))
+
+kafkaTest("On Kafka, a dead-letter topic deleted after the start pauses the partition, reports it unhealthy with the reason, and commits nothing past the record", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const [topic, dlq] = yield* createTopics(["actors-deleted", 1], ["actors-deleted-dlq", 1])
+      const handled: Array<number> = []
+      const system = yield* ActorSystem.start([poisonedAt0(topic!, handled, { topic: dlq! }, "2 seconds")])
+      yield* Effect.promise(async () => {
+        const admin = new Kafka({ clientId: "topic-deleter", brokers: [...brokers], logLevel: logLevel.NOTHING }).admin()
+        await admin.connect()
+        try {
+          await admin.deleteTopics({ topics: [dlq!] })
+        } finally {
+          await admin.disconnect()
+        }
+      })
+      yield* sendJson(topic!, [{ value: { id: 0 } }, { value: { id: 1 } }])
+      let partition: ActorSystem.PartitionHealth | undefined
+      for (let i = 0; i < 600 && !/UNKNOWN_TOPIC_OR_PARTITION/.test(partition?.lastError ?? ""); i++) {
+        yield* Effect.sleep("100 millis")
+        partition = (yield* system.health).partitions[0]
+      }
+      assert.match(partition?.lastError ?? "", new RegExp(`Dead-letter write of ${topic}/0@0 to "${dlq}" failed with UNKNOWN_TOPIC_OR_PARTITION`))
+      assert.ok(partition?.paused)
+      // Unhealthy once the stall watchdog's 2 s without progress have passed.
+      for (let i = 0; i < 50 && partition?.healthy !== false; i++) {
+        yield* Effect.sleep("100 millis")
+        partition = (yield* system.health).partitions[0]
+      }
+      assert.equal(partition?.healthy, false, "unhealthy: no progress while records wait")
+      assert.equal(partition?.committed, 0, "nothing committed past the record")
+      assert.match(partition?.lastError ?? "", /UNKNOWN_TOPIC_OR_PARTITION/)
+      assert.deepEqual(handled, [])
     }),
     kafka(brokers),
   ))
