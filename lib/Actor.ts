@@ -25,7 +25,8 @@
  *     DecodeError: ErrorPolicy.deadLetter,
  *     HandlerTimeout: ErrorPolicy.retry(Schedule.spaced("1 second"), { times: 3 }),
  *   },
- *   deadLetter: { topic: "notifications.dlq" },
+ *   // Created at start if missing; a letter over the topic's limit is written with its value truncated.
+ *   deadLetter: { topic: "notifications.dlq", create: { partitions: 1 }, tooLarge: "truncate" },
  *   ordering: Ordering.byKey({ concurrency: 16 }),
  * })
  * ```
@@ -120,6 +121,80 @@ export interface SupervisionOptions {
 }
 
 /**
+ * An actor's dead-letter topic, and what happens when a letter cannot be written.
+ *
+ * Nothing past a dead-lettered record is committed until its letter is acknowledged: while a
+ * write fails the partition stays paused. Which way forward it takes depends on the failure:
+ * a retriable one is tried again on `retry`; a letter refused as too large gets the `tooLarge`
+ * treatment; anything else (writes not authorized, say), a `retry` schedule that ran out, or a
+ * smaller letter still refused leaves the partition `blocked`: reported unhealthy with the reason
+ * in `lastError`, and the write tried again on the slow `blockedRetry` schedule, so fixing the
+ * cause unblocks it without a restart.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetterOptions {
+  /**
+   * The topic letters go to. It must exist when the system starts (else `ActorSystem.start`
+   * fails with `DeadLetterTopicMissing`), unless `create` is set.
+   */
+  readonly topic: string
+  /**
+   * How a write that failed with a retriable error (a leader moving, a timeout) is tried again.
+   * When the schedule ends, the partition is blocked. Default exponential from 1 s, capped at
+   * 30 s, without end.
+   */
+  readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
+  /**
+   * How a blocked partition's letter is tried again: slowly, as only a change outside the
+   * process (an ACL granted, a larger `max.message.bytes`) lets it through. Default exponential
+   * from 30 s, capped at 5 minutes.
+   */
+  readonly blockedRetry?: Schedule.Schedule<unknown, unknown> | undefined
+  /**
+   * A letter the topic refuses as too large (`MESSAGE_TOO_LARGE`: the `partita.dlq.*` headers
+   * took a record near the limit over it). `truncate` (the default) writes the value cut to fit,
+   * then, if that is refused too, no value; `omit-value` writes no value; `block` blocks the
+   * partition. Such a letter keeps the key, the original headers and the `partita.dlq.*` ones,
+   * and adds `partita.dlq.value` (`truncated` or `omitted`), `partita.dlq.original.size` (the
+   * original value's length in bytes) and `partita.dlq.original.sha256` (its SHA-256, in hex).
+   * An omitted value is empty, not null: a tombstone would delete the key's earlier letters
+   * from a compacted topic.
+   */
+  readonly tooLarge?: "truncate" | "omit-value" | "block" | undefined
+  /**
+   * The topic's `max.message.bytes`, when known: a letter that would exceed it (counted as Kafka
+   * encodes a one-record batch) gets the `tooLarge` treatment before it is sent, so its first
+   * write fits. Default `create.config["max.message.bytes"]` when set; otherwise the limit is
+   * learned from the broker's refusal, and a truncated value is cut to the original record's size.
+   */
+  readonly maxBytes?: number | undefined
+  /** Creates the topic at start if it does not exist. Default: not created. */
+  readonly create?: {
+    /** Default 1. */
+    readonly partitions?: number | undefined
+    /** Topic configuration, e.g. `{ "retention.ms": "-1" }`. */
+    readonly config?: Readonly<Record<string, string>> | undefined
+  } | undefined
+}
+
+/**
+ * An actor's dead-letter settings with the defaults applied.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadLetterSettings {
+  readonly topic: string
+  readonly retry: Schedule.Schedule<unknown, unknown>
+  readonly blockedRetry: Schedule.Schedule<unknown, unknown>
+  readonly tooLarge: "truncate" | "omit-value" | "block"
+  readonly maxBytes: number | undefined
+  readonly create: { readonly partitions: number; readonly config: Readonly<Record<string, string>> } | undefined
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -134,12 +209,8 @@ export interface Options<V, K, E, R> {
   readonly key?: CodecOrSchema<K> | undefined
   readonly handle: (value: V, key: K) => Effect.Effect<void, E, R>
   readonly onError: ErrorPolicy.Policies<E | SystemErrors>
-  /** Where `deadLetter` policies write. Required when a policy dead-letters. */
-  readonly deadLetter?: {
-    readonly topic: string
-    /** How a failed dead-letter write is retried (the partition pauses meanwhile). Default exponential from 1 s, capped at 30 s. */
-    readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
-  } | undefined
+  /** Where `deadLetter` policies write, and what happens when a letter cannot be written. Required when a policy dead-letters. */
+  readonly deadLetter?: DeadLetterOptions | undefined
   /** `partition` (the default), `Ordering.byKey(...)` or `Ordering.unordered(...)`. */
   readonly ordering?: "partition" | Ordering.Ordering | undefined
   /** `at-least-once` (the default) commits after handling; `at-most-once` before. */
@@ -185,7 +256,7 @@ export interface Actor<out R = never> {
   readonly drainDeadline: Duration.Input
   readonly stallAfter: Duration.Input
   readonly consumer: Omit<SubscribeOptions, "group" | "topics">
-  readonly deadLetter: { readonly topic: string; readonly retry: Schedule.Schedule<unknown, unknown> } | undefined
+  readonly deadLetter: DeadLetterSettings | undefined
   /** The policy for an error tag. */
   readonly policyFor: (tag: string) => ErrorPolicy.ErrorPolicy
   /** Every policy named in `onError`, to check the actor's configuration. */
@@ -219,6 +290,12 @@ export const defaults = {
     unknown,
     unknown
   >,
+  deadLetterBlockedRetry: Schedule.min([Schedule.exponential("30 seconds"), Schedule.spaced("5 minutes")]) as Schedule.Schedule<
+    unknown,
+    unknown
+  >,
+  deadLetterTooLarge: "truncate" as "truncate" | "omit-value" | "block",
+  deadLetterPartitions: 1,
 }
 
 /**
@@ -259,13 +336,26 @@ export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array |
     drainDeadline: options.drainDeadline ?? defaults.drainDeadline,
     stallAfter: options.stallAfter ?? defaults.stallAfter,
     consumer: options.consumer ?? {},
-    deadLetter: options.deadLetter === undefined
-      ? undefined
-      : { topic: options.deadLetter.topic, retry: options.deadLetter.retry ?? defaults.deadLetterRetry },
+    deadLetter: options.deadLetter === undefined ? undefined : deadLetterSettings(options.deadLetter),
     policyFor: (tag) => table[tag] ?? table["default"] ?? { _tag: "Halt" },
     policies: Object.values(table).filter((policy): policy is ErrorPolicy.ErrorPolicy => policy !== undefined),
     decodeKey: keyCodec.decode,
     decodeValue: valueCodec.decode,
     handle: options.handle as Actor<R>["handle"],
+  }
+}
+
+const deadLetterSettings = (options: DeadLetterOptions): DeadLetterSettings => {
+  const create = options.create === undefined
+    ? undefined
+    : { partitions: options.create.partitions ?? defaults.deadLetterPartitions, config: options.create.config ?? {} }
+  const configured = Number(create?.config["max.message.bytes"])
+  return {
+    topic: options.topic,
+    retry: options.retry ?? defaults.deadLetterRetry,
+    blockedRetry: options.blockedRetry ?? defaults.deadLetterBlockedRetry,
+    tooLarge: options.tooLarge ?? defaults.deadLetterTooLarge,
+    maxBytes: options.maxBytes ?? (Number.isSafeInteger(configured) && configured > 0 ? configured : undefined),
+    create,
   }
 }

@@ -23,11 +23,23 @@
  */
 import { Clock, Context, Data, Deferred, Duration, Effect, Fiber, FiberMap, Metric, type Scope, Stream } from "effect"
 import type { Actor } from "./Actor.ts"
+import * as DeadLetter from "./internal/deadLetter.ts"
 import * as PartitionActor from "./internal/partitionActor.ts"
 import * as Producer from "./Producer.ts"
 import type { RecordContext } from "./RecordContext.ts"
 import { type GroupEvent, Transport } from "./Transport.ts"
 import type { TransportError } from "./TransportError.ts"
+
+export {
+  /**
+   * An actor's dead-letter topic does not exist and the actor did not ask to create it
+   * (`deadLetter.create`): `start` fails with it before taking any record.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  DeadLetterTopicMissing,
+} from "./internal/deadLetter.ts"
 
 export {
   /**
@@ -193,10 +205,11 @@ const validate = (actors: ReadonlyArray<Actor<unknown>>) =>
 export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
   actors: Actors,
   options: Options = {},
-): Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>> =>
+): Effect.Effect<System, InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>> =>
   Effect.gen(function*() {
     yield* validate(actors as ReadonlyArray<Actor<unknown>>)
     const transport = yield* Transport
+    yield* DeadLetter.ensureTopics(actors as ReadonlyArray<Actor<unknown>>, transport)
     const producer = yield* Producer.make(options.producer)
     const statuses = new Map<string, { readonly status: PartitionActor.PartitionStatus; readonly stallAfter: number }>()
     const failure = yield* Deferred.make<never, PartitionActor.RestartsExhausted>()
@@ -343,7 +356,8 @@ export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
           topic: status.topic,
           partition: status.partition,
           state: status.state,
-          healthy: !stalled && status.state !== "halted" && status.state !== "stopped" && status.state !== "failed",
+          healthy: !stalled && status.state !== "halted" && status.state !== "stopped" && status.state !== "failed" &&
+            status.state !== "blocked",
           stalled,
           paused: status.pausedFor.size > 0,
           processed: status.processed,
@@ -381,7 +395,7 @@ export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
     )))
 
     return ActorSystem.of({ health, failure: Deferred.await(failure) })
-  }) as Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>>
+  }) as Effect.Effect<System, InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>>
 
 /**
  * A graceful shutdown ran out of time and interrupted partition actors; what completed was
@@ -411,6 +425,6 @@ export const run = <const Actors extends ReadonlyArray<Actor<any>>>(
   options: Options = {},
 ): Effect.Effect<
   never,
-  InvalidActor | TransportError | PartitionActor.RestartsExhausted,
+  InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError | PartitionActor.RestartsExhausted,
   Transport | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
 > => Effect.scoped(Effect.flatMap(start(actors, options), (system) => system.failure))

@@ -3,7 +3,8 @@
  * what only a real, persistent broker can show: an app process sent SIGTERM or SIGKILL.
  */
 import assert from "node:assert/strict"
-import { Data, Effect, Schedule, Schema } from "effect"
+import { createHash } from "node:crypto"
+import { Data, type Duration, Effect, Schedule, Schema } from "effect"
 import { Kafka, logLevel } from "kafkajs"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
@@ -98,6 +99,154 @@ kafkaTest("ActorSystem on Kafka dead-letters a poison record with its headers wh
       assert.equal(headerText(letter!.headers, "partita.dlq.source.offset"), "7")
       assert.equal(headerText(letter!.headers, "partita.dlq.attempts"), "3")
       assert.equal(headerText(letter!.headers, "partita.dlq.error.tag"), "StoreError")
+    }),
+    kafka(brokers),
+  ))
+
+/** An actor whose record with id 0 fails with `StoreError` and is dead-lettered; the rest are handled. */
+const poisonedAt0 = (topic: string, handled: Array<number>, deadLetter: Actor.DeadLetterOptions, stallAfter: Duration.Input = "1 minute") =>
+  Actor.make({
+    name: "poisoned-at-0",
+    group: uniqueName("poisoned"),
+    topics: [topic],
+    value: Event,
+    handle: (event: Event) =>
+      event.id === 0 ? Effect.fail(new StoreError({ reason: "poison" })) : Effect.sync(() => handled.push(event.id)),
+    onError: { StoreError: ErrorPolicy.deadLetter, DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
+    deadLetter,
+    commit: { interval: "100 millis" },
+    stallAfter,
+    consumer,
+  })
+/** A record just under a 4096-byte `max.message.bytes`, which its letter's headers take over. */
+const nearLimit = { id: 0, pad: "x".repeat(3900) }
+const sha256Hex = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
+const committedTo = (system: ActorSystem.System, offset: number) =>
+  Effect.gen(function*() {
+    let committed = -1
+    for (let i = 0; i < 300 && committed < offset; i++) {
+      yield* Effect.sleep("100 millis")
+      committed = (yield* system.health).partitions[0]?.committed ?? -1
+    }
+    assert.equal(committed, offset, `committed to ${offset}`)
+  })
+
+kafkaTest("On Kafka, a letter over the dead-letter topic's max.message.bytes is written truncated, with the original's size and SHA-256, and the partition commits past it", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const [topic] = yield* createTopics(["actors-large", 1])
+      const dlq = uniqueName("actors-large-dlq")
+      yield* transport.createTopic({ topic: dlq, partitions: 1, config: { "max.message.bytes": "4096" } })
+      const handled: Array<number> = []
+      yield* sendJson(topic!, [nearLimit, { id: 1 }, { id: 2 }].map((value) => ({ value })))
+      const poison = new TextEncoder().encode(JSON.stringify(nearLimit))
+      const system = yield* ActorSystem.start([poisonedAt0(topic!, handled, { topic: dlq })])
+      yield* eventually(60, "the records after the poison one", () => handled.length === 2)
+      yield* committedTo(system, 3)
+      const [letter] = yield* readAll(dlq, 1)
+      assert.equal(headerText(letter!.headers, "partita.dlq.value"), "truncated")
+      assert.equal(headerText(letter!.headers, "partita.dlq.original.size"), String(poison.length))
+      assert.equal(headerText(letter!.headers, "partita.dlq.original.sha256"), sha256Hex(poison))
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.offset"), "0")
+      const value = letter!.value!
+      assert.ok(value.length > 3000 && value.length < poison.length, `most of the value kept: ${value.length} bytes`)
+      assert.deepEqual(value, poison.subarray(0, value.length))
+      assert.ok((yield* system.health).healthy)
+    }),
+    kafka(brokers),
+  ))
+
+kafkaTest("On Kafka, a missing dead-letter topic fails the start naming it; deadLetter.create creates it, and its letters fit at once", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const [topic] = yield* createTopics(["actors-create", 1])
+      const dlq = uniqueName("actors-create-dlq")
+      const missing = yield* Effect.flip(ActorSystem.start([poisonedAt0(topic!, [], { topic: dlq })]))
+      assert.ok(missing instanceof ActorSystem.DeadLetterTopicMissing)
+      assert.match(missing.message, new RegExp(`Dead-letter topic "${dlq}" of actor "poisoned-at-0" does not exist: create it, or set deadLetter.create`))
+      const handled: Array<number> = []
+      yield* sendJson(topic!, [nearLimit, { id: 1 }].map((value) => ({ value })))
+      const system = yield* ActorSystem.start([
+        poisonedAt0(topic!, handled, { topic: dlq, create: { partitions: 2, config: { "max.message.bytes": "4096" } } }),
+      ])
+      assert.equal((yield* transport.describeTopic(dlq)).partitions.length, 2)
+      yield* eventually(60, "the record after the poison one", () => handled.length === 1)
+      yield* committedTo(system, 2)
+      const [letter] = yield* readAll(dlq, 1)
+      assert.equal(headerText(letter!.headers, "partita.dlq.value"), "truncated", "cut to the limit it was created with")
+    }),
+    kafka(brokers),
+  ))
+
+kafkaTest("On Kafka, a letter the broker refuses for good blocks the partition: unhealthy with the reason, nothing committed past it, and a shutdown still finishes", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const [topic] = yield* createTopics(["actors-blocked", 1])
+      const dlq = uniqueName("actors-blocked-dlq")
+      yield* transport.createTopic({ topic: dlq, partitions: 1, config: { "max.message.bytes": "4096" } })
+      const handled: Array<number> = []
+      yield* sendJson(topic!, [nearLimit, { id: 1 }].map((value) => ({ value })))
+      const actor = poisonedAt0(topic!, handled, { topic: dlq, tooLarge: "block" })
+      const started = Date.now()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const system = yield* ActorSystem.start([actor])
+        let partition: ActorSystem.PartitionHealth | undefined
+        for (let i = 0; i < 300 && partition?.state !== "blocked"; i++) {
+          yield* Effect.sleep("100 millis")
+          partition = (yield* system.health).partitions[0]
+        }
+        assert.equal(partition?.state, "blocked")
+        assert.equal(partition?.healthy, false)
+        assert.ok(partition?.paused)
+        assert.match(partition?.lastError ?? "", /failed with MESSAGE_TOO_LARGE/)
+        yield* Effect.sleep("1 second")
+        const later = (yield* system.health).partitions[0]!
+        assert.equal(later.committed, 0, "nothing committed past the record")
+        assert.equal(later.state, "blocked")
+        assert.deepEqual(handled, [])
+      }))
+      assert.ok(Date.now() - started < 20_000, "the shutdown did not wait out the 30 s blocked retry")
+      const committed = yield* Effect.promise(() => committedOffsets(brokers, actor.group, topic!))
+      assert.ok((committed.get(0) ?? -1) <= 0, `nothing committed past the record: ${committed.get(0)}`)
+    }),
+    kafka(brokers),
+  ))
+
+kafkaTest("On Kafka, a dead-letter topic deleted after the start pauses the partition, reports it unhealthy with the reason, and commits nothing past the record", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const [topic, dlq] = yield* createTopics(["actors-deleted", 1], ["actors-deleted-dlq", 1])
+      const handled: Array<number> = []
+      const system = yield* ActorSystem.start([poisonedAt0(topic!, handled, { topic: dlq! }, "2 seconds")])
+      yield* Effect.promise(async () => {
+        const admin = new Kafka({ clientId: "topic-deleter", brokers: [...brokers], logLevel: logLevel.NOTHING }).admin()
+        await admin.connect()
+        try {
+          await admin.deleteTopics({ topics: [dlq!] })
+        } finally {
+          await admin.disconnect()
+        }
+      })
+      yield* sendJson(topic!, [{ value: { id: 0 } }, { value: { id: 1 } }])
+      let partition: ActorSystem.PartitionHealth | undefined
+      for (let i = 0; i < 600 && !/UNKNOWN_TOPIC_OR_PARTITION/.test(partition?.lastError ?? ""); i++) {
+        yield* Effect.sleep("100 millis")
+        partition = (yield* system.health).partitions[0]
+      }
+      assert.match(partition?.lastError ?? "", new RegExp(`Dead-letter write of ${topic}/0@0 to "${dlq}" failed with UNKNOWN_TOPIC_OR_PARTITION`))
+      assert.ok(partition?.paused)
+      // Unhealthy once the stall watchdog's 2 s without progress have passed.
+      for (let i = 0; i < 50 && partition?.healthy !== false; i++) {
+        yield* Effect.sleep("100 millis")
+        partition = (yield* system.health).partitions[0]
+      }
+      assert.equal(partition?.healthy, false, "unhealthy: no progress while records wait")
+      assert.equal(partition?.committed, 0, "nothing committed past the record")
+      assert.match(partition?.lastError ?? "", /UNKNOWN_TOPIC_OR_PARTITION/)
+      assert.deepEqual(handled, [])
     }),
     kafka(brokers),
   ))

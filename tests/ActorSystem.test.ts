@@ -1,7 +1,8 @@
 import assert from "node:assert/strict"
 import process from "node:process"
 import { test } from "node:test"
-import { Clock, Data, Deferred, Effect, Layer, Metric, Schedule, Schema } from "effect"
+import { createHash } from "node:crypto"
+import { Clock, Data, Deferred, type Duration, Effect, Layer, Metric, Schedule, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
@@ -248,43 +249,196 @@ test("A record that does not decode is a DecodeError with the path, dead-lettere
     memory(),
   ))
 
-test("A dead-letter outage pauses the partition, commits nothing past the record, and loses nothing", () =>
+/** Advances the test clock in `step`s until `condition` holds, for at most `steps` steps. */
+const advanceUntil = (condition: () => boolean, step: string, steps: number) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < steps && !condition(); i++) {
+      yield* Effect.yieldNow
+      yield* TestClock.adjust(step as Duration.Input)
+    }
+  })
+/** An actor whose record with id 0 fails with `StoreError` and is dead-lettered; the rest are handled. */
+const poisonedAt0 = (handled: Array<number>, deadLetter: Actor.DeadLetterOptions, commitInterval = "10 millis") =>
+  Actor.make({
+    name: "poisoned-at-0",
+    topics: ["events"],
+    value: Event,
+    handle: (event: Event) =>
+      event.id === 0 ? Effect.fail(new StoreError({ reason: "poison" })) : Effect.sync(() => handled.push(event.id)),
+    onError: { StoreError: ErrorPolicy.deadLetter, DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
+    deadLetter,
+    commit: { interval: commitInterval as Duration.Input },
+    consumer: { heartbeatInterval: "1 hour", sessionTimeout: "100 hours" },
+  })
+const sha256Hex = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
+
+test("A dead-letter outage pauses the partition, retries the write on its schedule, commits nothing past the record, and loses nothing", () =>
   run(
     Effect.gen(function*() {
       yield* createTopics(["events", 1], ["events.dlq", 1])
       const broker = yield* MemoryTransport.MemoryBroker
       const handled: Array<number> = []
-      const actor = Actor.make({
-        name: "outage",
-        topics: ["events"],
-        value: Event,
-        handle: (event: Event) =>
-          event.id === 0 ? Effect.fail(new StoreError({ reason: "poison" })) : Effect.sync(() => handled.push(event.id)),
-        onError: { StoreError: ErrorPolicy.deadLetter, DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
-        deadLetter: { topic: "events.dlq", retry: Schedule.spaced("50 millis") },
-        ...quick,
-      })
+      const actor = poisonedAt0(handled, { topic: "events.dlq", retry: Schedule.spaced("1 second") })
       yield* sendJson("events", Array.from({ length: 5 }, (_, id) => ({ value: { id, user: "a" } })))
-      // The dead-letter topic refuses the next 5 writes.
-      yield* broker.failNext("send", "TOPIC_AUTHORIZATION_FAILED", { times: 5 })
+      const sendsBefore = yield* broker.calls("send")
+      // The dead-letter topic refuses the next 3 writes with a retriable error.
+      yield* broker.failNext("send", "NOT_ENOUGH_REPLICAS", { times: 3 })
       const system = yield* ActorSystem.start([actor])
-      // Let the outage last a few retries (they are 50 ms apart).
-      yield* Effect.sleep("120 millis")
+      yield* advanceUntil(() => false, "100 millis", 25)
       const during = (yield* system.health).partitions[0]!
       assert.deepEqual(handled, [], "nothing after the poison record ran while its letter was not written")
       assert.equal(during.committed, 0, "nothing committed past the record")
       assert.ok(during.paused, "the partition is paused")
-      assert.match(during.lastError ?? "", /Dead-letter write to events.dlq failed/)
-      yield* eventually(10, "the rest after the outage", () => handled.length === 4)
-      const [letter] = yield* readAll("events.dlq", 1)
-      assert.equal(headerText(letter!.headers, "partita.dlq.source.offset"), "0")
+      assert.equal(during.state === "blocked", false, "a retriable failure does not block the partition")
+      assert.match(during.lastError ?? "", /Dead-letter write of events\/0@0 to "events.dlq" failed with NOT_ENOUGH_REPLICAS/)
+      assert.equal((yield* broker.calls("send")) - sendsBefore, 3, "tried at 0, 1 and 2 seconds")
+      yield* advanceUntil(() => handled.length === 4, "100 millis", 30)
+      assert.deepEqual(handled, [1, 2, 3, 4], "the rest after the outage")
+      assert.equal((yield* broker.calls("send")) - sendsBefore, 4, "written on the fourth try, at 3 seconds")
       let after = (yield* system.health).partitions[0]!
-      while (after.committed < 5) {
-        yield* Effect.sleep("10 millis")
+      for (let i = 0; i < 20 && after.committed < 5; i++) {
+        yield* TestClock.adjust("10 millis")
         after = (yield* system.health).partitions[0]!
       }
       assert.equal(after.committed, 5, "committed past the record once its letter was written")
       assert.ok(!after.paused)
+      assert.equal(after.deadLettered, 1)
+      const [letter] = yield* readAll("events.dlq", 1)
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.offset"), "0")
+    }),
+    Layer.provideMerge(MemoryTransport.layer({ retry: Schedule.recurs(0) }), TestClock.layer()),
+  ))
+
+test("A letter too large for the dead-letter topic is written with its value truncated, the original's size and SHA-256, and the partition commits past it", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1], ["events.dlq", 1])
+      const transport = yield* Transport
+      const handled: Array<number> = []
+      const actor = poisonedAt0(handled, { topic: "events.dlq" })
+      // A record just under the broker's limit: the letter's partita.dlq.* headers take it over.
+      const poison = bytes(JSON.stringify({ id: 0, user: "x".repeat(4000) }))
+      assert.ok(poison.length > 4000 && poison.length < 4096)
+      yield* transport.send([{ topic: "events", key: bytes("k0"), value: poison, headers: [{ key: "app.trace", value: bytes("t-1") }] }])
+      yield* sendJson("events", [1, 2, 3].map((id) => ({ value: { id, user: "a" } })))
+      const system = yield* ActorSystem.start([actor])
+      yield* advanceUntil(() => handled.length === 3, "10 millis", 200)
+      assert.deepEqual(handled, [1, 2, 3], "the partition moved on")
+      const [letter] = yield* readAll("events.dlq", 1)
+      const headers = letter!.headers
+      assert.equal(headerText(headers, "partita.dlq.value"), "truncated")
+      assert.equal(headerText(headers, "partita.dlq.original.size"), String(poison.length))
+      assert.equal(headerText(headers, "partita.dlq.original.sha256"), sha256Hex(poison))
+      assert.equal(headerText(headers, "partita.dlq.source.offset"), "0")
+      assert.equal(headerText(headers, "partita.dlq.error.tag"), "StoreError")
+      assert.equal(headerText(headers, "app.trace"), "t-1", "the original headers are kept")
+      assert.equal(text(letter!.key), "k0")
+      const value = letter!.value!
+      assert.ok(value.length > 3000 && value.length < poison.length, `most of the value is kept: ${value.length} bytes`)
+      assert.deepEqual(value, poison.subarray(0, value.length), "a prefix of the original value")
+      let partition = (yield* system.health).partitions[0]!
+      for (let i = 0; i < 20 && partition.committed < 4; i++) {
+        yield* TestClock.adjust("10 millis")
+        partition = (yield* system.health).partitions[0]!
+      }
+      assert.equal(partition.committed, 4, "committed past the record")
+      assert.equal(partition.deadLettered, 1)
+      assert.ok(partition.healthy && !partition.paused)
+    }),
+    Layer.provideMerge(MemoryTransport.layer({ maxRecordBytes: 4096 }), TestClock.layer()),
+  ))
+
+test("With the dead-letter topic's limit known, a letter too large is made to fit before its first write", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1], ["events.dlq", 1])
+      const transport = yield* Transport
+      const broker = yield* MemoryTransport.MemoryBroker
+      const handled: Array<number> = []
+      const actor = poisonedAt0(handled, { topic: "events.dlq", maxBytes: 4096, tooLarge: "omit-value" })
+      const poison = bytes(JSON.stringify({ id: 0, user: "x".repeat(4000) }))
+      yield* transport.send([{ topic: "events", key: null, value: poison }])
+      yield* sendJson("events", [{ value: { id: 1, user: "a" } }])
+      const sendsBefore = yield* broker.calls("send")
+      yield* ActorSystem.start([actor])
+      yield* advanceUntil(() => handled.length === 1, "10 millis", 200)
+      assert.equal((yield* broker.calls("send")) - sendsBefore, 1, "one write, and it fit")
+      const [letter] = yield* readAll("events.dlq", 1)
+      assert.equal(headerText(letter!.headers, "partita.dlq.value"), "omitted")
+      assert.equal(letter!.value?.length, 0, "an empty value, not a tombstone")
+      assert.equal(headerText(letter!.headers, "partita.dlq.original.sha256"), sha256Hex(poison))
+    }),
+    Layer.provideMerge(MemoryTransport.layer({ maxRecordBytes: 4096 }), TestClock.layer()),
+  ))
+
+test("A dead-letter write refused for good blocks the partition: unhealthy with the reason, nothing committed past it, tried again only slowly", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1], ["events.dlq", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      const handled: Array<number> = []
+      // Committing every 10 ms would wake the test clock 360,000 times in the hour below.
+      const actor = poisonedAt0(handled, { topic: "events.dlq" }, "30 seconds")
+      yield* sendJson("events", Array.from({ length: 3 }, (_, id) => ({ value: { id, user: "a" } })))
+      const sendsBefore = yield* broker.calls("send")
+      yield* broker.failNext("send", "TOPIC_AUTHORIZATION_FAILED", { times: 10 })
+      const system = yield* ActorSystem.start([actor])
+      yield* advanceUntil(() => false, "5 seconds", 120)
+      const health = yield* system.health
+      const partition = health.partitions[0]!
+      assert.equal(partition.state, "blocked")
+      assert.equal(partition.healthy, false)
+      assert.equal(health.healthy, false)
+      assert.ok(partition.paused)
+      assert.match(partition.lastError ?? "", /Partition blocked: Dead-letter write of events\/0@0 to "events.dlq" failed with TOPIC_AUTHORIZATION_FAILED/)
+      assert.match(partition.lastError ?? "", /grant this client write access to "events.dlq"/)
+      assert.equal(partition.committed, 0, "nothing committed past the record")
+      assert.deepEqual(handled, [])
+      // The default blockedRetry: 30 s, 1, 2, 4 minutes apart: 5 writes in 10 minutes, not a loop.
+      assert.equal((yield* broker.calls("send")) - sendsBefore, 5)
+      // The cause goes away (the fault runs out after 10 writes): the next try writes the letter.
+      yield* advanceUntil(() => handled.length === 2, "30 seconds", 120)
+      assert.equal((yield* broker.calls("send")) - sendsBefore, 11, "10 refused, then written")
+      let after = (yield* system.health).partitions[0]!
+      for (let i = 0; i < 40 && after.committed < 3; i++) {
+        yield* TestClock.adjust("1 second")
+        after = (yield* system.health).partitions[0]!
+      }
+      assert.equal(after.committed, 3)
+      assert.ok(after.healthy && !after.paused, "unblocked")
+      assert.notEqual(after.state, "blocked")
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("A missing dead-letter topic fails the start, naming the topic and the actor", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const actor = poisonedAt0([], { topic: "events.dlq" })
+      const error = yield* Effect.flip(ActorSystem.start([actor]))
+      assert.ok(error instanceof ActorSystem.DeadLetterTopicMissing)
+      assert.equal(
+        error.message,
+        `Dead-letter topic "events.dlq" of actor "poisoned-at-0" does not exist: create it, or set deadLetter.create on the actor to have it created at start`,
+      )
+    }),
+    memory(),
+  ))
+
+test("deadLetter.create creates a missing dead-letter topic at start, and the letters go there", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const transport = yield* Transport
+      const handled: Array<number> = []
+      const actor = poisonedAt0(handled, { topic: "events.dlq", create: { partitions: 2 } })
+      yield* sendJson("events", [0, 1].map((id) => ({ value: { id, user: "a" } })))
+      yield* ActorSystem.start([actor])
+      assert.equal((yield* transport.describeTopic("events.dlq")).partitions.length, 2)
+      yield* eventually(10, "the record after the poison one", () => handled.length === 1)
+      const [letter] = yield* readAll("events.dlq", 1)
+      assert.equal(headerText(letter!.headers, "partita.dlq.source.offset"), "0")
     }),
     memory(),
   ))

@@ -16,8 +16,9 @@ import type { CodecError } from "../Codec.ts"
 import type { ErrorPolicy } from "../ErrorPolicy.ts"
 import { Producer } from "../Producer.ts"
 import { RecordContext } from "../RecordContext.ts"
-import type { ConsumerRecord, Header, PartitionClaim, Subscription } from "../Transport.ts"
+import type { ConsumerRecord, PartitionClaim, Subscription } from "../Transport.ts"
 import * as Tracing from "../Tracing.ts"
+import * as DeadLetter from "./deadLetter.ts"
 import { DurationHistogram } from "./durationHistogram.ts"
 import { Mailbox } from "./mailbox.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
@@ -34,7 +35,8 @@ export interface PartitionStatus {
   readonly group: string
   readonly topic: string
   readonly partition: number
-  state: "running" | "retrying" | "paused" | "restarting" | "draining" | "halted" | "stopped" | "failed"
+  /** `blocked`: a dead letter cannot be written (see `deadLetter.ts`); unhealthy until it is. */
+  state: "running" | "retrying" | "paused" | "restarting" | "draining" | "halted" | "stopped" | "failed" | "blocked"
   /** Why the transport is paused for this partition, if it is. */
   readonly pausedFor: Set<"mailbox" | "policy" | "dead-letter" | "halted">
   processed: number
@@ -114,8 +116,6 @@ const restartsMetric = Metric.counter("partita.partition.restarts", {
   incremental: true,
 })
 
-const utf8 = new TextEncoder()
-
 /** An error's message, or, for a tagged error without one, its fields as JSON: `{"reason":"down"}`. */
 export const messageOf = (error: { readonly _tag: string; readonly message?: string }): string => {
   if (error.message !== undefined && error.message !== "") return error.message
@@ -128,7 +128,6 @@ export const describe = (error: { readonly _tag: string; readonly message?: stri
   const message = messageOf(error)
   return message === "" ? error._tag : `${error._tag}: ${message}`
 }
-const header = (key: string, value: string): Header => ({ key, value: utf8.encode(value) })
 
 export interface Deps<R> {
   readonly actor: Actor<R>
@@ -254,52 +253,16 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       )
 
     // ---- dead letters ------------------------------------------------------------------------
-    const deadLetter = (record: ConsumerRecord, error: { readonly _tag: string; readonly message?: string }, attempts: number) =>
-      Effect.gen(function*() {
-        const target = actor.deadLetter
-        if (target === undefined) {
-          return yield* Effect.die(new Error(`Actor "${actor.name}" has no deadLetter topic for a dead-letter policy`))
-        }
-        const now = yield* Clock.currentTimeMillis
-        const letter = {
-          topic: target.topic,
-          key: record.key,
-          value: record.value,
-          headers: [
-            ...record.headers,
-            header("partita.dlq.source.topic", record.topic),
-            header("partita.dlq.source.partition", String(record.partition)),
-            header("partita.dlq.source.offset", String(record.offset)),
-            header("partita.dlq.error.tag", error._tag),
-            header("partita.dlq.error.message", messageOf(error)),
-            header("partita.dlq.attempts", String(attempts)),
-            header("partita.dlq.time", new Date(now).toISOString()),
-            header("partita.dlq.actor", actor.name),
-          ],
-        }
-        // Nothing is committed past the record until the letter is acknowledged: while the
-        // dead-letter topic is unreachable the partition pauses and the write is retried.
-        const step = yield* Schedule.toStep(target.retry)
-        while (true) {
-          const original = tracing.enabled ? tracing.propagator.extract(record.headers) : undefined
-          const send = original === undefined
-            ? producer.send(letter)
-            : Effect.linkSpans(producer.send(letter), original, { "partita.link": "dead-lettered record" })
-          const exit = yield* Effect.exit(send)
-          if (Exit.isSuccess(exit)) break
-          const failure = Cause.findErrorOption(exit.cause)
-          const reason = failure._tag === "Some" ? failure.value.message : Cause.pretty(exit.cause)
-          status.lastError = `Dead-letter write to ${target.topic} failed: ${reason}`
-          yield* Effect.logWarning(status.lastError)
-          yield* pauseFor("dead-letter")
-          const next = yield* Effect.exit(step(yield* Clock.currentTimeMillis, failure))
-          yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(30))
-        }
-        yield* resumeFor("dead-letter")
-        status.deadLettered++
-        status.lastOutcome = "dead_lettered"
-        yield* outcome("dead_lettered")
-      })
+    const deadLetter = DeadLetter.make({
+      actor,
+      producer,
+      status,
+      tracing,
+      pause: pauseFor("dead-letter"),
+      resume: resumeFor("dead-letter"),
+      written: outcome("dead_lettered"),
+      stopped: Deferred.await(stopRequested),
+    })
 
     // ---- one record ----------------------------------------------------------------------------
     const decodeFailed = (record: ConsumerRecord, part: "key" | "value") => (error: CodecError) =>
