@@ -2,13 +2,30 @@
  * The actor system: joins each actor's consumer group and runs one partition actor per
  * assigned partition.
  *
- * For every partition a group assigns, the system forks a partition actor, a fiber in a
- * `FiberMap` keyed by topic-partition inside the system's scope. On revocation the actor stops
- * taking records, finishes what it has started (within the actor's `drainDeadline`, then it is
- * interrupted), commits what completed, and ends; only then is the revocation acknowledged and
- * the partition given up. Closing the system's scope (or interrupting `run`) is a graceful
- * shutdown: fetching stops, mailboxes drain within the shutdown deadline, completed offsets are
- * committed, the producer flushes and every group is left.
+ * For every partition a group assigns, the system forks a partition actor, a fiber in the scope
+ * of the actor's current group membership. On revocation the actor stops taking records,
+ * finishes what it has started (within the actor's `drainDeadline`, then it is interrupted),
+ * commits what completed, and ends; only then is the revocation acknowledged and the partition
+ * given up.
+ *
+ * A membership the group takes away (a member fenced or expired, a revocation not acknowledged in
+ * time, a consumer that crashed) is not the end: its partition actors are interrupted (they can
+ * no longer commit), and the system joins the group again with a new subscription on the
+ * `rejoinSchedule`. While an actor is out of its group the health report says so, unhealthy
+ * after `membershipGrace`; after `maxRejoins` failed rejoins in a row the system fails with
+ * `MembershipLost`.
+ *
+ * Closing the system's scope (or interrupting `run`) is a graceful shutdown, bounded as a whole
+ * by `shutdownDeadline` plus one second: fetching stops and prefetched records are left to the
+ * next owner; records already started finish within `shutdownDeadline` (then they are
+ * interrupted); completed offsets are committed and the producer flushes within the second
+ * after; the groups are left. Whatever did not finish in time is named in a
+ * `ShutdownDeadlineExceeded`.
+ *
+ * Health answers from in-process state and never waits on the broker: lag comes from high
+ * watermarks a background fiber reads every `lagInterval` (each read bounded by
+ * `brokerTimeout`), reported with their age; readiness includes whether the broker answered
+ * within `brokerWindow`.
  *
  * @example
  * ```ts
@@ -21,13 +38,13 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Data, Deferred, Duration, Effect, Fiber, FiberMap, Metric, type Scope, Stream } from "effect"
+import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Option, Queue, Schedule, Scope, Stream } from "effect"
 import type { Actor } from "./Actor.ts"
 import * as PartitionActor from "./internal/partitionActor.ts"
 import * as Producer from "./Producer.ts"
 import type { RecordContext } from "./RecordContext.ts"
-import { type GroupEvent, Transport } from "./Transport.ts"
-import type { TransportError } from "./TransportError.ts"
+import { type GroupEvent, type PartitionClaim, type Subscription, type TopicPartition, Transport } from "./Transport.ts"
+import * as TransportError from "./TransportError.ts"
 
 export {
   /**
@@ -63,16 +80,74 @@ export class InvalidActor extends Data.TaggedError("InvalidActor")<{
 }
 
 /**
+ * An actor lost its group membership and could not join again: `maxRejoins` attempts in a row
+ * failed, or the `rejoinSchedule` ended.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MembershipLost extends Data.TaggedError("MembershipLost")<{
+  readonly actor: string
+  readonly group: string
+  /** Failed rejoins in a row. */
+  readonly rejoins: number
+  readonly lastError: string
+}> {
+  override get message(): string {
+    return `Actor "${this.actor}" lost its membership of group "${this.group}" and ${this.rejoins} rejoins failed; last error: ${this.lastError}. Check that the cluster is reachable and that the group and its topics are still usable`
+  }
+}
+
+/**
+ * A graceful shutdown did not finish within its deadline (plus one second for commits, the
+ * producer's flush and leaving the groups). `left` says what was cut short: partitions whose
+ * in-flight records were interrupted, offsets completed but not committed, a flush that did not
+ * finish. What completed and could be committed in time was committed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ShutdownDeadlineExceeded extends Data.TaggedError("ShutdownDeadlineExceeded")<{
+  readonly deadline: Duration.Duration
+  readonly left: ReadonlyArray<string>
+}> {
+  override get message(): string {
+    const left = this.left.length === 0 ? "in-flight records were interrupted" : this.left.join("; ")
+    return `Shutdown did not finish within ${this.deadline.toString()} (plus 1 second for commits and flush): ${left}`
+  }
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
 export interface Options {
-  /** How long a graceful shutdown may drain mailboxes before interrupting. Default 30 seconds. */
+  /**
+   * How long a graceful shutdown lets the records already being handled finish, across every
+   * partition, before interrupting them. Commits, the producer's flush and leaving the groups
+   * then get one more second: the whole shutdown ends within this plus one second. Prefetched
+   * records are not handled on shutdown (the next owner handles them). Compare each actor's
+   * `drainDeadline`, which bounds the same wait for one revoked partition during a rebalance.
+   * Default 30 seconds.
+   */
   readonly shutdownDeadline?: Duration.Input | undefined
   /** The producer handlers and dead letters use. */
   readonly producer?: Producer.Options | undefined
-  /** How often consumer lag is measured for the `partita.consumer.lag` metric. Default 10 seconds. */
+  /**
+   * How often high watermarks are read for consumer lag (the `partita.consumer.lag` metric and
+   * the health report's `lag`). Default 10 seconds.
+   */
   readonly lagInterval?: Duration.Input | undefined
+  /** How long one read of high watermarks waits for the broker before giving up. Default 5 seconds. */
+  readonly brokerTimeout?: Duration.Input | undefined
+  /** The system is not ready once the broker has not answered for this long. Default 30 seconds. */
+  readonly brokerWindow?: Duration.Input | undefined
+  /** The delays between attempts to join a group again after losing the membership. */
+  readonly rejoinSchedule?: Schedule.Schedule<unknown, TransportError.TransportError> | undefined
+  /** Failed rejoins in a row after which the system fails with `MembershipLost`. Default 10. */
+  readonly maxRejoins?: number | undefined
+  /** How long an actor may be out of its group before the health report is unhealthy. Default 30 seconds. */
+  readonly membershipGrace?: Duration.Input | undefined
 }
 
 const consumerLag = Metric.gauge("partita.consumer.lag", {
@@ -88,7 +163,20 @@ const consumerLag = Metric.gauge("partita.consumer.lag", {
 export const defaults = {
   shutdownDeadline: Duration.seconds(30),
   lagInterval: Duration.seconds(10),
+  brokerTimeout: Duration.seconds(5),
+  brokerWindow: Duration.seconds(30),
+  /** Exponential from 1 second, at most 30 seconds apart. */
+  rejoinSchedule: Schedule.min([Schedule.exponential("1 second"), Schedule.spaced("30 seconds")]) as Schedule.Schedule<
+    unknown,
+    TransportError.TransportError
+  >,
+  maxRejoins: 10,
+  membershipGrace: Duration.seconds(30),
 }
+
+/** What a shutdown adds to `shutdownDeadline` for commits and the flush, then for leaving the groups. */
+const commitGrace = 750
+const closeGrace = 1000
 
 /**
  * One partition actor's health.
@@ -115,23 +203,70 @@ export interface PartitionHealth {
   readonly mailbox: number
   readonly committed: number
   readonly position: number
-  /** Records in the partition past the committed offset, when the transport could tell. */
+  /**
+   * Records in the partition past the committed offset, from the last high watermark read
+   * (`lagAge` old), or undefined before the broker first told.
+   */
   readonly lag: number | undefined
+  /** Milliseconds since the high watermark behind `lag` was read. */
+  readonly lagAge: number | undefined
   /** Epoch milliseconds of the last completed record. */
   readonly lastProgress: number
   readonly lastError: string | undefined
 }
 
 /**
+ * One actor's membership of its consumer group.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MembershipHealth {
+  readonly actor: string
+  readonly group: string
+  /** In the group now. */
+  readonly member: boolean
+  /** A member, or out for less than `membershipGrace`. */
+  readonly healthy: boolean
+  /** Epoch milliseconds of the last join, or of the loss while out. */
+  readonly since: number
+  /** Failed rejoins in a row since the membership was lost. */
+  readonly rejoins: number
+  /** Why the membership was lost, or why the last rejoin failed. */
+  readonly lastError: string | undefined
+}
+
+/**
+ * Whether the broker answers, as seen by the background reads of high watermarks.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BrokerHealth {
+  /** The broker answered within `brokerWindow`. */
+  readonly reachable: boolean
+  /** Epoch milliseconds of its last answer (or of the start). */
+  readonly lastAnswer: number
+  readonly lastError: string | undefined
+}
+
+/**
+ * Answered from in-process state, at once, whatever the broker does.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface HealthReport {
-  /** Every partition actor healthy. */
+  /** Liveness: every partition actor healthy, and every actor in its group (or out for less than the grace). */
   readonly healthy: boolean
-  /** Every actor's group has given it its first assignment: the system is taking records. */
+  /**
+   * Readiness: every actor had its first assignment and is in its group now, and the broker
+   * answered within `brokerWindow`.
+   */
   readonly ready: boolean
   readonly partitions: ReadonlyArray<PartitionHealth>
+  readonly members: ReadonlyArray<MembershipHealth>
+  readonly broker: BrokerHealth
 }
 
 /**
@@ -142,8 +277,11 @@ export interface HealthReport {
  */
 export interface System {
   readonly health: Effect.Effect<HealthReport>
-  /** Completes when a partition actor fails the system (supervision `then: "fail-system"`). */
-  readonly failure: Effect.Effect<never, PartitionActor.RestartsExhausted>
+  /**
+   * Completes when the system fails: a partition actor's supervision says `then: "fail-system"`,
+   * or an actor lost its group membership and could not join again.
+   */
+  readonly failure: Effect.Effect<never, PartitionActor.RestartsExhausted | MembershipLost>
 }
 
 /**
@@ -183,9 +321,554 @@ const validate = (actors: ReadonlyArray<Actor<unknown>>) =>
     }),
   )
 
+// ---------------------------------------------------------------------------------------------
+// The system's state: every field is written by the steps below and read by `health`.
+
+/** One running partition actor. */
+interface Held {
+  readonly key: string
+  readonly status: PartitionActor.PartitionStatus
+  readonly stallAfter: number
+  control: PartitionActor.Control | undefined
+  fiber: Fiber.Fiber<void, PartitionActor.RestartsExhausted> | undefined
+}
+
+/** One actor's membership of its group, across rejoins. */
+interface Membership {
+  readonly actor: Actor<unknown>
+  member: boolean
+  since: number
+  rejoins: number
+  lastError: string | undefined
+  assignedOnce: boolean
+  /** The current subscription had an assignment. */
+  assigned: boolean
+  /** The partition actors of the current subscription. */
+  readonly partitions: Map<string, Held>
+}
+
+interface SystemState {
+  readonly memberships: ReadonlyArray<Membership>
+  readonly failure: Deferred.Deferred<never, PartitionActor.RestartsExhausted | MembershipLost>
+  /** High watermark per `topic/partition`, and when it was read. */
+  readonly watermarks: Map<string, { readonly highWatermark: number; readonly at: number }>
+  readonly broker: { lastAnswer: number; lastError: string | undefined }
+  readonly shutdown: {
+    started: boolean
+    /** Clock millis after which a commit is abandoned. */
+    commitBy: number
+    /** Offsets a shutdown could not commit, by `actor: topic/partition`. */
+    readonly uncommitted: Map<string, string>
+  }
+}
+
+interface Settings {
+  readonly shutdownDeadline: number
+  readonly lagInterval: Duration.Input
+  readonly brokerTimeout: Duration.Input
+  readonly brokerWindow: number
+  readonly rejoinSchedule: Schedule.Schedule<unknown, TransportError.TransportError>
+  readonly maxRejoins: number
+  readonly membershipGrace: number
+}
+
+const settingsOf = (options: Options): Settings => ({
+  shutdownDeadline: Duration.toMillis(options.shutdownDeadline ?? defaults.shutdownDeadline),
+  lagInterval: options.lagInterval ?? defaults.lagInterval,
+  brokerTimeout: options.brokerTimeout ?? defaults.brokerTimeout,
+  brokerWindow: Duration.toMillis(options.brokerWindow ?? defaults.brokerWindow),
+  rejoinSchedule: options.rejoinSchedule ?? defaults.rejoinSchedule,
+  maxRejoins: Math.max(1, options.maxRejoins ?? defaults.maxRejoins),
+  membershipGrace: Duration.toMillis(options.membershipGrace ?? defaults.membershipGrace),
+})
+
+const keyOf = (tp: TopicPartition) => `${tp.topic}/${tp.partition}`
+
+/** Waits for a fiber for at most `millis`; true if it ended. */
+const awaitWithin = (fiber: Fiber.Fiber<unknown, unknown>, millis: number) =>
+  Effect.map(Effect.timeoutOption(Fiber.await(fiber), Duration.millis(Math.max(0, millis))), Option.isSome)
+
+/** Closes a scope, waiting until `until` (Clock millis) at most; true if it closed in time. */
+const closeBy = (scope: Scope.Closeable, until: number) =>
+  Effect.gen(function*() {
+    const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void))
+    return yield* awaitWithin(closing, until - (yield* Clock.currentTimeMillis))
+  })
+
+const describeCause = (cause: Cause.Cause<{ readonly message: string }>): string => {
+  const error = Cause.findErrorOption(cause)
+  return error._tag === "Some" ? error.value.message : Cause.pretty(cause)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partition actors
+
+const initialStatus = (actor: Actor<unknown>, claim: PartitionClaim, now: number): PartitionActor.PartitionStatus => ({
+  actor: actor.name,
+  group: actor.group,
+  topic: claim.topic,
+  partition: claim.partition,
+  state: "running",
+  pausedFor: new Set(),
+  processed: 0,
+  failed: 0,
+  retried: 0,
+  deadLettered: 0,
+  skipped: 0,
+  restarts: 0,
+  mailbox: 0,
+  committed: claim.startOffset,
+  position: claim.startOffset,
+  lastProgress: now,
+  lastError: undefined,
+  lastOutcome: "handled",
+})
+
+/**
+ * Stops one partition actor: ask it to finish what it started, wait up to `deadline` ms, then
+ * interrupt it (its final commit runs then) and wait for that until `interruptUntil` (Clock
+ * millis; unbounded without). True if it finished within the deadline.
+ */
+const stopPartition = (membership: Membership, key: string, deadline: number, interruptUntil?: number) =>
+  Effect.gen(function*() {
+    const held = membership.partitions.get(key)
+    if (held === undefined) return true
+    // Not started yet (no control): nothing is in flight, so no reason to wait.
+    if (held.control !== undefined) yield* held.control.stop("in-flight")
+    const fiber = held.fiber!
+    const inTime = held.control === undefined ? true : yield* awaitWithin(fiber, deadline)
+    if (!inTime) {
+      yield* Effect.logWarning(
+        `Partition actor ${membership.actor.name} ${key} missed its ${deadline} ms deadline; interrupting it`,
+      )
+    }
+    const stopped = interruptUntil === undefined
+      ? yield* Effect.as(Fiber.interrupt(fiber), true)
+      : yield* Effect.andThen(
+        Effect.sync(() => fiber.interruptUnsafe()),
+        Effect.flatMap(Clock.currentTimeMillis, (now) => awaitWithin(fiber, interruptUntil - now)),
+      )
+    if (stopped) membership.partitions.delete(key)
+    return inTime
+  })
+
+/**
+ * A subscription whose commits, once a shutdown began, give up at the shutdown's commit
+ * deadline (the broker may never answer) and are booked as left uncommitted. A commit the broker
+ * refused is the partition actor's to log, as at any other time: the deadline did not cut it.
+ */
+const boundCommits = (subscription: Subscription, actor: Actor<unknown>, state: SystemState): Subscription => {
+  const { shutdown } = state
+  const commit: Subscription["commit"] = (offsets) =>
+    Effect.suspend(() => {
+      if (!shutdown.started) return subscription.commit(offsets)
+      const keys = offsets.map((offset) => `${actor.name}: ${keyOf(offset)}`)
+      const book = (reason: string) =>
+        Effect.sync(() => offsets.forEach((offset, index) => shutdown.uncommitted.set(keys[index]!, `offsets below ${offset.offset} completed but not committed (${reason})`)))
+      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.interruptible(subscription.commit(offsets)).pipe(
+          Effect.timeoutOption(Duration.millis(Math.max(0, shutdown.commitBy - now))),
+          Effect.flatMap(Option.match({
+            onNone: () =>
+              Effect.andThen(
+                book("the commit got no answer in time"),
+                Effect.fail(TransportError.make("REQUEST_TIMED_OUT", "commit", `Commit of ${keys.join(", ")} got no answer before the shutdown deadline`)),
+              ),
+            onSome: () => Effect.sync(() => keys.forEach((key) => shutdown.uncommitted.delete(key))),
+          })),
+        ))
+    })
+  return {
+    group: subscription.group,
+    // A getter: a transport may learn the member id after subscribing.
+    get memberId() {
+      return subscription.memberId
+    },
+    events: subscription.events,
+    commit,
+    committed: subscription.committed,
+    pause: subscription.pause,
+    resume: subscription.resume,
+    seek: subscription.seek,
+  }
+}
+
+interface Shared {
+  readonly state: SystemState
+  readonly settings: Settings
+  readonly producer: Producer.Producer["Service"]
+  readonly telemetry: Readonly<Record<string, string | number>>
+  readonly durationsFor: (actor: Actor<unknown>, claim: PartitionClaim) => ReturnType<typeof PartitionActor.registerDurations>
+}
+
+/** Forks a partition actor for each claim, in the membership's scope. */
+const startPartitions = (shared: Shared, membership: Membership, subscription: Subscription, scope: Scope.Scope, claims: ReadonlyArray<PartitionClaim>) =>
+  Effect.gen(function*() {
+    const { actor } = membership
+    membership.assignedOnce = true
+    membership.assigned = true
+    membership.rejoins = 0
+    // Claims given during a shutdown are left to the next owner.
+    if (shared.state.shutdown.started) return
+    const now = yield* Clock.currentTimeMillis
+    for (const claim of claims) {
+      const key = keyOf(claim)
+      const held: Held = { key, status: initialStatus(actor, claim, now), stallAfter: Duration.toMillis(actor.stallAfter), control: undefined, fiber: undefined }
+      membership.partitions.set(key, held)
+      const deps = {
+        actor,
+        claim,
+        subscription,
+        producer: shared.producer,
+        status: held.status,
+        telemetry: shared.telemetry,
+        durations: shared.durationsFor(actor, claim).histogram,
+      }
+      held.fiber = yield* PartitionActor.run(deps, (control) => {
+        held.control = control
+      }).pipe(
+        Effect.tapError((error) => Deferred.fail(shared.state.failure, error)),
+        Effect.forkIn(scope),
+      )
+    }
+    yield* Effect.logInfo(`Actor ${actor.name} assigned ${claims.map(keyOf).join(", ") || "no partitions"}`)
+  })
+
+const revokePartitions = (membership: Membership, event: GroupEvent & { readonly _tag: "Revoked" }) =>
+  Effect.gen(function*() {
+    const deadline = Duration.toMillis(membership.actor.drainDeadline)
+    yield* Effect.forEach(
+      event.partitions,
+      (tp) => stopPartition(membership, keyOf(tp), deadline),
+      { concurrency: "unbounded", discard: true },
+    )
+    yield* Effect.logInfo(`Actor ${membership.actor.name} gave up ${event.partitions.map(keyOf).join(", ")}`)
+    yield* event.acknowledge
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Group membership
+
+/** Joins the actor's group with a new subscription in a fresh scope, a child of `parent`. */
+const join = (shared: Shared, membership: Membership, parent: Scope.Scope) =>
+  Effect.gen(function*() {
+    const { actor } = membership
+    const transport = yield* Transport
+    const scope = yield* Scope.fork(parent)
+    const subscribed = yield* Effect.exit(
+      Scope.provide(transport.subscribe({ ...actor.consumer, group: actor.group, topics: actor.topics }), scope),
+    )
+    if (Exit.isFailure(subscribed)) {
+      yield* Scope.close(scope, subscribed)
+      return yield* Effect.failCause(subscribed.cause)
+    }
+    // Whatever ends the membership, its partition actors are interrupted first (their
+    // finalizers run before the subscription's: they were added after it), then it is left.
+    yield* Scope.addFinalizer(scope, Effect.sync(() => membership.partitions.clear()))
+    membership.member = true
+    membership.assigned = false
+    membership.since = yield* Clock.currentTimeMillis
+    membership.lastError = undefined
+    return { scope, subscription: boundCommits(subscribed.value, actor, shared.state) }
+  })
+
+/**
+ * Handles a subscription's events until its event stream ends (the subscription closed) or
+ * fails (the membership was lost). Events are handled on their own fiber, so a loss found while
+ * a revocation is waiting for in-flight records ends that wait at once.
+ */
+const consume = (
+  shared: Shared,
+  membership: Membership,
+  joined: { readonly scope: Scope.Closeable; readonly subscription: Subscription },
+): Effect.Effect<void, TransportError.TransportError, unknown> =>
+  Effect.gen(function*() {
+    const { scope, subscription } = joined
+    const events = yield* Queue.unbounded<GroupEvent>()
+    const pump = Stream.runForEach(subscription.events, (event) => Queue.offer(events, event))
+    const handle = Effect.forever(Effect.flatMap(Queue.take(events), (event) =>
+      event._tag === "Assigned"
+        ? startPartitions(shared, membership, subscription, scope, event.claims)
+        : revokePartitions(membership, event)))
+    return yield* Effect.raceFirst(pump, handle)
+  }).pipe(Effect.ensuring(Scope.close(joined.scope, Exit.void)))
+
+/**
+ * Keeps the actor in its group: consumes the first subscription, and whenever a membership is
+ * lost, joins again on the rejoin schedule; fails the system after too many failed rejoins in a
+ * row. A membership that ended before its first assignment counts as a failed rejoin.
+ */
+const keepMembership = (
+  shared: Shared,
+  membership: Membership,
+  first: { readonly scope: Scope.Closeable; readonly subscription: Subscription },
+  parent: Scope.Scope,
+) =>
+  Effect.gen(function*() {
+    const { actor } = membership
+    const { settings, state } = shared
+    let joined: typeof first | undefined = first
+    let step = yield* Schedule.toStep(settings.rejoinSchedule)
+    let error: TransportError.TransportError | undefined
+    while (true) {
+      if (joined !== undefined) {
+        const exit: Exit.Exit<void, TransportError.TransportError> = yield* Effect.exit(consume(shared, membership, joined))
+        joined = undefined
+        if (state.shutdown.started) return
+        error = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.findErrorOption(exit.cause)) : undefined
+        const reason = Exit.isFailure(exit) ? describeCause(exit.cause) : "its subscription ended"
+        membership.member = false
+        membership.since = yield* Clock.currentTimeMillis
+        membership.lastError = reason
+        if (membership.assigned) {
+          step = yield* Schedule.toStep(settings.rejoinSchedule)
+          yield* Effect.logError(`Actor ${actor.name} lost its membership of group "${actor.group}": ${reason}; joining again`)
+        } else {
+          membership.rejoins++
+          yield* Effect.logWarning(`Actor ${actor.name} left group "${actor.group}" before an assignment (attempt ${membership.rejoins}): ${reason}`)
+        }
+      }
+      if (membership.rejoins >= settings.maxRejoins) return yield* exhausted(shared, membership)
+      const now: number = yield* Clock.currentTimeMillis
+      const next: Exit.Exit<readonly [unknown, Duration.Duration], unknown> = yield* Effect.exit(step(now, error as TransportError.TransportError))
+      if (Exit.isFailure(next)) return yield* exhausted(shared, membership)
+      yield* Effect.sleep(next.value[1])
+      if (state.shutdown.started) return
+      const attempt = yield* Effect.exit(join(shared, membership, parent))
+      if (Exit.isSuccess(attempt)) {
+        joined = attempt.value
+        yield* Effect.logInfo(`Actor ${actor.name} joined group "${actor.group}" again`)
+        continue
+      }
+      membership.rejoins++
+      membership.lastError = describeCause(attempt.cause)
+      error = Option.getOrUndefined(Cause.findErrorOption(attempt.cause))
+      yield* Effect.logWarning(`Actor ${actor.name} could not join group "${actor.group}" (attempt ${membership.rejoins}): ${membership.lastError}`)
+    }
+  }).pipe(Effect.annotateLogs({ actor: membership.actor.name }))
+
+const exhausted = (shared: Shared, membership: Membership) =>
+  Effect.gen(function*() {
+    const error = new MembershipLost({
+      actor: membership.actor.name,
+      group: membership.actor.group,
+      rejoins: membership.rejoins,
+      lastError: membership.lastError ?? "unknown",
+    })
+    yield* Effect.logError(error.message)
+    yield* Deferred.fail(shared.state.failure, error)
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Health
+
+/** The health report, from in-process state only. */
+const report = (state: SystemState, settings: Settings, now: number): HealthReport => {
+  const partitions = state.memberships.flatMap((membership) =>
+    [...membership.partitions.values()].map(({ status, stallAfter }): PartitionHealth => {
+      const waiting = status.mailbox > 0 || status.position > status.committed
+      const stalled = waiting && now - status.lastProgress > stallAfter
+      const watermark = state.watermarks.get(keyOf(status))
+      return {
+        actor: status.actor,
+        group: status.group,
+        topic: status.topic,
+        partition: status.partition,
+        state: status.state,
+        healthy: !stalled && status.state !== "halted" && status.state !== "stopped" && status.state !== "failed",
+        stalled,
+        paused: status.pausedFor.size > 0,
+        processed: status.processed,
+        failed: status.failed,
+        retried: status.retried,
+        deadLettered: status.deadLettered,
+        skipped: status.skipped,
+        restarts: status.restarts,
+        mailbox: status.mailbox,
+        committed: status.committed,
+        position: status.position,
+        lag: watermark === undefined ? undefined : Math.max(0, watermark.highWatermark - status.committed),
+        lagAge: watermark === undefined ? undefined : now - watermark.at,
+        lastProgress: status.lastProgress,
+        lastError: status.lastError,
+      }
+    })
+  )
+  const members = state.memberships.map((membership): MembershipHealth => ({
+    actor: membership.actor.name,
+    group: membership.actor.group,
+    member: membership.member,
+    healthy: membership.member || now - membership.since <= settings.membershipGrace,
+    since: membership.since,
+    rejoins: membership.rejoins,
+    lastError: membership.lastError,
+  }))
+  const broker: BrokerHealth = {
+    reachable: now - state.broker.lastAnswer <= settings.brokerWindow,
+    lastAnswer: state.broker.lastAnswer,
+    lastError: state.broker.lastError,
+  }
+  return {
+    healthy: partitions.every((p) => p.healthy) && members.every((m) => m.healthy),
+    ready: state.memberships.every((m) => m.assignedOnce && m.member) && broker.reachable,
+    partitions,
+    members,
+    broker,
+  }
+}
+
+/**
+ * Reads every consumed topic's high watermarks, each read bounded by `brokerTimeout`, into the
+ * cache `health` reads; then updates the lag metric.
+ */
+const measureLag = (shared: Shared) =>
+  Effect.gen(function*() {
+    const { state, settings } = shared
+    const transport = yield* Transport
+    const topics = [...new Set(state.memberships.flatMap((membership) => membership.actor.topics))]
+    yield* Effect.forEach(topics, (topic) =>
+      Effect.gen(function*() {
+        const described = yield* Effect.exit(Effect.timeoutOption(transport.describeTopic(topic), settings.brokerTimeout))
+        const now = yield* Clock.currentTimeMillis
+        if (Exit.isSuccess(described) && Option.isSome(described.value)) {
+          state.broker.lastAnswer = now
+          state.broker.lastError = undefined
+          for (const partition of described.value.value.partitions) {
+            state.watermarks.set(keyOf({ topic, partition: partition.partition }), { highWatermark: partition.highWatermark, at: now })
+          }
+        } else {
+          state.broker.lastError = Exit.isFailure(described)
+            ? describeCause(described.cause)
+            : `Reading the high watermarks of "${topic}" got no answer within ${Duration.toMillis(settings.brokerTimeout)} ms`
+        }
+      }), { concurrency: "unbounded", discard: true })
+    const now = yield* Clock.currentTimeMillis
+    yield* Effect.forEach(report(state, settings, now).partitions, (partition) =>
+      partition.lag === undefined ? Effect.void : Metric.update(
+        Metric.withAttributes(consumerLag, {
+          "messaging.system": "kafka",
+          "messaging.destination.name": partition.topic,
+          "messaging.destination.partition.id": String(partition.partition),
+          "messaging.consumer.group.name": partition.group,
+        }),
+        partition.lag,
+      ), { discard: true })
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+/**
+ * The graceful shutdown: in-flight records finish within the deadline (prefetched ones are left),
+ * commits and the producer's flush get until the deadline plus 750 ms, leaving the groups until
+ * plus one second. Returns what was left undone, if anything.
+ */
+const shutdown = (shared: Shared, producerScope: Scope.Closeable, systemScope: Scope.Closeable) =>
+  Effect.gen(function*() {
+    const { state, settings } = shared
+    const began = yield* Clock.currentTimeMillis
+    state.shutdown.started = true
+    state.shutdown.commitBy = began + settings.shutdownDeadline + commitGrace
+    yield* Effect.logInfo("Shutting down: finishing the records in flight")
+    const left: Array<string> = []
+    yield* Effect.forEach(state.memberships, (membership) =>
+      Effect.forEach([...membership.partitions.keys()], (key) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const inTime = yield* stopPartition(membership, key, began + settings.shutdownDeadline - now, state.shutdown.commitBy)
+          if (!inTime) left.push(`${membership.actor.name}: ${key} was still handling records and was interrupted`)
+          if (membership.partitions.has(key)) left.push(`${membership.actor.name}: ${key} did not stop when interrupted`)
+        }), { concurrency: "unbounded", discard: true }), { concurrency: "unbounded", discard: true })
+    for (const [key, what] of state.shutdown.uncommitted) left.push(`${key}: ${what}`)
+    if (!(yield* closeBy(producerScope, state.shutdown.commitBy))) {
+      left.push("the producer did not finish flushing: records sent by handlers may not have been acknowledged")
+    }
+    if (!(yield* closeBy(systemScope, began + settings.shutdownDeadline + closeGrace))) {
+      left.push("leaving the groups and closing connections did not finish")
+    }
+    return left.length === 0
+      ? undefined
+      : new ShutdownDeadlineExceeded({ deadline: Duration.millis(settings.shutdownDeadline), left })
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Starting
+
+/** The system, and the outcome of its shutdown once its scope closed. */
+const launch = (
+  actors: ReadonlyArray<Actor<unknown>>,
+  options: Options,
+  onIncomplete: (error: ShutdownDeadlineExceeded) => Effect.Effect<void>,
+) =>
+  Effect.gen(function*() {
+    yield* validate(actors)
+    const settings = settingsOf(options)
+    const transport = yield* Transport
+    // Everything the system owns lives in `systemScope`; the caller's scope closes it through
+    // `shutdown`, which bounds the time it may take.
+    const systemScope = yield* Scope.make()
+    const producerScope = yield* Scope.fork(systemScope)
+    const started = yield* Clock.currentTimeMillis
+    const state: SystemState = {
+      memberships: actors.map((actor) => ({
+        actor,
+        member: false,
+        since: started,
+        rejoins: 0,
+        lastError: undefined,
+        assignedOnce: false,
+        assigned: false,
+        partitions: new Map(),
+      })),
+      failure: yield* Deferred.make<never, PartitionActor.RestartsExhausted | MembershipLost>(),
+      watermarks: new Map(),
+      broker: { lastAnswer: started, lastError: undefined },
+      shutdown: { started: false, commitBy: Number.POSITIVE_INFINITY, uncommitted: new Map() },
+    }
+    let shared: Shared | undefined
+    yield* Effect.addFinalizer(() =>
+      shared === undefined
+        ? Scope.close(systemScope, Exit.void)
+        : Effect.flatMap(shutdown(shared, producerScope, systemScope), (left) => left === undefined ? Effect.void : onIncomplete(left))
+    )
+
+    const producer = yield* Scope.provide(Producer.make(options.producer), producerScope)
+    // One duration histogram per partition an actor ever held, exported for the system's life.
+    const metricsContext = yield* Effect.context<never>()
+    const durations = new Map<string, ReturnType<typeof PartitionActor.registerDurations>>()
+    yield* Scope.addFinalizer(systemScope, Effect.sync(() => durations.forEach((series) => series.remove())))
+    const durationsFor = (actor: Actor<unknown>, claim: PartitionClaim) => {
+      const key = `${actor.name}:${keyOf(claim)}`
+      let series = durations.get(key)
+      if (series === undefined) {
+        series = PartitionActor.registerDurations(metricsContext, { ...claim, group: actor.group })
+        durations.set(key, series)
+      }
+      return series
+    }
+    shared = { state, settings, producer, telemetry: transport.telemetry, durationsFor }
+    const ready = shared
+
+    // The first join of every group is part of starting: a missing topic fails `start`.
+    for (const membership of state.memberships) {
+      const first = yield* join(ready, membership, systemScope)
+      yield* Effect.forkIn(keepMembership(ready, membership, first, systemScope), systemScope)
+    }
+    yield* Effect.forkIn(
+      Effect.forever(Effect.andThen(measureLag(ready), Effect.sleep(settings.lagInterval))),
+      systemScope,
+    )
+
+    return ActorSystem.of({
+      health: Effect.map(Clock.currentTimeMillis, (now) => report(state, settings, now)),
+      failure: Deferred.await(state.failure),
+    })
+  })
+
 /**
  * Starts the actors in the current scope and returns the running system. Closing the scope
- * shuts it down gracefully.
+ * shuts it down gracefully; a shutdown that did not finish in time ends the scope with a
+ * `ShutdownDeadlineExceeded` defect (what completed was still committed).
  *
  * @since 0.1.0
  * @category constructors
@@ -193,215 +876,19 @@ const validate = (actors: ReadonlyArray<Actor<unknown>>) =>
 export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
   actors: Actors,
   options: Options = {},
-): Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>> =>
-  Effect.gen(function*() {
-    yield* validate(actors as ReadonlyArray<Actor<unknown>>)
-    const transport = yield* Transport
-    const producer = yield* Producer.make(options.producer)
-    const statuses = new Map<string, { readonly status: PartitionActor.PartitionStatus; readonly stallAfter: number }>()
-    const failure = yield* Deferred.make<never, PartitionActor.RestartsExhausted>()
-    const shutdownDeadline = options.shutdownDeadline ?? defaults.shutdownDeadline
-    const stoppers: Array<Effect.Effect<boolean>> = []
-    const assignedOnce = new Set<string>()
-    // One duration histogram per partition an actor ever held, exported for the system's life.
-    const metricsContext = yield* Effect.context<never>()
-    const durations = new Map<string, ReturnType<typeof PartitionActor.registerDurations>>()
-    yield* Effect.addFinalizer(() => Effect.sync(() => durations.forEach((series) => series.remove())))
-
-    for (const actor of actors) {
-      const subscription = yield* transport.subscribe({ ...actor.consumer, group: actor.group, topics: actor.topics })
-      const fibers = yield* FiberMap.make<string>()
-      const controls = new Map<string, PartitionActor.Control>()
-
-      /** Stops one partition actor: ask, wait up to the deadline, then interrupt. True if in time. */
-      const stopPartition = (key: string, mode: "drain" | "in-flight", deadline: Duration.Input) =>
-        Effect.gen(function*() {
-          const control = controls.get(key)
-          const fiber = yield* FiberMap.get(fibers, key)
-          if (control !== undefined) yield* control.stop(mode)
-          let inTime = true
-          if (fiber._tag === "Some") {
-            const done = yield* Fiber.await(fiber.value).pipe(Effect.timeoutOption(deadline))
-            inTime = done._tag === "Some"
-            if (!inTime) yield* Effect.logWarning(`Partition actor ${key} missed its ${Duration.fromInputUnsafe(deadline).toString()} deadline; interrupting it`)
-          }
-          yield* FiberMap.remove(fibers, key)
-          controls.delete(key)
-          statuses.delete(`${actor.name}:${key}`)
-          return inTime
-        })
-
-      const onEvent = (event: GroupEvent) =>
-        Effect.gen(function*() {
-          if (event._tag === "Assigned") {
-            assignedOnce.add(actor.name)
-            for (const claim of event.claims) {
-              const key = `${claim.topic}/${claim.partition}`
-              const status: PartitionActor.PartitionStatus = {
-                actor: actor.name,
-                group: actor.group,
-                topic: claim.topic,
-                partition: claim.partition,
-                state: "running",
-                pausedFor: new Set(),
-                processed: 0,
-                failed: 0,
-                retried: 0,
-                deadLettered: 0,
-                skipped: 0,
-                restarts: 0,
-                mailbox: 0,
-                committed: claim.startOffset,
-                position: claim.startOffset,
-                lastProgress: yield* Clock.currentTimeMillis,
-                lastError: undefined,
-                lastOutcome: "handled",
-              }
-              statuses.set(`${actor.name}:${key}`, { status, stallAfter: Duration.toMillis(actor.stallAfter) })
-              let series = durations.get(`${actor.name}:${key}`)
-              if (series === undefined) {
-                series = PartitionActor.registerDurations(metricsContext, { ...claim, group: actor.group })
-                durations.set(`${actor.name}:${key}`, series)
-              }
-              yield* FiberMap.run(
-                fibers,
-                key,
-                PartitionActor.run(
-                  { actor, claim, subscription, producer, status, telemetry: transport.telemetry, durations: series.histogram },
-                  (control) => controls.set(key, control),
-                ).pipe(
-                  Effect.tapError((error) => Deferred.fail(failure, error)),
-                ),
-              )
-            }
-            yield* Effect.logInfo(
-              `Actor ${actor.name} assigned ${event.claims.map((claim) => `${claim.topic}/${claim.partition}`).join(", ") || "no partitions"}`,
-            )
-            return
-          }
-          yield* Effect.forEach(
-            event.partitions,
-            (tp) => stopPartition(`${tp.topic}/${tp.partition}`, "in-flight", actor.drainDeadline),
-            { concurrency: "unbounded", discard: true },
-          )
-          yield* Effect.logInfo(
-            `Actor ${actor.name} gave up ${event.partitions.map((tp) => `${tp.topic}/${tp.partition}`).join(", ")}`,
-          )
-          yield* event.acknowledge
-        })
-
-      // Graceful shutdown of this actor's partitions; runs before the FiberMap interrupts them.
-      stoppers.push(
-        Effect.suspend(() =>
-          Effect.forEach([...controls.keys()], (key) => stopPartition(key, "drain", shutdownDeadline), {
-            concurrency: "unbounded",
-          })
-        ).pipe(Effect.map((inTime) => inTime.every(Boolean))),
-      )
-
-      yield* subscription.events.pipe(
-        Stream.runForEach(onEvent),
-        Effect.catch((error: TransportError) =>
-          Effect.logError(`Actor ${actor.name} lost its group membership: ${error.message}`)
-        ),
-        Effect.annotateLogs({ actor: actor.name }),
-        Effect.forkScoped,
-      )
-    }
-
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
-        yield* Effect.logInfo("Shutting down: draining partition actors")
-        const inTime = yield* Effect.all(stoppers, { concurrency: "unbounded" })
-        if (!inTime.every(Boolean)) {
-          // A defect in the finalizer marks the run as failed (runMain exits non-zero) while
-          // everything that completed has still been committed.
-          return yield* Effect.die(new ShutdownDeadlineExceeded({ deadline: Duration.fromInputUnsafe(shutdownDeadline) }))
-        }
-      })
-    )
-
-    const health = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      const highWatermarks = new Map<string, number>()
-      const topics = new Set([...statuses.values()].map(({ status }) => status.topic))
-      for (const topic of topics) {
-        const description = yield* Effect.option(transport.describeTopic(topic))
-        if (description._tag === "Some") {
-          for (const partition of description.value.partitions) {
-            highWatermarks.set(`${topic}/${partition.partition}`, partition.highWatermark)
-          }
-        }
-      }
-      const partitions = [...statuses.values()].map(({ status, stallAfter }): PartitionHealth => {
-        const waiting = status.mailbox > 0 || status.position > status.committed
-        const stalled = waiting && now - status.lastProgress > stallAfter
-        const hw = highWatermarks.get(`${status.topic}/${status.partition}`)
-        return {
-          actor: status.actor,
-          group: status.group,
-          topic: status.topic,
-          partition: status.partition,
-          state: status.state,
-          healthy: !stalled && status.state !== "halted" && status.state !== "stopped" && status.state !== "failed",
-          stalled,
-          paused: status.pausedFor.size > 0,
-          processed: status.processed,
-          failed: status.failed,
-          retried: status.retried,
-          deadLettered: status.deadLettered,
-          skipped: status.skipped,
-          restarts: status.restarts,
-          mailbox: status.mailbox,
-          committed: status.committed,
-          position: status.position,
-          lag: hw === undefined ? undefined : Math.max(0, hw - status.committed),
-          lastProgress: status.lastProgress,
-          lastError: status.lastError,
-        }
-      })
-      return { healthy: partitions.every((p) => p.healthy), ready: assignedOnce.size === actors.length, partitions }
-    })
-
-    // Consumer lag as a metric, for OTLP export: records past the committed offset, per partition.
-    const lagInterval = options.lagInterval ?? defaults.lagInterval
-    yield* Effect.forkScoped(Effect.forever(Effect.andThen(
-      Effect.sleep(lagInterval),
-      Effect.flatMap(health, (report) =>
-        Effect.forEach(report.partitions, (partition) =>
-          partition.lag === undefined ? Effect.void : Metric.update(
-            Metric.withAttributes(consumerLag, {
-              "messaging.system": "kafka",
-              "messaging.destination.name": partition.topic,
-              "messaging.destination.partition.id": String(partition.partition),
-              "messaging.consumer.group.name": partition.group,
-            }),
-            partition.lag,
-          ), { discard: true })),
-    )))
-
-    return ActorSystem.of({ health, failure: Deferred.await(failure) })
-  }) as Effect.Effect<System, InvalidActor | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>>
+): Effect.Effect<System, InvalidActor | TransportError.TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>> =>
+  // The handlers' requirements are erased inside; the signature restores them.
+  launch(actors, options, (left) => Effect.die(left)) as Effect.Effect<
+    System,
+    InvalidActor | TransportError.TransportError,
+    Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
+  >
 
 /**
- * A graceful shutdown ran out of time and interrupted partition actors; what completed was
- * still committed.
- *
- * @since 0.1.0
- * @category errors
- */
-export class ShutdownDeadlineExceeded extends Data.TaggedError("ShutdownDeadlineExceeded")<{
-  readonly deadline: Duration.Duration
-}> {
-  override get message(): string {
-    return `Shutdown did not finish within ${this.deadline.toString()}: in-flight records were interrupted`
-  }
-}
-
-/**
- * Runs the actors until interrupted (a graceful shutdown) or until a partition actor fails the
- * system. Handlers get `RecordContext` and `Producer` from the system; everything else they
- * need comes from the context `run` is given.
+ * Runs the actors until interrupted (a graceful shutdown) or until the system fails. Handlers get
+ * `RecordContext` and `Producer` from the system; everything else they need comes from the
+ * context `run` is given. A shutdown that did not finish in time fails with
+ * `ShutdownDeadlineExceeded`, so `Main.runMain` exits non-zero and says what was left.
  *
  * @since 0.1.0
  * @category constructors
@@ -411,6 +898,21 @@ export const run = <const Actors extends ReadonlyArray<Actor<any>>>(
   options: Options = {},
 ): Effect.Effect<
   never,
-  InvalidActor | TransportError | PartitionActor.RestartsExhausted,
+  InvalidActor | TransportError.TransportError | PartitionActor.RestartsExhausted | MembershipLost | ShutdownDeadlineExceeded,
   Transport | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
-> => Effect.scoped(Effect.flatMap(start(actors, options), (system) => system.failure))
+> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      let incomplete: ShutdownDeadlineExceeded | undefined
+      const running = launch(actors, options, (left) => Effect.sync(() => void (incomplete = left)))
+      const exit = yield* Effect.exit(restore(Effect.flatMap(Scope.provide(running, scope), (system) => system.failure)))
+      yield* Scope.close(scope, exit)
+      if (incomplete !== undefined) return yield* Effect.fail(incomplete)
+      return yield* exit
+    })
+  ) as Effect.Effect<
+    never,
+    InvalidActor | TransportError.TransportError | PartitionActor.RestartsExhausted | MembershipLost | ShutdownDeadlineExceeded,
+    Transport | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
+  >
