@@ -344,3 +344,68 @@ kafkaTest("A shutdown past its deadline interrupts, commits what completed and e
   const committed = await committedOffsets(brokers, group, topic)
   assert.equal(committed.get(0), handled.length, "what completed was committed, nothing more")
 }, { timeoutMs: 120_000 })
+
+kafkaTest("On Kafka, a member that did not acknowledge a revocation in time joins again, health shows the gap, and nothing is lost", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createTopics(["actors-rejoin", 2])
+      const group = uniqueName("rejoin")
+      const handledBy = new Map<number, Array<string>>()
+      const busy = new Map<number, string>()
+      const overlaps: Array<string> = []
+      let slowStarted = false
+      const actorFor = (system: string) =>
+        Actor.make({
+          name: `rejoin-${system}`,
+          group,
+          topics: [topic!],
+          value: Event,
+          handle: (event: Event) =>
+            Effect.flatMap(RecordContext, (record) =>
+              Effect.gen(function*() {
+                const other = busy.get(record.partition)
+                if (other !== undefined && other !== system) overlaps.push(`${record.partition}: ${other} and ${system}`)
+                busy.set(record.partition, system)
+                // a's first record outlasts the 2 s the rebalance waits for its acknowledgement.
+                if (system === "a" && event.id === 0 && !slowStarted) {
+                  slowStarted = true
+                  yield* Effect.sleep("8 seconds")
+                }
+                handledBy.set(event.id, [...(handledBy.get(event.id) ?? []), system])
+              }).pipe(Effect.ensuring(Effect.sync(() => {
+                if (busy.get(record.partition) === system) busy.delete(record.partition)
+              })))),
+          onError: { default: ErrorPolicy.halt },
+          commit: { interval: "100 millis" },
+          // Longer than the rebalance allows: the revocation is not acknowledged in time.
+          drainDeadline: "30 seconds",
+          consumer: { sessionTimeout: "6 seconds", heartbeatInterval: "500 millis", rebalanceTimeout: "3 seconds" },
+        })
+      yield* sendJson(topic!, [
+        { value: { id: 0 }, partition: 0 },
+        ...Array.from({ length: 19 }, (_, i) => ({ value: { id: 1 + i }, partition: (i % 2) as 0 | 1 })),
+      ])
+      const a = yield* ActorSystem.start([actorFor("a")])
+      const samples: Array<ActorSystem.HealthReport> = []
+      yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.map(a.health, (h) => void samples.push(h)), Effect.sleep("50 millis"))))
+      yield* eventually(60, "a to hold the slow record", () => slowStarted)
+      yield* ActorSystem.start([actorFor("b")])
+      yield* eventually(60, "a to lose its membership", () => samples.some((h) => !h.members[0]!.member))
+      const gap = samples.find((h) => !h.members[0]!.member)!
+      assert.match(gap.members[0]!.lastError ?? "", /did not acknowledge a revocation/)
+      assert.equal(gap.ready, false, "not ready while out of the group")
+      assert.equal(gap.partitions.length, 0, "its partition actors are gone")
+      yield* eventually(60, "a to join again and hold a partition", () => {
+        const last = samples[samples.length - 1]!
+        return last.members[0]!.member && last.partitions.length > 0
+      })
+      yield* sendJson(topic!, Array.from({ length: 20 }, (_, i) => ({ value: { id: 20 + i }, partition: (i % 2) as 0 | 1 })))
+      yield* eventually(60, "every record handled", () => handledBy.size === 40)
+      assert.deepEqual([...handledBy.keys()].sort((x, y) => x - y), Array.from({ length: 40 }, (_, i) => i), "no record lost")
+      assert.deepEqual(overlaps, [], "no partition handled by both members at once")
+      assert.ok(handledBy.get(0)?.length === 1, "the slow record was handled once, by whoever held it after the loss")
+      const health = yield* a.health
+      assert.ok(health.healthy && health.ready, JSON.stringify(health.members))
+    }),
+    kafka(brokers),
+  ), { timeoutMs: 180_000 })
