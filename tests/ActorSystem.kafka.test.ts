@@ -409,3 +409,56 @@ kafkaTest("On Kafka, a member that did not acknowledge a revocation in time join
     }),
     kafka(brokers),
   ), { timeoutMs: 180_000 })
+
+kafkaTest("On Kafka, a consumer that crashed without restart joins again once it can, with the gap and the failed rejoins in health", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const topic = uniqueName("actors-crash")
+      const admin = new Kafka({ clientId: "crash-admin", brokers: [...brokers], logLevel: logLevel.NOTHING }).admin()
+      yield* Effect.acquireRelease(Effect.promise(() => admin.connect()), () => Effect.promise(() => admin.disconnect()))
+      const transport = yield* Transport
+      yield* transport.createTopic({ topic, partitions: 1 })
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "crasher",
+        group: uniqueName("crash"),
+        topics: [topic],
+        value: Event,
+        handle: (event: Event) => Effect.sync(() => handled.push(event.id)),
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "100 millis" },
+        consumer,
+      })
+      const system = yield* ActorSystem.start([actor], { rejoinSchedule: Schedule.spaced("1 second"), maxRejoins: 60 })
+      const samples: Array<ActorSystem.HealthReport> = []
+      yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.map(system.health, (h) => void samples.push(h)), Effect.sleep("50 millis"))))
+      yield* eventually(60, "the first assignment", () => samples.some((h) => h.ready))
+
+      // Deleting the topic makes kafkajs' fetches fail until its retries run out; the transport
+      // was told not to restart (restartOnFailure), so the consumer crashes for good.
+      yield* Effect.promise(() => admin.deleteTopics({ topics: [topic] }))
+      yield* eventually(60, "the crash to end the membership", () => samples.some((h) => !h.members[0]!.member))
+      assert.match(samples.find((h) => !h.members[0]!.member)!.members[0]!.lastError ?? "", /stopped/)
+      yield* eventually(60, "a rejoin refused while the topic is missing", () => samples.some((h) => h.members[0]!.rejoins > 0))
+
+      // Once the topic is back, the next rejoin holds; the records sent to it are handled.
+      yield* Effect.promise(async () => {
+        for (let tries = 0; ; tries++) {
+          const created = await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true }).catch(() => false)
+          if (created) return
+          if (tries > 100) throw new Error(`could not create ${topic} again`)
+          await new Promise((resolve) => setTimeout(resolve, 200))
+        }
+      })
+      yield* sendJson(topic, Array.from({ length: 10 }, (_, id) => ({ value: { id } })))
+      yield* eventually(90, "the records on the recreated topic", () => handled.length >= 10)
+      assert.deepEqual(handled, Array.from({ length: 10 }, (_, i) => i))
+      const last = yield* system.health
+      assert.ok(last.members[0]!.member && last.members[0]!.rejoins === 0, JSON.stringify(last.members))
+    }),
+    KafkaTransport.layer({
+      brokers: [...brokers],
+      clientId: "actor-tests",
+      retry: { retries: 1, initialRetryTime: 100, restartOnFailure: () => Promise.resolve(false) },
+    }),
+  ), { timeoutMs: 180_000 })
