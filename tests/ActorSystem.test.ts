@@ -6,6 +6,7 @@ import { TestClock } from "effect/testing"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
+import * as Main from "../lib/Main.ts"
 import * as MemoryTransport from "../lib/MemoryTransport.ts"
 import * as Ordering from "../lib/Ordering.ts"
 import * as Producer from "../lib/Producer.ts"
@@ -980,6 +981,38 @@ test("Health answers at once while the broker does not; lag reports its age and 
       assert.ok(last.ready && last.lagAge < 1_600, `fresh again: ${JSON.stringify(last)}`)
       const health = yield* system.health
       assert.ok(health.healthy, "liveness does not depend on the broker")
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("run interrupted with a shutdown past its deadline fails with ShutdownDeadlineExceeded, so runMain exits 1", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      let started = false
+      const actor = Actor.make({
+        name: "never",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.andThen(Effect.sync(() => void (started = true)), Effect.never),
+        onError: { default: ErrorPolicy.halt },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 minutes" },
+      })
+      yield* sendJson("events", [{ value: { id: 1, user: "a" } }])
+      const running = yield* Effect.forkChild(ActorSystem.run([actor], { shutdownDeadline: "2 seconds" }))
+      yield* advanceUntil(5_000, "the handler", () => started)
+      const began = yield* Clock.currentTimeMillis
+      running.interruptUnsafe()
+      yield* advanceUntil(10_000, "the shutdown", () => running.pollUnsafe() !== undefined)
+      assert.ok((yield* Clock.currentTimeMillis) - began <= 3_000)
+      const exit = running.pollUnsafe()!
+      assert.equal(Main.exitCode(exit), 1)
+      const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : undefined
+      assert.equal(error?._tag === "Some" ? error.value._tag : undefined, "ShutdownDeadlineExceeded")
+      assert.match(
+        (error as { value: ActorSystem.ShutdownDeadlineExceeded }).value.message,
+        /^Shutdown did not finish within 2000 millis \(plus 1 second for commits and flush\): never: events\/0 was still handling records and was interrupted$/,
+      )
     }),
     Layer.provideMerge(memory(), TestClock.layer()),
   ))
