@@ -202,7 +202,7 @@ kafkaTest("An actor app sent SIGTERM commits, exits 0 within its deadline, and o
     }),
     kafka(brokers),
   )
-  // A small mailbox keeps the drain short, so a backlog is left for the restart.
+  // A small mailbox; the prefetched records are left to the restart.
   const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: topic, GROUP: group, HANDLE_MILLIS: "10", MAILBOX: "50" }
   const first = startChild(appFile, env)
   try {
@@ -337,6 +337,7 @@ kafkaTest("A shutdown past its deadline interrupts, commits what completed and e
     assert.equal(code, 1, `exit code; stderr:\n${app.stderr().slice(-2000)}`)
     assert.ok(Date.now() - signalled < 5_000, "the deadline cut the drain short")
     assert.match(app.stderr(), /ShutdownDeadlineExceeded|did not finish within/)
+    assert.match(app.stderr(), new RegExp(`child-app: ${topic}/0 was still handling records and was interrupted`), "it says what was left")
   } finally {
     await app.stop()
   }
@@ -462,3 +463,50 @@ kafkaTest("On Kafka, a consumer that crashed without restart joins again once it
       retry: { retries: 1, initialRetryTime: 100, restartOnFailure: () => Promise.resolve(false) },
     }),
   ), { timeoutMs: 180_000 })
+
+kafkaTest("An actor app sent SIGTERM with the default mailbox finishes only what it started and exits 0 at once", async (brokers) => {
+  const topic = uniqueName("sigterm-prefetch")
+  const group = uniqueName("sigterm-prefetch")
+  await run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      yield* transport.createTopic({ topic, partitions: 2 })
+      yield* sendJson(topic, Array.from({ length: 1000 }, (_, id) => ({ key: `k${id}`, value: { id } })))
+    }),
+    kafka(brokers),
+  )
+  // 40 ms a record and up to 1000 prefetched per partition: draining them would take 20 s.
+  const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: topic, GROUP: group, HANDLE_MILLIS: "40", SHUTDOWN_DEADLINE: "10 seconds" }
+  const first = startChild(appFile, env)
+  let took = 0
+  try {
+    await first.waitForLine(/^handled /)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const signalled = Date.now()
+    first.kill("SIGTERM")
+    const code = await first.exited
+    took = Date.now() - signalled
+    assert.equal(code, 0, `exit code; stderr:\n${first.stderr().slice(-2000)}`)
+  } finally {
+    await first.stop()
+  }
+  assert.ok(took < 3_000, `exited ${took} ms after SIGTERM: the prefetched records were left`)
+  const handledFirst = handledOffsets(first.lines)
+  assert.ok(handledFirst.length < 200, `${handledFirst.length} handled before the exit`)
+  const committed = await committedOffsets(brokers, group, topic)
+  for (const partition of [0, 1]) {
+    const last = Math.max(-1, ...handledFirst.filter((h) => h.startsWith(`${partition}/`)).map((h) => Number(h.split("/")[1])))
+    assert.equal(committed.get(partition) ?? 0, last + 1, `partition ${partition}: everything handled was committed`)
+  }
+  const second = startChild(appFile, { ...env, HANDLE_MILLIS: "1" })
+  try {
+    await until(second, () => handledFirst.length + handledOffsets(second.lines).length >= 1000)
+    second.kill("SIGTERM")
+    assert.equal(await second.exited, 0)
+  } finally {
+    await second.stop()
+  }
+  const handledSecond = handledOffsets(second.lines)
+  assert.deepEqual(handledSecond.filter((h) => handledFirst.includes(h)), [], "nothing handled twice across the restart")
+  assert.equal(new Set([...handledFirst, ...handledSecond]).size, 1000, "nothing lost")
+}, { timeoutMs: 180_000 })
