@@ -117,7 +117,7 @@ export class ShutdownDeadlineExceeded extends Data.TaggedError("ShutdownDeadline
 }> {
   override get message(): string {
     const left = this.left.length === 0 ? "in-flight records were interrupted" : this.left.join("; ")
-    return `Shutdown did not finish within ${this.deadline.toString()} (plus 1 second for commits and flush): ${left}`
+    return `Shutdown did not finish within ${Duration.format(this.deadline)} (plus 1s for commits, flush and leaving the groups): ${left}`
   }
 }
 

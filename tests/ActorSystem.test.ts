@@ -898,7 +898,7 @@ test("A shutdown ends by its deadline plus one second when a handler never retur
         "stuck: events/1: offsets below 3 completed but not committed (the commit got no answer in time)",
         "the producer did not finish flushing: records sent by handlers may not have been acknowledged",
       ])
-      assert.match(failure!.message, /^Shutdown did not finish within 5000 millis \(plus 1 second for commits and flush\): /)
+      assert.match(failure!.message, /^Shutdown did not finish within 5s \(plus 1s for commits, flush and leaving the groups\): /)
     }),
     Layer.provideMerge(memory(), TestClock.layer()),
   ))
@@ -1011,7 +1011,7 @@ test("run interrupted with a shutdown past its deadline fails with ShutdownDeadl
       assert.equal(error?._tag === "Some" ? error.value._tag : undefined, "ShutdownDeadlineExceeded")
       assert.match(
         (error as { value: ActorSystem.ShutdownDeadlineExceeded }).value.message,
-        /^Shutdown did not finish within 2000 millis \(plus 1 second for commits and flush\): never: events\/0 was still handling records and was interrupted$/,
+        /^Shutdown did not finish within 2s \(plus 1s for commits, flush and leaving the groups\): never: events\/0 was still handling records and was interrupted$/,
       )
     }),
     Layer.provideMerge(memory(), TestClock.layer()),
