@@ -174,8 +174,13 @@ export const defaults = {
   membershipGrace: Duration.seconds(30),
 }
 
-/** What a shutdown adds to `shutdownDeadline` for commits and the flush, then for leaving the groups. */
-const commitGrace = 750
+/**
+ * What a shutdown adds to `shutdownDeadline`: until +500 ms for the final commits, +750 ms for
+ * the producer's flush, +1 s for leaving the groups. Each step keeps a share of its own, so a
+ * commit that never answers does not leave the flush no time at all.
+ */
+const commitGrace = 500
+const flushGrace = 750
 const closeGrace = 1000
 
 /**
@@ -336,8 +341,8 @@ const settingsOf = (options: Options): Settings => ({
 
 /**
  * The graceful shutdown: in-flight records finish within the deadline (prefetched ones are left),
- * commits and the producer's flush get until the deadline plus 750 ms, leaving the groups until
- * plus one second. Returns what was left undone, if anything.
+ * then the final commits, the producer's flush and leaving the groups, each by its share of the
+ * second after (see `commitGrace`). Returns what was left undone, if anything.
  */
 const shutdown = (shared: Shared, producerScope: Scope.Closeable, systemScope: Scope.Closeable) =>
   Effect.gen(function*() {
@@ -356,7 +361,7 @@ const shutdown = (shared: Shared, producerScope: Scope.Closeable, systemScope: S
           if (membership.partitions.has(key)) left.push(`${membership.actor.name}: ${key} did not stop when interrupted`)
         }), { concurrency: "unbounded", discard: true }), { concurrency: "unbounded", discard: true })
     for (const [key, what] of state.shutdown.uncommitted) left.push(`${key}: ${what}`)
-    if (!(yield* closeBy(producerScope, state.shutdown.commitBy))) {
+    if (!(yield* closeBy(producerScope, began + settings.shutdownDeadline + flushGrace))) {
       left.push("the producer did not finish flushing: records sent by handlers may not have been acknowledged")
     }
     if (!(yield* closeBy(systemScope, began + settings.shutdownDeadline + closeGrace))) {

@@ -1016,3 +1016,40 @@ test("run interrupted with a shutdown past its deadline fails with ShutdownDeadl
     }),
     Layer.provideMerge(memory(), TestClock.layer()),
   ))
+
+test("A shutdown whose records finished but whose commit gets no answer names only the uncommitted offsets", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      let handled = 0
+      const actor = Actor.make({
+        name: "unanswered",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.sync(() => handled++),
+        onError: { default: ErrorPolicy.halt },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 minutes" },
+      })
+      yield* sendJson("events", Array.from({ length: 3 }, (_, id) => ({ value: { id, user: "a" } })))
+      const scope = yield* Scope.make()
+      const system = yield* Scope.provide(ActorSystem.start([actor], { shutdownDeadline: "5 seconds" }), scope)
+      yield* advanceUntil(5_000, "the first records committed", () => handled === 3)
+      yield* advance(100)
+      assert.equal((yield* system.health).partitions[0]?.committed, 3)
+      // The broker stops answering commits; two more records are handled meanwhile.
+      yield* broker.delayNext("commit", "1 hour", { times: Number.POSITIVE_INFINITY })
+      yield* sendJson("events", [3, 4].map((id) => ({ value: { id, user: "a" } })))
+      yield* advanceUntil(5_000, "the later records", () => handled === 5)
+      const began = yield* Clock.currentTimeMillis
+      const closing = yield* Effect.forkChild(Effect.exit(Scope.close(scope, Exit.void)))
+      yield* advanceUntil(60_000, "the shutdown", () => closing.pollUnsafe() !== undefined)
+      const took = (yield* Clock.currentTimeMillis) - began
+      assert.ok(took <= 6_000, `the shutdown took ${took} ms`)
+      const failure = defectOf(yield* Fiber.join(closing)) as ActorSystem.ShutdownDeadlineExceeded | undefined
+      assert.deepEqual(failure?.left, [
+        "unanswered: events/0: offsets below 5 completed but not committed (the commit got no answer in time)",
+      ])
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))

@@ -130,7 +130,9 @@ export const stopPartition = (membership: Membership, key: string, deadline: num
     // Not started yet (no control): nothing is in flight, so no reason to wait.
     if (held.control !== undefined) yield* held.control.stop("in-flight")
     const fiber = held.fiber!
-    const inTime = held.control === undefined ? true : yield* awaitWithin(fiber, deadline)
+    const finished = held.control === undefined || (yield* awaitWithin(fiber, deadline))
+    // Past "stopped" (or "halted") no record is being handled: only the final commit is left.
+    const inTime = finished || held.status.state === "stopped" || held.status.state === "halted"
     if (!inTime) {
       yield* Effect.logWarning(
         `Partition actor ${membership.actor.name} ${key} missed its ${deadline} ms deadline; interrupting it`,
