@@ -228,7 +228,11 @@ export interface Options<V, K, E, R> {
   readonly handlerTimeout?: Duration.Input | undefined
   readonly commit?: CommitOptions | undefined
   readonly supervision?: SupervisionOptions | undefined
-  /** On revocation or shutdown, how long in-flight records may take to finish. Default 10 seconds. */
+  /**
+   * On revocation, how long a partition's in-flight records may take to finish before they are
+   * interrupted and the partition is given up. Keep it below the consumer's rebalance timeout.
+   * A shutdown is bounded by the system's `shutdownDeadline` instead. Default 10 seconds.
+   */
   readonly drainDeadline?: Duration.Input | undefined
   /** A partition with records waiting and no progress for this long is reported stalled. Default 1 minute. */
   readonly stallAfter?: Duration.Input | undefined

@@ -2,13 +2,30 @@
  * The actor system: joins each actor's consumer group and runs one partition actor per
  * assigned partition.
  *
- * For every partition a group assigns, the system forks a partition actor, a fiber in a
- * `FiberMap` keyed by topic-partition inside the system's scope. On revocation the actor stops
- * taking records, finishes what it has started (within the actor's `drainDeadline`, then it is
- * interrupted), commits what completed, and ends; only then is the revocation acknowledged and
- * the partition given up. Closing the system's scope (or interrupting `run`) is a graceful
- * shutdown: fetching stops, mailboxes drain within the shutdown deadline, completed offsets are
- * committed, the producer flushes and every group is left.
+ * For every partition a group assigns, the system forks a partition actor, a fiber in the scope
+ * of the actor's current group membership. On revocation the actor stops taking records,
+ * finishes what it has started (within the actor's `drainDeadline`, then it is interrupted),
+ * commits what completed, and ends; only then is the revocation acknowledged and the partition
+ * given up.
+ *
+ * A membership the group takes away (a member fenced or expired, a revocation not acknowledged in
+ * time, a consumer that crashed) is not the end: its partition actors are interrupted (they can
+ * no longer commit), and the system joins the group again with a new subscription on the
+ * `rejoinSchedule`. While an actor is out of its group the health report says so, unhealthy
+ * after `membershipGrace`; after `maxRejoins` failed rejoins in a row the system fails with
+ * `MembershipLost`.
+ *
+ * Closing the system's scope (or interrupting `run`) is a graceful shutdown, bounded as a whole
+ * by `shutdownDeadline` plus one second: fetching stops and prefetched records are left to the
+ * next owner; records already started finish within `shutdownDeadline` (then they are
+ * interrupted); completed offsets are committed and the producer flushes within the second
+ * after; the groups are left. Whatever did not finish in time is named in a
+ * `ShutdownDeadlineExceeded`.
+ *
+ * Health answers from in-process state and never waits on the broker: lag comes from high
+ * watermarks a background fiber reads every `lagInterval` (each read bounded by
+ * `brokerTimeout`), reported with their age; readiness includes whether the broker answered
+ * within `brokerWindow`.
  *
  * @example
  * ```ts
@@ -21,14 +38,26 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Data, Deferred, Duration, Effect, Fiber, FiberMap, Metric, type Scope, Stream } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Schedule, Scope } from "effect"
 import type { Actor } from "./Actor.ts"
 import * as DeadLetter from "./internal/deadLetter.ts"
 import * as PartitionActor from "./internal/partitionActor.ts"
+import { measureLag, report } from "./internal/systemHealth.ts"
+import {
+  closeBy,
+  join,
+  keepMembership,
+  keyOf,
+  type MembershipLost,
+  type Settings,
+  type Shared,
+  stopPartition,
+  type SystemState,
+} from "./internal/systemMembership.ts"
 import * as Producer from "./Producer.ts"
 import type { RecordContext } from "./RecordContext.ts"
-import { type GroupEvent, Transport } from "./Transport.ts"
-import type { TransportError } from "./TransportError.ts"
+import { type PartitionClaim, Transport } from "./Transport.ts"
+import * as TransportError from "./TransportError.ts"
 
 export {
   /**
@@ -50,6 +79,17 @@ export {
    */
   RestartsExhausted,
 } from "./internal/partitionActor.ts"
+
+export {
+  /**
+   * An actor lost its group membership and could not join again: `maxRejoins` attempts in a row
+   * failed, or the `rejoinSchedule` ended.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  MembershipLost,
+} from "./internal/systemMembership.ts"
 
 /**
  * What a list of actors' handlers need from the context, together.
@@ -75,21 +115,56 @@ export class InvalidActor extends Data.TaggedError("InvalidActor")<{
 }
 
 /**
+ * A graceful shutdown did not finish within its deadline (plus one second for commits, the
+ * producer's flush and leaving the groups). `left` says what was cut short: partitions whose
+ * in-flight records were interrupted, offsets completed but not committed, a flush that did not
+ * finish. What completed and could be committed in time was committed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ShutdownDeadlineExceeded extends Data.TaggedError("ShutdownDeadlineExceeded")<{
+  readonly deadline: Duration.Duration
+  readonly left: ReadonlyArray<string>
+}> {
+  override get message(): string {
+    const left = this.left.length === 0 ? "in-flight records were interrupted" : this.left.join("; ")
+    return `Shutdown did not finish within ${Duration.format(this.deadline)} (plus 1s for commits, flush and leaving the groups): ${left}`
+  }
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
 export interface Options {
-  /** How long a graceful shutdown may drain mailboxes before interrupting. Default 30 seconds. */
+  /**
+   * How long a graceful shutdown lets the records already being handled finish, across every
+   * partition, before interrupting them. Commits, the producer's flush and leaving the groups
+   * then get one more second: the whole shutdown ends within this plus one second. Prefetched
+   * records are not handled on shutdown (the next owner handles them). Compare each actor's
+   * `drainDeadline`, which bounds the same wait for one revoked partition during a rebalance.
+   * Default 30 seconds.
+   */
   readonly shutdownDeadline?: Duration.Input | undefined
   /** The producer handlers and dead letters use. */
   readonly producer?: Producer.Options | undefined
-  /** How often consumer lag is measured for the `partita.consumer.lag` metric. Default 10 seconds. */
+  /**
+   * How often high watermarks are read for consumer lag (the `partita.consumer.lag` metric and
+   * the health report's `lag`). Default 10 seconds.
+   */
   readonly lagInterval?: Duration.Input | undefined
+  /** How long one read of high watermarks waits for the broker before giving up. Default 5 seconds. */
+  readonly brokerTimeout?: Duration.Input | undefined
+  /** The system is not ready once the broker has not answered for this long. Default 30 seconds. */
+  readonly brokerWindow?: Duration.Input | undefined
+  /** The delays between attempts to join a group again after losing the membership. */
+  readonly rejoinSchedule?: Schedule.Schedule<unknown, TransportError.TransportError> | undefined
+  /** Failed rejoins in a row after which the system fails with `MembershipLost`. Default 10. */
+  readonly maxRejoins?: number | undefined
+  /** How long an actor may be out of its group before the health report is unhealthy. Default 30 seconds. */
+  readonly membershipGrace?: Duration.Input | undefined
 }
-
-const consumerLag = Metric.gauge("partita.consumer.lag", {
-  description: "Records in a partition past the group's committed offset",
-})
 
 /**
  * The defaults of {@link Options}.
@@ -100,7 +175,25 @@ const consumerLag = Metric.gauge("partita.consumer.lag", {
 export const defaults = {
   shutdownDeadline: Duration.seconds(30),
   lagInterval: Duration.seconds(10),
+  brokerTimeout: Duration.seconds(5),
+  brokerWindow: Duration.seconds(30),
+  /** Exponential from 1 second, at most 30 seconds apart. */
+  rejoinSchedule: Schedule.min([Schedule.exponential("1 second"), Schedule.spaced("30 seconds")]) as Schedule.Schedule<
+    unknown,
+    TransportError.TransportError
+  >,
+  maxRejoins: 10,
+  membershipGrace: Duration.seconds(30),
 }
+
+/**
+ * What a shutdown adds to `shutdownDeadline`: until +500 ms for the final commits, +750 ms for
+ * the producer's flush, +1 s for leaving the groups. Each step keeps a share of its own, so a
+ * commit that never answers does not leave the flush no time at all.
+ */
+const commitGrace = 500
+const flushGrace = 750
+const closeGrace = 1000
 
 /**
  * One partition actor's health.
@@ -127,23 +220,70 @@ export interface PartitionHealth {
   readonly mailbox: number
   readonly committed: number
   readonly position: number
-  /** Records in the partition past the committed offset, when the transport could tell. */
+  /**
+   * Records in the partition past the committed offset, from the last high watermark read
+   * (`lagAge` old), or undefined before the broker first told.
+   */
   readonly lag: number | undefined
+  /** Milliseconds since the high watermark behind `lag` was read. */
+  readonly lagAge: number | undefined
   /** Epoch milliseconds of the last completed record. */
   readonly lastProgress: number
   readonly lastError: string | undefined
 }
 
 /**
+ * One actor's membership of its consumer group.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MembershipHealth {
+  readonly actor: string
+  readonly group: string
+  /** In the group now. */
+  readonly member: boolean
+  /** A member, or out for less than `membershipGrace`. */
+  readonly healthy: boolean
+  /** Epoch milliseconds of the last join, or of the loss while out. */
+  readonly since: number
+  /** Failed rejoins in a row since the membership was lost. */
+  readonly rejoins: number
+  /** Why the membership was lost, or why the last rejoin failed. */
+  readonly lastError: string | undefined
+}
+
+/**
+ * Whether the broker answers, as seen by the background reads of high watermarks.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BrokerHealth {
+  /** The broker answered within `brokerWindow`. */
+  readonly reachable: boolean
+  /** Epoch milliseconds of its last answer (or of the start). */
+  readonly lastAnswer: number
+  readonly lastError: string | undefined
+}
+
+/**
+ * Answered from in-process state, at once, whatever the broker does.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface HealthReport {
-  /** Every partition actor healthy. */
+  /** Liveness: every partition actor healthy, and every actor in its group (or out for less than the grace). */
   readonly healthy: boolean
-  /** Every actor's group has given it its first assignment: the system is taking records. */
+  /**
+   * Readiness: every actor had its first assignment and is in its group now, and the broker
+   * answered within `brokerWindow`.
+   */
   readonly ready: boolean
   readonly partitions: ReadonlyArray<PartitionHealth>
+  readonly members: ReadonlyArray<MembershipHealth>
+  readonly broker: BrokerHealth
 }
 
 /**
@@ -154,8 +294,11 @@ export interface HealthReport {
  */
 export interface System {
   readonly health: Effect.Effect<HealthReport>
-  /** Completes when a partition actor fails the system (supervision `then: "fail-system"`). */
-  readonly failure: Effect.Effect<never, PartitionActor.RestartsExhausted>
+  /**
+   * Completes when the system fails: a partition actor's supervision says `then: "fail-system"`,
+   * or an actor lost its group membership and could not join again.
+   */
+  readonly failure: Effect.Effect<never, PartitionActor.RestartsExhausted | MembershipLost>
 }
 
 /**
@@ -195,9 +338,131 @@ const validate = (actors: ReadonlyArray<Actor<unknown>>) =>
     }),
   )
 
+const settingsOf = (options: Options): Settings => ({
+  shutdownDeadline: Duration.toMillis(options.shutdownDeadline ?? defaults.shutdownDeadline),
+  lagInterval: options.lagInterval ?? defaults.lagInterval,
+  brokerTimeout: options.brokerTimeout ?? defaults.brokerTimeout,
+  brokerWindow: Duration.toMillis(options.brokerWindow ?? defaults.brokerWindow),
+  rejoinSchedule: options.rejoinSchedule ?? defaults.rejoinSchedule,
+  maxRejoins: Math.max(1, options.maxRejoins ?? defaults.maxRejoins),
+  membershipGrace: Duration.toMillis(options.membershipGrace ?? defaults.membershipGrace),
+})
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+/**
+ * The graceful shutdown: in-flight records finish within the deadline (prefetched ones are left),
+ * then the final commits, the producer's flush and leaving the groups, each by its share of the
+ * second after (see `commitGrace`). Returns what was left undone, if anything.
+ */
+const shutdown = (shared: Shared, producerScope: Scope.Closeable, systemScope: Scope.Closeable) =>
+  Effect.gen(function*() {
+    const { state, settings } = shared
+    const began = yield* Clock.currentTimeMillis
+    state.shutdown.started = true
+    state.shutdown.commitBy = began + settings.shutdownDeadline + commitGrace
+    yield* Effect.logInfo("Shutting down: finishing the records in flight")
+    const left: Array<string> = []
+    yield* Effect.forEach(state.memberships, (membership) =>
+      Effect.forEach([...membership.partitions.keys()], (key) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const inTime = yield* stopPartition(membership, key, began + settings.shutdownDeadline - now, state.shutdown.commitBy)
+          if (!inTime) left.push(`${membership.actor.name}: ${key} was still handling records and was interrupted`)
+          if (membership.partitions.has(key)) left.push(`${membership.actor.name}: ${key} did not stop when interrupted`)
+        }), { concurrency: "unbounded", discard: true }), { concurrency: "unbounded", discard: true })
+    for (const [key, what] of state.shutdown.uncommitted) left.push(`${key}: ${what}`)
+    if (!(yield* closeBy(producerScope, began + settings.shutdownDeadline + flushGrace))) {
+      left.push("the producer did not finish flushing: records sent by handlers may not have been acknowledged")
+    }
+    if (!(yield* closeBy(systemScope, began + settings.shutdownDeadline + closeGrace))) {
+      left.push("leaving the groups and closing connections did not finish")
+    }
+    return left.length === 0
+      ? undefined
+      : new ShutdownDeadlineExceeded({ deadline: Duration.millis(settings.shutdownDeadline), left })
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Starting
+
+/** The system, and the outcome of its shutdown once its scope closed. */
+const launch = (
+  actors: ReadonlyArray<Actor<unknown>>,
+  options: Options,
+  onIncomplete: (error: ShutdownDeadlineExceeded) => Effect.Effect<void>,
+) =>
+  Effect.gen(function*() {
+    yield* validate(actors)
+    const settings = settingsOf(options)
+    const transport = yield* Transport
+    yield* DeadLetter.ensureTopics(actors, transport)
+    // Everything the system owns lives in `systemScope`; the caller's scope closes it through
+    // `shutdown`, which bounds the time it may take.
+    const systemScope = yield* Scope.make()
+    const producerScope = yield* Scope.fork(systemScope)
+    const started = yield* Clock.currentTimeMillis
+    const state: SystemState = {
+      memberships: actors.map((actor) => ({
+        actor,
+        member: false,
+        since: started,
+        rejoins: 0,
+        lastError: undefined,
+        assignedOnce: false,
+        assigned: false,
+        partitions: new Map(),
+      })),
+      failure: yield* Deferred.make<never, PartitionActor.RestartsExhausted | MembershipLost>(),
+      watermarks: new Map(),
+      broker: { lastAnswer: started, lastError: undefined },
+      shutdown: { started: false, commitBy: Number.POSITIVE_INFINITY, uncommitted: new Map() },
+    }
+    let shared: Shared | undefined
+    yield* Effect.addFinalizer(() =>
+      shared === undefined
+        ? Scope.close(systemScope, Exit.void)
+        : Effect.flatMap(shutdown(shared, producerScope, systemScope), (left) => left === undefined ? Effect.void : onIncomplete(left))
+    )
+
+    const producer = yield* Scope.provide(Producer.make(options.producer), producerScope)
+    // One duration histogram per partition an actor ever held, exported for the system's life.
+    const metricsContext = yield* Effect.context<never>()
+    const durations = new Map<string, ReturnType<typeof PartitionActor.registerDurations>>()
+    yield* Scope.addFinalizer(systemScope, Effect.sync(() => durations.forEach((series) => series.remove())))
+    const durationsFor = (actor: Actor<unknown>, claim: PartitionClaim) => {
+      const key = `${actor.name}:${keyOf(claim)}`
+      let series = durations.get(key)
+      if (series === undefined) {
+        series = PartitionActor.registerDurations(metricsContext, { ...claim, group: actor.group })
+        durations.set(key, series)
+      }
+      return series
+    }
+    shared = { state, settings, producer, telemetry: transport.telemetry, durationsFor }
+    const ready = shared
+
+    // The first join of every group is part of starting: a missing topic fails `start`.
+    for (const membership of state.memberships) {
+      const first = yield* join(ready, membership, systemScope)
+      yield* Effect.forkIn(keepMembership(ready, membership, first, systemScope), systemScope)
+    }
+    yield* Effect.forkIn(
+      Effect.forever(Effect.andThen(measureLag(ready), Effect.sleep(settings.lagInterval))),
+      systemScope,
+    )
+
+    return ActorSystem.of({
+      health: Effect.map(Clock.currentTimeMillis, (now) => report(state, settings, now)),
+      failure: Deferred.await(state.failure),
+    })
+  })
+
 /**
  * Starts the actors in the current scope and returns the running system. Closing the scope
- * shuts it down gracefully.
+ * shuts it down gracefully; a shutdown that did not finish in time ends the scope with a
+ * `ShutdownDeadlineExceeded` defect (what completed was still committed).
  *
  * @since 0.1.0
  * @category constructors
@@ -205,217 +470,19 @@ const validate = (actors: ReadonlyArray<Actor<unknown>>) =>
 export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
   actors: Actors,
   options: Options = {},
-): Effect.Effect<System, InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>> =>
-  Effect.gen(function*() {
-    yield* validate(actors as ReadonlyArray<Actor<unknown>>)
-    const transport = yield* Transport
-    yield* DeadLetter.ensureTopics(actors as ReadonlyArray<Actor<unknown>>, transport)
-    const producer = yield* Producer.make(options.producer)
-    const statuses = new Map<string, { readonly status: PartitionActor.PartitionStatus; readonly stallAfter: number }>()
-    const failure = yield* Deferred.make<never, PartitionActor.RestartsExhausted>()
-    const shutdownDeadline = options.shutdownDeadline ?? defaults.shutdownDeadline
-    const stoppers: Array<Effect.Effect<boolean>> = []
-    const assignedOnce = new Set<string>()
-    // One duration histogram per partition an actor ever held, exported for the system's life.
-    const metricsContext = yield* Effect.context<never>()
-    const durations = new Map<string, ReturnType<typeof PartitionActor.registerDurations>>()
-    yield* Effect.addFinalizer(() => Effect.sync(() => durations.forEach((series) => series.remove())))
-
-    for (const actor of actors) {
-      const subscription = yield* transport.subscribe({ ...actor.consumer, group: actor.group, topics: actor.topics })
-      const fibers = yield* FiberMap.make<string>()
-      const controls = new Map<string, PartitionActor.Control>()
-
-      /** Stops one partition actor: ask, wait up to the deadline, then interrupt. True if in time. */
-      const stopPartition = (key: string, mode: "drain" | "in-flight", deadline: Duration.Input) =>
-        Effect.gen(function*() {
-          const control = controls.get(key)
-          const fiber = yield* FiberMap.get(fibers, key)
-          if (control !== undefined) yield* control.stop(mode)
-          let inTime = true
-          if (fiber._tag === "Some") {
-            const done = yield* Fiber.await(fiber.value).pipe(Effect.timeoutOption(deadline))
-            inTime = done._tag === "Some"
-            if (!inTime) yield* Effect.logWarning(`Partition actor ${key} missed its ${Duration.fromInputUnsafe(deadline).toString()} deadline; interrupting it`)
-          }
-          yield* FiberMap.remove(fibers, key)
-          controls.delete(key)
-          statuses.delete(`${actor.name}:${key}`)
-          return inTime
-        })
-
-      const onEvent = (event: GroupEvent) =>
-        Effect.gen(function*() {
-          if (event._tag === "Assigned") {
-            assignedOnce.add(actor.name)
-            for (const claim of event.claims) {
-              const key = `${claim.topic}/${claim.partition}`
-              const status: PartitionActor.PartitionStatus = {
-                actor: actor.name,
-                group: actor.group,
-                topic: claim.topic,
-                partition: claim.partition,
-                state: "running",
-                pausedFor: new Set(),
-                processed: 0,
-                failed: 0,
-                retried: 0,
-                deadLettered: 0,
-                skipped: 0,
-                restarts: 0,
-                mailbox: 0,
-                committed: claim.startOffset,
-                position: claim.startOffset,
-                lastProgress: yield* Clock.currentTimeMillis,
-                lastError: undefined,
-                lastOutcome: "handled",
-              }
-              statuses.set(`${actor.name}:${key}`, { status, stallAfter: Duration.toMillis(actor.stallAfter) })
-              let series = durations.get(`${actor.name}:${key}`)
-              if (series === undefined) {
-                series = PartitionActor.registerDurations(metricsContext, { ...claim, group: actor.group })
-                durations.set(`${actor.name}:${key}`, series)
-              }
-              yield* FiberMap.run(
-                fibers,
-                key,
-                PartitionActor.run(
-                  { actor, claim, subscription, producer, status, telemetry: transport.telemetry, durations: series.histogram },
-                  (control) => controls.set(key, control),
-                ).pipe(
-                  Effect.tapError((error) => Deferred.fail(failure, error)),
-                ),
-              )
-            }
-            yield* Effect.logInfo(
-              `Actor ${actor.name} assigned ${event.claims.map((claim) => `${claim.topic}/${claim.partition}`).join(", ") || "no partitions"}`,
-            )
-            return
-          }
-          yield* Effect.forEach(
-            event.partitions,
-            (tp) => stopPartition(`${tp.topic}/${tp.partition}`, "in-flight", actor.drainDeadline),
-            { concurrency: "unbounded", discard: true },
-          )
-          yield* Effect.logInfo(
-            `Actor ${actor.name} gave up ${event.partitions.map((tp) => `${tp.topic}/${tp.partition}`).join(", ")}`,
-          )
-          yield* event.acknowledge
-        })
-
-      // Graceful shutdown of this actor's partitions; runs before the FiberMap interrupts them.
-      stoppers.push(
-        Effect.suspend(() =>
-          Effect.forEach([...controls.keys()], (key) => stopPartition(key, "drain", shutdownDeadline), {
-            concurrency: "unbounded",
-          })
-        ).pipe(Effect.map((inTime) => inTime.every(Boolean))),
-      )
-
-      yield* subscription.events.pipe(
-        Stream.runForEach(onEvent),
-        Effect.catch((error: TransportError) =>
-          Effect.logError(`Actor ${actor.name} lost its group membership: ${error.message}`)
-        ),
-        Effect.annotateLogs({ actor: actor.name }),
-        Effect.forkScoped,
-      )
-    }
-
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function*() {
-        yield* Effect.logInfo("Shutting down: draining partition actors")
-        const inTime = yield* Effect.all(stoppers, { concurrency: "unbounded" })
-        if (!inTime.every(Boolean)) {
-          // A defect in the finalizer marks the run as failed (runMain exits non-zero) while
-          // everything that completed has still been committed.
-          return yield* Effect.die(new ShutdownDeadlineExceeded({ deadline: Duration.fromInputUnsafe(shutdownDeadline) }))
-        }
-      })
-    )
-
-    const health = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      const highWatermarks = new Map<string, number>()
-      const topics = new Set([...statuses.values()].map(({ status }) => status.topic))
-      for (const topic of topics) {
-        const description = yield* Effect.option(transport.describeTopic(topic))
-        if (description._tag === "Some") {
-          for (const partition of description.value.partitions) {
-            highWatermarks.set(`${topic}/${partition.partition}`, partition.highWatermark)
-          }
-        }
-      }
-      const partitions = [...statuses.values()].map(({ status, stallAfter }): PartitionHealth => {
-        const waiting = status.mailbox > 0 || status.position > status.committed
-        const stalled = waiting && now - status.lastProgress > stallAfter
-        const hw = highWatermarks.get(`${status.topic}/${status.partition}`)
-        return {
-          actor: status.actor,
-          group: status.group,
-          topic: status.topic,
-          partition: status.partition,
-          state: status.state,
-          healthy: !stalled && status.state !== "halted" && status.state !== "stopped" && status.state !== "failed" &&
-            status.state !== "blocked",
-          stalled,
-          paused: status.pausedFor.size > 0,
-          processed: status.processed,
-          failed: status.failed,
-          retried: status.retried,
-          deadLettered: status.deadLettered,
-          skipped: status.skipped,
-          restarts: status.restarts,
-          mailbox: status.mailbox,
-          committed: status.committed,
-          position: status.position,
-          lag: hw === undefined ? undefined : Math.max(0, hw - status.committed),
-          lastProgress: status.lastProgress,
-          lastError: status.lastError,
-        }
-      })
-      return { healthy: partitions.every((p) => p.healthy), ready: assignedOnce.size === actors.length, partitions }
-    })
-
-    // Consumer lag as a metric, for OTLP export: records past the committed offset, per partition.
-    const lagInterval = options.lagInterval ?? defaults.lagInterval
-    yield* Effect.forkScoped(Effect.forever(Effect.andThen(
-      Effect.sleep(lagInterval),
-      Effect.flatMap(health, (report) =>
-        Effect.forEach(report.partitions, (partition) =>
-          partition.lag === undefined ? Effect.void : Metric.update(
-            Metric.withAttributes(consumerLag, {
-              "messaging.system": "kafka",
-              "messaging.destination.name": partition.topic,
-              "messaging.destination.partition.id": String(partition.partition),
-              "messaging.consumer.group.name": partition.group,
-            }),
-            partition.lag,
-          ), { discard: true })),
-    )))
-
-    return ActorSystem.of({ health, failure: Deferred.await(failure) })
-  }) as Effect.Effect<System, InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>>
+): Effect.Effect<System, InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError.TransportError, Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>> =>
+  // The handlers' requirements are erased inside; the signature restores them.
+  launch(actors, options, (left) => Effect.die(left)) as Effect.Effect<
+    System,
+    InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError.TransportError,
+    Transport | Scope.Scope | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
+  >
 
 /**
- * A graceful shutdown ran out of time and interrupted partition actors; what completed was
- * still committed.
- *
- * @since 0.1.0
- * @category errors
- */
-export class ShutdownDeadlineExceeded extends Data.TaggedError("ShutdownDeadlineExceeded")<{
-  readonly deadline: Duration.Duration
-}> {
-  override get message(): string {
-    return `Shutdown did not finish within ${this.deadline.toString()}: in-flight records were interrupted`
-  }
-}
-
-/**
- * Runs the actors until interrupted (a graceful shutdown) or until a partition actor fails the
- * system. Handlers get `RecordContext` and `Producer` from the system; everything else they
- * need comes from the context `run` is given.
+ * Runs the actors until interrupted (a graceful shutdown) or until the system fails. Handlers get
+ * `RecordContext` and `Producer` from the system; everything else they need comes from the
+ * context `run` is given. A shutdown that did not finish in time fails with
+ * `ShutdownDeadlineExceeded`, so `Main.runMain` exits non-zero and says what was left.
  *
  * @since 0.1.0
  * @category constructors
@@ -425,6 +492,21 @@ export const run = <const Actors extends ReadonlyArray<Actor<any>>>(
   options: Options = {},
 ): Effect.Effect<
   never,
-  InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError | PartitionActor.RestartsExhausted,
+  InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError.TransportError | PartitionActor.RestartsExhausted | MembershipLost | ShutdownDeadlineExceeded,
   Transport | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
-> => Effect.scoped(Effect.flatMap(start(actors, options), (system) => system.failure))
+> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      let incomplete: ShutdownDeadlineExceeded | undefined
+      const running = launch(actors, options, (left) => Effect.sync(() => void (incomplete = left)))
+      const exit = yield* Effect.exit(restore(Effect.flatMap(Scope.provide(running, scope), (system) => system.failure)))
+      yield* Scope.close(scope, exit)
+      if (incomplete !== undefined) return yield* Effect.fail(incomplete)
+      return yield* exit
+    })
+  ) as Effect.Effect<
+    never,
+    InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError.TransportError | PartitionActor.RestartsExhausted | MembershipLost | ShutdownDeadlineExceeded,
+    Transport | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
+  >

@@ -2,10 +2,11 @@
  * Running a Partita program as a process: SIGINT and SIGTERM become a graceful shutdown.
  *
  * `runMain` forks the program and, on the first SIGINT or SIGTERM, interrupts it: its scopes
- * close, so an `ActorSystem` stops fetching, drains its mailboxes within its shutdown deadline,
- * commits, flushes its producer and leaves its groups. The process then exits 0, or non-zero
- * when the program failed (a shutdown that ran past its deadline counts as a failure). A second
- * signal exits at once with 130.
+ * close, so an `ActorSystem` stops fetching, finishes the records already started within its
+ * shutdown deadline (prefetched ones are left to the next owner), commits, flushes its producer
+ * and leaves its groups, all within the deadline plus one second. The process then exits 0, or
+ * non-zero when the program failed (a shutdown that ran past its deadline counts as a failure,
+ * and its message says what was left). A second signal exits at once with 130.
  *
  * Signals come from `node:process`, which Bun, Deno and Node all provide, so this one file
  * serves every runtime.

@@ -88,7 +88,12 @@ export interface FaultOptions {
  * @category services
  */
 export class MemoryBroker extends Context.Service<MemoryBroker, {
-  /** The next `times` calls of `operation` fail with `code` (retriable or not, as Kafka says). */
+  /**
+   * The next `times` calls of `operation` fail with `code` (retriable or not, as Kafka says). A
+   * heartbeat failed with `UNKNOWN_MEMBER_ID`, `ILLEGAL_GENERATION` or `FENCED_INSTANCE_ID`
+   * removes the member from its group at once, as a coordinator that fenced it would: its events
+   * fail with that error and the rest of the group rebalances.
+   */
   readonly failNext: (
     operation: Operation,
     code: TransportError.KafkaErrorName,
@@ -242,6 +247,9 @@ interface Group {
 }
 
 const keyOf = (tp: TopicPartition): string => `${tp.topic}/${tp.partition}`
+
+/** Heartbeat answers that mean the member is no longer in the group. */
+const fencedOut: ReadonlySet<string> = new Set(["UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"])
 
 const byteLength = (record: ProducerRecord): number =>
   (record.key?.length ?? 0) + (record.value?.length ?? 0) +
@@ -630,8 +638,16 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       Effect.map((now) => {
         member.lastHeartbeat = now
       }),
-      Effect.ignore,
+      // The coordinator answering that the member is out (an injected fault stands for a
+      // fenced or forgotten member) removes it at once; other errors only miss a beat.
+      Effect.catch((error) => fencedOut.has(error.code) ? fence(error) : Effect.void),
     )
+    const fence = (error: TransportError.TransportError) =>
+      Effect.suspend(() => {
+        if (!member.inGroup) return Effect.void
+        remove(group, member, TransportError.make(error.code, "heartbeat", `Member ${member.id} was removed from group "${group.id}": ${error.message}`))
+        return startRebalance(group)
+      })
     const expire = Effect.suspend(() => {
       if (!member.inGroup) return Effect.void
       remove(

@@ -353,7 +353,7 @@ kafkaTest("An actor app sent SIGTERM commits, exits 0 within its deadline, and o
     }),
     kafka(brokers),
   )
-  // A small mailbox keeps the drain short, so a backlog is left for the restart.
+  // A small mailbox; the prefetched records are left to the restart.
   const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: topic, GROUP: group, HANDLE_MILLIS: "10", MAILBOX: "50" }
   const first = startChild(appFile, env)
   try {
@@ -488,6 +488,7 @@ kafkaTest("A shutdown past its deadline interrupts, commits what completed and e
     assert.equal(code, 1, `exit code; stderr:\n${app.stderr().slice(-2000)}`)
     assert.ok(Date.now() - signalled < 5_000, "the deadline cut the drain short")
     assert.match(app.stderr(), /ShutdownDeadlineExceeded|did not finish within/)
+    assert.match(app.stderr(), new RegExp(`child-app: ${topic}/0 was still handling records and was interrupted`), "it says what was left")
   } finally {
     await app.stop()
   }
@@ -495,3 +496,168 @@ kafkaTest("A shutdown past its deadline interrupts, commits what completed and e
   const committed = await committedOffsets(brokers, group, topic)
   assert.equal(committed.get(0), handled.length, "what completed was committed, nothing more")
 }, { timeoutMs: 120_000 })
+
+kafkaTest("On Kafka, a member that did not acknowledge a revocation in time joins again, health shows the gap, and nothing is lost", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createTopics(["actors-rejoin", 2])
+      const group = uniqueName("rejoin")
+      const handledBy = new Map<number, Array<string>>()
+      const busy = new Map<number, string>()
+      const overlaps: Array<string> = []
+      let slowStarted = false
+      const actorFor = (system: string) =>
+        Actor.make({
+          name: `rejoin-${system}`,
+          group,
+          topics: [topic!],
+          value: Event,
+          handle: (event: Event) =>
+            Effect.flatMap(RecordContext, (record) =>
+              Effect.gen(function*() {
+                const other = busy.get(record.partition)
+                if (other !== undefined && other !== system) overlaps.push(`${record.partition}: ${other} and ${system}`)
+                busy.set(record.partition, system)
+                // a's first record outlasts the 2 s the rebalance waits for its acknowledgement.
+                if (system === "a" && event.id === 0 && !slowStarted) {
+                  slowStarted = true
+                  yield* Effect.sleep("8 seconds")
+                }
+                handledBy.set(event.id, [...(handledBy.get(event.id) ?? []), system])
+              }).pipe(Effect.ensuring(Effect.sync(() => {
+                if (busy.get(record.partition) === system) busy.delete(record.partition)
+              })))),
+          onError: { default: ErrorPolicy.halt },
+          commit: { interval: "100 millis" },
+          // Longer than the rebalance allows: the revocation is not acknowledged in time.
+          drainDeadline: "30 seconds",
+          consumer: { sessionTimeout: "6 seconds", heartbeatInterval: "500 millis", rebalanceTimeout: "3 seconds" },
+        })
+      yield* sendJson(topic!, [
+        { value: { id: 0 }, partition: 0 },
+        ...Array.from({ length: 19 }, (_, i) => ({ value: { id: 1 + i }, partition: (i % 2) as 0 | 1 })),
+      ])
+      const a = yield* ActorSystem.start([actorFor("a")])
+      const samples: Array<ActorSystem.HealthReport> = []
+      yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.map(a.health, (h) => void samples.push(h)), Effect.sleep("50 millis"))))
+      yield* eventually(60, "a to hold the slow record", () => slowStarted)
+      yield* ActorSystem.start([actorFor("b")])
+      yield* eventually(60, "a to lose its membership", () => samples.some((h) => !h.members[0]!.member))
+      const gap = samples.find((h) => !h.members[0]!.member)!
+      assert.match(gap.members[0]!.lastError ?? "", /did not acknowledge a revocation/)
+      assert.equal(gap.ready, false, "not ready while out of the group")
+      assert.equal(gap.partitions.length, 0, "its partition actors are gone")
+      yield* eventually(60, "a to join again and hold a partition", () => {
+        const last = samples[samples.length - 1]!
+        return last.members[0]!.member && last.partitions.length > 0
+      })
+      yield* sendJson(topic!, Array.from({ length: 20 }, (_, i) => ({ value: { id: 20 + i }, partition: (i % 2) as 0 | 1 })))
+      yield* eventually(60, "every record handled", () => handledBy.size === 40)
+      assert.deepEqual([...handledBy.keys()].sort((x, y) => x - y), Array.from({ length: 40 }, (_, i) => i), "no record lost")
+      assert.deepEqual(overlaps, [], "no partition handled by both members at once")
+      assert.ok(handledBy.get(0)?.length === 1, "the slow record was handled once, by whoever held it after the loss")
+      const health = yield* a.health
+      assert.ok(health.healthy && health.ready, JSON.stringify(health.members))
+    }),
+    kafka(brokers),
+  ), { timeoutMs: 180_000 })
+
+kafkaTest("On Kafka, a consumer that crashed without restart joins again once it can, with the gap and the failed rejoins in health", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const topic = uniqueName("actors-crash")
+      const admin = new Kafka({ clientId: "crash-admin", brokers: [...brokers], logLevel: logLevel.NOTHING }).admin()
+      yield* Effect.acquireRelease(Effect.promise(() => admin.connect()), () => Effect.promise(() => admin.disconnect()))
+      const transport = yield* Transport
+      yield* transport.createTopic({ topic, partitions: 1 })
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "crasher",
+        group: uniqueName("crash"),
+        topics: [topic],
+        value: Event,
+        handle: (event: Event) => Effect.sync(() => handled.push(event.id)),
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "100 millis" },
+        consumer,
+      })
+      const system = yield* ActorSystem.start([actor], { rejoinSchedule: Schedule.spaced("1 second"), maxRejoins: 60 })
+      const samples: Array<ActorSystem.HealthReport> = []
+      yield* Effect.forkScoped(Effect.forever(Effect.andThen(Effect.map(system.health, (h) => void samples.push(h)), Effect.sleep("50 millis"))))
+      yield* eventually(60, "the first assignment", () => samples.some((h) => h.ready))
+
+      // Deleting the topic makes kafkajs' fetches fail until its retries run out; the transport
+      // was told not to restart (restartOnFailure), so the consumer crashes for good.
+      yield* Effect.promise(() => admin.deleteTopics({ topics: [topic] }))
+      yield* eventually(60, "the crash to end the membership", () => samples.some((h) => !h.members[0]!.member))
+      assert.match(samples.find((h) => !h.members[0]!.member)!.members[0]!.lastError ?? "", /stopped/)
+      yield* eventually(60, "a rejoin refused while the topic is missing", () => samples.some((h) => h.members[0]!.rejoins > 0))
+
+      // Once the topic is back, the next rejoin holds; the records sent to it are handled.
+      yield* Effect.promise(async () => {
+        for (let tries = 0; ; tries++) {
+          const created = await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true }).catch(() => false)
+          if (created) return
+          if (tries > 100) throw new Error(`could not create ${topic} again`)
+          await new Promise((resolve) => setTimeout(resolve, 200))
+        }
+      })
+      yield* sendJson(topic, Array.from({ length: 10 }, (_, id) => ({ value: { id } })))
+      yield* eventually(90, "the records on the recreated topic", () => handled.length >= 10)
+      assert.deepEqual(handled, Array.from({ length: 10 }, (_, i) => i))
+      const last = yield* system.health
+      assert.ok(last.members[0]!.member && last.members[0]!.rejoins === 0, JSON.stringify(last.members))
+    }),
+    KafkaTransport.layer({
+      brokers: [...brokers],
+      clientId: "actor-tests",
+      retry: { retries: 1, initialRetryTime: 100, restartOnFailure: () => Promise.resolve(false) },
+    }),
+  ), { timeoutMs: 180_000 })
+
+kafkaTest("An actor app sent SIGTERM with the default mailbox finishes only what it started and exits 0 at once", async (brokers) => {
+  const topic = uniqueName("sigterm-prefetch")
+  const group = uniqueName("sigterm-prefetch")
+  await run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      yield* transport.createTopic({ topic, partitions: 2 })
+      yield* sendJson(topic, Array.from({ length: 1000 }, (_, id) => ({ key: `k${id}`, value: { id } })))
+    }),
+    kafka(brokers),
+  )
+  // 40 ms a record and up to 1000 prefetched per partition: draining them would take 20 s.
+  const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: topic, GROUP: group, HANDLE_MILLIS: "40", SHUTDOWN_DEADLINE: "10 seconds" }
+  const first = startChild(appFile, env)
+  let took = 0
+  try {
+    await first.waitForLine(/^handled /)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const signalled = Date.now()
+    first.kill("SIGTERM")
+    const code = await first.exited
+    took = Date.now() - signalled
+    assert.equal(code, 0, `exit code; stderr:\n${first.stderr().slice(-2000)}`)
+  } finally {
+    await first.stop()
+  }
+  assert.ok(took < 3_000, `exited ${took} ms after SIGTERM: the prefetched records were left`)
+  const handledFirst = handledOffsets(first.lines)
+  assert.ok(handledFirst.length < 200, `${handledFirst.length} handled before the exit`)
+  const committed = await committedOffsets(brokers, group, topic)
+  for (const partition of [0, 1]) {
+    const last = Math.max(-1, ...handledFirst.filter((h) => h.startsWith(`${partition}/`)).map((h) => Number(h.split("/")[1])))
+    assert.equal(committed.get(partition) ?? 0, last + 1, `partition ${partition}: everything handled was committed`)
+  }
+  const second = startChild(appFile, { ...env, HANDLE_MILLIS: "1" })
+  try {
+    await until(second, () => handledFirst.length + handledOffsets(second.lines).length >= 1000)
+    second.kill("SIGTERM")
+    assert.equal(await second.exited, 0)
+  } finally {
+    await second.stop()
+  }
+  const handledSecond = handledOffsets(second.lines)
+  assert.deepEqual(handledSecond.filter((h) => handledFirst.includes(h)), [], "nothing handled twice across the restart")
+  assert.equal(new Set([...handledFirst, ...handledSecond]).size, 1000, "nothing lost")
+}, { timeoutMs: 180_000 })

@@ -2,13 +2,15 @@ import assert from "node:assert/strict"
 import process from "node:process"
 import { test } from "node:test"
 import { createHash } from "node:crypto"
-import { Clock, Data, Deferred, type Duration, Effect, Layer, Metric, Schedule, Schema } from "effect"
+import { Cause, Clock, Data, Deferred, type Duration, Effect, Exit, Fiber, Layer, Metric, Schedule, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
+import * as Main from "../lib/Main.ts"
 import * as MemoryTransport from "../lib/MemoryTransport.ts"
 import * as Ordering from "../lib/Ordering.ts"
+import * as Producer from "../lib/Producer.ts"
 import { RecordContext } from "../lib/RecordContext.ts"
 import { Transport } from "../lib/Transport.ts"
 import { createTopics, eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
@@ -250,7 +252,7 @@ test("A record that does not decode is a DecodeError with the path, dead-lettere
   ))
 
 /** Advances the test clock in `step`s until `condition` holds, for at most `steps` steps. */
-const advanceUntil = (condition: () => boolean, step: string, steps: number) =>
+const advanceInSteps = (condition: () => boolean, step: string, steps: number) =>
   Effect.gen(function*() {
     for (let i = 0; i < steps && !condition(); i++) {
       yield* Effect.yieldNow
@@ -284,7 +286,7 @@ test("A dead-letter outage pauses the partition, retries the write on its schedu
       // The dead-letter topic refuses the next 3 writes with a retriable error.
       yield* broker.failNext("send", "NOT_ENOUGH_REPLICAS", { times: 3 })
       const system = yield* ActorSystem.start([actor])
-      yield* advanceUntil(() => false, "100 millis", 25)
+      yield* advanceInSteps(() => false, "100 millis", 25)
       const during = (yield* system.health).partitions[0]!
       assert.deepEqual(handled, [], "nothing after the poison record ran while its letter was not written")
       assert.equal(during.committed, 0, "nothing committed past the record")
@@ -292,7 +294,7 @@ test("A dead-letter outage pauses the partition, retries the write on its schedu
       assert.equal(during.state === "blocked", false, "a retriable failure does not block the partition")
       assert.match(during.lastError ?? "", /Dead-letter write of events\/0@0 to "events.dlq" failed with NOT_ENOUGH_REPLICAS/)
       assert.equal((yield* broker.calls("send")) - sendsBefore, 3, "tried at 0, 1 and 2 seconds")
-      yield* advanceUntil(() => handled.length === 4, "100 millis", 30)
+      yield* advanceInSteps(() => handled.length === 4, "100 millis", 30)
       assert.deepEqual(handled, [1, 2, 3, 4], "the rest after the outage")
       assert.equal((yield* broker.calls("send")) - sendsBefore, 4, "written on the fourth try, at 3 seconds")
       let after = (yield* system.health).partitions[0]!
@@ -322,7 +324,7 @@ test("A letter too large for the dead-letter topic is written with its value tru
       yield* transport.send([{ topic: "events", key: bytes("k0"), value: poison, headers: [{ key: "app.trace", value: bytes("t-1") }] }])
       yield* sendJson("events", [1, 2, 3].map((id) => ({ value: { id, user: "a" } })))
       const system = yield* ActorSystem.start([actor])
-      yield* advanceUntil(() => handled.length === 3, "10 millis", 200)
+      yield* advanceInSteps(() => handled.length === 3, "10 millis", 200)
       assert.deepEqual(handled, [1, 2, 3], "the partition moved on")
       const [letter] = yield* readAll("events.dlq", 1)
       const headers = letter!.headers
@@ -361,7 +363,7 @@ test("With the dead-letter topic's limit known, a letter too large is made to fi
       yield* sendJson("events", [{ value: { id: 1, user: "a" } }])
       const sendsBefore = yield* broker.calls("send")
       yield* ActorSystem.start([actor])
-      yield* advanceUntil(() => handled.length === 1, "10 millis", 200)
+      yield* advanceInSteps(() => handled.length === 1, "10 millis", 200)
       assert.equal((yield* broker.calls("send")) - sendsBefore, 1, "one write, and it fit")
       const [letter] = yield* readAll("events.dlq", 1)
       assert.equal(headerText(letter!.headers, "partita.dlq.value"), "omitted")
@@ -383,7 +385,7 @@ test("A dead-letter write refused for good blocks the partition: unhealthy with 
       const sendsBefore = yield* broker.calls("send")
       yield* broker.failNext("send", "TOPIC_AUTHORIZATION_FAILED", { times: 10 })
       const system = yield* ActorSystem.start([actor])
-      yield* advanceUntil(() => false, "5 seconds", 120)
+      yield* advanceInSteps(() => false, "5 seconds", 120)
       const health = yield* system.health
       const partition = health.partitions[0]!
       assert.equal(partition.state, "blocked")
@@ -397,7 +399,7 @@ test("A dead-letter write refused for good blocks the partition: unhealthy with 
       // The default blockedRetry: 30 s, 1, 2, 4 minutes apart: 5 writes in 10 minutes, not a loop.
       assert.equal((yield* broker.calls("send")) - sendsBefore, 5)
       // The cause goes away (the fault runs out after 10 writes): the next try writes the letter.
-      yield* advanceUntil(() => handled.length === 2, "30 seconds", 120)
+      yield* advanceInSteps(() => handled.length === 2, "30 seconds", 120)
       assert.equal((yield* broker.calls("send")) - sendsBefore, 11, "10 refused, then written")
       let after = (yield* system.health).partitions[0]!
       for (let i = 0; i < 40 && after.committed < 3; i++) {
@@ -840,4 +842,368 @@ test("Commits requested by count or by catching up go out once each, not in a lo
       assert.ok(commits >= 1 && commits <= 6, `${commits} commits for 6 records`)
     }),
     memory(),
+  ))
+
+/** Moves the test clock forward by `millis`, in steps, letting fibers run after each. */
+const advance = (millis: number, step = 100) =>
+  Effect.gen(function*() {
+    for (let passed = 0; passed < millis; passed += step) {
+      yield* TestClock.adjust(step)
+      yield* Effect.yieldNow
+    }
+  })
+
+/** Advances the test clock in steps until `condition` holds, for at most `millis`. */
+const advanceUntil = (millis: number, what: string, condition: () => boolean, step = 10) =>
+  Effect.gen(function*() {
+    for (let passed = 0; !condition(); passed += step) {
+      if (passed > millis) return yield* Effect.die(new Error(`Waited ${millis} ms of test time for ${what}`))
+      yield* TestClock.adjust(step)
+      yield* Effect.yieldNow
+    }
+  })
+
+/** The group's committed offsets for the topic's partitions, read by a member that joins only to read them. */
+const committedOffsets = (group: string, topic: string, partitions: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const transport = yield* Transport
+    const subscription = yield* transport.subscribe({ group, topics: [topic] })
+    const committed = yield* subscription.committed(Array.from({ length: partitions }, (_, partition) => ({ topic, partition })))
+    return new Map(committed.map((c) => [c.partition, c.offset]))
+  }))
+
+const defectOf = (exit: Exit.Exit<unknown, unknown>) => {
+  if (Exit.isSuccess(exit)) return undefined
+  const defect = Cause.findDefect(exit.cause)
+  return defect._tag === "Success" ? defect.success : undefined
+}
+
+test("An actor removed from its group joins again on the schedule, and health reports the gap", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 2])
+      const broker = yield* MemoryTransport.MemoryBroker
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "rejoiner",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) => Effect.sync(() => handled.push(event.id)),
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "100 millis" },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 seconds" },
+      })
+      yield* sendJson("events", Array.from({ length: 10 }, (_, id) => ({ key: `k${id}`, value: { id, user: "a" } })))
+      const system = yield* ActorSystem.start([actor], { rejoinSchedule: Schedule.spaced("3 seconds"), membershipGrace: "5 seconds" })
+      yield* advanceUntil(5_000, "the first records", () => handled.length === 10)
+      yield* advance(200)
+      const before = yield* system.health
+      assert.equal(before.members[0]?.member, true)
+      assert.ok(before.healthy && before.ready)
+
+      // The coordinator forgets the member at its next heartbeat; its first rejoin is refused.
+      const [memberId] = yield* broker.members("rejoiner")
+      yield* broker.failNext("heartbeat", "UNKNOWN_MEMBER_ID", { member: memberId })
+      yield* broker.failNext("subscribe", "GROUP_AUTHORIZATION_FAILED")
+      const timeline: Array<{ at: number; member: boolean; healthy: boolean; ready: boolean; rejoins: number; partitions: number }> = []
+      for (let i = 0; i < 120; i++) {
+        yield* advance(100)
+        const health = yield* system.health
+        timeline.push({
+          at: yield* Clock.currentTimeMillis,
+          member: health.members[0]!.member,
+          healthy: health.healthy,
+          ready: health.ready,
+          rejoins: health.members[0]!.rejoins,
+          partitions: health.partitions.length,
+        })
+      }
+      const lost = timeline.find((t) => !t.member)
+      assert.ok(lost !== undefined, "the loss shows in health")
+      assert.equal(lost.partitions, 0, "the lost member's partition actors are gone")
+      assert.equal(lost.ready, false, "not ready while out of the group")
+      assert.equal(lost.healthy, true, "healthy within the grace")
+      const unhealthy = timeline.find((t) => !t.healthy)
+      assert.ok(unhealthy !== undefined && !unhealthy.member, "unhealthy once out past the grace")
+      assert.ok(unhealthy.at - lost.at >= 4_900 && unhealthy.at - lost.at <= 5_200, `unhealthy ${unhealthy.at - lost.at} ms after the loss`)
+      assert.ok(timeline.some((t) => !t.member && t.rejoins === 1), "the refused rejoin is counted")
+      const back = timeline.find((t) => t.at > lost.at && t.member)
+      assert.ok(back !== undefined, "joined again")
+      assert.ok(back.at - lost.at >= 5_900 && back.at - lost.at <= 6_200, `joined again ${back.at - lost.at} ms after the loss (two tries 3 s apart)`)
+      const last = timeline[timeline.length - 1]!
+      assert.deepEqual([last.member, last.healthy, last.ready, last.rejoins, last.partitions], [true, true, true, 0, 2])
+
+      yield* sendJson("events", Array.from({ length: 10 }, (_, i) => ({ key: `k${10 + i}`, value: { id: 10 + i, user: "a" } })))
+      yield* advanceUntil(5_000, "the records after the rejoin", () => handled.length >= 20)
+      assert.deepEqual([...handled].sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i), "each record once, none lost")
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("After too many failed rejoins the system fails with MembershipLost", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      const actor = Actor.make({
+        name: "outcast",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.void,
+        onError: { default: ErrorPolicy.halt },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 seconds" },
+      })
+      const running = yield* Effect.forkChild(ActorSystem.run([actor], { rejoinSchedule: Schedule.spaced("1 second"), maxRejoins: 3 }))
+      yield* advance(500)
+      const [memberId] = yield* broker.members("outcast")
+      assert.ok(memberId !== undefined)
+      yield* broker.failNext("subscribe", "GROUP_AUTHORIZATION_FAILED", { times: Number.POSITIVE_INFINITY })
+      yield* broker.failNext("heartbeat", "UNKNOWN_MEMBER_ID", { member: memberId })
+      yield* advance(10_000)
+      const exit = running.pollUnsafe()
+      assert.ok(exit !== undefined, "run ended")
+      const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : undefined
+      assert.equal(error?._tag === "Some" ? error.value._tag : undefined, "MembershipLost")
+      const lost = (error as { value: ActorSystem.MembershipLost }).value
+      assert.equal(lost.rejoins, 3)
+      assert.match(lost.message, /^Actor "outcast" lost its membership of group "outcast" and 3 rejoins failed; last error: .*GROUP_AUTHORIZATION_FAILED/)
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("A shutdown finishes only the records in flight, commits them, and leaves the prefetched ones to the next owner", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "prefetcher",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) => Effect.andThen(Effect.sleep("40 millis"), Effect.sync(() => handled.push(event.id))),
+        onError: { default: ErrorPolicy.halt },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 seconds" },
+      })
+      yield* sendJson("events", Array.from({ length: 1000 }, (_, id) => ({ value: { id, user: "a" } })))
+      const scope = yield* Scope.make()
+      const system = yield* Scope.provide(ActorSystem.start([actor]), scope)
+      yield* advanceUntil(5_000, "a few records", () => handled.length >= 5)
+      assert.ok((yield* system.health).partitions[0]!.position >= 900, "hundreds of records are prefetched")
+      const began = yield* Clock.currentTimeMillis
+      const closing = yield* Effect.forkChild(Effect.exit(Scope.close(scope, Exit.void)))
+      yield* advanceUntil(31_000, "the shutdown", () => closing.pollUnsafe() !== undefined)
+      const took = (yield* Clock.currentTimeMillis) - began
+      assert.ok(took <= 100, `the shutdown took ${took} ms: one record in flight, not the mailbox`)
+      assert.ok(Exit.isSuccess((yield* Fiber.join(closing))), "a clean shutdown")
+      const first = handled.length
+      assert.ok(first < 10, `${first} handled: the prefetched records were left`)
+      assert.deepEqual(yield* committedOffsets("prefetcher", "events", 1), new Map([[0, first]]), "what was handled was committed")
+
+      // The next owner starts where the first stopped.
+      yield* ActorSystem.start([actor])
+      yield* advanceUntil(60_000, "the rest", () => handled.length >= 1000, 100)
+      assert.deepEqual(handled, Array.from({ length: 1000 }, (_, i) => i), "each record once, in order")
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("A shutdown ends by its deadline plus one second when a handler never returns and the broker stops answering, and says what was left", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 2], ["out", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      const handled: Array<number> = []
+      const actor = Actor.make({
+        name: "stuck",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) =>
+          event.id === 3
+            ? Effect.never
+            : event.id === 103
+            ? Effect.flatMap(Producer.Producer, (producer) => producer.send({ topic: "out", key: null, value: bytes("x") }))
+            : Effect.sync(() => handled.push(event.id)),
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "1 hour", records: 1000 },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 minutes" },
+      })
+      yield* sendJson("events", [
+        ...Array.from({ length: 5 }, (_, id) => ({ value: { id, user: "a" }, partition: 0 })),
+        ...Array.from({ length: 5 }, (_, i) => ({ value: { id: 100 + i, user: "b" }, partition: 1 })),
+      ])
+      // From now on the broker takes an hour to acknowledge a record or a commit.
+      yield* broker.delayNext("send", "1 hour")
+      const scope = yield* Scope.make()
+      yield* Scope.provide(ActorSystem.start([actor], { shutdownDeadline: "5 seconds" }), scope)
+      yield* advanceUntil(5_000, "the records before the stuck ones", () => handled.length === 6)
+      yield* advance(100)
+      yield* broker.delayNext("commit", "1 hour", { times: Number.POSITIVE_INFINITY })
+      const began = yield* Clock.currentTimeMillis
+      const closing = yield* Effect.forkChild(Effect.exit(Scope.close(scope, Exit.void)))
+      yield* advanceUntil(60_000, "the shutdown", () => closing.pollUnsafe() !== undefined)
+      const took = (yield* Clock.currentTimeMillis) - began
+      assert.ok(took >= 5_000 && took <= 6_000, `the shutdown took ${took} ms: within the deadline plus one second`)
+      const failure = defectOf(yield* Fiber.join(closing)) as ActorSystem.ShutdownDeadlineExceeded | undefined
+      assert.equal(failure?._tag, "ShutdownDeadlineExceeded")
+      assert.deepEqual([...failure!.left].sort(), [
+        "stuck: events/0 was still handling records and was interrupted",
+        "stuck: events/0: offsets below 3 completed but not committed (the commit got no answer in time)",
+        "stuck: events/1 was still handling records and was interrupted",
+        "stuck: events/1: offsets below 3 completed but not committed (the commit got no answer in time)",
+        "the producer did not finish flushing: records sent by handlers may not have been acknowledged",
+      ])
+      assert.match(failure!.message, /^Shutdown did not finish within 5s \(plus 1s for commits, flush and leaving the groups\): /)
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("A shutdown past its deadline still commits what completed when the broker answers in time", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      let handled = 0
+      const actor = Actor.make({
+        name: "late-commit",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) => event.id === 3 ? Effect.never : Effect.sync(() => handled++),
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "1 hour", records: 1000 },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 minutes" },
+      })
+      yield* sendJson("events", Array.from({ length: 5 }, (_, id) => ({ value: { id, user: "a" } })))
+      const scope = yield* Scope.make()
+      yield* Scope.provide(ActorSystem.start([actor], { shutdownDeadline: "5 seconds" }), scope)
+      yield* advanceUntil(5_000, "the records before the stuck one", () => handled === 3)
+      yield* broker.delayNext("commit", "500 millis", { times: Number.POSITIVE_INFINITY })
+      const began = yield* Clock.currentTimeMillis
+      const closing = yield* Effect.forkChild(Effect.exit(Scope.close(scope, Exit.void)))
+      yield* advanceUntil(60_000, "the shutdown", () => closing.pollUnsafe() !== undefined)
+      assert.ok((yield* Clock.currentTimeMillis) - began <= 6_000)
+      const failure = defectOf(yield* Fiber.join(closing)) as ActorSystem.ShutdownDeadlineExceeded | undefined
+      assert.deepEqual(failure?.left, ["late-commit: events/0 was still handling records and was interrupted"])
+      assert.deepEqual(yield* committedOffsets("late-commit", "events", 1), new Map([[0, 3]]), "the completed records were committed")
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("Health answers at once while the broker does not; lag reports its age and readiness follows the broker", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      let handled = 0
+      const actor = Actor.make({
+        name: "probed",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.sync(() => handled++),
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "100 millis" },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 minutes" },
+      })
+      yield* sendJson("events", Array.from({ length: 5 }, (_, id) => ({ value: { id, user: "a" } })))
+      const system = yield* ActorSystem.start([actor], { lagInterval: "1 second", brokerTimeout: "500 millis", brokerWindow: "5 seconds" })
+      yield* advanceUntil(5_000, "handled and committed", () => handled === 5)
+      yield* advance(1_200)
+      const before = yield* system.health
+      assert.equal(before.partitions[0]?.lag, 0)
+      assert.ok(before.ready && before.broker.reachable)
+
+      // The broker stops answering describeTopic for 8 tries (12 s at 1.5 s a try).
+      yield* broker.delayNext("describeTopic", "1 hour", { times: 8 })
+      yield* advance(1_000)
+      const probe = yield* Effect.forkChild(system.health)
+      yield* Effect.yieldNow
+      assert.ok(probe.pollUnsafe() !== undefined, "health answered without waiting for the broker")
+      const samples: Array<{ at: number; ready: boolean; lagAge: number; lag: number | undefined }> = []
+      const began = yield* Clock.currentTimeMillis
+      for (let i = 0; i < 150; i++) {
+        yield* advance(100)
+        const health = yield* system.health
+        samples.push({ at: (yield* Clock.currentTimeMillis) - began, ready: health.ready, lagAge: health.partitions[0]!.lagAge!, lag: health.partitions[0]!.lag })
+      }
+      assert.ok(samples.every((s) => s.lag === 0), "the cached lag is still reported")
+      const oldest = Math.max(...samples.map((s) => s.lagAge))
+      assert.ok(oldest > 10_000, `the lag's age grew while the broker was silent (at most ${oldest} ms)`)
+      const notReady = samples.find((s) => !s.ready)
+      assert.ok(notReady !== undefined, "not ready once the broker was silent past the window")
+      const readyAgain = samples.find((s) => s.at > notReady.at && s.ready)
+      assert.ok(readyAgain !== undefined, "ready again once the broker answered")
+      const last = samples[samples.length - 1]!
+      assert.ok(last.ready && last.lagAge < 1_600, `fresh again: ${JSON.stringify(last)}`)
+      const health = yield* system.health
+      assert.ok(health.healthy, "liveness does not depend on the broker")
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("run interrupted with a shutdown past its deadline fails with ShutdownDeadlineExceeded, so runMain exits 1", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      let started = false
+      const actor = Actor.make({
+        name: "never",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.andThen(Effect.sync(() => void (started = true)), Effect.never),
+        onError: { default: ErrorPolicy.halt },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 minutes" },
+      })
+      yield* sendJson("events", [{ value: { id: 1, user: "a" } }])
+      const running = yield* Effect.forkChild(ActorSystem.run([actor], { shutdownDeadline: "2 seconds" }))
+      yield* advanceUntil(5_000, "the handler", () => started)
+      const began = yield* Clock.currentTimeMillis
+      running.interruptUnsafe()
+      yield* advanceUntil(10_000, "the shutdown", () => running.pollUnsafe() !== undefined)
+      assert.ok((yield* Clock.currentTimeMillis) - began <= 3_000)
+      const exit = running.pollUnsafe()!
+      assert.equal(Main.exitCode(exit), 1)
+      const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : undefined
+      assert.equal(error?._tag === "Some" ? error.value._tag : undefined, "ShutdownDeadlineExceeded")
+      assert.match(
+        (error as { value: ActorSystem.ShutdownDeadlineExceeded }).value.message,
+        /^Shutdown did not finish within 2s \(plus 1s for commits, flush and leaving the groups\): never: events\/0 was still handling records and was interrupted$/,
+      )
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
+  ))
+
+test("A shutdown whose records finished but whose commit gets no answer names only the uncommitted offsets", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const broker = yield* MemoryTransport.MemoryBroker
+      let handled = 0
+      const actor = Actor.make({
+        name: "unanswered",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.sync(() => handled++),
+        onError: { default: ErrorPolicy.halt },
+        consumer: { heartbeatInterval: "1 second", sessionTimeout: "10 minutes" },
+      })
+      yield* sendJson("events", Array.from({ length: 3 }, (_, id) => ({ value: { id, user: "a" } })))
+      const scope = yield* Scope.make()
+      const system = yield* Scope.provide(ActorSystem.start([actor], { shutdownDeadline: "5 seconds" }), scope)
+      yield* advanceUntil(5_000, "the first records committed", () => handled === 3)
+      yield* advance(100)
+      assert.equal((yield* system.health).partitions[0]?.committed, 3)
+      // The broker stops answering commits; two more records are handled meanwhile.
+      yield* broker.delayNext("commit", "1 hour", { times: Number.POSITIVE_INFINITY })
+      yield* sendJson("events", [3, 4].map((id) => ({ value: { id, user: "a" } })))
+      yield* advanceUntil(5_000, "the later records", () => handled === 5)
+      const began = yield* Clock.currentTimeMillis
+      const closing = yield* Effect.forkChild(Effect.exit(Scope.close(scope, Exit.void)))
+      yield* advanceUntil(60_000, "the shutdown", () => closing.pollUnsafe() !== undefined)
+      const took = (yield* Clock.currentTimeMillis) - began
+      assert.ok(took <= 6_000, `the shutdown took ${took} ms`)
+      const failure = defectOf(yield* Fiber.join(closing)) as ActorSystem.ShutdownDeadlineExceeded | undefined
+      assert.deepEqual(failure?.left, [
+        "unanswered: events/0: offsets below 5 completed but not committed (the commit got no answer in time)",
+      ])
+    }),
+    Layer.provideMerge(memory(), TestClock.layer()),
   ))

@@ -107,7 +107,9 @@ export const render: Effect.Effect<string, never, ActorSystem.ActorSystem> = Eff
       lines.push(`${id}${labels({ actor: partition.actor, topic: partition.topic, partition: partition.partition })} ${value}`)
     }
   }
-  lines.push("# HELP partita_healthy 1 when every partition actor is healthy", "# TYPE partita_healthy gauge")
+  lines.push("# HELP partita_member 1 while the actor is in its consumer group", "# TYPE partita_member gauge")
+  for (const member of health.members) lines.push(`partita_member${labels({ actor: member.actor })} ${member.member ? 1 : 0}`)
+  lines.push("# HELP partita_healthy 1 when every partition actor is healthy and every actor in its group", "# TYPE partita_healthy gauge")
   lines.push(`partita_healthy ${health.healthy ? 1 : 0}`)
   return `${lines.join("\n")}\n`
 })

@@ -111,8 +111,17 @@ const hintOf = (code: TransportError.KafkaErrorName, root: unknown): string => {
   }
 }
 
+// Fields named one by one: an error's `message` is not enumerable, so a spread would drop it.
 export const nonRetriable = (error: TransportError.TransportError): TransportError.TransportError =>
-  error.retriable ? new TransportError.TransportError({ ...error, retriable: false }) : error
+  error.retriable
+    ? new TransportError.TransportError({
+      code: error.code,
+      retriable: false,
+      operation: error.operation,
+      message: error.message,
+      ...(error.cause === undefined ? {} : { cause: error.cause }),
+    })
+    : error
 
 /** A kafkajs promise as an Effect, its rejection mapped to a `TransportError`. */
 export const attempt = <A>(operation: string, what: string, evaluate: () => Promise<A>) =>

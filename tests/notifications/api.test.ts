@@ -140,8 +140,17 @@ test("healthz and readyz report the actor system healthy, and metrics count what
   withApp(async (app) => {
     const healthz = await fetch(`${app.url}/healthz`)
     assert.equal(healthz.status, 200)
-    const health = await healthz.json() as { status: string; partitions: ReadonlyArray<{ actor: string }> }
+    const health = await healthz.json() as {
+      status: string
+      members: ReadonlyArray<{ actor: string; member: boolean }>
+      partitions: ReadonlyArray<{ actor: string }>
+    }
     assert.equal(health.status, "ok")
+    assert.deepEqual(
+      health.members.map((m) => [m.actor, m.member]).sort(),
+      [["notification-worker", true], ["post-liked-fanout", true]],
+      "every actor is in its group",
+    )
     assert.deepEqual(
       [...new Set(health.partitions.map((p) => p.actor))].sort(),
       ["notification-worker", "post-liked-fanout"],
@@ -159,6 +168,7 @@ test("healthz and readyz report the actor system healthy, and metrics count what
     assert.match(text, /^notifications_stored_total 1$/m)
     assert.match(text, /^http_requests_total\{route="send",status="202"\} 1$/m)
     assert.match(text, /^partita_healthy 1$/m)
+    assert.match(text, /^partita_member\{actor="notification-worker"\} 1$/m)
     for (const line of text.split("\n").filter((l) => l !== "" && !l.startsWith("#"))) {
       assert.match(line, /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? \S+$/, line)
     }
