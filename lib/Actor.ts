@@ -100,6 +100,12 @@ export interface CommitOptions {
   readonly interval?: Duration.Input | undefined
   /** Commit once this many records completed since the last commit. Default 1000. */
   readonly records?: number | undefined
+  /**
+   * The delays between tries after a commit failed; requests made meanwhile wait for the next
+   * try. Also how an at-most-once commit ahead of a chunk is retried, since nothing of the chunk
+   * runs before it lands. Default exponential from 100 ms, capped at 5 s.
+   */
+  readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
 }
 
 /**
@@ -180,7 +186,7 @@ export interface Actor<out R = never> {
   readonly mailboxCapacity: number
   readonly pauseAfter: Duration.Input
   readonly handlerTimeout: Duration.Input | undefined
-  readonly commit: { readonly interval: Duration.Input; readonly records: number }
+  readonly commit: { readonly interval: Duration.Input; readonly records: number; readonly retry: Schedule.Schedule<unknown, unknown> }
   readonly supervision: Required<{ readonly [K in keyof SupervisionOptions]-?: Exclude<SupervisionOptions[K], undefined> }>
   readonly drainDeadline: Duration.Input
   readonly stallAfter: Duration.Input
@@ -206,6 +212,10 @@ export const defaults = {
   pauseAfter: "50 millis" as Duration.Input,
   commitInterval: "1 second" as Duration.Input,
   commitRecords: 1000,
+  commitRetry: Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]) as Schedule.Schedule<
+    unknown,
+    unknown
+  >,
   // The smaller of the two delays: exponential growth, capped.
   restartSchedule: Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")]) as Schedule.Schedule<
     unknown,
@@ -249,6 +259,7 @@ export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array |
     commit: {
       interval: options.commit?.interval ?? defaults.commitInterval,
       records: Math.max(1, options.commit?.records ?? defaults.commitRecords),
+      retry: options.commit?.retry ?? defaults.commitRetry,
     },
     supervision: {
       schedule: supervision.schedule ?? defaults.restartSchedule,

@@ -114,6 +114,8 @@ export interface PartitionHealth {
   readonly restarts: number
   readonly mailbox: number
   readonly committed: number
+  /** Commits of this partition that failed, each try counted. */
+  readonly commitFailures: number
   readonly position: number
   /** Records in the partition past the committed offset, when the transport could tell. */
   readonly lag: number | undefined
@@ -354,6 +356,7 @@ export const start = <const Actors extends ReadonlyArray<Actor<any>>>(
           restarts: status.restarts,
           mailbox: status.mailbox,
           committed: status.committed,
+          commitFailures: status.commitFailures ?? 0,
           position: status.position,
           lag: hw === undefined ? undefined : Math.max(0, hw - status.committed),
           lastProgress: status.lastProgress,
