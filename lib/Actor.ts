@@ -153,10 +153,16 @@ export interface Options<V, K, E, R> {
   /**
    * Records held per partition. When it is full, fetching waits, and if the wait lasts longer
    * than `pauseAfter` (default 50 ms) the partition is paused on the transport until the mailbox
-   * is half empty. Default capacity 1000.
+   * is half empty. Default capacity 1000 records and `maxBytes` 16 MiB.
    */
   readonly mailbox?: {
     readonly capacity?: number | undefined
+    /**
+     * Bytes held per partition, counting each record's key, value and headers: the bound on
+     * memory when records are large. A batch larger than this still enters an empty mailbox,
+     * so nothing waits forever. Default 16 MiB.
+     */
+    readonly maxBytes?: number | undefined
     readonly pauseAfter?: Duration.Input | undefined
   } | undefined
   /** A handler running longer is interrupted and fails with `HandlerTimeout`. Default: none. */
@@ -184,6 +190,7 @@ export interface Actor<out R = never> {
   readonly ordering: Ordering.Ordering
   readonly delivery: "at-least-once" | "at-most-once"
   readonly mailboxCapacity: number
+  readonly mailboxMaxBytes: number
   readonly pauseAfter: Duration.Input
   readonly handlerTimeout: Duration.Input | undefined
   readonly commit: { readonly interval: Duration.Input; readonly records: number; readonly retry: Schedule.Schedule<unknown, unknown> }
@@ -209,6 +216,7 @@ export interface Actor<out R = never> {
  */
 export const defaults = {
   mailboxCapacity: 1000,
+  mailboxMaxBytes: 16 * 1024 * 1024,
   pauseAfter: "50 millis" as Duration.Input,
   commitInterval: "1 second" as Duration.Input,
   commitRecords: 1000,
@@ -254,6 +262,7 @@ export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array |
     ordering,
     delivery: options.delivery ?? "at-least-once",
     mailboxCapacity: Math.max(1, options.mailbox?.capacity ?? defaults.mailboxCapacity),
+    mailboxMaxBytes: Math.max(1, options.mailbox?.maxBytes ?? defaults.mailboxMaxBytes),
     pauseAfter: options.mailbox?.pauseAfter ?? defaults.pauseAfter,
     handlerTimeout: options.handlerTimeout,
     commit: {

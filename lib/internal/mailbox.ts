@@ -3,41 +3,84 @@ import { Signal } from "./signal.ts"
 
 /**
  * A partition actor's mailbox: the batches its fetcher took from the transport, waiting for the
- * processor, bounded by the number of records held.
+ * processor, bounded by the number of records and by their bytes.
  *
  * Batches are kept as they came, never queued record by record: handing over a batch costs the
  * same for 1 record or 500, which is what keeps the hand-off off a per-record hot path.
  * A batch is accepted whole once it fits, or into an empty mailbox whatever its size (so a batch
- * larger than the capacity cannot block forever): the bound is `max(capacity, largest batch)`.
+ * larger than the bounds cannot block forever): the bound is `max(capacity, largest batch)`
+ * records and `max(maxBytes, largest batch's bytes)` bytes.
+ *
+ * Records taken with `take` leave the bound at once; records taken with `takeHeld` count
+ * against it until each is `release`d, for a processor that keeps records of several batches in
+ * flight at once (key lanes): what it holds, waiting or started, is bounded too.
  */
 export class Mailbox<A> {
   readonly capacity: number
+  readonly maxBytes: number
+  private readonly sizeOf: (item: A) => number
   private batches: Array<ReadonlyArray<A>> = []
+  private batchBytes: Array<number> = []
   private head = 0
-  /** Records held. */
-  size = 0
+  /** Records in batches, not taken yet. */
+  private held = 0
+  private heldBytes = 0
+  /** Records taken with `takeHeld` and not released yet. */
+  private out = 0
+  private outBytes = 0
+  /** An offer is waiting for room: releases must wake it. */
+  private blocked = false
   private ended = false
   private readonly changed = new Signal()
 
-  constructor(capacity: number) {
+  constructor(capacity: number, options?: {
+    /** Bytes held at most, as `sizeOf` counts them. Default: no bound. */
+    readonly maxBytes?: number | undefined
+    /** An item's bytes. Default: none, so only the record count bounds the mailbox. */
+    readonly sizeOf?: ((item: A) => number) | undefined
+  }) {
     this.capacity = capacity
+    this.maxBytes = options?.maxBytes ?? Infinity
+    this.sizeOf = options?.sizeOf ?? (() => 0)
   }
 
-  /** Whether `batch` would be accepted now, without waiting. */
-  fits(batch: ReadonlyArray<A>): boolean {
-    return this.size === 0 || this.size + batch.length <= this.capacity
+  /** Records counted against the bound: waiting, and taken with `takeHeld` but not released. */
+  get size(): number {
+    return this.held + this.out
   }
 
-  /** Adds a batch, waiting for room; after `end` the batch is dropped. */
-  readonly offer = (batch: ReadonlyArray<A>): Effect.Effect<void> =>
+  /** Bytes counted against the bound, likewise. */
+  get bytes(): number {
+    return this.heldBytes + this.outBytes
+  }
+
+  /** The bytes of `batch`, as the mailbox counts them. */
+  bytesOf(batch: ReadonlyArray<A>): number {
+    let bytes = 0
+    for (let i = 0; i < batch.length; i++) bytes += this.sizeOf(batch[i]!)
+    return bytes
+  }
+
+  /** Whether `batch` (of `bytes`, if already counted) would be accepted now, without waiting. */
+  fits(batch: ReadonlyArray<A>, bytes: number = this.bytesOf(batch)): boolean {
+    return this.size === 0 || (this.size + batch.length <= this.capacity && this.bytes + bytes <= this.maxBytes)
+  }
+
+  /** Adds a batch (of `bytes`, if already counted), waiting for room; after `end` the batch is dropped. */
+  readonly offer = (batch: ReadonlyArray<A>, bytes?: number): Effect.Effect<void> =>
     Effect.suspend(() => {
       if (this.ended || batch.length === 0) return Effect.void
-      if (!this.fits(batch)) {
+      const counted = bytes ?? this.bytesOf(batch)
+      if (!this.fits(batch, counted)) {
+        this.blocked = true
         const wait = this.changed.wait
-        return Effect.andThen(wait, this.offer(batch))
+        return Effect.andThen(wait, this.offer(batch, counted))
       }
+      this.blocked = false
       this.batches.push(batch)
-      this.size += batch.length
+      this.batchBytes.push(counted)
+      this.held += batch.length
+      this.heldBytes += counted
       this.changed.notify()
       return Effect.void
     })
@@ -46,36 +89,62 @@ export class Mailbox<A> {
    * Takes the oldest batch, at most `max` records of it (the rest stays first in line); waits
    * while the mailbox is empty. Fails with `Cause.Done` once ended and empty.
    */
-  readonly take = (max: number): Effect.Effect<ReadonlyArray<A>, Cause.Done> =>
-    Effect.suspend(() => {
-      if (this.size === 0) {
+  readonly take = (max: number): Effect.Effect<ReadonlyArray<A>, Cause.Done> => this.takeFrom(max, false)
+
+  /** As `take`, but the records taken count against the bound until each is `release`d. */
+  readonly takeHeld = (max: number): Effect.Effect<ReadonlyArray<A>, Cause.Done> => this.takeFrom(max, true)
+
+  private takeFrom(max: number, hold: boolean): Effect.Effect<ReadonlyArray<A>, Cause.Done> {
+    return Effect.suspend(() => {
+      if (this.held === 0) {
         if (this.ended) return Cause.done()
         const wait = this.changed.wait
-        return Effect.andThen(wait, this.take(max))
+        return Effect.andThen(wait, this.takeFrom(max, hold))
       }
       const batch = this.batches[this.head]!
       let taken: ReadonlyArray<A>
+      let takenBytes: number
       if (batch.length <= max) {
         taken = batch
-        this.batches[this.head++] = undefined as never
+        takenBytes = this.batchBytes[this.head]!
+        this.batches[this.head] = undefined as never
+        this.batchBytes[this.head++] = 0
         if (this.head > 64 && this.head * 2 > this.batches.length) {
           this.batches = this.batches.slice(this.head)
+          this.batchBytes = this.batchBytes.slice(this.head)
           this.head = 0
         }
       } else {
         taken = batch.slice(0, max)
+        takenBytes = this.bytesOf(taken)
         this.batches[this.head] = batch.slice(max)
+        this.batchBytes[this.head] = this.batchBytes[this.head]! - takenBytes
       }
-      this.size -= taken.length
+      this.held -= taken.length
+      this.heldBytes -= takenBytes
+      if (hold) {
+        this.out += taken.length
+        this.outBytes += takenBytes
+      }
       this.changed.notify()
       return Effect.succeed(taken)
     })
+  }
 
-  /** Drops every batch held. */
+  /** A record taken with `takeHeld` is done: it no longer counts against the bound. */
+  release(item: A): void {
+    this.out--
+    this.outBytes -= this.sizeOf(item)
+    if (this.blocked) this.changed.notify()
+  }
+
+  /** Drops every batch held (records taken with `takeHeld` stay counted until released). */
   clear(): void {
     this.batches = []
+    this.batchBytes = []
     this.head = 0
-    this.size = 0
+    this.held = 0
+    this.heldBytes = 0
     this.changed.notify()
   }
 

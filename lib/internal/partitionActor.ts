@@ -231,7 +231,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
       : noHooks
 
-    const mailbox = new Mailbox<ConsumerRecord>(actor.mailboxCapacity)
+    const mailbox = new Mailbox<ConsumerRecord>(actor.mailboxCapacity, { maxBytes: actor.mailboxMaxBytes, sizeOf: recordBytes })
     const tracker = new OffsetTracker(claim.startOffset)
     let stopping: "no" | "drain" | "in-flight" = "no"
     /** Completes when the actor is asked to stop: a halted or stopped actor waits for it. */
@@ -403,16 +403,16 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           for (const record of batch) tracker.track(record.offset)
           status.position = batch[batch.length - 1]!.offset + 1
           // A batch larger than the mailbox goes in as pieces that fit, so the bound holds.
-          const pieces = batch.length <= mailbox.capacity ? [batch] : piecesOf(batch, mailbox.capacity)
+          const pieces = piecesOf(batch, mailbox)
           let pauser: Fiber.Fiber<void> | undefined
-          for (const piece of pieces) {
-            if (pauser === undefined && !mailbox.fits(piece)) {
+          for (const [piece, bytes] of pieces) {
+            if (pauser === undefined && !mailbox.fits(piece, bytes)) {
               // The mailbox is full: wait for room, and pause the partition on the transport only
               // if the wait lasts. A handler that keeps up frees room within milliseconds, and
               // pausing it would make Kafka drop and fetch again what it already fetched.
               pauser = yield* Effect.forkChild(Effect.andThen(Effect.sleep(actor.pauseAfter), pauseFor("mailbox")))
             }
-            yield* mailbox.offer(piece)
+            yield* mailbox.offer(piece, bytes)
             status.mailbox = mailbox.size
           }
           if (pauser !== undefined) yield* Fiber.interrupt(pauser)
@@ -450,9 +450,37 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     Effect.annotateLogs({ actor: deps.actor.name, topic: deps.claim.topic, partition: deps.claim.partition }),
   )
 
-const piecesOf = <A>(batch: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
-  const pieces: Array<ReadonlyArray<A>> = []
-  for (let from = 0; from < batch.length; from += size) pieces.push(batch.slice(from, from + size))
+/** The bytes a record pins, as the mailbox counts them: key, value and headers. */
+export const recordBytes = (record: ConsumerRecord): number => {
+  let bytes = (record.key?.byteLength ?? 0) + (record.value?.byteLength ?? 0)
+  const headers = record.headers
+  for (let i = 0; i < headers.length; i++) {
+    const header = headers[i]!
+    bytes += header.key.length + (header.value?.byteLength ?? 0)
+  }
+  return bytes
+}
+
+/** `batch` as pieces the mailbox can take, each with its bytes: within its capacity and its bytes, or one record. */
+const piecesOf = (
+  batch: ReadonlyArray<ConsumerRecord>,
+  mailbox: Mailbox<ConsumerRecord>,
+): ReadonlyArray<readonly [ReadonlyArray<ConsumerRecord>, number]> => {
+  const total = mailbox.bytesOf(batch)
+  if (batch.length <= mailbox.capacity && total <= mailbox.maxBytes) return [[batch, total]]
+  const pieces: Array<readonly [ReadonlyArray<ConsumerRecord>, number]> = []
+  let from = 0
+  let bytes = 0
+  for (let i = 0; i < batch.length; i++) {
+    const size = recordBytes(batch[i]!)
+    if (i > from && (i - from >= mailbox.capacity || bytes + size > mailbox.maxBytes)) {
+      pieces.push([batch.slice(from, i), bytes])
+      from = i
+      bytes = 0
+    }
+    bytes += size
+  }
+  pieces.push([batch.slice(from), bytes])
   return pieces
 }
 

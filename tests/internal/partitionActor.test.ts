@@ -117,3 +117,47 @@ test("At-most-once: no record of a chunk is handled before its commit succeeded,
     }),
     onTestClock(),
   ))
+
+test("mailbox.maxBytes bounds what a partition holds by the records' bytes, and fetching pauses at the bound", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      let handled = 0
+      const actor = Actor.make({
+        name: "bytes-bound",
+        topics: ["events"],
+        value: Event,
+        handle: () => Effect.andThen(Effect.sleep("100 millis"), Effect.sync(() => handled++)),
+        onError: { default: ErrorPolicy.halt },
+        // Room for 1000 records by count, but for only 10 of these by bytes.
+        mailbox: { capacity: 1000, maxBytes: 1000 },
+        consumer: { ...still.consumer, maxBatchSize: 5 },
+      })
+      const values = Array.from({ length: 200 }, (_, id) => ({ value: { id, user: "x".repeat(90) } }))
+      const smallest = Math.min(...values.map((record) => JSON.stringify(record.value).length))
+      assert.ok(smallest >= 100)
+      yield* sendJson("events", values)
+      const system = yield* ActorSystem.start([actor])
+      let maxHeld = 0
+      let maxPinned = 0
+      let sawPaused = false
+      for (let i = 0; i < 1000 && handled < 200; i++) {
+        const partition = (yield* system.health).partitions[0]
+        if (partition !== undefined) {
+          maxHeld = Math.max(maxHeld, partition.mailbox)
+          maxPinned = Math.max(maxPinned, partition.position - partition.processed)
+          sawPaused ||= partition.paused
+        }
+        yield* Effect.yieldNow
+        yield* TestClock.adjust("50 millis")
+      }
+      assert.equal(handled, 200, "everything handled")
+      const bound = Math.floor(1000 / smallest)
+      assert.ok(maxHeld <= bound, `at most 1000 bytes of records held, saw ${maxHeld} records`)
+      // In partition order the processor's chunk (taken from the mailbox) and the batch the
+      // fetcher is offering come on top of what the mailbox holds.
+      assert.ok(maxPinned <= 2 * bound + 5, `fetched and not handled: ${maxPinned} records`)
+      assert.ok(sawPaused, "fetching paused while the mailbox was full")
+    }),
+    onTestClock(),
+  ))
