@@ -38,11 +38,15 @@ export class Mailbox<A> {
     readonly maxBytes?: number | undefined
     /** An item's bytes. Default: none, so only the record count bounds the mailbox. */
     readonly sizeOf?: ((item: A) => number) | undefined
+    /** Told after every change of `size`, for a status to show it. */
+    readonly onChange?: ((mailbox: Mailbox<A>) => void) | undefined
   }) {
     this.capacity = capacity
     this.maxBytes = options?.maxBytes ?? Infinity
     this.sizeOf = options?.sizeOf ?? (() => 0)
+    this.onChange = options?.onChange ?? (() => {})
   }
+  private readonly onChange: (mailbox: Mailbox<A>) => void
 
   /** Records counted against the bound: waiting, and taken with `takeHeld` but not released. */
   get size(): number {
@@ -81,8 +85,37 @@ export class Mailbox<A> {
       this.batchBytes.push(counted)
       this.held += batch.length
       this.heldBytes += counted
+      this.onChange(this)
       this.changed.notify()
       return Effect.void
+    })
+
+  /**
+   * As `offer`, but when the whole batch does not fit, what fits goes in now and the rest waits
+   * for room: for a processor whose taken records leave the bound one by one (key lanes), where
+   * waiting for room for a whole batch could wait for a record stuck in a retry.
+   */
+  readonly fill = (batch: ReadonlyArray<A>, bytes?: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (this.ended || batch.length === 0) return Effect.void
+      const counted = bytes ?? this.bytesOf(batch)
+      if (this.fits(batch, counted)) return this.offer(batch, counted)
+      const room = this.capacity - this.size
+      const roomBytes = this.maxBytes - this.bytes
+      let count = 0
+      let prefixBytes = 0
+      while (count < batch.length && count < room) {
+        const size = this.sizeOf(batch[count]!)
+        if (prefixBytes + size > roomBytes) break
+        prefixBytes += size
+        count++
+      }
+      if (count === 0) {
+        this.blocked = true
+        const wait = this.changed.wait
+        return Effect.andThen(wait, this.fill(batch, counted))
+      }
+      return Effect.andThen(this.offer(batch.slice(0, count), prefixBytes), this.fill(batch.slice(count), counted - prefixBytes))
     })
 
   /**
@@ -126,6 +159,7 @@ export class Mailbox<A> {
         this.out += taken.length
         this.outBytes += takenBytes
       }
+      this.onChange(this)
       this.changed.notify()
       return Effect.succeed(taken)
     })
@@ -135,6 +169,7 @@ export class Mailbox<A> {
   release(item: A): void {
     this.out--
     this.outBytes -= this.sizeOf(item)
+    this.onChange(this)
     if (this.blocked) this.changed.notify()
   }
 
@@ -145,6 +180,7 @@ export class Mailbox<A> {
     this.head = 0
     this.held = 0
     this.heldBytes = 0
+    this.onChange(this)
     this.changed.notify()
   }
 

@@ -22,6 +22,7 @@ import * as Tracing from "../Tracing.ts"
 import * as Committer from "./committer.ts"
 import { DurationHistogram } from "./durationHistogram.ts"
 import { messageOf } from "./errorText.ts"
+import * as Lanes from "./lanes.ts"
 import { Mailbox } from "./mailbox.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
 import { noHooks, type PartitionHooks } from "./partitionHooks.ts"
@@ -231,7 +232,13 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
       : noHooks
 
-    const mailbox = new Mailbox<ConsumerRecord>(actor.mailboxCapacity, { maxBytes: actor.mailboxMaxBytes, sizeOf: recordBytes })
+    const mailbox = new Mailbox<ConsumerRecord>(actor.mailboxCapacity, {
+      maxBytes: actor.mailboxMaxBytes,
+      sizeOf: recordBytes,
+      onChange: (mailbox) => {
+        status.mailbox = mailbox.size
+      },
+    })
     const tracker = new OffsetTracker(claim.startOffset)
     let stopping: "no" | "drain" | "in-flight" = "no"
     /** Completes when the actor is asked to stop: a halted or stopped actor waits for it. */
@@ -271,6 +278,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       stopping !== "in-flight" && (!resuming || !tracker.isCompleted(record.offset))
 
     const processor = Processor.make<R>({
+      // Key lanes finish records of several chunks at once: each leaves the mailbox's bound when done.
+      onSettled: actor.ordering._tag === "Partition" ? undefined : (record) => mailbox.release(record),
       actor,
       status,
       clock,
@@ -285,43 +294,32 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       startable,
     })
 
-    // ---- chunks, by ordering -------------------------------------------------------------------
-    const processChunk = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Processor.Halted, R> => {
-      const ordering = actor.ordering
-      if (ordering._tag === "Partition") return processor.inOrder(records)
-      if (ordering._tag === "Unordered") {
-        return Effect.forEach(records, (record) => startable(record) ? processor.handle(record) : Effect.void, {
-          concurrency: ordering.concurrency,
-          discard: true,
-        })
-      }
-      // By key: each key's records in order, different keys concurrently.
-      const byKey = new Map<string, Array<ConsumerRecord>>()
-      for (const record of records) {
-        const key = record.key === null ? "\u0000null" : keyString(record.key)
-        const group = byKey.get(key)
-        if (group === undefined) byKey.set(key, [record])
-        else group.push(record)
-      }
-      return Effect.forEach(byKey.values(), processor.inOrder, { concurrency: ordering.concurrency, discard: true })
-    }
-
-    // ---- the processor, supervised ---------------------------------------------------------------
+    // ---- the processor -------------------------------------------------------------------------
     const chunkSize = Math.min(actor.mailboxCapacity, 1000)
-    let current: ReadonlyArray<ConsumerRecord> = []
     /** At-most-once: nothing of a chunk runs before the offset past it is committed, restarts included. */
     const commitAhead = (chunk: ReadonlyArray<ConsumerRecord>) => {
       const past = chunk[chunk.length - 1]!.offset + 1
       return actor.delivery === "at-most-once" && committer.committed < past ? committer.commitAhead(past) : Effect.void
     }
-    const processing: Effect.Effect<void, Processor.Halted, R> = Effect.gen(function*() {
+    /** A partition paused for a full mailbox resumes once the mailbox is half empty. */
+    const resumeWhenRoom = Effect.suspend(() =>
+      status.pausedFor.has("mailbox") && mailbox.size <= mailbox.capacity / 2 && mailbox.bytes <= mailbox.maxBytes / 2
+        ? resumeFor("mailbox")
+        : Effect.void
+    )
+
+    /**
+     * Partition order: a chunk at a time, in the processor's fiber (the hot path). After a
+     * restart it first finishes what the failed chunk left.
+     */
+    let current: ReadonlyArray<ConsumerRecord> = []
+    const inPartitionOrder: Effect.Effect<void, Processor.Halted, R> = Effect.gen(function*() {
       while (true) {
-        // After a restart, first finish what the failed chunk left.
         if (resuming) {
           const pending = current.filter((record) => !tracker.isCompleted(record.offset))
           if (pending.length > 0 && stopping !== "in-flight") {
             yield* commitAhead(pending)
-            yield* processChunk(pending)
+            yield* processor.inOrder(pending)
           }
           resuming = false
           continue
@@ -330,18 +328,62 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         const taken = yield* Effect.exit(mailbox.take(chunkSize))
         if (Exit.isFailure(taken)) return // the mailbox ended: stopped, or the claim was revoked
         current = taken.value
-        status.mailbox = mailbox.size
-        if (status.pausedFor.has("mailbox") && status.mailbox <= actor.mailboxCapacity / 2) yield* resumeFor("mailbox")
+        yield* resumeWhenRoom
         yield* Metric.update(consumedHere, current.length)
         // Committed before handling: a crash loses these records instead of repeating them.
         yield* commitAhead(current)
-        yield* processChunk(current)
+        yield* processor.inOrder(current)
         // Caught up: commit now rather than at the next interval, so a rebalance that finds this
         // partition idle (when Kafka may refuse a late commit) has nothing left to redo.
         if (mailbox.size === 0) committer.request()
       }
     })
 
+    /**
+     * By key, or unordered: the dispatcher moves records from the mailbox into key lanes (one
+     * lane per record, unordered) as they come, whatever chunk they came in, and the lanes'
+     * workers handle them. Taken records stay counted in the mailbox until done, so the lanes
+     * hold at most what the mailbox may.
+     */
+    const lanes = Lanes.make<ConsumerRecord>()
+    const laneKey = actor.ordering._tag === "ByKey"
+      ? (record: ConsumerRecord) => record.key === null ? "\u0000null" : keyString(record.key)
+      : () => undefined
+    const handleLane = actor.ordering._tag === "ByKey"
+      ? processor.inOrder
+      : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
+    const afterLane = Effect.andThen(
+      resumeWhenRoom,
+      Effect.sync(() => {
+        if (mailbox.size === 0) committer.request()
+      }),
+    )
+    const dispatcher = Effect.gen(function*() {
+      while (stopping !== "in-flight") {
+        const taken = yield* Effect.exit(mailbox.takeHeld(chunkSize))
+        if (Exit.isFailure(taken)) break
+        const chunk = taken.value
+        yield* Metric.update(consumedHere, chunk.length)
+        yield* commitAhead(chunk)
+        for (const record of chunk) lanes.push(laneKey(record), record)
+      }
+      lanes.close()
+    })
+    const inLanes = (concurrency: number): Effect.Effect<void, Processor.Halted, R> =>
+      Effect.suspend(() => {
+        if (resuming) {
+          lanes.recover((record) => tracker.isCompleted(record.offset))
+          resuming = false
+        }
+        return Effect.all([dispatcher, lanes.run(concurrency, handleLane, afterLane)], {
+          concurrency: "unbounded",
+          discard: true,
+        })
+      })
+
+    const processing = actor.ordering._tag === "Partition" ? inPartitionOrder : inLanes(actor.ordering.concurrency)
+
+    // ---- supervision --------------------------------------------------------------------------
     const supervised = Effect.gen(function*() {
       const provided = Effect.provideService(processing, Producer, producer)
       const window = Duration.toMillis(actor.supervision.window)
@@ -396,6 +438,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     })
 
     // ---- fetching -------------------------------------------------------------------------------
+    /** Key lanes release records one by one: a batch goes in as room comes, not only once it all fits. */
+    const fillMailbox = actor.ordering._tag !== "Partition"
     const fetcher = claim.records.pipe(
       Stream.runForEach((batch) =>
         Effect.gen(function*() {
@@ -412,11 +456,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
               // pausing it would make Kafka drop and fetch again what it already fetched.
               pauser = yield* Effect.forkChild(Effect.andThen(Effect.sleep(actor.pauseAfter), pauseFor("mailbox")))
             }
-            yield* mailbox.offer(piece, bytes)
-            status.mailbox = mailbox.size
+            yield* (fillMailbox ? mailbox.fill(piece, bytes) : mailbox.offer(piece, bytes))
           }
           if (pauser !== undefined) yield* Fiber.interrupt(pauser)
-          status.mailbox = mailbox.size
           if (hooks.enabled) hooks.onPollStart()
         })
       ),

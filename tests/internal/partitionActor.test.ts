@@ -10,6 +10,7 @@ import * as Actor from "../../lib/Actor.ts"
 import * as ActorSystem from "../../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
 import * as MemoryTransport from "../../lib/MemoryTransport.ts"
+import * as Ordering from "../../lib/Ordering.ts"
 import { RecordContext } from "../../lib/RecordContext.ts"
 import { createTopics, sendJson } from "../fixtures/actors.ts"
 import { run } from "../fixtures/effect.ts"
@@ -158,6 +159,111 @@ test("mailbox.maxBytes bounds what a partition holds by the records' bytes, and 
       // fetcher is offering come on top of what the mailbox holds.
       assert.ok(maxPinned <= 2 * bound + 5, `fetched and not handled: ${maxPinned} records`)
       assert.ok(sawPaused, "fetching paused while the mailbox was full")
+    }),
+    onTestClock(),
+  ))
+
+/**
+ * 60 records on one partition, keys k0..k4 in turn, except `stuck` at offset 3 and at `laterStuck`.
+ * The first try of offset 3 fails and is retried after 10 seconds; everything else succeeds.
+ */
+const stuckKeyRun = (ordering: Ordering.Ordering, laterStuck: ReadonlyArray<number>) =>
+  Effect.gen(function*() {
+    yield* createTopics(["events", 1])
+    const handled: Array<number> = []
+    const actor = Actor.make({
+      name: `lanes-${ordering._tag}`,
+      topics: ["events"],
+      value: Event,
+      handle: (event: Event) =>
+        Effect.gen(function*() {
+          const record = yield* RecordContext
+          if (event.id === 3 && record.attempt === 1) return yield* Effect.fail(new StoreError({ reason: "busy" }))
+          handled.push(event.id)
+        }),
+      onError: { StoreError: ErrorPolicy.retry(Schedule.spaced("10 seconds"), { then: "halt" }), default: ErrorPolicy.halt },
+      ordering,
+      // Chunks of 10 records: the stuck record's chunk is the first of six.
+      mailbox: { capacity: 10 },
+      commit: { interval: "100 millis" },
+      ...still,
+    })
+    const stuck = new Set([3, ...laterStuck])
+    yield* sendJson(
+      "events",
+      Array.from({ length: 60 }, (_, id) => {
+        const user = stuck.has(id) ? "stuck" : `k${id % 5}`
+        return { key: user, value: { id, user } }
+      }),
+    )
+    const system = yield* ActorSystem.start([actor])
+    let maxHeld = 0
+    const watch = Effect.map(system.health, (health) => {
+      maxHeld = Math.max(maxHeld, health.partitions[0]?.mailbox ?? 0)
+    })
+    for (let i = 0; i < 200; i++) {
+      yield* watch
+      yield* Effect.yieldNow
+      yield* TestClock.adjust("10 millis")
+    }
+    const during = { handled: [...handled], partition: yield* partitionOf(system), maxHeld }
+    for (let i = 0; i < 200 && handled.length < 60; i++) {
+      yield* watch
+      yield* Effect.yieldNow
+      yield* TestClock.adjust("100 millis")
+    }
+    yield* advance("200 millis")
+    return { during, after: { handled: [...handled], partition: yield* partitionOf(system), maxHeld } }
+  })
+
+const others = (from: number, to: number, stuck: ReadonlyArray<number>) =>
+  Array.from({ length: to - from }, (_, i) => from + i).filter((id) => id !== 3 && !stuck.includes(id))
+
+test("Ordering.byKey: a key in a retry backoff holds only its own lane; other keys' later chunks complete and commit up to it", () =>
+  run(
+    Effect.gen(function*() {
+      const { during, after } = yield* stuckKeyRun(Ordering.byKey({ concurrency: 4 }), [40])
+      assert.deepEqual(
+        [...during.handled].sort((a, b) => a - b),
+        others(0, 60, [40]),
+        "every other key's records, across all six chunks, during the stuck record's backoff",
+      )
+      assert.ok(!during.handled.includes(40), "the stuck key's later record waits behind it")
+      assert.equal(during.partition.committed, 3, "committed up to the stuck record, not past it")
+      assert.ok(during.maxHeld <= 10, `the mailbox bound holds, saw ${during.maxHeld}`)
+      assert.equal(after.handled.length, 60)
+      assert.ok(after.handled.indexOf(3) < after.handled.indexOf(40), "the stuck key in order")
+      assert.equal(after.partition.committed, 60)
+    }),
+    onTestClock(),
+  ))
+
+test("Ordering.unordered: a record in a retry backoff does not hold back later chunks; commits stop at it", () =>
+  run(
+    Effect.gen(function*() {
+      const { during, after } = yield* stuckKeyRun(Ordering.unordered({ concurrency: 4 }), [])
+      assert.deepEqual([...during.handled].sort((a, b) => a - b), others(0, 60, []))
+      assert.equal(during.partition.committed, 3, "committed up to the stuck record, not past it")
+      assert.ok(during.maxHeld <= 10, `the mailbox bound holds, saw ${during.maxHeld}`)
+      assert.equal(after.handled.length, 60)
+      assert.equal(after.partition.committed, 60)
+    }),
+    onTestClock(),
+  ))
+
+test("Ordering.byKey: records waiting behind a stuck key count against the mailbox, which bounds how far the others get", () =>
+  run(
+    Effect.gen(function*() {
+      // The stuck key's records 3 and 20..28 fill the 10 places while 3 waits: nothing past 29 enters.
+      const later = Array.from({ length: 9 }, (_, i) => 20 + i)
+      const { during, after } = yield* stuckKeyRun(Ordering.byKey({ concurrency: 4 }), later)
+      assert.ok(during.maxHeld <= 10, `the mailbox bound holds, saw ${during.maxHeld}`)
+      assert.equal(during.partition.mailbox, 10, "full of the stuck key's records")
+      assert.deepEqual([...during.handled].sort((a, b) => a - b), others(0, 20, later), "the others up to the bound")
+      assert.equal(during.partition.committed, 3)
+      assert.equal(after.handled.length, 60)
+      assert.deepEqual(after.handled.filter((id) => id === 3 || later.includes(id)), [3, ...later], "the stuck key in order")
+      assert.equal(after.partition.committed, 60)
     }),
     onTestClock(),
   ))

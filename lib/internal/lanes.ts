@@ -1,0 +1,164 @@
+/**
+ * Key lanes: the records of a partition grouped by key, each key's in offset order, different
+ * keys independent of each other and of chunk boundaries. A key waiting on a retry holds its
+ * own lane only; the other keys' later records keep flowing past it.
+ *
+ * A fixed number of workers take lanes that have records waiting, one lane per worker at a time,
+ * and handle what the lane holds in order; records pushed meanwhile wait for the lane's next
+ * turn, behind the lanes already waiting, so a busy key cannot starve the others. A record
+ * pushed without a key is a lane of its own (unordered).
+ *
+ * The lanes do not bound themselves: records enter them from the mailbox with `takeHeld` and
+ * leave its bound only when done, so what waits here is counted there.
+ */
+import { Effect } from "effect"
+import { Signal } from "./signal.ts"
+
+interface Lane<A> {
+  readonly key: string | undefined
+  /** Records waiting for the lane's next turn. */
+  queue: Array<A>
+  /** The records a worker is handling now; undefined while the lane waits. */
+  running: ReadonlyArray<A> | undefined
+  /** In the ready line. */
+  ready: boolean
+}
+
+export interface Lanes<A> {
+  /** Adds a record behind the others of its key; `undefined` makes it a lane of its own. */
+  readonly push: (key: string | undefined, item: A) => void
+  /** No more records will be pushed: the workers end once every lane is done. */
+  readonly close: () => void
+  /** Lanes with records waiting or running. */
+  readonly active: () => number
+  /**
+   * Puts back, first in their lanes, the records of the lanes that were running when the
+   * workers were interrupted or failed and that `done` says did not finish: for a restart.
+   */
+  readonly recover: (done: (item: A) => boolean) => void
+  /**
+   * Runs `workers` fibers that handle the lanes with `handle` (a lane's records, in order)
+   * until closed and done, calling `afterEach` after each turn. Fails with the first failure of
+   * `handle`, interrupting the other workers.
+   */
+  readonly run: <E, R>(
+    workers: number,
+    handle: (items: ReadonlyArray<A>) => Effect.Effect<void, E, R>,
+    afterEach: Effect.Effect<void>,
+  ) => Effect.Effect<void, E, R>
+}
+
+export const make = <A>(): Lanes<A> => {
+  const byKey = new Map<string, Lane<A>>()
+  let ready: Array<Lane<A>> = []
+  let readyHead = 0
+  let running = 0
+  let lanes = 0
+  let closed = false
+  const changed = new Signal()
+
+  const enqueue = (lane: Lane<A>) => {
+    lane.ready = true
+    ready.push(lane)
+    changed.notify()
+  }
+  const push = (key: string | undefined, item: A) => {
+    let lane = key === undefined ? undefined : byKey.get(key)
+    if (lane === undefined) {
+      lane = { key, queue: [], running: undefined, ready: false }
+      lanes++
+      if (key !== undefined) byKey.set(key, lane)
+    }
+    lane.queue.push(item)
+    if (!lane.ready && lane.running === undefined) enqueue(lane)
+  }
+  const next = (): Lane<A> | undefined => {
+    if (readyHead >= ready.length) return undefined
+    const lane = ready[readyHead]!
+    ready[readyHead++] = undefined as never
+    if (readyHead > 64 && readyHead * 2 > ready.length) {
+      ready = ready.slice(readyHead)
+      readyHead = 0
+    }
+    lane.ready = false
+    lane.running = lane.queue
+    lane.queue = []
+    running++
+    return lane
+  }
+  const finish = (lane: Lane<A>) => {
+    lane.running = undefined
+    running--
+    if (lane.queue.length > 0) {
+      enqueue(lane)
+      return
+    }
+    lanes--
+    if (lane.key !== undefined) byKey.delete(lane.key)
+    changed.notify()
+  }
+  const done = () => closed && running === 0 && readyHead >= ready.length
+
+  const recover = (completed: (item: A) => boolean) => {
+    const all = new Set<Lane<A>>(byKey.values())
+    for (let i = readyHead; i < ready.length; i++) all.add(ready[i]!)
+    // Lanes of their own that were running are in neither: they come from `inFlight`.
+    for (const lane of inFlight) all.add(lane)
+    inFlight.clear()
+    ready = []
+    readyHead = 0
+    running = 0
+    lanes = 0
+    for (const lane of all) {
+      if (lane.running !== undefined) lane.queue = [...lane.running.filter((item) => !completed(item)), ...lane.queue]
+      lane.running = undefined
+      lane.ready = false
+      if (lane.queue.length === 0) {
+        if (lane.key !== undefined) byKey.delete(lane.key)
+        continue
+      }
+      lanes++
+      lane.ready = true
+      ready.push(lane)
+    }
+    changed.notify()
+  }
+  /** Lanes a worker holds now, so that a restart finds those without a key too. */
+  const inFlight = new Set<Lane<A>>()
+
+  const run = <E, R>(
+    workers: number,
+    handle: (items: ReadonlyArray<A>) => Effect.Effect<void, E, R>,
+    afterEach: Effect.Effect<void>,
+  ): Effect.Effect<void, E, R> => {
+    const worker: Effect.Effect<void, E, R> = Effect.gen(function*() {
+      while (true) {
+        // Taken before looking, so a push between looking and waiting is not missed.
+        const wait = changed.wait
+        const lane = next()
+        if (lane === undefined) {
+          if (done()) return
+          yield* wait
+          continue
+        }
+        inFlight.add(lane)
+        yield* handle(lane.running!)
+        inFlight.delete(lane)
+        finish(lane)
+        yield* afterEach
+      }
+    })
+    return Effect.all(Array.from({ length: workers }, () => worker), { concurrency: "unbounded", discard: true })
+  }
+
+  return {
+    push,
+    close: () => {
+      closed = true
+      changed.notify()
+    },
+    active: () => lanes,
+    recover,
+    run,
+  }
+}
