@@ -1,20 +1,21 @@
 /**
  * One partition actor: the fiber that owns one assigned partition for one actor.
  *
- * It wires small parts together, each in its own file:
- * - the fetcher (here) pulls batches from the claim's stream into the bounded `Mailbox`; a full
- *   mailbox blocks it and pauses the partition on the transport, so memory stays bounded
- *   whatever the backlog;
- * - the processor takes chunks from the mailbox and handles them under the ordering mode
- *   (`processor.ts` for one record and the error policy); defects restart it on the supervision
- *   schedule, and it resumes with the records that had not completed;
+ * It wires small parts together:
+ * - the fetcher (`fetcher.ts`) pulls batches from the claim's stream into the `Mailbox`, bounded
+ *   by records and bytes; a full mailbox blocks it and pauses the partition on the transport, so
+ *   memory stays bounded whatever the backlog;
+ * - the processor (here) takes records from the mailbox and handles them under the ordering
+ *   mode: a chunk at a time in partition order, or through key lanes (`lanes.ts`) that let keys
+ *   progress independently; `processor.ts` handles one record under the error policy. Defects
+ *   restart it on the supervision schedule, and it resumes with the records that had not completed;
  * - the `OffsetTracker` says which offset is safe to commit, and the `Committer` commits it on
  *   an interval or when asked, backing off after failures;
- * - dead letters (`deadLetter` below) are written before their record counts as done;
+ * - dead letters (`deadLetterFor` below) are written before their record counts as done;
  * - telemetry goes through `PartitionHooks` (`partitionTracing.ts` when tracing is on).
  * Whatever ends the actor (revocation, shutdown, interruption), it commits what completed.
  */
-import { Cause, Clock, type Context, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Schedule, Stream } from "effect"
+import { Cause, Clock, type Context, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Schedule } from "effect"
 import type { Actor } from "../Actor.ts"
 import { Producer } from "../Producer.ts"
 import type { ConsumerRecord, Header, PartitionClaim, Subscription } from "../Transport.ts"
@@ -22,6 +23,7 @@ import * as Tracing from "../Tracing.ts"
 import * as Committer from "./committer.ts"
 import { DurationHistogram } from "./durationHistogram.ts"
 import { messageOf } from "./errorText.ts"
+import * as Fetcher from "./fetcher.ts"
 import * as Lanes from "./lanes.ts"
 import { Mailbox } from "./mailbox.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
@@ -234,7 +236,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
 
     const mailbox = new Mailbox<ConsumerRecord>(actor.mailboxCapacity, {
       maxBytes: actor.mailboxMaxBytes,
-      sizeOf: recordBytes,
+      sizeOf: Fetcher.recordBytes,
       onChange: (mailbox) => {
         status.mailbox = mailbox.size
       },
@@ -438,33 +440,16 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     })
 
     // ---- fetching -------------------------------------------------------------------------------
-    /** Key lanes release records one by one: a batch goes in as room comes, not only once it all fits. */
-    const fillMailbox = actor.ordering._tag !== "Partition"
-    const fetcher = claim.records.pipe(
-      Stream.runForEach((batch) =>
-        Effect.gen(function*() {
-          if (hooks.enabled) hooks.onPoll(batch)
-          for (const record of batch) tracker.track(record.offset)
-          status.position = batch[batch.length - 1]!.offset + 1
-          // A batch larger than the mailbox goes in as pieces that fit, so the bound holds.
-          const pieces = piecesOf(batch, mailbox)
-          let pauser: Fiber.Fiber<void> | undefined
-          for (const [piece, bytes] of pieces) {
-            if (pauser === undefined && !mailbox.fits(piece, bytes)) {
-              // The mailbox is full: wait for room, and pause the partition on the transport only
-              // if the wait lasts. A handler that keeps up frees room within milliseconds, and
-              // pausing it would make Kafka drop and fetch again what it already fetched.
-              pauser = yield* Effect.forkChild(Effect.andThen(Effect.sleep(actor.pauseAfter), pauseFor("mailbox")))
-            }
-            yield* (fillMailbox ? mailbox.fill(piece, bytes) : mailbox.offer(piece, bytes))
-          }
-          if (pauser !== undefined) yield* Fiber.interrupt(pauser)
-          if (hooks.enabled) hooks.onPollStart()
-        })
-      ),
-      Effect.catch((error) => Effect.logError(`Fetching ${claim.topic}/${claim.partition} failed: ${error.message}`)),
-      Effect.ensuring(Effect.sync(() => mailbox.end())),
-    )
+    const fetcher = Fetcher.run({
+      claim,
+      mailbox,
+      tracker,
+      hooks,
+      status,
+      pauseAfter: actor.pauseAfter,
+      pause: pauseFor("mailbox"),
+      fill: actor.ordering._tag !== "Partition",
+    })
 
     const fetcherFiber = yield* Effect.forkScoped(fetcher)
     // Handling never waits on the broker for a commit; revocation, shutdown and at-most-once
@@ -491,40 +476,6 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     Effect.scoped,
     Effect.annotateLogs({ actor: deps.actor.name, topic: deps.claim.topic, partition: deps.claim.partition }),
   )
-
-/** The bytes a record pins, as the mailbox counts them: key, value and headers. */
-export const recordBytes = (record: ConsumerRecord): number => {
-  let bytes = (record.key?.byteLength ?? 0) + (record.value?.byteLength ?? 0)
-  const headers = record.headers
-  for (let i = 0; i < headers.length; i++) {
-    const header = headers[i]!
-    bytes += header.key.length + (header.value?.byteLength ?? 0)
-  }
-  return bytes
-}
-
-/** `batch` as pieces the mailbox can take, each with its bytes: within its capacity and its bytes, or one record. */
-const piecesOf = (
-  batch: ReadonlyArray<ConsumerRecord>,
-  mailbox: Mailbox<ConsumerRecord>,
-): ReadonlyArray<readonly [ReadonlyArray<ConsumerRecord>, number]> => {
-  const total = mailbox.bytesOf(batch)
-  if (batch.length <= mailbox.capacity && total <= mailbox.maxBytes) return [[batch, total]]
-  const pieces: Array<readonly [ReadonlyArray<ConsumerRecord>, number]> = []
-  let from = 0
-  let bytes = 0
-  for (let i = 0; i < batch.length; i++) {
-    const size = recordBytes(batch[i]!)
-    if (i > from && (i - from >= mailbox.capacity || bytes + size > mailbox.maxBytes)) {
-      pieces.push([batch.slice(from, i), bytes])
-      from = i
-      bytes = 0
-    }
-    bytes += size
-  }
-  pieces.push([batch.slice(from), bytes])
-  return pieces
-}
 
 const keyString = (key: Uint8Array): string => {
   let out = ""
