@@ -11,8 +11,7 @@
  * The lanes do not bound themselves: records enter them from the mailbox with `takeHeld` and
  * leave its bound only when done, so what waits here is counted there.
  */
-import { Effect } from "effect"
-import { Signal } from "./signal.ts"
+import { Deferred, Effect, Exit } from "effect"
 
 interface Lane<A> {
   readonly key: string | undefined
@@ -38,13 +37,13 @@ export interface Lanes<A> {
   readonly recover: (done: (item: A) => boolean) => void
   /**
    * Runs `workers` fibers that handle the lanes with `handle` (a lane's records, in order)
-   * until closed and done, calling `afterEach` after each turn. Fails with the first failure of
-   * `handle`, interrupting the other workers.
+   * until closed and done, calling `afterEach` after each turn (and running what it returns, if
+   * anything). Fails with the first failure of `handle`, interrupting the other workers.
    */
   readonly run: <E, R>(
     workers: number,
     handle: (items: ReadonlyArray<A>) => Effect.Effect<void, E, R>,
-    afterEach: Effect.Effect<void>,
+    afterEach: () => Effect.Effect<void> | undefined,
   ) => Effect.Effect<void, E, R>
 }
 
@@ -55,12 +54,22 @@ export const make = <A>(): Lanes<A> => {
   let running = 0
   let lanes = 0
   let closed = false
-  const changed = new Signal()
+  /** Workers waiting for a ready lane: one is woken per lane that becomes ready, not all. */
+  let idle: Array<Deferred.Deferred<void>> = []
+  const wakeOne = () => {
+    const worker = idle.pop()
+    if (worker !== undefined) Deferred.doneUnsafe(worker, Exit.void)
+  }
+  const wakeAll = () => {
+    const waiting = idle
+    idle = []
+    for (const worker of waiting) Deferred.doneUnsafe(worker, Exit.void)
+  }
 
   const enqueue = (lane: Lane<A>) => {
     lane.ready = true
     ready.push(lane)
-    changed.notify()
+    wakeOne()
   }
   const push = (key: string | undefined, item: A) => {
     let lane = key === undefined ? undefined : byKey.get(key)
@@ -90,19 +99,21 @@ export const make = <A>(): Lanes<A> => {
     lane.running = undefined
     running--
     if (lane.queue.length > 0) {
-      enqueue(lane)
+      // Back in line without a wake-up: the worker finishing it looks for its next lane now.
+      lane.ready = true
+      ready.push(lane)
       return
     }
     lanes--
     if (lane.key !== undefined) byKey.delete(lane.key)
-    changed.notify()
+    if (done()) wakeAll()
   }
   const done = () => closed && running === 0 && readyHead >= ready.length
 
   const recover = (completed: (item: A) => boolean) => {
     const all = new Set<Lane<A>>(byKey.values())
     for (let i = readyHead; i < ready.length; i++) all.add(ready[i]!)
-    // Lanes of their own that were running are in neither: they come from `inFlight`.
+    // Lanes without a key that were running are in neither: they come from `inFlight`.
     for (const lane of inFlight) all.add(lane)
     inFlight.clear()
     ready = []
@@ -121,31 +132,34 @@ export const make = <A>(): Lanes<A> => {
       lane.ready = true
       ready.push(lane)
     }
-    changed.notify()
+    // The workers that waited were interrupted with the rest.
+    idle = []
   }
-  /** Lanes a worker holds now, so that a restart finds those without a key too. */
+  /** Lanes without a key that a worker holds now (keyed ones are in `byKey`), for a restart. */
   const inFlight = new Set<Lane<A>>()
 
   const run = <E, R>(
     workers: number,
     handle: (items: ReadonlyArray<A>) => Effect.Effect<void, E, R>,
-    afterEach: Effect.Effect<void>,
+    afterEach: () => Effect.Effect<void> | undefined,
   ): Effect.Effect<void, E, R> => {
     const worker: Effect.Effect<void, E, R> = Effect.gen(function*() {
       while (true) {
-        // Taken before looking, so a push between looking and waiting is not missed.
-        const wait = changed.wait
         const lane = next()
         if (lane === undefined) {
-          if (done()) return
-          yield* wait
+          if (done()) return wakeAll()
+          // Registered in the same synchronous step as the look: no push can come between.
+          const wake = Deferred.makeUnsafe<void>()
+          idle.push(wake)
+          yield* Deferred.await(wake)
           continue
         }
-        inFlight.add(lane)
+        if (lane.key === undefined) inFlight.add(lane)
         yield* handle(lane.running!)
-        inFlight.delete(lane)
+        if (lane.key === undefined) inFlight.delete(lane)
         finish(lane)
-        yield* afterEach
+        const after = afterEach()
+        if (after !== undefined) yield* after
       }
     })
     return Effect.all(Array.from({ length: workers }, () => worker), { concurrency: "unbounded", discard: true })
@@ -155,7 +169,7 @@ export const make = <A>(): Lanes<A> => {
     push,
     close: () => {
       closed = true
-      changed.notify()
+      if (done()) wakeAll()
     },
     active: () => lanes,
     recover,

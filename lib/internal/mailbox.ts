@@ -30,6 +30,9 @@ export class Mailbox<A> {
   private outBytes = 0
   /** An offer is waiting for room: releases must wake it. */
   private blocked = false
+  /** The room (records, bytes) a waiting `fill` waits for: releases wake it only once there is as much. */
+  private wantedRecords = 0
+  private wantedBytes = 0
   private ended = false
   private readonly changed = new Signal()
 
@@ -77,6 +80,8 @@ export class Mailbox<A> {
       const counted = bytes ?? this.bytesOf(batch)
       if (!this.fits(batch, counted)) {
         this.blocked = true
+        this.wantedRecords = batch.length
+        this.wantedBytes = counted
         const wait = this.changed.wait
         return Effect.andThen(wait, this.offer(batch, counted))
       }
@@ -111,7 +116,11 @@ export class Mailbox<A> {
         count++
       }
       if (count === 0) {
+        // Woken for room for a quarter of the mailbox (or the whole rest of the batch), not for
+        // each record released: a batch per released record would cost more than the records.
         this.blocked = true
+        this.wantedRecords = Math.min(batch.length, Math.ceil(this.capacity / 4))
+        this.wantedBytes = Math.min(counted, this.maxBytes / 4)
         const wait = this.changed.wait
         return Effect.andThen(wait, this.fill(batch, counted))
       }
@@ -170,7 +179,9 @@ export class Mailbox<A> {
     this.out--
     this.outBytes -= this.sizeOf(item)
     this.onChange(this)
-    if (this.blocked) this.changed.notify()
+    if (this.blocked && this.capacity - this.size >= this.wantedRecords && this.maxBytes - this.bytes >= this.wantedBytes) {
+      this.changed.notify()
+    }
   }
 
   /** Drops every batch held (records taken with `takeHeld` stay counted until released). */

@@ -354,12 +354,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const handleLane = actor.ordering._tag === "ByKey"
       ? processor.inOrder
       : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
-    const afterLane = Effect.andThen(
-      resumeWhenRoom,
-      Effect.sync(() => {
-        if (mailbox.size === 0) committer.request()
-      }),
-    )
+    const afterLane = () => {
+      if (mailbox.size === 0) committer.request()
+      return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
+    }
     const dispatcher = Effect.gen(function*() {
       while (stopping !== "in-flight") {
         const taken = yield* Effect.exit(mailbox.takeHeld(chunkSize))

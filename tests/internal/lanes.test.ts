@@ -26,7 +26,7 @@ test("Lanes handle each key's items in order, and different keys at once up to t
           yield* Effect.yieldNow
           seen.set(item.key, [...(seen.get(item.key) ?? []), item.n])
           running--
-        }), { discard: true }), Effect.void)
+        }), { discard: true }), () => undefined)
     const fiber = yield* Effect.forkChild(worker)
     for (let n = 0; n < 30; n++) lanes.push(`k${n % 3}`, { key: `k${n % 3}`, n })
     lanes.close()
@@ -45,7 +45,7 @@ test("Lanes: a key that waits holds only its own lane; later items of other keys
     const fiber = yield* Effect.forkChild(lanes.run(2, (items) =>
       Effect.forEach(items, (item) =>
         Effect.andThen(item.key === "stuck" && item.n === 0 ? Deferred.await(release) : Effect.void, Effect.sync(() => done.push(item.n)))
-      , { discard: true }), Effect.void))
+      , { discard: true }), () => undefined))
     lanes.push("stuck", { key: "stuck", n: 0 })
     for (let n = 1; n <= 10; n++) lanes.push(n === 5 ? "stuck" : "other", { key: n === 5 ? "stuck" : "other", n })
     yield* settle
@@ -71,7 +71,7 @@ test("Lanes without a key: each item its own lane, at most `workers` at once", (
         yield* Effect.yieldNow
         running--
         count++
-      }), Effect.void))
+      }), () => undefined))
     for (let n = 0; n < 20; n++) lanes.push(undefined, { key: "", n })
     lanes.close()
     yield* Fiber.join(fiber)
@@ -94,12 +94,12 @@ test("Lanes.recover puts back what failed workers left unfinished, first in thei
           }
           finished.add(item.n)
           return Effect.yieldNow
-        }), { discard: true }), Effect.void))
+        }), { discard: true }), () => undefined))
     assert.ok(Exit.isFailure(first), "a failure ends every worker")
     lanes.recover((item) => finished.has(item.n))
     const order: Array<number> = []
     lanes.close()
-    yield* lanes.run(1, (items) => Effect.sync(() => items.forEach((item) => order.push(item.n))), Effect.void)
+    yield* lanes.run(1, (items) => Effect.sync(() => items.forEach((item) => order.push(item.n))), () => undefined)
     assert.ok(order.includes(2) && order.includes(4), `a's unfinished items come back: ${order}`)
     assert.ok(order.indexOf(2) < order.indexOf(4), "in order")
     for (const n of finished) assert.ok(!order.includes(n), `${n} finished, not repeated`)
@@ -110,7 +110,7 @@ test("Lanes.run calls afterEach after every turn and ends once closed and empty"
   Effect.runPromise(Effect.gen(function*() {
     const lanes = Lanes.make<Item>()
     let turns = 0
-    const fiber = yield* Effect.forkChild(lanes.run(2, () => Effect.void, Effect.sync(() => turns++)))
+    const fiber = yield* Effect.forkChild(lanes.run(2, () => Effect.void, () => void turns++))
     lanes.push("a", { key: "a", n: 0 })
     lanes.push("b", { key: "b", n: 1 })
     yield* settle

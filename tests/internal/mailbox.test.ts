@@ -114,3 +114,24 @@ test("Mailbox.takeHeld keeps taken records counted against both bounds until eac
     const taking = yield* Effect.forkChild(mailbox.takeHeld(10))
     assert.deepEqual(yield* Fiber.join(taking), ["d"], "a take waits only for records not taken yet")
   })))
+
+test("Mailbox.fill puts in what fits now, and the rest as room for a quarter of the mailbox frees", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = new Mailbox<number>(8)
+    yield* mailbox.offer(range(0, 6))
+    const held = yield* mailbox.takeHeld(10)
+    const filling = yield* Effect.forkChild(mailbox.fill(range(6, 12)))
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 8, "two places: two records in, four wait")
+    mailbox.release(held[0]!)
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 7, "one place free is less than a quarter (2): no wake-up per record")
+    mailbox.release(held[1]!)
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 8, "two free: two more in")
+    for (const item of held.slice(2)) mailbox.release(item)
+    yield* Fiber.join(filling)
+    const taken: Array<number> = []
+    while (mailbox.size > 0) taken.push(...(yield* mailbox.take(10)))
+    assert.deepEqual(taken, range(6, 12), "in order")
+  })))
