@@ -143,35 +143,52 @@ export class Mailbox<A> {
         const wait = this.changed.wait
         return Effect.andThen(wait, this.takeFrom(max, hold))
       }
-      const batch = this.batches[this.head]!
-      let taken: ReadonlyArray<A>
-      let takenBytes: number
-      if (batch.length <= max) {
-        taken = batch
-        takenBytes = this.batchBytes[this.head]!
-        this.batches[this.head] = undefined as never
-        this.batchBytes[this.head++] = 0
-        if (this.head > 64 && this.head * 2 > this.batches.length) {
-          this.batches = this.batches.slice(this.head)
-          this.batchBytes = this.batchBytes.slice(this.head)
-          this.head = 0
-        }
-      } else {
-        taken = batch.slice(0, max)
-        takenBytes = this.bytesOf(taken)
-        this.batches[this.head] = batch.slice(max)
-        this.batchBytes[this.head] = this.batchBytes[this.head]! - takenBytes
-      }
-      this.held -= taken.length
-      this.heldBytes -= takenBytes
-      if (hold) {
-        this.out += taken.length
-        this.outBytes += takenBytes
-      }
-      this.onChange(this)
-      this.changed.notify()
-      return Effect.succeed(taken)
+      return Effect.succeed(this.pollHeld(max, hold)!)
     })
+  }
+
+  /**
+   * Waits until there is something to take; fails with `Cause.Done` once ended and empty. With
+   * `pollHeld` after it, what is taken is in the caller's hands in the same synchronous step,
+   * which an interruption cannot split.
+   */
+  readonly available: Effect.Effect<void, Cause.Done> = Effect.suspend(() => {
+    if (this.held > 0) return Effect.void
+    if (this.ended) return Cause.done()
+    return Effect.andThen(this.changed.wait, this.available)
+  })
+
+  /** As `takeHeld` (or `take`, with `hold` false), without waiting: undefined while empty. */
+  pollHeld(max: number, hold = true): ReadonlyArray<A> | undefined {
+    if (this.held === 0) return undefined
+    const batch = this.batches[this.head]!
+    let taken: ReadonlyArray<A>
+    let takenBytes: number
+    if (batch.length <= max) {
+      taken = batch
+      takenBytes = this.batchBytes[this.head]!
+      this.batches[this.head] = undefined as never
+      this.batchBytes[this.head++] = 0
+      if (this.head > 64 && this.head * 2 > this.batches.length) {
+        this.batches = this.batches.slice(this.head)
+        this.batchBytes = this.batchBytes.slice(this.head)
+        this.head = 0
+      }
+    } else {
+      taken = batch.slice(0, max)
+      takenBytes = this.bytesOf(taken)
+      this.batches[this.head] = batch.slice(max)
+      this.batchBytes[this.head] = this.batchBytes[this.head]! - takenBytes
+    }
+    this.held -= taken.length
+    this.heldBytes -= takenBytes
+    if (hold) {
+      this.out += taken.length
+      this.outBytes += takenBytes
+    }
+    this.onChange(this)
+    this.changed.notify()
+    return taken
   }
 
   /** A record taken with `takeHeld` is done: it no longer counts against the bound. */

@@ -358,14 +358,26 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       if (mailbox.size === 0) committer.request()
       return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
     }
+    /** Taken from the mailbox, not in the lanes yet: a restart picks it up where the dispatcher left it. */
+    let undispatched: ReadonlyArray<ConsumerRecord> = []
     const dispatcher = Effect.gen(function*() {
-      while (stopping !== "in-flight") {
-        const taken = yield* Effect.exit(mailbox.takeHeld(chunkSize))
-        if (Exit.isFailure(taken)) break
-        const chunk = taken.value
-        yield* Metric.update(consumedHere, chunk.length)
-        yield* commitAhead(chunk)
+      while (true) {
+        if (undispatched.length === 0) {
+          if (stopping === "in-flight") break
+          // Polled in the step that keeps it: a sibling's failure interrupting the dispatcher
+          // cannot come between taking records and holding them.
+          const chunk = mailbox.pollHeld(chunkSize)
+          if (chunk === undefined) {
+            if (Exit.isFailure(yield* Effect.exit(mailbox.available))) break // ended: stopped, or revoked
+            continue
+          }
+          undispatched = chunk
+        }
+        yield* commitAhead(undispatched)
+        const chunk = undispatched
         for (const record of chunk) lanes.push(laneKey(record), record)
+        undispatched = []
+        yield* Metric.update(consumedHere, chunk.length)
       }
       lanes.close()
     })

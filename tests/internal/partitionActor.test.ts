@@ -267,3 +267,47 @@ test("Ordering.byKey: records waiting behind a stuck key count against the mailb
     }),
     onTestClock(),
   ))
+
+test("Ordering.byKey: a defect in one lane restarts the actor, which finishes every record once, in key order", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const completed: Array<Event> = []
+      let exploded = false
+      const actor = Actor.make({
+        name: "lanes-restart",
+        topics: ["events"],
+        value: Event,
+        handle: (event: Event) =>
+          Effect.gen(function*() {
+            yield* Effect.sleep(`${1 + (event.id % 3)} millis`)
+            if (event.id === 17 && !exploded) {
+              exploded = true
+              return yield* Effect.die(new Error("boom"))
+            }
+            completed.push(event)
+          }),
+        onError: { default: ErrorPolicy.halt },
+        ordering: Ordering.byKey({ concurrency: 3 }),
+        mailbox: { capacity: 10 },
+        supervision: { schedule: Schedule.spaced("10 millis") },
+        ...still,
+      })
+      yield* sendJson("events", Array.from({ length: 60 }, (_, id) => ({ key: `k${id % 4}`, value: { id, user: `k${id % 4}` } })))
+      const system = yield* ActorSystem.start([actor])
+      for (let i = 0; i < 300 && completed.length < 60; i++) {
+        yield* Effect.yieldNow
+        yield* TestClock.adjust("1 millis")
+      }
+      assert.deepEqual(completed.map((event) => event.id).sort((a, b) => a - b), Array.from({ length: 60 }, (_, id) => id), "each once")
+      for (let key = 0; key < 4; key++) {
+        const ids = completed.filter((event) => event.user === `k${key}`).map((event) => event.id)
+        assert.deepEqual(ids, [...ids].sort((a, b) => a - b), `k${key} in order`)
+      }
+      yield* advance("100 millis")
+      const partition = yield* partitionOf(system)
+      assert.equal(partition.restarts, 1)
+      assert.equal(partition.committed, 60)
+    }),
+    onTestClock(),
+  ))
