@@ -153,7 +153,9 @@ export interface Options<V, K, E, R> {
   /**
    * Records held per partition. When it is full, fetching waits, and if the wait lasts longer
    * than `pauseAfter` (default 50 ms) the partition is paused on the transport until the mailbox
-   * is half empty. Default capacity 1000 records and `maxBytes` 16 MiB.
+   * is half empty. Default capacity 1000 records and `maxBytes` 16 MiB. With `byKey` and
+   * `unordered` ordering, records taken from the mailbox count against both until they are done:
+   * the bound covers what waits in key lanes behind a record in a retry.
    */
   readonly mailbox?: {
     readonly capacity?: number | undefined
