@@ -48,6 +48,7 @@ export interface Lanes<A> {
 }
 
 export const make = <A>(): Lanes<A> => {
+  const noItems: Array<A> = []
   const byKey = new Map<string, Lane<A>>()
   let ready: Array<Lane<A>> = []
   let readyHead = 0
@@ -91,7 +92,8 @@ export const make = <A>(): Lanes<A> => {
     }
     lane.ready = false
     lane.running = lane.queue
-    lane.queue = []
+    // Nothing more comes to a lane without a key: it keeps the empty queue it had.
+    lane.queue = lane.key === undefined ? noItems : []
     running++
     return lane
   }
@@ -113,9 +115,9 @@ export const make = <A>(): Lanes<A> => {
   const recover = (completed: (item: A) => boolean) => {
     const all = new Set<Lane<A>>(byKey.values())
     for (let i = readyHead; i < ready.length; i++) all.add(ready[i]!)
-    // Lanes without a key that were running are in neither: they come from `inFlight`.
-    for (const lane of inFlight) all.add(lane)
-    inFlight.clear()
+    // Lanes without a key that were running are in neither: they come from `held`.
+    for (const lane of held) if (lane !== undefined) all.add(lane)
+    held = []
     ready = []
     readyHead = 0
     running = 0
@@ -135,15 +137,16 @@ export const make = <A>(): Lanes<A> => {
     // The workers that waited were interrupted with the rest.
     idle = []
   }
-  /** Lanes without a key that a worker holds now (keyed ones are in `byKey`), for a restart. */
-  const inFlight = new Set<Lane<A>>()
+  /** The lane each worker of the last `run` holds, if any, for a restart. */
+  let held: Array<Lane<A> | undefined> = []
 
   const run = <E, R>(
     workers: number,
     handle: (items: ReadonlyArray<A>) => Effect.Effect<void, E, R>,
     afterEach: () => Effect.Effect<void> | undefined,
   ): Effect.Effect<void, E, R> => {
-    const worker: Effect.Effect<void, E, R> = Effect.gen(function*() {
+    held = new Array(workers).fill(undefined)
+    const worker = (index: number): Effect.Effect<void, E, R> => Effect.gen(function*() {
       while (true) {
         const lane = next()
         if (lane === undefined) {
@@ -154,15 +157,15 @@ export const make = <A>(): Lanes<A> => {
           yield* Deferred.await(wake)
           continue
         }
-        if (lane.key === undefined) inFlight.add(lane)
+        held[index] = lane
         yield* handle(lane.running!)
-        if (lane.key === undefined) inFlight.delete(lane)
+        held[index] = undefined
         finish(lane)
         const after = afterEach()
         if (after !== undefined) yield* after
       }
     })
-    return Effect.all(Array.from({ length: workers }, () => worker), { concurrency: "unbounded", discard: true })
+    return Effect.all(Array.from({ length: workers }, (_, index) => worker(index)), { concurrency: "unbounded", discard: true })
   }
 
   return {
