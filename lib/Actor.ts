@@ -101,6 +101,12 @@ export interface CommitOptions {
   readonly interval?: Duration.Input | undefined
   /** Commit once this many records completed since the last commit. Default 1000. */
   readonly records?: number | undefined
+  /**
+   * The delays between tries after a commit failed; requests made meanwhile wait for the next
+   * try. Also how an at-most-once commit ahead of a chunk is retried, since nothing of the chunk
+   * runs before it lands. Default exponential from 100 ms, capped at 5 s.
+   */
+  readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
 }
 
 /**
@@ -218,10 +224,18 @@ export interface Options<V, K, E, R> {
   /**
    * Records held per partition. When it is full, fetching waits, and if the wait lasts longer
    * than `pauseAfter` (default 50 ms) the partition is paused on the transport until the mailbox
-   * is half empty. Default capacity 1000.
+   * is half empty. Default capacity 1000 records and `maxBytes` 16 MiB. With `byKey` and
+   * `unordered` ordering, records taken from the mailbox count against both until they are done:
+   * the bound covers what waits in key lanes behind a record in a retry.
    */
   readonly mailbox?: {
     readonly capacity?: number | undefined
+    /**
+     * Bytes held per partition, counting each record's key, value and headers: the bound on
+     * memory when records are large. A batch larger than this still enters an empty mailbox,
+     * so nothing waits forever. Default 16 MiB.
+     */
+    readonly maxBytes?: number | undefined
     readonly pauseAfter?: Duration.Input | undefined
   } | undefined
   /** A handler running longer is interrupted and fails with `HandlerTimeout`. Default: none. */
@@ -253,9 +267,10 @@ export interface Actor<out R = never> {
   readonly ordering: Ordering.Ordering
   readonly delivery: "at-least-once" | "at-most-once"
   readonly mailboxCapacity: number
+  readonly mailboxMaxBytes: number
   readonly pauseAfter: Duration.Input
   readonly handlerTimeout: Duration.Input | undefined
-  readonly commit: { readonly interval: Duration.Input; readonly records: number }
+  readonly commit: { readonly interval: Duration.Input; readonly records: number; readonly retry: Schedule.Schedule<unknown, unknown> }
   readonly supervision: Required<{ readonly [K in keyof SupervisionOptions]-?: Exclude<SupervisionOptions[K], undefined> }>
   readonly drainDeadline: Duration.Input
   readonly stallAfter: Duration.Input
@@ -278,9 +293,14 @@ export interface Actor<out R = never> {
  */
 export const defaults = {
   mailboxCapacity: 1000,
+  mailboxMaxBytes: 16 * 1024 * 1024,
   pauseAfter: "50 millis" as Duration.Input,
   commitInterval: "1 second" as Duration.Input,
   commitRecords: 1000,
+  commitRetry: Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]) as Schedule.Schedule<
+    unknown,
+    unknown
+  >,
   // The smaller of the two delays: exponential growth, capped.
   restartSchedule: Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("10 seconds")]) as Schedule.Schedule<
     unknown,
@@ -325,11 +345,13 @@ export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array |
     ordering,
     delivery: options.delivery ?? "at-least-once",
     mailboxCapacity: Math.max(1, options.mailbox?.capacity ?? defaults.mailboxCapacity),
+    mailboxMaxBytes: Math.max(1, options.mailbox?.maxBytes ?? defaults.mailboxMaxBytes),
     pauseAfter: options.mailbox?.pauseAfter ?? defaults.pauseAfter,
     handlerTimeout: options.handlerTimeout,
     commit: {
       interval: options.commit?.interval ?? defaults.commitInterval,
       records: Math.max(1, options.commit?.records ?? defaults.commitRecords),
+      retry: options.commit?.retry ?? defaults.commitRetry,
     },
     supervision: {
       schedule: supervision.schedule ?? defaults.restartSchedule,

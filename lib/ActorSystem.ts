@@ -219,6 +219,8 @@ export interface PartitionHealth {
   readonly restarts: number
   readonly mailbox: number
   readonly committed: number
+  /** Commits of this partition that failed, each try counted. */
+  readonly commitFailures: number
   readonly position: number
   /**
    * Records in the partition past the committed offset, from the last high watermark read

@@ -25,10 +25,10 @@
 import { Cause, Clock, Data, Duration, Effect, Exit, Schedule } from "effect"
 import type { Actor, DeadLetterSettings } from "../Actor.ts"
 import type { Producer } from "../Producer.ts"
-import type * as Tracing from "../Tracing.ts"
 import type { ConsumerRecord, Header, ProducerRecord, Transport } from "../Transport.ts"
 import type { TransportError } from "../TransportError.ts"
-import { messageOf, type PartitionStatus } from "./partitionActor.ts"
+import { messageOf } from "./errorText.ts"
+import type { PartitionStatus } from "./partitionActor.ts"
 import { sha256Hex } from "./sha256.ts"
 
 const utf8 = new TextEncoder()
@@ -181,7 +181,8 @@ export interface Deps {
   readonly actor: Actor<unknown>
   readonly producer: Producer["Service"]
   readonly status: PartitionStatus
-  readonly tracing: Tracing.Settings
+  /** Wraps each write: the partition's telemetry hook (`PartitionHooks.onDeadLetter`). */
+  readonly around: <A, E, R>(record: ConsumerRecord, send: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Pauses the partition for "dead-letter" (idempotent). */
   readonly pause: Effect.Effect<void>
   /** Undoes `pause`. */
@@ -209,7 +210,7 @@ export const make = (deps: Deps) =>
   attempts: number,
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const { actor, producer, status, tracing } = deps
+    const { actor, producer, status } = deps
     const settings = actor.deadLetter
     if (settings === undefined) {
       return yield* Effect.die(new Error(`Actor "${actor.name}" has no deadLetter topic for a dead-letter policy`))
@@ -235,11 +236,7 @@ export const make = (deps: Deps) =>
         if (encodedSize(letter) <= settings.maxBytes) break
       }
     }
-    const inbound = tracing.enabled ? tracing.propagator.extract(record.headers) : undefined
-    const send = (letter: ProducerRecord) =>
-      inbound === undefined
-        ? producer.send(letter)
-        : Effect.linkSpans(producer.send(letter), inbound, { "partita.link": "dead-lettered record" })
+    const send = (letter: ProducerRecord) => deps.around(record, producer.send(letter))
 
     const retryStep = yield* Schedule.toStep(settings.retry)
     let blocked: { readonly step: typeof retryStep; readonly previous: PartitionStatus["state"] } | undefined

@@ -36,6 +36,7 @@ export const report = (state: SystemState, settings: Settings, now: number): Hea
         restarts: status.restarts,
         mailbox: status.mailbox,
         committed: status.committed,
+        commitFailures: status.commitFailures ?? 0,
         position: status.position,
         lag: watermark === undefined ? undefined : Math.max(0, watermark.highWatermark - status.committed),
         lagAge: watermark === undefined ? undefined : now - watermark.at,

@@ -10,7 +10,6 @@ import type { PartitionStatus } from "../../lib/internal/partitionActor.ts"
 import * as KafkaTransport from "../../lib/KafkaTransport.ts"
 import * as MemoryTransport from "../../lib/MemoryTransport.ts"
 import * as Producer from "../../lib/Producer.ts"
-import * as Tracing from "../../lib/Tracing.ts"
 import { type ConsumerRecord, type ProducerRecord, Transport } from "../../lib/Transport.ts"
 import { headerText, readAll } from "../fixtures/actors.ts"
 import { bytes, run, text } from "../fixtures/effect.ts"
@@ -72,7 +71,7 @@ const writer = (deadLetter: Actor.DeadLetterOptions) =>
       actor: actorWith(deadLetter),
       producer,
       status,
-      tracing: yield* Tracing.Settings,
+      around: (_record, send) => send,
       pause: Effect.sync(() => void paused.pauses++),
       resume: Effect.sync(() => void paused.resumes++),
       written: Effect.void,

@@ -66,3 +66,72 @@ test("Mailbox.clear drops everything held and wakes a waiting offer", () =>
     yield* Fiber.join(offering)
     assert.deepEqual(yield* mailbox.take(5), [3])
   })))
+
+/** A mailbox of strings whose bytes are their lengths. */
+const byLength = (capacity: number, maxBytes: number) => new Mailbox<string>(capacity, { maxBytes, sizeOf: (item) => item.length })
+
+test("Mailbox is bounded by bytes too: an offer over maxBytes waits until a take makes room", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = byLength(100, 10)
+    yield* mailbox.offer(["aaaa", "bbbb"])
+    assert.equal(mailbox.bytes, 8)
+    assert.equal(mailbox.fits(["ccc"]), false, "8 + 3 bytes is over 10, though 3 records are well under 100")
+    const offering = yield* Effect.forkChild(mailbox.offer(["ccc"]))
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 2, "the offer waits")
+    assert.deepEqual(yield* mailbox.take(1), ["aaaa"], "a partial take frees its bytes")
+    yield* Fiber.join(offering)
+    assert.equal(mailbox.bytes, 7, "4 left, 3 added")
+    assert.deepEqual(yield* mailbox.take(10), ["bbbb"])
+    assert.deepEqual(yield* mailbox.take(10), ["ccc"])
+    assert.equal(mailbox.bytes, 0)
+  })))
+
+test("Mailbox accepts a batch over maxBytes into an empty mailbox rather than block forever", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = byLength(100, 10)
+    yield* mailbox.offer(["x".repeat(25)])
+    assert.equal(mailbox.bytes, 25)
+    assert.equal(mailbox.fits(["y"]), false, "nothing more until it drains")
+    assert.equal((yield* mailbox.take(10))[0]!.length, 25)
+    assert.equal(mailbox.fits(["y".repeat(30)]), true, "empty again: any batch enters")
+  })))
+
+test("Mailbox.takeHeld keeps taken records counted against both bounds until each is released", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = byLength(3, 100)
+    yield* mailbox.offer(["a", "bb", "ccc"])
+    assert.deepEqual(yield* mailbox.takeHeld(10), ["a", "bb", "ccc"])
+    assert.equal(mailbox.size, 3, "taken, but not done")
+    assert.equal(mailbox.bytes, 6)
+    const offering = yield* Effect.forkChild(mailbox.offer(["d"]))
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 3, "no room while the taken records are in flight")
+    mailbox.release("bb")
+    yield* Fiber.join(offering)
+    assert.equal(mailbox.size, 3)
+    assert.equal(mailbox.bytes, 5)
+    const taking = yield* Effect.forkChild(mailbox.takeHeld(10))
+    assert.deepEqual(yield* Fiber.join(taking), ["d"], "a take waits only for records not taken yet")
+  })))
+
+test("Mailbox.fill puts in what fits now, and the rest as room for a quarter of the mailbox frees", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = new Mailbox<number>(8)
+    yield* mailbox.offer(range(0, 6))
+    const held = yield* mailbox.takeHeld(10)
+    const filling = yield* Effect.forkChild(mailbox.fill(range(6, 12)))
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 8, "two places: two records in, four wait")
+    mailbox.release(held[0]!)
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 7, "one place free is less than a quarter (2): no wake-up per record")
+    mailbox.release(held[1]!)
+    yield* Effect.yieldNow
+    assert.equal(mailbox.size, 8, "two free: two more in")
+    for (const item of held.slice(2)) mailbox.release(item)
+    yield* Fiber.join(filling)
+    const taken: Array<number> = []
+    while (mailbox.size > 0) taken.push(...(yield* mailbox.take(10)))
+    assert.deepEqual(taken, range(6, 12), "in order")
+  })))

@@ -1,0 +1,162 @@
+/**
+ * A partition actor's commits: at-least-once progress on an interval or when asked, and
+ * at-most-once commits ahead of handling.
+ *
+ * Handling never waits on the broker for an at-least-once commit: records completing only count
+ * towards the next request, and a background loop (`run`) commits the offset tracker's
+ * committable offset. After a failure the loop backs off on the actor's commit schedule, and
+ * requests made meanwhile wait for the next try: a broker refusing commits sees one attempt per
+ * step of the schedule, not one per completed record. A commit ahead of handling (at-most-once)
+ * is retried on the same schedule until it lands, since nothing of its chunk may run before it.
+ */
+import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule } from "effect"
+import type { TransportError } from "../TransportError.ts"
+import { Signal } from "./signal.ts"
+
+const failuresMetric = Metric.counter("partita.commit.failures", {
+  description: "Offset commits the broker refused or that did not reach it",
+  incremental: true,
+})
+
+/** What of a partition's status the committer keeps current. */
+export interface CommitStatus {
+  /** The last committed offset. */
+  committed: number
+  /** Commits that failed, each try counted. */
+  commitFailures?: number | undefined
+  lastError: string | undefined
+}
+
+export interface CommitterOptions {
+  readonly topic: string
+  readonly partition: number
+  /** One commit of `offset`, telemetry hooks included. */
+  readonly commit: (offset: number) => Effect.Effect<void, TransportError>
+  /** The offset safe to commit now: where a new owner must start. */
+  readonly committable: () => number
+  readonly startOffset: number
+  readonly interval: Duration.Input
+  /** Ask for a commit once this many records completed since the last one. */
+  readonly records: number
+  /** The delays between tries after a failed commit. */
+  readonly retry: Schedule.Schedule<unknown, unknown>
+  /** False at-most-once, where progress is committed ahead of handling only. */
+  readonly afterHandling: boolean
+  readonly status: CommitStatus
+  /** The partition's metric attributes. */
+  readonly attributes: Readonly<Record<string, string>>
+}
+
+export interface Committer {
+  /** The last offset committed. */
+  readonly committed: number
+  /** A record completed: ask for a commit once enough did. Synchronous: on the hot path. */
+  readonly completed: () => void
+  /** Asks the loop to commit now (at most one request outstanding). */
+  readonly request: () => void
+  /** One try at committing what completed; succeeds with whether nothing is left uncommitted. */
+  readonly commitCompleted: Effect.Effect<boolean>
+  /**
+   * Commits `offset` before the records below it are handled (at-most-once), trying again on
+   * the retry schedule until it lands: nothing of the chunk may run before.
+   */
+  readonly commitAhead: (offset: number) => Effect.Effect<void>
+  /** The commit loop: on the interval or when asked, backing off after failures. Runs until interrupted. */
+  readonly run: Effect.Effect<never>
+}
+
+type Step = (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>
+
+export const make = (options: CommitterOptions): Committer => {
+  const { status, topic, partition } = options
+  let lastCommitted = options.startOffset
+  let sinceCommit = 0
+  let pending = false
+  const requested = new Signal()
+  const failures = Metric.withAttributes(failuresMetric, options.attributes)
+  status.committed = options.startOffset
+  status.commitFailures ??= 0
+
+  const request = () => {
+    if (pending) return
+    pending = true
+    requested.notify()
+  }
+  const succeeded = (offset: number) => {
+    lastCommitted = Math.max(lastCommitted, offset)
+    status.committed = lastCommitted
+  }
+  const failed = (offset: number, error: TransportError, retryIn: Duration.Duration | undefined) => {
+    status.commitFailures = (status.commitFailures ?? 0) + 1
+    status.lastError = `Commit of ${topic}/${partition}@${offset} failed: ${error.message}`
+    return Effect.andThen(
+      Metric.update(failures, 1),
+      Effect.logWarning(retryIn === undefined ? status.lastError : `${status.lastError}; trying again in ${Duration.format(retryIn)}`),
+    )
+  }
+  const newStep = Schedule.toStep(options.retry) as unknown as Effect.Effect<Step>
+  /** The next delay of `step`, or the commit interval once the schedule is over. */
+  const delayOf = (step: Step, input: unknown) =>
+    Effect.gen(function*() {
+      const next = yield* Effect.exit(step(yield* Clock.currentTimeMillis, input))
+      return Exit.isSuccess(next) ? next.value[1] : Duration.fromInputUnsafe(options.interval)
+    })
+
+  const commitCompleted: Effect.Effect<boolean> = Effect.suspend(() => {
+    pending = false
+    const offset = options.committable()
+    if (offset <= lastCommitted || !options.afterHandling) return Effect.succeed(true)
+    sinceCommit = 0
+    return Effect.matchEffect(options.commit(offset), {
+      onSuccess: () => Effect.sync(() => (succeeded(offset), true)),
+      onFailure: (error) => Effect.as(failed(offset, error, undefined), false),
+    })
+  })
+
+  const commitAhead = (offset: number): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      let step: Step | undefined
+      while (true) {
+        const exit = yield* Effect.exit(options.commit(offset))
+        if (Exit.isSuccess(exit)) return succeeded(offset)
+        const error = Cause.findErrorOption(exit.cause)
+        if (error._tag === "None") return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+        step ??= yield* newStep
+        const delay = yield* delayOf(step, error.value)
+        yield* failed(offset, error.value, delay)
+        yield* Effect.sleep(delay)
+      }
+    })
+
+  const run: Effect.Effect<never> = Effect.gen(function*() {
+    let step: Step | undefined
+    while (true) {
+      // Checked and armed in one step, so a request made while a commit ran is not missed; and
+      // `wait` is read anew each round, as a signal's wait is for its next notification only.
+      yield* Effect.suspend(() => pending ? Effect.void : Effect.raceFirst(Effect.sleep(options.interval), requested.wait))
+      if (yield* commitCompleted) {
+        step = undefined
+        // Let the processor run before looking again: commits then gather more records each.
+        yield* Effect.yieldNow
+        continue
+      }
+      step ??= yield* newStep
+      yield* Effect.sleep(yield* delayOf(step, undefined))
+      // What failed is still to commit, asked again or not.
+      pending = true
+    }
+  })
+
+  return {
+    get committed() {
+      return lastCommitted
+    },
+    completed: () => {
+      if (++sinceCommit >= options.records) request()
+    },
+    request,
+    commitCompleted,
+    commitAhead,
+    run,
+  }
+}

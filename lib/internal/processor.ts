@@ -1,0 +1,325 @@
+/**
+ * How a partition actor handles records: decode, run the handler (with its timeout) with the
+ * record in `RecordContext`, and on failure apply the error policy (retries, pauses, dead
+ * letter, skip, halt) until the record is done. Each record done is booked with the offset
+ * tracker and the committer. Defects and interruptions pass through to supervision.
+ *
+ * Two entry points: `handle` for one record on its own (unordered lanes), and `inOrder` for
+ * records one after another in the current fiber (partition order, and each key's lane).
+ */
+import { Cause, type Clock, Context, Data, Duration, Effect, Exit, Schedule, Tracer } from "effect"
+import { type Actor, DecodeError, HandlerTimeout } from "../Actor.ts"
+import type { CodecError } from "../Codec.ts"
+import type { ErrorPolicy } from "../ErrorPolicy.ts"
+import { RecordContext } from "../RecordContext.ts"
+import type { ConsumerRecord } from "../Transport.ts"
+import type { Committer } from "./committer.ts"
+import type { DurationHistogram } from "./durationHistogram.ts"
+import { describe } from "./errorText.ts"
+import type { OffsetTracker } from "./offsetTracker.ts"
+import type { PartitionHooks, RecordOutcome } from "./partitionHooks.ts"
+
+/** Raised when a policy halts the partition: the actor stops and commits nothing past the record. */
+export class Halted extends Data.TaggedError("Halted")<{ readonly reason: string }> {}
+
+/** Why a partition is paused on the transport; several at once are possible. */
+export type PauseReason = "mailbox" | "policy" | "dead-letter" | "halted"
+
+/** What of a partition's status record handling keeps current. */
+export interface HandlingStatus {
+  state: "running" | "retrying" | "paused" | "restarting" | "draining" | "halted" | "stopped" | "failed" | "blocked"
+  processed: number
+  failed: number
+  retried: number
+  skipped: number
+  lastProgress: number
+  lastError: string | undefined
+  lastOutcome: RecordOutcome
+}
+
+export interface ProcessorDeps<R> {
+  readonly actor: Actor<R>
+  readonly status: HandlingStatus
+  readonly clock: Clock.Clock
+  readonly hooks: PartitionHooks
+  readonly tracker: OffsetTracker
+  readonly committer: Committer
+  readonly durations: DurationHistogram
+  readonly pauseFor: (reason: PauseReason) => Effect.Effect<void>
+  readonly resumeFor: (reason: PauseReason) => Effect.Effect<void>
+  readonly deadLetter: (
+    record: ConsumerRecord,
+    error: { readonly _tag: string; readonly message?: string },
+    attempts: number,
+  ) => Effect.Effect<void>
+  readonly outcome: (name: "failed" | "retried" | "dead_lettered" | "skipped") => Effect.Effect<void>
+  /** Whether a record may start: not after a revocation, not when it completed before a restart. */
+  readonly startable: (record: ConsumerRecord) => boolean
+  /** Told when a record is done, however it ended, after the tracker was. */
+  readonly onSettled?: ((record: ConsumerRecord) => void) | undefined
+}
+
+export interface Processor<R> {
+  /** Handles one record to its end under the error policy; fails only with `Halted`. */
+  readonly handle: (record: ConsumerRecord) => Effect.Effect<void, Halted, R>
+  /** Handles startable records one after another, in the current fiber; fails only with `Halted`. */
+  readonly inOrder: (records: ReadonlyArray<ConsumerRecord>) => Effect.Effect<void, Halted, R>
+}
+
+export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
+  const { actor, status, clock, hooks, tracker, committer, startable, onSettled } = deps
+
+  const decodeFailed = (record: ConsumerRecord, part: "key" | "value") => (error: CodecError) =>
+    new DecodeError({
+      topic: record.topic,
+      partition: record.partition,
+      offset: record.offset,
+      part,
+      reason: error.reason,
+      problems: error.problems,
+      key: record.key,
+      value: record.value,
+    })
+  const timeoutFor = (record: ConsumerRecord, timeout: Duration.Input) => () =>
+    Effect.fail(
+      new HandlerTimeout({
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        timeout: Duration.fromInputUnsafe(timeout),
+      }),
+    )
+  /** What `RecordContext` holds while `record` is handled, on try number `attempt`. */
+  const contextOf = (record: ConsumerRecord, attempt: number): RecordContext["Service"] => ({
+    actor: actor.name,
+    group: actor.group,
+    topic: record.topic,
+    partition: record.partition,
+    offset: record.offset,
+    key: record.key,
+    headers: record.headers,
+    timestamp: record.timestamp,
+    attempt,
+  })
+  /** Runs the handler for decoded key and value; the caller puts the record in the context. */
+  const runHandler = (record: ConsumerRecord, value: unknown, key: unknown) => {
+    const handled = actor.handle(value, key)
+    return actor.handlerTimeout === undefined
+      ? handled
+      : Effect.timeoutOrElse(handled, { duration: actor.handlerTimeout, orElse: timeoutFor(record, actor.handlerTimeout) })
+  }
+  /**
+   * One try, decode then handle, without the record's context (see `attemptOnce`). Codecs that
+   * answer with an `Exit` (the built-in ones do) are read synchronously, which keeps two effects
+   * per record off the hot path.
+   */
+  const attemptBare = (record: ConsumerRecord): Effect.Effect<void, unknown, R> => {
+    const value = actor.decodeValue(record.value)
+    const key = actor.decodeKey(record.key)
+    if (Exit.isExit(value) && Exit.isExit(key)) {
+      if (Exit.isFailure(value)) return Effect.mapError(value, decodeFailed(record, "value"))
+      if (Exit.isFailure(key)) return Effect.mapError(key, decodeFailed(record, "key"))
+      return runHandler(record, value.value, key.value)
+    }
+    return Effect.flatMap(Effect.mapError(value, decodeFailed(record, "value")), (decodedValue) =>
+      Effect.flatMap(Effect.mapError(key, decodeFailed(record, "key")), (decodedKey) =>
+        runHandler(record, decodedValue, decodedKey)))
+  }
+  /** One try with the record in the handler's context. */
+  const attemptOnce = (record: ConsumerRecord, attempt: number): Effect.Effect<void, unknown, R> =>
+    Effect.provideService(attemptBare(record), RecordContext, contextOf(record, attempt))
+
+  /**
+   * A record is done, however it ended: book it, and ask for a commit if enough completed.
+   * Returns the time it ended, in Clock millis (millisecond resolution: reading the clock's
+   * nanoseconds per record cost more than a fast handler itself).
+   */
+  const settleUnsafe = (record: ConsumerRecord, startedMillis: number): number => {
+    const now = clock.currentTimeMillisUnsafe()
+    tracker.complete(record.offset)
+    status.processed++
+    status.lastProgress = now
+    deps.durations.record((now - startedMillis) / 1000)
+    committer.completed()
+    if (onSettled !== undefined) onSettled(record)
+    return now
+  }
+  const settle = (record: ConsumerRecord, startedMillis: number): Effect.Effect<void> =>
+    Effect.sync(() => void settleUnsafe(record, startedMillis))
+
+  const handleRecord = (record: ConsumerRecord): Effect.Effect<void, Halted, R> => {
+    const started = clock.currentTimeMillisUnsafe()
+    return Effect.matchCauseEffect(attemptOnce(record, 1), {
+      onSuccess: () => settle(record, started),
+      onFailure: (cause) => recover(record, cause, started),
+    })
+  }
+
+  /** `handleRecord` between the record's start and end hooks. */
+  const handleHooked = (record: ConsumerRecord): Effect.Effect<void, Halted, R> => {
+    const span = hooks.onRecordStart(record)
+    status.lastOutcome = "handled"
+    if (span === undefined) return handleRecord(record)
+    return handleRecord(record).pipe(
+      Effect.provideService(Tracer.ParentSpan, span),
+      Effect.onExit((exit) => Effect.sync(() => void hooks.onRecordEnd(span, exit, status.lastOutcome))),
+    )
+  }
+
+  /** The first try failed: apply the policy, retrying as it says, until the record is done. */
+  const recover = (record: ConsumerRecord, firstFailure: Cause.Cause<unknown>, started: number): Effect.Effect<void, Halted, R> =>
+    Effect.gen(function*() {
+      status.lastOutcome = "handled"
+      let attempt = 1
+      let retries = 0
+      const steps = new Map<ErrorPolicy, (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>>()
+      const stepOf = (policy: ErrorPolicy & { readonly schedule: Schedule.Schedule<unknown, unknown> }) =>
+        Effect.gen(function*() {
+          let step = steps.get(policy)
+          if (step === undefined) {
+            step = (yield* Schedule.toStep(policy.schedule)) as unknown as typeof step
+            steps.set(policy, step!)
+          }
+          return step!
+        })
+      /** The delay before the next try, or undefined when the schedule is over. */
+      const nextDelay = (policy: ErrorPolicy & { readonly schedule: Schedule.Schedule<unknown, unknown> }, error: unknown) =>
+        Effect.gen(function*() {
+          const step = yield* stepOf(policy)
+          const next = yield* Effect.exit(step(clock.currentTimeMillisUnsafe(), error))
+          return Exit.isSuccess(next) ? next.value[1] : undefined
+        })
+      const terminal = (then: "dead-letter" | "skip" | "halt", error: { readonly _tag: string; readonly message?: string }) =>
+        then === "dead-letter"
+          ? deps.deadLetter(record, error, attempt)
+          : then === "skip"
+          ? Effect.andThen(
+            Effect.sync(() => {
+              status.skipped++
+              status.lastOutcome = "skipped"
+            }),
+            Effect.andThen(
+              deps.outcome("skipped"),
+              Effect.logWarning(`Skipped ${record.topic}/${record.partition}@${record.offset}: ${describe(error)}`),
+            ),
+          )
+          : Effect.fail(new Halted({ reason: describe(error) }))
+
+      let cause: Cause.Cause<unknown> | undefined = firstFailure
+      while (true) {
+        if (cause === undefined) {
+          const exit = yield* Effect.exit(attemptOnce(record, attempt))
+          if (Exit.isSuccess(exit)) break
+          cause = exit.cause
+        }
+        const found = Cause.findErrorOption(cause)
+        // Defects and interruptions are not the policy's business: supervision handles them.
+        if (found._tag === "None") return yield* Effect.failCause(cause as Cause.Cause<never>)
+        cause = undefined
+        const error = found.value as { readonly _tag: string; readonly message?: string }
+        status.failed++
+        status.lastError = describe(error)
+        yield* deps.outcome("failed")
+        const policy = actor.policyFor(error._tag)
+        yield* Effect.logWarning(
+          `Record ${record.topic}/${record.partition}@${record.offset} failed on attempt ${attempt} with ${describe(error)} (policy ${policy._tag})`,
+        )
+        if (policy._tag === "Retry") {
+          const delay = policy.times !== undefined && retries >= policy.times ? undefined : yield* nextDelay(policy, error)
+          if (delay === undefined) {
+            yield* terminal(policy.then, error)
+            break
+          }
+          status.state = "retrying"
+          status.retried++
+          yield* deps.outcome("retried")
+          if (hooks.enabled) {
+            yield* hooks.onRecordRetry("retry", { attempt: attempt + 1, delayMillis: Duration.toMillis(delay), error: error._tag })
+          }
+          yield* Effect.sleep(delay)
+          attempt++
+          retries++
+          continue
+        }
+        if (policy._tag === "PausePartition") {
+          const delay = yield* nextDelay(policy, error)
+          if (delay === undefined) {
+            yield* terminal("halt", error)
+            break
+          }
+          status.state = "paused"
+          if (hooks.enabled) {
+            yield* hooks.onRecordRetry("pause", { attempt: attempt + 1, delayMillis: Duration.toMillis(delay), error: error._tag })
+          }
+          yield* deps.pauseFor("policy")
+          yield* Effect.sleep(delay)
+          attempt++
+          continue
+        }
+        if (policy._tag === "DeadLetter") yield* terminal("dead-letter", error)
+        else if (policy._tag === "Skip") yield* terminal("skip", error)
+        else yield* terminal("halt", error)
+        break
+      }
+      yield* deps.resumeFor("policy")
+      status.state = "running"
+      yield* settle(record, started)
+    })
+
+  /**
+   * Handles records one after another in the current fiber: the hot path of `partition` and
+   * `byKey` ordering. Per record it puts the record (and its span, if the hooks gave one) into
+   * the fiber's context with one `setContext`, where `provideService` per record would cost
+   * several effects and an exit hook each, more than a fast handler; the fiber's own context is
+   * put back after each record and whatever ends the loop. A failed first try goes to `recover`,
+   * which provides the context per attempt as usual. In order, a record's start is the end of
+   * the one before, so the clock is read once per record.
+   */
+  const inOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
+    Effect.withFiber((fiber) => {
+      const base = fiber.context
+      // The record's context on a flat copy of the fiber's: each record's context is new to the
+      // fiber (a new span, when traced), and reading its settings walks every layer added on top.
+      const flat = Context.makeUnsafe(base.mapUnsafe)
+      /** The record's span while it is handled: ended however the loop ends, interrupted included. */
+      let open: Tracer.Span | undefined
+      return Effect.gen(function*() {
+        let started = clock.currentTimeMillisUnsafe()
+        // With hooks, one record's end is the next one's start: one read of the nanosecond
+        // clock per record (a few BigInts each) rather than two.
+        let spanTime: bigint | undefined
+        for (let index = 0; index < records.length; index++) {
+          const record = records[index]!
+          if (!startable(record)) continue
+          const span = hooks.enabled ? hooks.onRecordStart(record, spanTime) : undefined
+          open = span
+          const context = Context.add(flat, RecordContext, contextOf(record, 1))
+          fiber.setContext(span === undefined ? context : Context.add(context, Tracer.ParentSpan, span))
+          const exit = yield* Effect.exit(attemptBare(record))
+          if (Exit.isSuccess(exit)) {
+            fiber.setContext(base)
+            started = settleUnsafe(record, started)
+            open = undefined
+            if (span !== undefined) spanTime = hooks.onRecordEnd(span, Exit.void, "handled")
+            continue
+          }
+          // The policy's retries, events and dead letter run inside the record's span.
+          const recovered = yield* Effect.exit(recover(record, exit.cause, started))
+          fiber.setContext(base)
+          open = undefined
+          if (span !== undefined) spanTime = hooks.onRecordEnd(span, recovered, status.lastOutcome)
+          if (Exit.isFailure(recovered)) return yield* Effect.failCause(recovered.cause)
+          started = clock.currentTimeMillisUnsafe()
+        }
+      }).pipe(Effect.onExit((exit) =>
+        Effect.sync(() => {
+          fiber.setContext(base)
+          if (open !== undefined) hooks.onRecordEnd(open, exit, status.lastOutcome)
+          open = undefined
+        })
+      ))
+    })
+
+  // Decided once per partition actor: without hooks, the hot path has no span code at all.
+  return { handle: hooks.enabled ? handleHooked : handleRecord, inOrder }
+}

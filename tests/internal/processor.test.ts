@@ -1,0 +1,171 @@
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { Clock, Data, Effect, Exit, Fiber, References, Schedule, Schema } from "effect"
+import { TestClock } from "effect/testing"
+import * as Actor from "../../lib/Actor.ts"
+import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
+import * as Committer from "../../lib/internal/committer.ts"
+import { DurationHistogram } from "../../lib/internal/durationHistogram.ts"
+import { OffsetTracker } from "../../lib/internal/offsetTracker.ts"
+import { noHooks } from "../../lib/internal/partitionHooks.ts"
+import * as Processor from "../../lib/internal/processor.ts"
+import { RecordContext } from "../../lib/RecordContext.ts"
+import type { ConsumerRecord } from "../../lib/Transport.ts"
+import { bytes } from "../fixtures/effect.ts"
+
+/** The policies log each failure: quiet here, as in the other tests (`tests/fixtures/effect.ts`). */
+const quietly = <A, E>(effect: Effect.Effect<A, E>) =>
+  Effect.runPromise(Effect.provideService(effect, References.MinimumLogLevel, "None"))
+
+class StoreError extends Data.TaggedError("StoreError")<{ readonly reason: string }> {}
+
+const recordOf = (offset: number, value: unknown): ConsumerRecord => ({
+  topic: "t",
+  partition: 0,
+  offset,
+  key: null,
+  value: bytes(JSON.stringify(value)),
+  headers: [],
+  timestamp: 0,
+})
+
+/** A processor over `handle`, with a real offset tracker and committer (whose loop is not run). */
+const setUp = (
+  // Handlers read RecordContext, which the processor provides per record.
+  handle: (value: { readonly id: number }) => Effect.Effect<void, StoreError, RecordContext>,
+  onError: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["onError"],
+  options: { readonly startable?: (record: ConsumerRecord) => boolean } = {},
+) =>
+  Effect.gen(function*() {
+    const actor = Actor.make({
+      name: "p",
+      topics: ["t"],
+      value: Schema.Struct({ id: Schema.Number }),
+      handle: handle as (value: { readonly id: number }) => Effect.Effect<void, StoreError>,
+      onError,
+    })
+    const status: Processor.HandlingStatus = {
+      state: "running",
+      processed: 0,
+      failed: 0,
+      retried: 0,
+      skipped: 0,
+      lastProgress: 0,
+      lastError: undefined,
+      lastOutcome: "handled",
+    }
+    const tracker = new OffsetTracker(0)
+    const settled: Array<number> = []
+    const paused: Array<string> = []
+    const committer = Committer.make({
+      topic: "t",
+      partition: 0,
+      commit: () => Effect.void,
+      committable: () => tracker.committable(),
+      startOffset: 0,
+      interval: "1 hour",
+      records: 1000,
+      retry: Schedule.spaced("1 second"),
+      afterHandling: true,
+      status: { committed: 0, lastError: undefined },
+      attributes: {},
+    })
+    const processor = Processor.make<never>({
+      actor,
+      status,
+      clock: yield* Clock.Clock,
+      hooks: noHooks,
+      tracker,
+      committer,
+      durations: new DurationHistogram([0.001, 1]),
+      pauseFor: (reason) => Effect.sync(() => paused.push(`pause ${reason}`)),
+      resumeFor: (reason) => Effect.sync(() => paused.push(`resume ${reason}`)),
+      deadLetter: (record, error, attempts) => Effect.sync(() => paused.push(`letter ${record.offset} ${error._tag} ${attempts}`)),
+      outcome: () => Effect.void,
+      startable: options.startable ?? (() => true),
+      onSettled: (record) => settled.push(record.offset),
+    })
+    const records = (count: number) =>
+      Array.from({ length: count }, (_, offset) => {
+        tracker.track(offset)
+        return recordOf(offset, { id: offset })
+      })
+    return { processor, status, tracker, settled, paused, records }
+  })
+
+test("Processor.inOrder handles records in order with each in RecordContext, and books each one done", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<string> = []
+    const { processor, status, tracker, settled, records } = yield* setUp(
+      (value) => Effect.map(RecordContext, (record) => void seen.push(`${record.offset}:${value.id}:${record.attempt}`)),
+      { default: ErrorPolicy.halt },
+    )
+    yield* processor.inOrder(records(4))
+    assert.deepEqual(seen, ["0:0:1", "1:1:1", "2:2:1", "3:3:1"])
+    assert.equal(status.processed, 4)
+    assert.equal(tracker.committable(), 4)
+    assert.deepEqual(settled, [0, 1, 2, 3])
+  })))
+
+test("Processor retries on the policy's schedule with the attempt number, then settles the record", () =>
+  quietly(Effect.gen(function*() {
+    const attempts: Array<{ attempt: number; at: number }> = []
+    const { processor, status, records } = yield* setUp(
+      () =>
+        Effect.gen(function*() {
+          const record = yield* RecordContext
+          attempts.push({ attempt: record.attempt, at: yield* Clock.currentTimeMillis })
+          if (record.attempt < 3) return yield* Effect.fail(new StoreError({ reason: "down" }))
+        }),
+      { StoreError: ErrorPolicy.retry(Schedule.spaced("1 second"), { then: "halt" }), default: ErrorPolicy.halt },
+    )
+    const fiber = yield* Effect.forkChild(processor.inOrder(records(1)))
+    yield* TestClock.adjust("1 second")
+    assert.equal(status.state, "retrying")
+    yield* TestClock.adjust("1 second")
+    yield* Fiber.join(fiber)
+    assert.deepEqual(attempts.map((a) => a.attempt), [1, 2, 3])
+    assert.deepEqual(attempts.map((a) => a.at - attempts[0]!.at), [0, 1000, 2000])
+    assert.equal(status.retried, 2)
+    assert.equal(status.failed, 2)
+    assert.equal(status.processed, 1)
+    assert.equal(status.state, "running")
+  }).pipe(Effect.provide(TestClock.layer()))))
+
+test("Processor: skip and dead-letter settle the record; halt fails with Halted and leaves it uncompleted", () =>
+  quietly(Effect.gen(function*() {
+    const failing = (ids: ReadonlyArray<number>) => (value: { readonly id: number }) =>
+      ids.includes(value.id) ? Effect.fail(new StoreError({ reason: `no ${value.id}` })) : Effect.void
+    const skipping = yield* setUp(failing([1]), { StoreError: ErrorPolicy.skip, default: ErrorPolicy.halt })
+    yield* skipping.processor.inOrder(skipping.records(3))
+    assert.equal(skipping.status.skipped, 1)
+    assert.equal(skipping.tracker.committable(), 3)
+
+    const lettering = yield* setUp(failing([0]), { StoreError: ErrorPolicy.deadLetter, default: ErrorPolicy.halt })
+    yield* lettering.processor.handle(lettering.records(1)[0]!)
+    assert.deepEqual(lettering.paused, ["letter 0 StoreError 1", "resume policy"])
+    assert.equal(lettering.tracker.committable(), 1)
+
+    const halting = yield* setUp(failing([1]), { StoreError: ErrorPolicy.halt, default: ErrorPolicy.halt })
+    const exit = yield* Effect.exit(halting.processor.inOrder(halting.records(3)))
+    assert.ok(Exit.isFailure(exit))
+    assert.equal(halting.status.lastError, `StoreError: {"reason":"no 1"}`)
+    assert.equal(halting.tracker.committable(), 1, "nothing past the halted record")
+    assert.deepEqual(halting.settled, [0])
+  })))
+
+test("Processor: a defect passes through to supervision; records that may not start are left alone", () =>
+  quietly(Effect.gen(function*() {
+    const dying = yield* setUp((value) => value.id === 1 ? Effect.die(new Error("boom")) : Effect.void, { default: ErrorPolicy.skip })
+    const exit = yield* Effect.exit(dying.processor.inOrder(dying.records(3)))
+    assert.ok(Exit.isFailure(exit) && exit.cause.reasons.some((reason) => reason._tag === "Die"), "a defect, not the skip policy")
+    assert.equal(dying.status.skipped, 0)
+    assert.deepEqual(dying.settled, [0])
+
+    const handled: Array<number> = []
+    const choosy = yield* setUp((value) => Effect.sync(() => void handled.push(value.id)), { default: ErrorPolicy.halt }, {
+      startable: (record) => record.offset !== 1,
+    })
+    yield* choosy.processor.inOrder(choosy.records(3))
+    assert.deepEqual(handled, [0, 2])
+  })))
