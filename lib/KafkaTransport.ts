@@ -135,10 +135,12 @@ import type {
   TopicMessages,
 } from "kafkajs"
 import {
+  Cause,
   Clock,
   Config,
   Duration,
   Effect,
+  Exit,
   Layer,
   Option,
   Redacted,
@@ -161,6 +163,7 @@ import {
   toHeaders,
 } from "./internal/kafkajs.ts"
 import { subscribe } from "./internal/kafkaSubscription.ts"
+import { allWritten } from "./internal/sendOutcomes.ts"
 import { partitionForKey } from "./internal/partitioner.ts"
 import {
   type Acks,
@@ -272,6 +275,8 @@ interface ProducerHandle {
   readonly producer: Producer
   /** Where our partitioner put each message of a send. */
   readonly placements: WeakMap<Message, number>
+  /** Sequence numbers per partition, which make a resent batch a duplicate the broker drops. */
+  readonly idempotent: boolean
 }
 
 /**
@@ -325,20 +330,26 @@ const describeSend = (records: ReadonlyArray<ProducerRecord>): string => {
   return `Cannot send ${records.length} record${records.length === 1 ? "" : "s"} to ${topics}`
 }
 
-/** What kafkajs cannot encode, refused before anything is sent. */
+/** What kafkajs cannot encode, refused before anything is sent: this record's error, if any. */
+const refusalOf = (record: ProducerRecord, operation: string): TransportError.TransportError | undefined => {
+  const header = record.headers?.find((header) => header.value === null)
+  return header === undefined ? undefined : TransportError.forRecord(
+    TransportError.make(
+      "INVALID_RECORD",
+      operation,
+      `Cannot send a record to "${record.topic}" with header "${header.key}" set to null: kafkajs cannot encode null header values, use an empty value`,
+    ),
+    record.topic,
+    undefined,
+  )
+}
+
+/** A transaction's records: any refused record fails the call before anything is sent. */
 const checkRecords = (records: ReadonlyArray<ProducerRecord>, operation: string) =>
   Effect.suspend(() => {
     for (const record of records) {
-      const header = record.headers?.find((header) => header.value === null)
-      if (header !== undefined) {
-        return Effect.fail(
-          TransportError.make(
-            "INVALID_RECORD",
-            operation,
-            `Cannot send a record to "${record.topic}" with header "${header.key}" set to null: kafkajs cannot encode null header values, use an empty value`,
-          ),
-        )
-      }
+      const refusal = refusalOf(record, operation)
+      if (refusal !== undefined) return Effect.fail(refusal)
     }
     return Effect.void
   })
@@ -475,12 +486,18 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         yield* attempt("connect", `Cannot connect the ${what} to ${target}`, () => producer.connect()).pipe(
           Effect.tapError(() => disconnect(producer, what)),
         )
-        return { producer, placements: placer.placements } satisfies ProducerHandle
+        return {
+          producer,
+          placements: placer.placements,
+          idempotent: producerConfig.idempotent === true,
+        } satisfies ProducerHandle
       }),
       ({ producer }) => disconnect(producer, what),
     )
 
   const idempotent = yield* openProducer({ idempotent: true, maxInFlightRequests: 1 }, "producer")
+  /** One `sendEach` at a time on the idempotent producer (see `produceEach`). */
+  const idempotentLock = Semaphore.makeUnsafe(1)
 
   // kafkajs' idempotent producer requires acks=all; other acks get a plain producer, opened on
   // first use and closed with the layer.
@@ -503,7 +520,19 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   const codec = compressionTypes[compression]
 
-  /** One `sendBatch` for the whole call, and each record's metadata in the order given. */
+  /** One `sendBatch` for the messages, grouped by topic in the order given. */
+  const sendBatch = (sender: Sender, records: ReadonlyArray<ProducerRecord>, messages: ReadonlyArray<Message>, acks: Acks, what: string, operation: string) => {
+    const topicMessages: Array<TopicMessages> = []
+    for (let index = 0; index < records.length; index++) {
+      const topic = records[index]!.topic
+      const entry = topicMessages.find((entry) => entry.topic === topic)
+      if (entry === undefined) topicMessages.push({ topic, messages: [messages[index]!] })
+      else entry.messages.push(messages[index]!)
+    }
+    return attempt(operation, what, () => sender.sendBatch({ topicMessages, acks: ackCodes[acks], compression: codec }))
+  }
+
+  /** A transaction's send: one `sendBatch` for the whole call, failing as a whole. */
   const produce = (
     handle: ProducerHandle,
     sender: Sender,
@@ -516,29 +545,121 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       yield* checkRecords(records, operation)
       const now = yield* Clock.currentTimeMillis
       const messages = records.map((record) => toMessage(record, now))
-      const topicMessages: Array<TopicMessages> = []
-      for (const [index, record] of records.entries()) {
-        const entry = topicMessages.find((entry) => entry.topic === record.topic)
-        if (entry === undefined) topicMessages.push({ topic: record.topic, messages: [messages[index]!] })
-        else entry.messages.push(messages[index]!)
-      }
-      const response = yield* attempt(
-        operation,
-        describeSend(records),
-        () => sender.sendBatch({ topicMessages, acks: ackCodes[acks], compression: codec }),
-      )
+      const response = yield* sendBatch(sender, records, messages, acks, describeSend(records), operation)
       return metadataOf(records, messages, response, handle.placements)
     })
+
+  /**
+   * Each record's outcome. The records go out as one `sendBatch`, as `produce` does, which is
+   * one produce request per broker. kafkajs fails that whole `sendBatch` with the first
+   * partition error of a response and drops the rest of it, so when it fails and the call
+   * spanned several partitions, nothing says which partitions were written: then each
+   * partition's records are sent again alone, the same messages in the same order (so the same
+   * placement), and each answer is that partition's own outcome. This cannot duplicate on the
+   * idempotent producer: kafkajs gave the failed request's batches their sequence numbers back,
+   * so a batch that was written goes out again with the same sequence numbers and the broker
+   * answers it as the duplicate it is, with its original offsets; a refused batch is refused
+   * again, or written. Until that is done no other send may take those sequence numbers
+   * (another batch of the same size would be taken for the duplicate and dropped): the
+   * idempotent producer runs one `sendEach` at a time.
+   *
+   * Not exact: a call whose partitions are led by several brokers, where one broker's request
+   * fails while another's is still unanswered (kafkajs rejects at once and drops the late
+   * answer); if the late one was written its partitions are written twice. And with `acks`
+   * other than `all` there are no sequence numbers: a failed call with several partitions
+   * fails each of its records, some of which may have been written, and kafkajs' own retry of
+   * a request may write a partition twice.
+   */
+  const produceEach = (handle: ProducerHandle, records: ReadonlyArray<ProducerRecord>, acks: Acks) =>
+    Effect.gen(function* () {
+      const outcomes: Array<Exit.Exit<RecordMetadata, TransportError.TransportError>> = new Array(records.length)
+      const now = yield* Clock.currentTimeMillis
+      const sendable: Array<number> = []
+      for (let index = 0; index < records.length; index++) {
+        const refusal = refusalOf(records[index]!, "send")
+        if (refusal === undefined) sendable.push(index)
+        else outcomes[index] = Exit.fail(refusal)
+      }
+      const messages = records.map((record) => toMessage(record, now))
+      /** Sends the records at these indices as one `sendBatch` and records their outcomes. */
+      const sendSome = (indices: ReadonlyArray<number>, what: string) => {
+        const some = indices.map((index) => records[index]!)
+        const someMessages = indices.map((index) => messages[index]!)
+        return Effect.exit(sendBatch(handle.producer, some, someMessages, acks, what, "send")).pipe(
+          Effect.map((exit) => {
+            if (Exit.isSuccess(exit)) {
+              const metadata = metadataOf(some, someMessages, exit.value, handle.placements)
+              indices.forEach((index, position) => {
+                outcomes[index] = Exit.succeed(metadata[position]!)
+              })
+              return undefined
+            }
+            return exit.cause
+          }),
+        )
+      }
+      const failAll = (indices: ReadonlyArray<number>, cause: Cause.Cause<TransportError.TransportError>) => {
+        const error = Cause.findErrorOption(cause)
+        for (const index of indices) {
+          const record = records[index]!
+          outcomes[index] = error._tag === "Some"
+            ? Exit.fail(TransportError.forRecord(error.value, record.topic, handle.placements.get(messages[index]!)))
+            : Exit.failCause(cause)
+        }
+      }
+      if (sendable.length === 0) return outcomes
+      const failure = yield* sendSome(sendable, describeSend(sendable.map((index) => records[index]!)))
+      if (failure === undefined) return outcomes
+      // Which partitions the failed call spanned, as our partitioner placed them. A record it
+      // never placed was never sent (placing comes before any request).
+      const partitions = new Map<string, Array<number>>()
+      const unplaced: Array<number> = []
+      for (const index of sendable) {
+        const partition = handle.placements.get(messages[index]!)
+        if (partition === undefined) {
+          unplaced.push(index)
+          continue
+        }
+        const key = `${records[index]!.topic}/${partition}`
+        const group = partitions.get(key)
+        if (group === undefined) partitions.set(key, [index])
+        else group.push(index)
+      }
+      if (partitions.size + unplaced.length <= 1 || !handle.idempotent) {
+        failAll(sendable, failure)
+        return outcomes
+      }
+      yield* Effect.forEach(partitions.values(), (group) => {
+        const { topic } = records[group[0]!]!
+        const partition = handle.placements.get(messages[group[0]!]!)!
+        const what = `Cannot send ${group.length} record${group.length === 1 ? "" : "s"} to "${topic}" partition ${partition}`
+        return Effect.flatMap(sendSome(group, what), (cause) => Effect.sync(() => cause === undefined ? undefined : failAll(group, cause)))
+      }, { concurrency: "unbounded", discard: true })
+      // One at a time, in order: two of them may be for one partition.
+      yield* Effect.forEach(unplaced, (index) =>
+        Effect.flatMap(sendSome([index], describeSend([records[index]!])), (cause) =>
+          Effect.sync(() => cause === undefined ? undefined : failAll([index], cause))), { discard: true })
+      return outcomes
+    })
+
+  const sendEach = (
+    records: ReadonlyArray<ProducerRecord>,
+    sendOptions?: { readonly acks?: Acks | undefined },
+  ) => {
+    if (records.length === 0) return Effect.succeed([])
+    const acks = sendOptions?.acks ?? "all"
+    return acks === "all"
+      ? idempotentLock.withPermits(1)(produceEach(idempotent, records, acks))
+      : Effect.flatMap(plainProducer, (handle) => produceEach(handle, records, acks)).pipe(
+        // Opening the plain producer failed: every record's outcome.
+        Effect.catch((error) => Effect.succeed(records.map((record) => Exit.fail(TransportError.forRecord(error, record.topic, undefined))))),
+      )
+  }
 
   const send = (
     records: ReadonlyArray<ProducerRecord>,
     sendOptions?: { readonly acks?: Acks | undefined },
-  ) => {
-    const acks = sendOptions?.acks ?? "all"
-    return acks === "all"
-      ? produce(idempotent, idempotent.producer, records, acks, "send")
-      : Effect.flatMap(plainProducer, (handle) => produce(handle, handle.producer, records, acks, "send"))
-  }
+  ) => Effect.flatMap(sendEach(records, sendOptions), allWritten)
 
   const createTopic = (spec: TopicSpec) =>
     Effect.gen(function* () {
@@ -758,6 +879,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       "messaging.client.id": options.clientId ?? defaults.clientId,
     },
     send,
+    sendEach,
     subscribe: (subscribeOptions) => subscribe(environment, subscribeOptions),
     transactional,
     createTopic,

@@ -30,6 +30,7 @@
  */
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Schedule, Semaphore, Stream } from "effect"
 import { partitionForKey } from "./internal/partitioner.ts"
+import { allWritten, type Outcome, retryPending } from "./internal/sendOutcomes.ts"
 import { Signal } from "./internal/signal.ts"
 import {
   type Acks,
@@ -113,7 +114,11 @@ export interface Options {
   readonly topics?: ReadonlyArray<TopicSpec> | undefined
   /** Keep at most this many records per partition (oldest dropped first). Default: unbounded. */
   readonly retentionRecords?: number | undefined
-  /** The largest record (key + value + headers) accepted, in bytes. Default 1 MiB, as Kafka. */
+  /**
+   * The largest record batch accepted, in bytes: a call's records for one partition, their
+   * keys, values and headers. A topic's `max.message.bytes` config overrides it, as on Kafka,
+   * where the broker's limit applies to a record batch too. Default 1 MiB, as Kafka.
+   */
   readonly maxRecordBytes?: number | undefined
   /** How `send` and `commit` retry retriable errors before surfacing them. */
   readonly retry?: Schedule.Schedule<unknown, TransportError.TransportError> | undefined
@@ -209,6 +214,8 @@ interface Topic {
   readonly name: string
   readonly partitions: ReadonlyArray<PartitionLog>
   readonly config: Readonly<Record<string, string>>
+  /** The topic's `max.message.bytes`, else the broker's `maxRecordBytes`. */
+  readonly maxMessageBytes: number
   roundRobin: number
 }
 
@@ -242,6 +249,11 @@ interface Group {
 }
 
 const keyOf = (tp: TopicPartition): string => `${tp.topic}/${tp.partition}`
+
+const maxMessageBytesOf = (config: TopicSpec["config"], fallback: number): number => {
+  const configured = Number(config?.["max.message.bytes"])
+  return Number.isInteger(configured) && configured > 0 ? configured : fallback
+}
 
 const byteLength = (record: ProducerRecord): number =>
   (record.key?.length ?? 0) + (record.value?.length ?? 0) +
@@ -380,6 +392,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           name: spec.topic,
           partitions: Array.from({ length: spec.partitions }, (_, partition) => new PartitionLog(spec.topic, partition)),
           config: { ...spec.config },
+          maxMessageBytes: maxMessageBytesOf(spec.config, maxRecordBytes),
           roundRobin: 0,
         })
         return Effect.void
@@ -399,73 +412,148 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       })),
     )
 
-  /** Checks every record before any is written, so a bad batch writes nothing. */
-  const placeAll = (records: ReadonlyArray<ProducerRecord>, operation: string) =>
-    Effect.suspend(() => {
-      const placed: Array<PartitionLog> = []
-      for (const record of records) {
-        const topic = topics.get(record.topic)
-        if (topic === undefined) {
-          return Effect.fail(
-            TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", operation, `Topic "${record.topic}" does not exist`),
-          )
-        }
-        const size = byteLength(record)
-        if (size > maxRecordBytes) {
-          return Effect.fail(
-            TransportError.make(
-              "MESSAGE_TOO_LARGE",
-              operation,
-              `Record for "${record.topic}" is ${size} bytes, over the limit of ${maxRecordBytes}`,
-            ),
-          )
-        }
-        const count = topic.partitions.length
-        const partition = record.partition ??
-          (record.key === null ? topic.roundRobin++ % count : partitionForKey(record.key, count))
-        const log = topic.partitions[partition]
-        if (log === undefined) {
-          return Effect.fail(
-            TransportError.make(
-              "UNKNOWN_TOPIC_OR_PARTITION",
-              operation,
-              `Partition ${partition} of "${record.topic}" does not exist (it has ${count})`,
-            ),
-          )
-        }
-        placed.push(log)
+  /**
+   * Where each record goes, and what is refused, before anything is written. As on Kafka, a
+   * call's records for one partition are one batch: a record over `maxRecordBytes` refuses its
+   * partition's whole batch with `MESSAGE_TOO_LARGE`, and other partitions are not affected. A
+   * record for a missing topic or partition fails alone (`UNKNOWN_TOPIC_OR_PARTITION`).
+   */
+  const place = (records: ReadonlyArray<ProducerRecord>, operation: string) => {
+    const logs: Array<PartitionLog | undefined> = new Array(records.length)
+    let errors: Array<TransportError.TransportError | undefined> | undefined
+    // Per partition touched: its batch's bytes and its largest record.
+    const sizes = new Map<PartitionLog, { bytes: number; largest: number; records: number }>()
+    for (let index = 0; index < records.length; index++) {
+      const record = records[index]!
+      const topic = topics.get(record.topic)
+      if (topic === undefined) {
+        ;(errors ??= new Array(records.length))[index] = TransportError.forRecord(
+          TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", operation, `Topic "${record.topic}" does not exist`),
+          record.topic,
+          undefined,
+        )
+        continue
       }
-      return Effect.succeed(placed)
+      const count = topic.partitions.length
+      const partition = record.partition ??
+        (record.key === null ? topic.roundRobin++ % count : partitionForKey(record.key, count))
+      const log = topic.partitions[partition]
+      if (log === undefined) {
+        ;(errors ??= new Array(records.length))[index] = TransportError.forRecord(
+          TransportError.make(
+            "UNKNOWN_TOPIC_OR_PARTITION",
+            operation,
+            `Partition ${partition} of "${record.topic}" does not exist (it has ${count})`,
+          ),
+          record.topic,
+          undefined,
+        )
+        continue
+      }
+      logs[index] = log
+      const size = byteLength(record)
+      const batch = sizes.get(log)
+      if (batch === undefined) sizes.set(log, { bytes: size, largest: size, records: 1 })
+      else {
+        batch.bytes += size
+        batch.largest = Math.max(batch.largest, size)
+        batch.records++
+      }
+    }
+    let refusals: Map<PartitionLog, TransportError.TransportError> | undefined
+    for (const [log, { bytes, largest, records: count }] of sizes) {
+      const limit = topics.get(log.topic)!.maxMessageBytes
+      if (bytes <= limit) continue
+      const what = largest > limit
+        ? `a record of ${largest} bytes is over the limit of ${limit}`
+        : `its ${bytes} bytes are over the limit of ${limit}`
+      ;(refusals ??= new Map()).set(
+        log,
+        TransportError.forRecord(
+          TransportError.make(
+            "MESSAGE_TOO_LARGE",
+            operation,
+            `Record batch for "${log.topic}" partition ${log.partition} refused: ${what} (max.message.bytes); none of its ${count} record${count === 1 ? " was" : "s were"} written`,
+          ),
+          log.topic,
+          log.partition,
+        ),
+      )
+    }
+    if (refusals !== undefined) {
+      errors ??= new Array(records.length)
+      for (let index = 0; index < records.length; index++) {
+        const refusal = logs[index] === undefined ? undefined : refusals.get(logs[index]!)
+        if (refusal !== undefined) {
+          errors[index] = refusal
+          logs[index] = undefined
+        }
+      }
+    }
+    return { logs, errors }
+  }
+
+  /** Appends the placed records (the ones without an error), in the order given. */
+  const append = (
+    records: ReadonlyArray<ProducerRecord>,
+    logs: ReadonlyArray<PartitionLog | undefined>,
+    txn: Txn | undefined,
+    now: number,
+  ): Array<RecordMetadata | undefined> => {
+    const touched = new Set<PartitionLog>()
+    const metadata: Array<RecordMetadata | undefined> = new Array(records.length)
+    for (let index = 0; index < records.length; index++) {
+      const log = logs[index]
+      if (log === undefined) continue
+      const record = records[index]!
+      const timestamp = record.timestamp ?? now
+      const offset = log.append({
+        record: {
+          topic: record.topic,
+          partition: log.partition,
+          key: record.key,
+          value: record.value,
+          headers: record.headers ?? [],
+          timestamp,
+        },
+        txn,
+        control: false,
+      }, retention)
+      touched.add(log)
+      metadata[index] = { topic: record.topic, partition: log.partition, offset, timestamp }
+    }
+    for (const log of touched) log.changed.notify()
+    return metadata
+  }
+
+  /** A transaction's send: every record is checked first, so a bad call writes nothing. */
+  const write = (records: ReadonlyArray<ProducerRecord>, txn: Txn | undefined, operation: string) =>
+    Effect.suspend(() => {
+      const { logs, errors } = place(records, operation)
+      const error = errors?.find((error) => error !== undefined)
+      if (error !== undefined) return Effect.fail(error)
+      return Effect.map(Clock.currentTimeMillis, (now) => append(records, logs, txn, now) as Array<RecordMetadata>)
     })
 
-  const write = (records: ReadonlyArray<ProducerRecord>, txn: Txn | undefined, operation: string) =>
-    Effect.flatMap(placeAll(records, operation), (logs) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
-        const touched = new Set<PartitionLog>()
-        const metadata = records.map((record, index): RecordMetadata => {
-          const log = logs[index]!
-          const timestamp = record.timestamp ?? now
-          const offset = log.append({
-            record: {
-              topic: record.topic,
-              partition: log.partition,
-              key: record.key,
-              value: record.value,
-              headers: record.headers ?? [],
-              timestamp,
-            },
-            txn,
-            control: false,
-          }, retention)
-          touched.add(log)
-          return { topic: record.topic, partition: log.partition, offset, timestamp }
-        })
-        for (const log of touched) log.changed.notify()
-        return metadata
-      }))
+  const sendEach = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
+    retryPending(records.length, retry, (pending) =>
+      Effect.andThen(
+        enter("send"),
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          const batch = pending.length === records.length ? records : pending.map((index) => records[index]!)
+          const { logs, errors } = place(batch, "send")
+          const metadata = append(batch, logs, undefined, now)
+          const outcomes: Array<Outcome> = new Array(batch.length)
+          for (let index = 0; index < batch.length; index++) {
+            const written = metadata[index]
+            outcomes[index] = written === undefined ? Exit.fail(errors![index]!) : Exit.succeed(written)
+          }
+          return outcomes
+        }),
+      ))
 
-  const send = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
-    withRetry(Effect.andThen(enter("send"), write(records, undefined, "send")))
+  const send = (records: ReadonlyArray<ProducerRecord>, options?: { readonly acks?: Acks | undefined }) =>
+    Effect.flatMap(sendEach(records, options), allWritten)
 
   // ---- consumer groups ------------------------------------------------------------------------
 
@@ -830,6 +918,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     features: { transactions: true, faultInjection: true, clockDriven: true },
     telemetry: { "server.address": "memory" },
     send,
+    sendEach,
     subscribe,
     transactional,
     createTopic,
