@@ -96,8 +96,19 @@ export const fromKafkaJS = (operation: string, what: string) => (error: unknown)
   return TransportError.make(code, operation, `${what}: ${detailOf(root)} (${code}${retries})`, error)
 }
 
+/** (Not `{ ...error }`: an error's `message` is not an own enumerable property, a spread drops it.) */
 export const nonRetriable = (error: TransportError.TransportError): TransportError.TransportError =>
-  error.retriable ? new TransportError.TransportError({ ...error, retriable: false }) : error
+  error.retriable
+    ? new TransportError.TransportError({
+      code: error.code,
+      retriable: false,
+      message: error.message,
+      operation: error.operation,
+      topic: error.topic,
+      partition: error.partition,
+      ...(error.cause === undefined ? {} : { cause: error.cause }),
+    })
+    : error
 
 /** A kafkajs promise as an Effect, its rejection mapped to a `TransportError`. */
 export const attempt = <A>(operation: string, what: string, evaluate: () => Promise<A>) =>
