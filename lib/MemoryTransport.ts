@@ -30,7 +30,6 @@
  */
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Schedule, Semaphore, Stream } from "effect"
 import { partitionForKey } from "./internal/partitioner.ts"
-import { allWritten, type Outcome, retryPending } from "./internal/sendOutcomes.ts"
 import { Signal } from "./internal/signal.ts"
 import {
   type Acks,
@@ -421,8 +420,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const place = (records: ReadonlyArray<ProducerRecord>, operation: string) => {
     const logs: Array<PartitionLog | undefined> = new Array(records.length)
     let errors: Array<TransportError.TransportError | undefined> | undefined
-    // Per partition touched: its batch's bytes and its largest record.
-    const sizes = new Map<PartitionLog, { bytes: number; largest: number; records: number }>()
+    // No partition's batch can be over its topic's limit when the whole call is not over the
+    // smallest: the common case skips counting per partition.
+    let total = 0
+    let smallestLimit = Number.POSITIVE_INFINITY
     for (let index = 0; index < records.length; index++) {
       const record = records[index]!
       const topic = topics.get(record.topic)
@@ -451,7 +452,26 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         continue
       }
       logs[index] = log
-      const size = byteLength(record)
+      total += byteLength(record)
+      if (topic.maxMessageBytes < smallestLimit) smallestLimit = topic.maxMessageBytes
+    }
+    if (total > smallestLimit) errors = refuseOversized(records, logs, errors, operation)
+    return { logs, errors }
+  }
+
+  /** Refuses, whole, each partition's batch that is over its topic's limit (as Kafka does). */
+  const refuseOversized = (
+    records: ReadonlyArray<ProducerRecord>,
+    logs: Array<PartitionLog | undefined>,
+    errors: Array<TransportError.TransportError | undefined> | undefined,
+    operation: string,
+  ) => {
+    // Per partition: its batch's bytes, its largest record and its record count.
+    const sizes = new Map<PartitionLog, { bytes: number; largest: number; records: number }>()
+    for (let index = 0; index < records.length; index++) {
+      const log = logs[index]
+      if (log === undefined) continue
+      const size = byteLength(records[index]!)
       const batch = sizes.get(log)
       if (batch === undefined) sizes.set(log, { bytes: size, largest: size, records: 1 })
       else {
@@ -460,14 +480,14 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         batch.records++
       }
     }
-    let refusals: Map<PartitionLog, TransportError.TransportError> | undefined
+    const refusals = new Map<PartitionLog, TransportError.TransportError>()
     for (const [log, { bytes, largest, records: count }] of sizes) {
       const limit = topics.get(log.topic)!.maxMessageBytes
       if (bytes <= limit) continue
       const what = largest > limit
         ? `a record of ${largest} bytes is over the limit of ${limit}`
         : `its ${bytes} bytes are over the limit of ${limit}`
-      ;(refusals ??= new Map()).set(
+      refusals.set(
         log,
         TransportError.forRecord(
           TransportError.make(
@@ -480,17 +500,16 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         ),
       )
     }
-    if (refusals !== undefined) {
-      errors ??= new Array(records.length)
-      for (let index = 0; index < records.length; index++) {
-        const refusal = logs[index] === undefined ? undefined : refusals.get(logs[index]!)
-        if (refusal !== undefined) {
-          errors[index] = refusal
-          logs[index] = undefined
-        }
+    if (refusals.size === 0) return errors
+    const refused = errors ?? new Array<TransportError.TransportError | undefined>(records.length)
+    for (let index = 0; index < records.length; index++) {
+      const refusal = logs[index] === undefined ? undefined : refusals.get(logs[index]!)
+      if (refusal !== undefined) {
+        refused[index] = refusal
+        logs[index] = undefined
       }
     }
-    return { logs, errors }
+    return refused
   }
 
   /** Appends the placed records (the ones without an error), in the order given. */
@@ -535,25 +554,81 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       return Effect.map(Clock.currentTimeMillis, (now) => append(records, logs, txn, now) as Array<RecordMetadata>)
     })
 
-  const sendEach = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
-    retryPending(records.length, retry, (pending) =>
-      Effect.andThen(
-        enter("send"),
-        Effect.map(Clock.currentTimeMillis, (now) => {
-          const batch = pending.length === records.length ? records : pending.map((index) => records[index]!)
-          const { logs, errors } = place(batch, "send")
-          const metadata = append(batch, logs, undefined, now)
-          const outcomes: Array<Outcome> = new Array(batch.length)
-          for (let index = 0; index < batch.length; index++) {
-            const written = metadata[index]
-            outcomes[index] = written === undefined ? Exit.fail(errors![index]!) : Exit.succeed(written)
-          }
-          return outcomes
+  /**
+   * Writes what can be written of `records`: each record's metadata, or its error. Records
+   * refused for a retriable reason (an unknown topic) are tried again on the `retry` schedule,
+   * alone, so nothing written is written twice; an injected fault fails an attempt whole.
+   */
+  const produce = (records: ReadonlyArray<ProducerRecord>) =>
+    Effect.suspend(() => {
+      let metadata: Array<RecordMetadata | undefined> = []
+      let errors: Array<TransportError.TransportError | undefined> | undefined
+      // The indices still to write; `undefined` for all of them.
+      let pending: Array<number> | undefined
+      let whole = false
+      const once = Effect.andThen(
+        Effect.suspend(() => {
+          whole = true
+          return enter("send")
         }),
-      ))
+        Effect.suspend(() => {
+          whole = false
+          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            if (pending === undefined) {
+              const placed = place(records, "send")
+              metadata = append(records, placed.logs, undefined, now)
+              errors = placed.errors
+              if (errors === undefined) return Effect.void
+              pending = []
+              for (let index = 0; index < records.length; index++) {
+                if (errors[index]?.retriable === true) pending.push(index)
+              }
+            } else {
+              const indices = pending
+              const batch = indices.map((index) => records[index]!)
+              const placed = place(batch, "send")
+              const written = append(batch, placed.logs, undefined, now)
+              pending = []
+              indices.forEach((index, position) => {
+                metadata[index] = written[position]
+                errors![index] = placed.errors?.[position]
+                if (errors![index]?.retriable === true) pending!.push(index)
+              })
+            }
+            const retriable = pending.length === 0 ? undefined : errors![pending[0]!]
+            return retriable === undefined ? Effect.void : Effect.fail(retriable)
+          })
+        }),
+      )
+      return Effect.retry(once, { schedule: retry, while: (error) => error.retriable }).pipe(
+        Effect.catch((error) =>
+          Effect.sync(() => {
+            // An attempt that failed whole wrote nothing: its error is what was pending's outcome.
+            if (!whole) return
+            errors ??= new Array(records.length)
+            if (pending === undefined) errors.fill(error)
+            else for (const index of pending) errors[index] = error
+          })
+        ),
+        Effect.map(() => ({ metadata, errors })),
+      )
+    })
 
-  const send = (records: ReadonlyArray<ProducerRecord>, options?: { readonly acks?: Acks | undefined }) =>
-    Effect.flatMap(sendEach(records, options), allWritten)
+  const sendEach = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
+    Effect.map(produce(records), ({ errors, metadata }) => {
+      const outcomes: Array<Exit.Exit<RecordMetadata, TransportError.TransportError>> = new Array(records.length)
+      for (let index = 0; index < records.length; index++) {
+        const error = errors?.[index]
+        outcomes[index] = error === undefined ? Exit.succeed(metadata[index]!) : Exit.fail(error)
+      }
+      return outcomes
+    })
+
+  const send = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
+    Effect.flatMap(produce(records), ({ errors, metadata }) => {
+      const error = errors?.find((error) => error !== undefined)
+      return error === undefined ? Effect.succeed(metadata as ReadonlyArray<RecordMetadata>) : Effect.fail(error)
+    })
 
   // ---- consumer groups ------------------------------------------------------------------------
 

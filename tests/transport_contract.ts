@@ -182,6 +182,25 @@ export const transportContract = (subject: TransportUnderTest): void => {
   )
 
   it(
+    "a send is a description: running it again sends again",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(1)
+      const send = transport.send([{ topic, key: null, value: bytes("again") }])
+      const sendEach = transport.sendEach([{ topic, key: null, value: bytes("again") }])
+      const offsets = [
+        (yield* send)[0]?.offset,
+        (yield* send)[0]?.offset,
+        Exit.isSuccess((yield* sendEach)[0]!) ? 2 : -1,
+        Exit.isSuccess((yield* sendEach)[0]!) ? 3 : -1,
+      ]
+      assert.deepEqual(offsets, [0, 1, 2, 3])
+      const description = yield* transport.describeTopic(topic)
+      assert.equal(description.partitions[0]?.highWatermark, 4)
+    }),
+  )
+
+  it(
     "two consumer groups each receive everything",
     Effect.gen(function*() {
       const transport = yield* Transport
