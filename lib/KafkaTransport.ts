@@ -12,14 +12,18 @@
  * connection failures and `REQUEST_TIMED_OUT` for client-side timeouts.
  *
  * How the contract maps onto kafkajs:
- * - `send` is one `producer.sendBatch` per call, records grouped by topic in the order given.
- *   The partitioner is ours (Kafka's murmur2 for keys, the record's partition if set,
- *   round-robin otherwise) and remembers each record's partition, so kafkajs' retries never move
- *   a record and each record's offset is its partition's `baseOffset` plus its index among the
- *   call's records for that partition (exact: a call is one produce request per partition).
- *   `acks: "all"` uses the idempotent producer; `leader` and `none` use a plain producer opened
- *   on first use, as kafkajs refuses other acks on an idempotent one. Under `none` the broker
- *   answers nothing: offsets are `-1`.
+ * - `sendEach` places the records itself (Kafka's murmur2 for keys, the record's partition if
+ *   set, round-robin otherwise; the partitioner given to kafkajs returns the same placement and
+ *   remembers it, so kafkajs' retries never move a record) and sends one `producer.sendBatch`
+ *   per leader broker, all at once: each is one produce request, whose failure tells about it
+ *   alone. A request that fails with several partitions in it has each of them sent again
+ *   alone, which on the idempotent producer cannot write anything twice (see `produceEach` for
+ *   why, and for the cases kafkajs leaves inexact). Each record's offset is its partition's
+ *   `baseOffset` plus its index among the request's records for that partition. `send` is
+ *   `sendEach` failing with the first failed record's error. `acks: "all"` uses the idempotent
+ *   producer, one `sendEach` at a time; `leader` and `none` use a plain producer opened on first
+ *   use, as kafkajs refuses other acks on an idempotent one, with one request per partition.
+ *   Under `none` the broker answers nothing: offsets are `-1`.
  * - `subscribe` is one kafkajs consumer (`autoCommit: false`, `eachBatchAutoResolve: false`).
  *   Each assigned partition is a claim whose `records` stream is fed by `eachBatch`, one batch
  *   ahead: `eachBatch` buffers its batch (in chunks of `maxBatchSize`), resolves it in kafkajs
@@ -127,6 +131,7 @@ import type {
   ICustomPartitioner,
   KafkaConfig,
   Message,
+  PartitionMetadata,
   Producer,
   ProducerConfig,
   RecordMetadata as KafkaRecordMetadata,
@@ -275,6 +280,10 @@ interface ProducerHandle {
   readonly producer: Producer
   /** Where our partitioner put each message of a send. */
   readonly placements: WeakMap<Message, number>
+  /** Places a message ahead of kafkajs (and remembers it); `undefined` for a partition the topic lacks. */
+  readonly place: (topic: string, partitionMetadata: ReadonlyArray<PartitionMetadata>, message: Message) => number | undefined
+  /** Each topic's partitions and their leaders, as kafkajs last saw them (or the admin, before the first send). */
+  readonly metadata: Map<string, ReadonlyArray<PartitionMetadata>>
   /** Sequence numbers per partition, which make a resent batch a duplicate the broker drops. */
   readonly idempotent: boolean
 }
@@ -282,12 +291,14 @@ interface ProducerHandle {
 /**
  * Kafka's placement (murmur2 for keys, the caller's partition if given, round-robin otherwise),
  * remembered per message: kafkajs calls the partitioner again on every retry, and a record must
- * not move to another partition between attempts.
+ * not move to another partition between attempts. `sendEach` places messages itself, before
+ * kafkajs, to group them by leader.
  */
 const makePlacer = () => {
   const placements = new WeakMap<Message, number>()
+  const metadata = new Map<string, ReadonlyArray<PartitionMetadata>>()
   const turns = new Map<string, number>()
-  const createPartitioner: ICustomPartitioner = () => ({ topic, partitionMetadata, message }) => {
+  const place = (topic: string, partitionMetadata: ReadonlyArray<PartitionMetadata>, message: Message) => {
     const placed = placements.get(message)
     if (placed !== undefined) return placed
     let partition: number
@@ -304,15 +315,21 @@ const makePlacer = () => {
       turns.set(topic, turn + 1)
       partition = candidates[turn % candidates.length]!
     }
-    if (!partitionMetadata.some((metadata) => metadata.partitionId === partition)) {
-      throw new PartitionNotFound(
-        `Partition ${partition} of "${topic}" does not exist (it has ${partitionMetadata.length})`,
-      )
-    }
+    if (!partitionMetadata.some((metadata) => metadata.partitionId === partition)) return undefined
     placements.set(message, partition)
     return partition
   }
-  return { placements, createPartitioner }
+  const createPartitioner: ICustomPartitioner = () => ({ topic, partitionMetadata, message }) => {
+    if (metadata.get(topic) !== partitionMetadata) metadata.set(topic, partitionMetadata)
+    const partition = place(topic, partitionMetadata, message)
+    if (partition === undefined) {
+      throw new PartitionNotFound(
+        `Partition ${message.partition} of "${topic}" does not exist (it has ${partitionMetadata.length})`,
+      )
+    }
+    return partition
+  }
+  return { placements, place, metadata, createPartitioner }
 }
 
 const ackCodes: Record<Acks, -1 | 1 | 0> = { all: -1, leader: 1, none: 0 }
@@ -390,6 +407,50 @@ const metadataOf = (
       timestamp: logAppendTime >= 0 ? logAppendTime : Number(message.timestamp),
     }
   })
+}
+
+/**
+ * The records' indices in groups of one request each, in the order given within a group: by
+ * leader broker on the idempotent producer, by partition on the plain one. A record whose
+ * explicit partition the topic lacks is a group of its own (kafkajs' partitioner refuses it);
+ * records of a topic whose metadata is unknown form one group, placed by kafkajs.
+ */
+const groupsOf = (
+  handle: ProducerHandle,
+  records: ReadonlyArray<ProducerRecord>,
+  messages: ReadonlyArray<Message>,
+  indices: ReadonlyArray<number>,
+): ReadonlyArray<ReadonlyArray<number>> => {
+  const groups = new Map<string | number, Array<number>>()
+  const alone: Array<Array<number>> = []
+  // Each topic's leader by partition, built once per call and topic.
+  const leaders = new Map<ReadonlyArray<PartitionMetadata>, Map<number, number>>()
+  for (const index of indices) {
+    const topic = records[index]!.topic
+    const metadata = handle.metadata.get(topic)
+    let key: string | number = "unknown"
+    if (metadata !== undefined) {
+      const partition = handle.place(topic, metadata, messages[index]!)
+      if (partition === undefined) {
+        alone.push([index])
+        continue
+      }
+      if (handle.idempotent) {
+        let byPartition = leaders.get(metadata)
+        if (byPartition === undefined) {
+          byPartition = new Map(metadata.map((m) => [m.partitionId, m.leader]))
+          leaders.set(metadata, byPartition)
+        }
+        key = byPartition.get(partition) ?? -1
+      } else {
+        key = `${topic}/${partition}`
+      }
+    }
+    const group = groups.get(key)
+    if (group === undefined) groups.set(key, [index])
+    else group.push(index)
+  }
+  return alone.length === 0 ? [...groups.values()] : [...groups.values(), ...alone]
 }
 
 /** How long a transaction's `commit` waits for its consumer offsets to become readable. */
@@ -489,6 +550,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         return {
           producer,
           placements: placer.placements,
+          place: placer.place,
+          metadata: placer.metadata,
           idempotent: producerConfig.idempotent === true,
         } satisfies ProducerHandle
       }),
@@ -550,25 +613,33 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     })
 
   /**
-   * Each record's outcome. The records go out as one `sendBatch`, as `produce` does, which is
-   * one produce request per broker. kafkajs fails that whole `sendBatch` with the first
-   * partition error of a response and drops the rest of it, so when it fails and the call
-   * spanned several partitions, nothing says which partitions were written: then each
-   * partition's records are sent again alone, the same messages in the same order (so the same
-   * placement), and each answer is that partition's own outcome. This cannot duplicate on the
-   * idempotent producer: kafkajs gave the failed request's batches their sequence numbers back,
-   * so a batch that was written goes out again with the same sequence numbers and the broker
-   * answers it as the duplicate it is, with its original offsets; a refused batch is refused
-   * again, or written. Until that is done no other send may take those sequence numbers
-   * (another batch of the same size would be taken for the duplicate and dropped): the
-   * idempotent producer runs one `sendEach` at a time.
+   * Each record's outcome, exact wherever kafkajs lets it be.
    *
-   * Not exact: a call whose partitions are led by several brokers, where one broker's request
-   * fails while another's is still unanswered (kafkajs rejects at once and drops the late
-   * answer); if the late one was written its partitions are written twice. And with `acks`
-   * other than `all` there are no sequence numbers: a failed call with several partitions
-   * fails each of its records, some of which may have been written, and kafkajs' own retry of
-   * a request may write a partition twice.
+   * kafkajs sends one produce request per broker for a `sendBatch`, fails the whole
+   * `sendBatch` with the first partition error of any response, drops the rest of that answer,
+   * and does not wait for the other brokers' requests before failing. Its retry of a retriable
+   * error resends the failed broker's whole request, partitions that were written included. So:
+   * - The records are placed first (as our partitioner would) and sent as one `sendBatch` per
+   *   leader broker on the idempotent producer, one per partition on the plain one, all at
+   *   once: each `sendBatch` is one request, and a failure tells about that request alone.
+   * - When a broker's request fails and it carried several partitions, each of them is sent
+   *   again alone, the same messages in the same order: kafkajs gave the failed request's
+   *   batches their sequence numbers back, so a batch that had been written goes out with the
+   *   same sequence numbers, and the broker answers it as the duplicate it is, with its
+   *   original offsets, rather than writing it again; a refused batch is refused again, or
+   *   written. Each answer is that partition's own outcome. Until that is done no other send
+   *   may take those sequence numbers (another batch of the same size would be taken for the
+   *   duplicate and dropped): the idempotent producer runs one `sendEach` at a time. On the
+   *   idempotent producer kafkajs' own retries are safe for the same reason; on the plain one a
+   *   request is one partition, so a retry resends only what the broker refused.
+   *
+   * Not exact: when a leader moves between placing and sending, or during kafkajs' retries, a
+   * request can carry partitions of a broker whose answer kafkajs then drops (if that answer
+   * was a success, the partitions are resent and written twice); on the plain producer (acks
+   * other than `all`), a failed `sendBatch` of records whose topic's metadata could not be read
+   * fails each record, some of which may have been written (their errors name no partition,
+   * so `Producer` does not resend them); and anywhere, a request that timed out or lost its
+   * connection after kafkajs' retries may or may not have been written.
    */
   const produceEach = (handle: ProducerHandle, records: ReadonlyArray<ProducerRecord>, acks: Acks) =>
     Effect.gen(function* () {
@@ -580,66 +651,95 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         if (refusal === undefined) sendable.push(index)
         else outcomes[index] = Exit.fail(refusal)
       }
+      if (sendable.length === 0) return outcomes
       const messages = records.map((record) => toMessage(record, now))
-      /** Sends the records at these indices as one `sendBatch` and records their outcomes. */
+      yield* knowTopics(handle, records)
+
+      /** Sends the records at these indices as one `sendBatch`; its failure, if it failed. */
       const sendSome = (indices: ReadonlyArray<number>, what: string) => {
         const some = indices.map((index) => records[index]!)
         const someMessages = indices.map((index) => messages[index]!)
         return Effect.exit(sendBatch(handle.producer, some, someMessages, acks, what, "send")).pipe(
           Effect.map((exit) => {
-            if (Exit.isSuccess(exit)) {
-              const metadata = metadataOf(some, someMessages, exit.value, handle.placements)
-              indices.forEach((index, position) => {
-                outcomes[index] = Exit.succeed(metadata[position]!)
-              })
-              return undefined
+            if (Exit.isFailure(exit)) return exit.cause
+            const metadata = metadataOf(some, someMessages, exit.value, handle.placements)
+            for (let position = 0; position < indices.length; position++) {
+              outcomes[indices[position]!] = Exit.succeed(metadata[position]!)
             }
-            return exit.cause
+            return undefined
           }),
         )
       }
-      const failAll = (indices: ReadonlyArray<number>, cause: Cause.Cause<TransportError.TransportError>) => {
+      const failAll = (indices: ReadonlyArray<number>, cause: Cause.Cause<TransportError.TransportError>, attributed: boolean) => {
         const error = Cause.findErrorOption(cause)
         for (const index of indices) {
-          const record = records[index]!
+          const { topic } = records[index]!
+          const partition = attributed ? handle.placements.get(messages[index]!) : undefined
           outcomes[index] = error._tag === "Some"
-            ? Exit.fail(TransportError.forRecord(error.value, record.topic, handle.placements.get(messages[index]!)))
+            ? Exit.fail(TransportError.forRecord(error.value, topic, partition))
             : Exit.failCause(cause)
         }
       }
-      if (sendable.length === 0) return outcomes
-      const failure = yield* sendSome(sendable, describeSend(sendable.map((index) => records[index]!)))
-      if (failure === undefined) return outcomes
-      // Which partitions the failed call spanned, as our partitioner placed them. A record it
-      // never placed was never sent (placing comes before any request).
-      const partitions = new Map<string, Array<number>>()
-      const unplaced: Array<number> = []
-      for (const index of sendable) {
-        const partition = handle.placements.get(messages[index]!)
-        if (partition === undefined) {
-          unplaced.push(index)
-          continue
-        }
-        const key = `${records[index]!.topic}/${partition}`
-        const group = partitions.get(key)
-        if (group === undefined) partitions.set(key, [index])
-        else group.push(index)
-      }
-      if (partitions.size + unplaced.length <= 1 || !handle.idempotent) {
-        failAll(sendable, failure)
-        return outcomes
-      }
-      yield* Effect.forEach(partitions.values(), (group) => {
-        const { topic } = records[group[0]!]!
-        const partition = handle.placements.get(messages[group[0]!]!)!
-        const what = `Cannot send ${group.length} record${group.length === 1 ? "" : "s"} to "${topic}" partition ${partition}`
-        return Effect.flatMap(sendSome(group, what), (cause) => Effect.sync(() => cause === undefined ? undefined : failAll(group, cause)))
-      }, { concurrency: "unbounded", discard: true })
-      // One at a time, in order: two of them may be for one partition.
-      yield* Effect.forEach(unplaced, (index) =>
-        Effect.flatMap(sendSome([index], describeSend([records[index]!])), (cause) =>
-          Effect.sync(() => cause === undefined ? undefined : failAll([index], cause))), { discard: true })
+      /** One request's records; if it failed, each of its partitions again, alone. */
+      const sendGroup = (group: ReadonlyArray<number>) =>
+        Effect.gen(function* () {
+          const failure = yield* sendSome(group, describeSend(group.map((index) => records[index]!)))
+          if (failure === undefined) return
+          // A record never placed was never sent: placing comes before any request.
+          const partitions = new Map<string, Array<number>>()
+          const unplaced: Array<number> = []
+          for (const index of group) {
+            const partition = handle.placements.get(messages[index]!)
+            if (partition === undefined) {
+              unplaced.push(index)
+              continue
+            }
+            const key = `${records[index]!.topic}/${partition}`
+            const same = partitions.get(key)
+            if (same === undefined) partitions.set(key, [index])
+            else same.push(index)
+          }
+          if (partitions.size + unplaced.length <= 1) return failAll(group, failure, true)
+          if (!handle.idempotent) return failAll(group, failure, false)
+          yield* Effect.forEach(partitions.values(), (same) => {
+            const { topic } = records[same[0]!]!
+            const partition = handle.placements.get(messages[same[0]!]!)!
+            const what = `Cannot send ${same.length} record${same.length === 1 ? "" : "s"} to "${topic}" partition ${partition}`
+            return Effect.map(sendSome(same, what), (cause) => cause === undefined ? undefined : failAll(same, cause, true))
+          }, { concurrency: "unbounded", discard: true })
+          // One at a time, in order: two of them may be for one partition.
+          yield* Effect.forEach(unplaced, (index) =>
+            Effect.map(sendSome([index], describeSend([records[index]!])), (cause) =>
+              cause === undefined ? undefined : failAll([index], cause, true)), { discard: true })
+        })
+
+      const groups = groupsOf(handle, records, messages, sendable)
+      if (groups.length === 1) yield* sendGroup(groups[0]!)
+      else yield* Effect.forEach(groups, sendGroup, { concurrency: "unbounded", discard: true })
       return outcomes
+    })
+
+  /**
+   * Reads the partitions and leaders of topics kafkajs has not placed a record for yet, with
+   * the admin client, so that a first send is grouped by leader too. A topic that cannot be
+   * read is left to kafkajs, which fails its records with its own error.
+   */
+  const knowTopics = (handle: ProducerHandle, records: ReadonlyArray<ProducerRecord>) =>
+    Effect.suspend(() => {
+      let unknown: Array<string> | undefined
+      for (const { topic } of records) {
+        if (!handle.metadata.has(topic) && !unknown?.includes(topic)) (unknown ??= []).push(topic)
+      }
+      if (unknown === undefined) return Effect.void
+      return attempt("send", `Cannot read the metadata of ${unknown.map((topic) => `"${topic}"`).join(", ")}`, () =>
+        admin.fetchTopicMetadata({ topics: unknown })).pipe(
+          Effect.map(({ topics }) => {
+            for (const { name, partitions } of topics) {
+              if (partitions.length > 0 && !handle.metadata.has(name)) handle.metadata.set(name, partitions)
+            }
+          }),
+          Effect.ignore,
+        )
     })
 
   const sendEach = (

@@ -215,6 +215,10 @@ export interface Subscription {
  * @category models
  */
 export interface Transaction {
+  /**
+   * Sends records in the transaction. Unlike `Transport.sendEach` it answers for the call as a
+   * whole: if any record fails, abort the transaction, which discards whatever of it was written.
+   */
   readonly send: (records: ReadonlyArray<ProducerRecord>) => Effect.Effect<ReadonlyArray<RecordMetadata>, TransportError>
   /** Commits a consumer group's offsets as part of the transaction (consume-transform-produce). */
   readonly sendOffsets: (group: string, offsets: ReadonlyArray<OffsetCommit>) => Effect.Effect<void, TransportError>

@@ -5,13 +5,16 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import {
+  Cause,
   Clock,
   ConfigProvider,
   Duration,
   Effect,
+  Exit,
   Fiber,
   Layer,
   Logger,
+  Option,
   Queue,
   Redacted,
   References,
@@ -222,6 +225,32 @@ it(
     assert.equal(nullHeader.retriable, false)
     const description = yield* transport.describeTopic(topic)
     assert.deepEqual(description.partitions.map((p) => p.highWatermark), [0, 0], "nothing was written")
+  }),
+)
+
+it(
+  "with acks other than all too, a too-large record refuses only its partition's batch, and the rest is written once",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = uniqueName("kafka")
+    yield* transport.createTopic({ topic, partitions: 3, config: { "max.message.bytes": "4096" } })
+    // No sequence numbers here to tell a written batch from a refused one on a resend: each
+    // partition must go in a request of its own.
+    const sent = [0, 1, 2].flatMap((partition) => [
+      { topic, key: null, value: bytes(`p${partition}-a`), partition },
+      partition === 1
+        ? { topic, key: null, value: new Uint8Array(20_000), partition }
+        : { topic, key: null, value: bytes(`p${partition}-b`), partition },
+    ])
+    const outcomes = yield* transport.sendEach(sent, { acks: "leader" })
+    assert.deepEqual(
+      outcomes.map((outcome) =>
+        Exit.isSuccess(outcome) ? outcome.value.offset : Option.getOrUndefined(Cause.findErrorOption(outcome.cause))?.code
+      ),
+      [0, 1, "MESSAGE_TOO_LARGE", "MESSAGE_TOO_LARGE", 0, 1],
+    )
+    const description = yield* transport.describeTopic(topic)
+    assert.deepEqual(description.partitions.map((p) => p.highWatermark), [2, 0, 2], "nothing written twice")
   }),
 )
 
