@@ -413,8 +413,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   /**
    * Where each record goes, and what is refused, before anything is written. As on Kafka, a
-   * call's records for one partition are one batch: a record over `maxRecordBytes` refuses its
-   * partition's whole batch with `MESSAGE_TOO_LARGE`, and other partitions are not affected. A
+   * call's records for one partition are one batch, and a batch over its topic's limit (one
+   * record over it, or all of them together) is refused whole with `MESSAGE_TOO_LARGE`; other
+   * partitions are not affected. A
    * record for a missing topic or partition fails alone (`UNKNOWN_TOPIC_OR_PARTITION`).
    */
   const place = (records: ReadonlyArray<ProducerRecord>, operation: string) => {
