@@ -168,7 +168,7 @@ import {
   toHeaders,
 } from "./internal/kafkajs.ts"
 import { subscribe } from "./internal/kafkaSubscription.ts"
-import { allWritten } from "./internal/sendOutcomes.ts"
+import { allWritten, errorOf } from "./internal/sendOutcomes.ts"
 import { partitionForKey } from "./internal/partitioner.ts"
 import {
   type Acks,
@@ -247,6 +247,8 @@ export interface Options {
   readonly maxBytes?: number | undefined
   /** How long a transaction may stay open before the broker aborts it. Default 60 seconds. */
   readonly transactionTimeout?: Duration.Input | undefined
+  /** kafkajs' `socketFactory`, passed as it is: how every client opens its broker connections (a proxy, a test's faulty network). */
+  readonly socketFactory?: KafkaConfig["socketFactory"] | undefined
 }
 
 /**
@@ -453,6 +455,28 @@ const groupsOf = (
   return alone.length === 0 ? [...groups.values()] : [...groups.values(), ...alone]
 }
 
+/**
+ * Whether a failed record leaves the idempotent producer's sequence numbers unknown: it may
+ * have been written (no answer, a timeout, a write the replicas did not confirm), or the broker
+ * no longer agrees with them. A refusal the broker answered wrote nothing, and kafkajs' giving
+ * the numbers back is then right.
+ */
+const unresolvedCodes: ReadonlySet<TransportError.KafkaErrorName> = new Set<TransportError.KafkaErrorName>([
+  "NETWORK_EXCEPTION",
+  "REQUEST_TIMED_OUT",
+  "UNKNOWN_SERVER_ERROR",
+  "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+  "OUT_OF_ORDER_SEQUENCE_NUMBER",
+  "DUPLICATE_SEQUENCE_NUMBER",
+  "UNKNOWN_PRODUCER_ID",
+  "INVALID_PRODUCER_EPOCH",
+])
+
+const unresolved = (outcome: Exit.Exit<RecordMetadata, TransportError.TransportError>): boolean => {
+  const error = errorOf(outcome)
+  return error !== undefined && unresolvedCodes.has(error.code)
+}
+
 /** How long a transaction's `commit` waits for its consumer offsets to become readable. */
 const offsetsReadableTimeout = Duration.seconds(5)
 
@@ -506,6 +530,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     logLevel: kafkaLogLevels[options.logLevel ?? defaults.logLevel],
     logCreator: logCreatorFor(context, minimumLogLevel),
     ...(options.ssl === undefined ? {} : { ssl: options.ssl }),
+    ...(options.socketFactory === undefined ? {} : { socketFactory: options.socketFactory }),
     ...(sasl === undefined ? {} : {
       sasl: "password" in sasl && Redacted.isRedacted(sasl.password)
         ? {
@@ -558,9 +583,35 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       ({ producer }) => disconnect(producer, what),
     )
 
-  const idempotent = yield* openProducer({ idempotent: true, maxInFlightRequests: 1 }, "producer")
+  /**
+   * The idempotent producer, in a scope of its own so that it can be replaced. After a send
+   * whose outcome is unknown (its connection was lost, it timed out) kafkajs has given its
+   * batches' sequence numbers back although the broker may have written them: the next batch
+   * of the same size for that partition would get the same numbers, and the broker would
+   * answer it as a duplicate, with the earlier batch's offsets, without writing it (a batch of
+   * another size is refused with OUT_OF_ORDER_SEQUENCE_NUMBER, and so is every one after it).
+   * kafkajs cannot resynchronize its sequence numbers, so the producer is replaced before the
+   * next send: a new producer id starts them afresh, as Kafka's Java producer bumps its epoch.
+   */
+  const openIdempotent = Effect.gen(function* () {
+    const scope = yield* Scope.fork(layerScope)
+    const handle = yield* openProducer({ idempotent: true, maxInFlightRequests: 1 }, "producer").pipe(
+      Scope.provide(scope),
+      Effect.tapError(() => Scope.close(scope, Exit.void)),
+    )
+    return { handle, scope }
+  })
+  let idempotent = yield* openIdempotent
+  let idempotentStale = false
   /** One `sendEach` at a time on the idempotent producer (see `produceEach`). */
   const idempotentLock = Semaphore.makeUnsafe(1)
+  const renewIdempotent = Effect.gen(function* () {
+    const fresh = yield* openIdempotent
+    const old = idempotent
+    idempotent = fresh
+    idempotentStale = false
+    yield* Scope.close(old.scope, Exit.void)
+  })
 
   // kafkajs' idempotent producer requires acks=all; other acks get a plain producer, opened on
   // first use and closed with the layer.
@@ -639,7 +690,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
    * other than `all`), a failed `sendBatch` of records whose topic's metadata could not be read
    * fails each record, some of which may have been written (their errors name no partition,
    * so `Producer` does not resend them); and anywhere, a request that timed out or lost its
-   * connection after kafkajs' retries may or may not have been written.
+   * connection after kafkajs' retries may or may not have been written (its records fail with
+   * `NETWORK_EXCEPTION` or `REQUEST_TIMED_OUT`; the idempotent producer is then replaced, see
+   * `openIdempotent`).
    */
   const produceEach = (handle: ProducerHandle, records: ReadonlyArray<ProducerRecord>, acks: Acks) =>
     Effect.gen(function* () {
@@ -749,7 +802,25 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     if (records.length === 0) return Effect.succeed([])
     const acks = sendOptions?.acks ?? "all"
     return acks === "all"
-      ? idempotentLock.withPermits(1)(produceEach(idempotent, records, acks))
+      ? idempotentLock.withPermits(1)(Effect.gen(function* () {
+        if (idempotentStale) {
+          const renewed = yield* Effect.exit(renewIdempotent)
+          if (Exit.isFailure(renewed)) {
+            return records.map((record) => Exit.failCause(Cause.map(renewed.cause, (error) => TransportError.forRecord(error, record.topic, undefined))))
+          }
+        }
+        const outcomes = yield* produceEach(idempotent.handle, records, acks).pipe(
+          // An interrupted send's requests go on in kafkajs: their outcome is unknown too.
+          Effect.onInterrupt(() =>
+            Effect.sync(() => {
+              idempotentStale = true
+            })
+          ),
+        )
+        // Renewed lazily, by the next send: the broker may be unreachable for a while.
+        if (outcomes.some(unresolved)) idempotentStale = true
+        return outcomes
+      }))
       : Effect.flatMap(plainProducer, (handle) => produceEach(handle, records, acks)).pipe(
         // Opening the plain producer failed: every record's outcome.
         Effect.catch((error) => Effect.succeed(records.map((record) => Exit.fail(TransportError.forRecord(error, record.topic, undefined))))),
