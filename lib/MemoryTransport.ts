@@ -247,6 +247,12 @@ interface Group {
   nextMemberId: number
 }
 
+/** What one send wrote: each record's metadata, or its error. */
+interface Written {
+  readonly metadata: Array<RecordMetadata | undefined>
+  readonly errors: Array<TransportError.TransportError | undefined> | undefined
+}
+
 const keyOf = (tp: TopicPartition): string => `${tp.topic}/${tp.partition}`
 
 const maxMessageBytesOf = (config: TopicSpec["config"], fallback: number): number => {
@@ -556,80 +562,71 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     })
 
   /**
-   * Writes what can be written of `records`: each record's metadata, or its error. Records
-   * refused for a retriable reason (an unknown topic) are tried again on the `retry` schedule,
-   * alone, so nothing written is written twice; an injected fault fails an attempt whole.
+   * One attempt at all of `records`: writes what can be written, and says what was refused. An
+   * injected fault fails it whole, before anything is written, and `retry` runs it again.
    */
-  const produce = (records: ReadonlyArray<ProducerRecord>) =>
+  const writeAll = (records: ReadonlyArray<ProducerRecord>): Effect.Effect<Written, TransportError.TransportError> => {
+    const attempt: Effect.Effect<Written, TransportError.TransportError> = Effect.andThen(
+      enter("send"),
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const placed = place(records, "send")
+        return { metadata: append(records, placed.logs, undefined, now), errors: placed.errors }
+      }),
+    )
+    return Effect.retry(attempt, { schedule: retry, while: (error) => error.retriable })
+  }
+
+  /**
+   * The records a retriable error refused (a topic that does not exist yet), tried again alone
+   * on the `retry` schedule, so that nothing written is written twice. Updates `written`.
+   */
+  const retryRefused = (records: ReadonlyArray<ProducerRecord>, written: Written): Effect.Effect<Written> =>
     Effect.suspend(() => {
-      let metadata: Array<RecordMetadata | undefined> = []
-      let errors: Array<TransportError.TransportError | undefined> | undefined
-      // The indices still to write; `undefined` for all of them.
-      let pending: Array<number> | undefined
-      let whole = false
-      const once = Effect.andThen(
-        Effect.suspend(() => {
-          whole = true
-          return enter("send")
-        }),
-        Effect.suspend(() => {
-          whole = false
-          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            if (pending === undefined) {
-              const placed = place(records, "send")
-              metadata = append(records, placed.logs, undefined, now)
-              errors = placed.errors
-              if (errors === undefined) return Effect.void
-              pending = []
-              for (let index = 0; index < records.length; index++) {
-                if (errors[index]?.retriable === true) pending.push(index)
-              }
-            } else {
-              const indices = pending
-              const batch = indices.map((index) => records[index]!)
-              const placed = place(batch, "send")
-              const written = append(batch, placed.logs, undefined, now)
-              pending = []
-              indices.forEach((index, position) => {
-                metadata[index] = written[position]
-                errors![index] = placed.errors?.[position]
-                if (errors![index]?.retriable === true) pending!.push(index)
-              })
-            }
-            const retriable = pending.length === 0 ? undefined : errors![pending[0]!]
-            return retriable === undefined ? Effect.void : Effect.fail(retriable)
+      const { metadata, errors } = written
+      let pending = records.flatMap((_, index) => errors![index]?.retriable === true ? [index] : [])
+      if (pending.length === 0) return Effect.succeed(written)
+      const again = Effect.andThen(
+        enter("send"),
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const batch = pending.map((index) => records[index]!)
+          const placed = place(batch, "send")
+          const appended = append(batch, placed.logs, undefined, now)
+          const left: Array<number> = []
+          pending.forEach((index, position) => {
+            metadata[index] = appended[position]
+            errors![index] = placed.errors?.[position]
+            if (errors![index]?.retriable === true) left.push(index)
           })
+          pending = left
+          return pending.length === 0 ? Effect.void : Effect.fail(errors![pending[0]!]!)
         }),
       )
-      return Effect.retry(once, { schedule: retry, while: (error) => error.retriable }).pipe(
-        Effect.catch((error) =>
-          Effect.sync(() => {
-            // An attempt that failed whole wrote nothing: its error is what was pending's outcome.
-            if (!whole) return
-            errors ??= new Array(records.length)
-            if (pending === undefined) errors.fill(error)
-            else for (const index of pending) errors[index] = error
-          })
-        ),
-        Effect.map(() => ({ metadata, errors })),
+      return Effect.retry(again, { schedule: retry, while: (error) => error.retriable }).pipe(
+        // Retries spent: each record still pending keeps its last (retriable) refusal.
+        Effect.ignore,
+        Effect.as(written),
       )
     })
 
   const sendEach = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
-    Effect.map(produce(records), ({ errors, metadata }) => {
-      const outcomes: Array<Exit.Exit<RecordMetadata, TransportError.TransportError>> = new Array(records.length)
-      for (let index = 0; index < records.length; index++) {
-        const error = errors?.[index]
-        outcomes[index] = error === undefined ? Exit.succeed(metadata[index]!) : Exit.fail(error)
-      }
-      return outcomes
+    Effect.matchEffect(writeAll(records), {
+      onFailure: (error) => Effect.succeed(records.map(() => Exit.fail(error))),
+      onSuccess: (first) =>
+        Effect.map(first.errors === undefined ? Effect.succeed(first) : retryRefused(records, first), ({ errors, metadata }) => {
+          const outcomes: Array<Exit.Exit<RecordMetadata, TransportError.TransportError>> = new Array(records.length)
+          for (let index = 0; index < records.length; index++) {
+            const error = errors?.[index]
+            outcomes[index] = error === undefined ? Exit.succeed(metadata[index]!) : Exit.fail(error)
+          }
+          return outcomes
+        }),
     })
 
   const send = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
-    Effect.flatMap(produce(records), ({ errors, metadata }) => {
-      const error = errors?.find((error) => error !== undefined)
-      return error === undefined ? Effect.succeed(metadata as ReadonlyArray<RecordMetadata>) : Effect.fail(error)
-    })
+    Effect.flatMap(writeAll(records), (first) =>
+      first.errors === undefined
+        ? Effect.succeed(first.metadata as ReadonlyArray<RecordMetadata>)
+        : Effect.flatMap(retryRefused(records, first), ({ errors }) => Effect.fail(errors!.find((error) => error !== undefined)!)))
 
   // ---- consumer groups ------------------------------------------------------------------------
 
