@@ -51,6 +51,10 @@ const counting = (transport: Transport.Transport["Service"]) => {
         calls++
         return transport.send(records, options)
       },
+      sendEach: (records, options) => {
+        calls++
+        return transport.sendEach(records, options)
+      },
     }),
     detail: (count: number) => `${(count / calls).toFixed(1)} records per send call`,
   }

@@ -12,14 +12,18 @@
  * connection failures and `REQUEST_TIMED_OUT` for client-side timeouts.
  *
  * How the contract maps onto kafkajs:
- * - `send` is one `producer.sendBatch` per call, records grouped by topic in the order given.
- *   The partitioner is ours (Kafka's murmur2 for keys, the record's partition if set,
- *   round-robin otherwise) and remembers each record's partition, so kafkajs' retries never move
- *   a record and each record's offset is its partition's `baseOffset` plus its index among the
- *   call's records for that partition (exact: a call is one produce request per partition).
- *   `acks: "all"` uses the idempotent producer; `leader` and `none` use a plain producer opened
- *   on first use, as kafkajs refuses other acks on an idempotent one. Under `none` the broker
- *   answers nothing: offsets are `-1`.
+ * - `sendEach` places the records itself (Kafka's murmur2 for keys, the record's partition if
+ *   set, round-robin otherwise; the partitioner given to kafkajs returns the same placement and
+ *   remembers it, so kafkajs' retries never move a record) and sends one `producer.sendBatch`
+ *   per leader broker, all at once: each is one produce request, whose failure tells about it
+ *   alone. A request that fails with several partitions in it has each of them sent again
+ *   alone, which on the idempotent producer cannot write anything twice (see `produceEach` for
+ *   why, and for the cases kafkajs leaves inexact). Each record's offset is its partition's
+ *   `baseOffset` plus its index among the request's records for that partition. `send` is
+ *   `sendEach` failing with the first failed record's error. `acks: "all"` uses the idempotent
+ *   producer, one `sendEach` at a time; `leader` and `none` use a plain producer opened on first
+ *   use, as kafkajs refuses other acks on an idempotent one, with one request per partition.
+ *   Under `none` the broker answers nothing: offsets are `-1`.
  * - `subscribe` is one kafkajs consumer (`autoCommit: false`, `eachBatchAutoResolve: false`).
  *   Each assigned partition is a claim whose `records` stream is fed by `eachBatch`, one batch
  *   ahead: `eachBatch` buffers its batch (in chunks of `maxBatchSize`), resolves it in kafkajs
@@ -136,6 +140,7 @@ import type {
   ICustomPartitioner,
   KafkaConfig,
   Message,
+  PartitionMetadata,
   Producer,
   ProducerConfig,
   RecordMetadata as KafkaRecordMetadata,
@@ -145,11 +150,13 @@ import type {
 } from "kafkajs"
 import { readFile } from "node:fs/promises"
 import {
+  Cause,
   Clock,
   Config,
   ConfigProvider,
   Duration,
   Effect,
+  Exit,
   Layer,
   Option,
   Redacted,
@@ -173,6 +180,7 @@ import {
 } from "./internal/kafkajs.ts"
 import { subscribe } from "./internal/kafkaSubscription.ts"
 import { verifyBrokerCertificate } from "./internal/tlsCheck.ts"
+import { allWritten, errorOf } from "./internal/sendOutcomes.ts"
 import { partitionForKey } from "./internal/partitioner.ts"
 import {
   type Acks,
@@ -255,6 +263,8 @@ export interface Options {
   readonly maxBytes?: number | undefined
   /** How long a transaction may stay open before the broker aborts it. Default 60 seconds. */
   readonly transactionTimeout?: Duration.Input | undefined
+  /** kafkajs' `socketFactory`, passed as it is: how every client opens its broker connections (a proxy, a test's faulty network). */
+  readonly socketFactory?: KafkaConfig["socketFactory"] | undefined
 }
 
 /**
@@ -288,17 +298,25 @@ interface ProducerHandle {
   readonly producer: Producer
   /** Where our partitioner put each message of a send. */
   readonly placements: WeakMap<Message, number>
+  /** Places a message ahead of kafkajs (and remembers it); `undefined` for a partition the topic lacks. */
+  readonly place: (topic: string, partitionMetadata: ReadonlyArray<PartitionMetadata>, message: Message) => number | undefined
+  /** Each topic's partitions and their leaders, as kafkajs last saw them (or the admin, before the first send). */
+  readonly metadata: Map<string, ReadonlyArray<PartitionMetadata>>
+  /** Sequence numbers per partition, which make a resent batch a duplicate the broker drops. */
+  readonly idempotent: boolean
 }
 
 /**
  * Kafka's placement (murmur2 for keys, the caller's partition if given, round-robin otherwise),
  * remembered per message: kafkajs calls the partitioner again on every retry, and a record must
- * not move to another partition between attempts.
+ * not move to another partition between attempts. `sendEach` places messages itself, before
+ * kafkajs, to group them by leader.
  */
 const makePlacer = () => {
   const placements = new WeakMap<Message, number>()
+  const metadata = new Map<string, ReadonlyArray<PartitionMetadata>>()
   const turns = new Map<string, number>()
-  const createPartitioner: ICustomPartitioner = () => ({ topic, partitionMetadata, message }) => {
+  const place = (topic: string, partitionMetadata: ReadonlyArray<PartitionMetadata>, message: Message) => {
     const placed = placements.get(message)
     if (placed !== undefined) return placed
     let partition: number
@@ -315,15 +333,21 @@ const makePlacer = () => {
       turns.set(topic, turn + 1)
       partition = candidates[turn % candidates.length]!
     }
-    if (!partitionMetadata.some((metadata) => metadata.partitionId === partition)) {
-      throw new PartitionNotFound(
-        `Partition ${partition} of "${topic}" does not exist (it has ${partitionMetadata.length})`,
-      )
-    }
+    if (!partitionMetadata.some((metadata) => metadata.partitionId === partition)) return undefined
     placements.set(message, partition)
     return partition
   }
-  return { placements, createPartitioner }
+  const createPartitioner: ICustomPartitioner = () => ({ topic, partitionMetadata, message }) => {
+    if (metadata.get(topic) !== partitionMetadata) metadata.set(topic, partitionMetadata)
+    const partition = place(topic, partitionMetadata, message)
+    if (partition === undefined) {
+      throw new PartitionNotFound(
+        `Partition ${message.partition} of "${topic}" does not exist (it has ${partitionMetadata.length})`,
+      )
+    }
+    return partition
+  }
+  return { placements, place, metadata, createPartitioner }
 }
 
 const ackCodes: Record<Acks, -1 | 1 | 0> = { all: -1, leader: 1, none: 0 }
@@ -341,20 +365,26 @@ const describeSend = (records: ReadonlyArray<ProducerRecord>): string => {
   return `Cannot send ${records.length} record${records.length === 1 ? "" : "s"} to ${topics}`
 }
 
-/** What kafkajs cannot encode, refused before anything is sent. */
+/** What kafkajs cannot encode, refused before anything is sent: this record's error, if any. */
+const refusalOf = (record: ProducerRecord, operation: string): TransportError.TransportError | undefined => {
+  const header = record.headers?.find((header) => header.value === null)
+  return header === undefined ? undefined : TransportError.forRecord(
+    TransportError.make(
+      "INVALID_RECORD",
+      operation,
+      `Cannot send a record to "${record.topic}" with header "${header.key}" set to null: kafkajs cannot encode null header values, use an empty value`,
+    ),
+    record.topic,
+    undefined,
+  )
+}
+
+/** A transaction's records: any refused record fails the call before anything is sent. */
 const checkRecords = (records: ReadonlyArray<ProducerRecord>, operation: string) =>
   Effect.suspend(() => {
     for (const record of records) {
-      const header = record.headers?.find((header) => header.value === null)
-      if (header !== undefined) {
-        return Effect.fail(
-          TransportError.make(
-            "INVALID_RECORD",
-            operation,
-            `Cannot send a record to "${record.topic}" with header "${header.key}" set to null: kafkajs cannot encode null header values, use an empty value`,
-          ),
-        )
-      }
+      const refusal = refusalOf(record, operation)
+      if (refusal !== undefined) return Effect.fail(refusal)
     }
     return Effect.void
   })
@@ -395,6 +425,72 @@ const metadataOf = (
       timestamp: logAppendTime >= 0 ? logAppendTime : Number(message.timestamp),
     }
   })
+}
+
+/**
+ * The records' indices in groups of one request each, in the order given within a group: by
+ * leader broker on the idempotent producer, by partition on the plain one. A record whose
+ * explicit partition the topic lacks is a group of its own (kafkajs' partitioner refuses it);
+ * records of a topic whose metadata is unknown form one group, placed by kafkajs.
+ */
+const groupsOf = (
+  handle: ProducerHandle,
+  records: ReadonlyArray<ProducerRecord>,
+  messages: ReadonlyArray<Message>,
+  indices: ReadonlyArray<number>,
+): ReadonlyArray<ReadonlyArray<number>> => {
+  const groups = new Map<string | number, Array<number>>()
+  const alone: Array<Array<number>> = []
+  // Each topic's leader by partition, built once per call and topic.
+  const leaders = new Map<ReadonlyArray<PartitionMetadata>, Map<number, number>>()
+  for (const index of indices) {
+    const topic = records[index]!.topic
+    const metadata = handle.metadata.get(topic)
+    let key: string | number = "unknown"
+    if (metadata !== undefined) {
+      const partition = handle.place(topic, metadata, messages[index]!)
+      if (partition === undefined) {
+        alone.push([index])
+        continue
+      }
+      if (handle.idempotent) {
+        let byPartition = leaders.get(metadata)
+        if (byPartition === undefined) {
+          byPartition = new Map(metadata.map((m) => [m.partitionId, m.leader]))
+          leaders.set(metadata, byPartition)
+        }
+        key = byPartition.get(partition) ?? -1
+      } else {
+        key = `${topic}/${partition}`
+      }
+    }
+    const group = groups.get(key)
+    if (group === undefined) groups.set(key, [index])
+    else group.push(index)
+  }
+  return alone.length === 0 ? [...groups.values()] : [...groups.values(), ...alone]
+}
+
+/**
+ * Whether a failed record leaves the idempotent producer's sequence numbers unknown: it may
+ * have been written (no answer, a timeout, a write the replicas did not confirm), or the broker
+ * no longer agrees with them. A refusal the broker answered wrote nothing, and kafkajs' giving
+ * the numbers back is then right.
+ */
+const unresolvedCodes: ReadonlySet<TransportError.KafkaErrorName> = new Set<TransportError.KafkaErrorName>([
+  "NETWORK_EXCEPTION",
+  "REQUEST_TIMED_OUT",
+  "UNKNOWN_SERVER_ERROR",
+  "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+  "OUT_OF_ORDER_SEQUENCE_NUMBER",
+  "DUPLICATE_SEQUENCE_NUMBER",
+  "UNKNOWN_PRODUCER_ID",
+  "INVALID_PRODUCER_EPOCH",
+])
+
+const unresolved = (outcome: Exit.Exit<RecordMetadata, TransportError.TransportError>): boolean => {
+  const error = errorOf(outcome)
+  return error !== undefined && unresolvedCodes.has(error.code)
 }
 
 /** How long a transaction's `commit` waits for its consumer offsets to become readable. */
@@ -450,6 +546,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     logLevel: kafkaLogLevels[options.logLevel ?? defaults.logLevel],
     logCreator: logCreatorFor(context, minimumLogLevel),
     ...(options.ssl === undefined ? {} : { ssl: options.ssl }),
+    ...(options.socketFactory === undefined ? {} : { socketFactory: options.socketFactory }),
     ...(sasl === undefined ? {} : {
       sasl: "password" in sasl && Redacted.isRedacted(sasl.password)
         ? {
@@ -495,12 +592,46 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         yield* attempt("connect", `Cannot connect the ${what} to ${target}`, () => producer.connect()).pipe(
           Effect.tapError(() => disconnect(producer, what)),
         )
-        return { producer, placements: placer.placements } satisfies ProducerHandle
+        return {
+          producer,
+          placements: placer.placements,
+          place: placer.place,
+          metadata: placer.metadata,
+          idempotent: producerConfig.idempotent === true,
+        } satisfies ProducerHandle
       }),
       ({ producer }) => disconnect(producer, what),
     )
 
-  const idempotent = yield* openProducer({ idempotent: true, maxInFlightRequests: 1 }, "producer")
+  /**
+   * The idempotent producer, in a scope of its own so that it can be replaced. After a send
+   * whose outcome is unknown (its connection was lost, it timed out) kafkajs has given its
+   * batches' sequence numbers back although the broker may have written them: the next batch
+   * of the same size for that partition would get the same numbers, and the broker would
+   * answer it as a duplicate, with the earlier batch's offsets, without writing it (a batch of
+   * another size is refused with OUT_OF_ORDER_SEQUENCE_NUMBER, and so is every one after it).
+   * kafkajs cannot resynchronize its sequence numbers, so the producer is replaced before the
+   * next send: a new producer id starts them afresh, as Kafka's Java producer bumps its epoch.
+   */
+  const openIdempotent = Effect.gen(function* () {
+    const scope = yield* Scope.fork(layerScope)
+    const handle = yield* openProducer({ idempotent: true, maxInFlightRequests: 1 }, "producer").pipe(
+      Scope.provide(scope),
+      Effect.tapError(() => Scope.close(scope, Exit.void)),
+    )
+    return { handle, scope }
+  })
+  let idempotent = yield* openIdempotent
+  let idempotentStale = false
+  /** One `sendEach` at a time on the idempotent producer (see `produceEach`). */
+  const idempotentLock = Semaphore.makeUnsafe(1)
+  const renewIdempotent = Effect.gen(function* () {
+    const fresh = yield* openIdempotent
+    const old = idempotent
+    idempotent = fresh
+    idempotentStale = false
+    yield* Scope.close(old.scope, Exit.void)
+  })
 
   // kafkajs' idempotent producer requires acks=all; other acks get a plain producer, opened on
   // first use and closed with the layer.
@@ -523,7 +654,19 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   const codec = compressionTypes[compression]
 
-  /** One `sendBatch` for the whole call, and each record's metadata in the order given. */
+  /** One `sendBatch` for the messages, grouped by topic in the order given. */
+  const sendBatch = (sender: Sender, records: ReadonlyArray<ProducerRecord>, messages: ReadonlyArray<Message>, acks: Acks, what: string, operation: string) => {
+    const topicMessages: Array<TopicMessages> = []
+    for (let index = 0; index < records.length; index++) {
+      const topic = records[index]!.topic
+      const entry = topicMessages.find((entry) => entry.topic === topic)
+      if (entry === undefined) topicMessages.push({ topic, messages: [messages[index]!] })
+      else entry.messages.push(messages[index]!)
+    }
+    return attempt(operation, what, () => sender.sendBatch({ topicMessages, acks: ackCodes[acks], compression: codec }))
+  }
+
+  /** A transaction's send: one `sendBatch` for the whole call, failing as a whole. */
   const produce = (
     handle: ProducerHandle,
     sender: Sender,
@@ -536,29 +679,178 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       yield* checkRecords(records, operation)
       const now = yield* Clock.currentTimeMillis
       const messages = records.map((record) => toMessage(record, now))
-      const topicMessages: Array<TopicMessages> = []
-      for (const [index, record] of records.entries()) {
-        const entry = topicMessages.find((entry) => entry.topic === record.topic)
-        if (entry === undefined) topicMessages.push({ topic: record.topic, messages: [messages[index]!] })
-        else entry.messages.push(messages[index]!)
-      }
-      const response = yield* attempt(
-        operation,
-        describeSend(records),
-        () => sender.sendBatch({ topicMessages, acks: ackCodes[acks], compression: codec }),
-      )
+      const response = yield* sendBatch(sender, records, messages, acks, describeSend(records), operation)
       return metadataOf(records, messages, response, handle.placements)
     })
+
+  /**
+   * Each record's outcome, exact wherever kafkajs lets it be.
+   *
+   * kafkajs sends one produce request per broker for a `sendBatch`, fails the whole
+   * `sendBatch` with the first partition error of any response, drops the rest of that answer,
+   * and does not wait for the other brokers' requests before failing. Its retry of a retriable
+   * error resends the failed broker's whole request, partitions that were written included. So:
+   * - The records are placed first (as our partitioner would) and sent as one `sendBatch` per
+   *   leader broker on the idempotent producer, one per partition on the plain one, all at
+   *   once: each `sendBatch` is one request, and a failure tells about that request alone.
+   * - When a broker's request fails and it carried several partitions, each of them is sent
+   *   again alone, the same messages in the same order: kafkajs gave the failed request's
+   *   batches their sequence numbers back, so a batch that had been written goes out with the
+   *   same sequence numbers, and the broker answers it as the duplicate it is, with its
+   *   original offsets, rather than writing it again; a refused batch is refused again, or
+   *   written. Each answer is that partition's own outcome. Until that is done no other send
+   *   may take those sequence numbers (another batch of the same size would be taken for the
+   *   duplicate and dropped): the idempotent producer runs one `sendEach` at a time. On the
+   *   idempotent producer kafkajs' own retries are safe for the same reason; on the plain one a
+   *   request is one partition, so a retry resends only what the broker refused.
+   *
+   * Not exact: when a leader moves between placing and sending, or during kafkajs' retries, a
+   * request can carry partitions of a broker whose answer kafkajs then drops (if that answer
+   * was a success, the partitions are resent and written twice); on the plain producer (acks
+   * other than `all`), a failed `sendBatch` of records whose topic's metadata could not be read
+   * fails each record, some of which may have been written (their errors name no partition,
+   * so `Producer` does not resend them); and anywhere, a request that timed out or lost its
+   * connection after kafkajs' retries may or may not have been written (its records fail with
+   * `NETWORK_EXCEPTION` or `REQUEST_TIMED_OUT`; the idempotent producer is then replaced, see
+   * `openIdempotent`).
+   */
+  const produceEach = (handle: ProducerHandle, records: ReadonlyArray<ProducerRecord>, acks: Acks) =>
+    Effect.gen(function* () {
+      const outcomes: Array<Exit.Exit<RecordMetadata, TransportError.TransportError>> = new Array(records.length)
+      const now = yield* Clock.currentTimeMillis
+      const sendable: Array<number> = []
+      for (let index = 0; index < records.length; index++) {
+        const refusal = refusalOf(records[index]!, "send")
+        if (refusal === undefined) sendable.push(index)
+        else outcomes[index] = Exit.fail(refusal)
+      }
+      if (sendable.length === 0) return outcomes
+      const messages = records.map((record) => toMessage(record, now))
+      yield* knowTopics(handle, records)
+
+      /** Sends the records at these indices as one `sendBatch`; its failure, if it failed. */
+      const sendSome = (indices: ReadonlyArray<number>, what: string) => {
+        const some = indices.map((index) => records[index]!)
+        const someMessages = indices.map((index) => messages[index]!)
+        return Effect.exit(sendBatch(handle.producer, some, someMessages, acks, what, "send")).pipe(
+          Effect.map((exit) => {
+            if (Exit.isFailure(exit)) return exit.cause
+            const metadata = metadataOf(some, someMessages, exit.value, handle.placements)
+            for (let position = 0; position < indices.length; position++) {
+              outcomes[indices[position]!] = Exit.succeed(metadata[position]!)
+            }
+            return undefined
+          }),
+        )
+      }
+      const failAll = (indices: ReadonlyArray<number>, cause: Cause.Cause<TransportError.TransportError>, attributed: boolean) => {
+        const error = Cause.findErrorOption(cause)
+        for (const index of indices) {
+          const { topic } = records[index]!
+          const partition = attributed ? handle.placements.get(messages[index]!) : undefined
+          outcomes[index] = error._tag === "Some"
+            ? Exit.fail(TransportError.forRecord(error.value, topic, partition))
+            : Exit.failCause(cause)
+        }
+      }
+      /** One request's records; if it failed, each of its partitions again, alone. */
+      const sendGroup = (group: ReadonlyArray<number>) =>
+        Effect.gen(function* () {
+          const failure = yield* sendSome(group, describeSend(group.map((index) => records[index]!)))
+          if (failure === undefined) return
+          // A record never placed was never sent: placing comes before any request.
+          const partitions = new Map<string, Array<number>>()
+          const unplaced: Array<number> = []
+          for (const index of group) {
+            const partition = handle.placements.get(messages[index]!)
+            if (partition === undefined) {
+              unplaced.push(index)
+              continue
+            }
+            const key = `${records[index]!.topic}/${partition}`
+            const same = partitions.get(key)
+            if (same === undefined) partitions.set(key, [index])
+            else same.push(index)
+          }
+          if (partitions.size + unplaced.length <= 1) return failAll(group, failure, true)
+          if (!handle.idempotent) return failAll(group, failure, false)
+          yield* Effect.forEach(partitions.values(), (same) => {
+            const { topic } = records[same[0]!]!
+            const partition = handle.placements.get(messages[same[0]!]!)!
+            const what = `Cannot send ${same.length} record${same.length === 1 ? "" : "s"} to "${topic}" partition ${partition}`
+            return Effect.map(sendSome(same, what), (cause) => cause === undefined ? undefined : failAll(same, cause, true))
+          }, { concurrency: "unbounded", discard: true })
+          // One at a time, in order: two of them may be for one partition.
+          yield* Effect.forEach(unplaced, (index) =>
+            Effect.map(sendSome([index], describeSend([records[index]!])), (cause) =>
+              cause === undefined ? undefined : failAll([index], cause, true)), { discard: true })
+        })
+
+      const groups = groupsOf(handle, records, messages, sendable)
+      if (groups.length === 1) yield* sendGroup(groups[0]!)
+      else yield* Effect.forEach(groups, sendGroup, { concurrency: "unbounded", discard: true })
+      return outcomes
+    })
+
+  /**
+   * Reads the partitions and leaders of topics kafkajs has not placed a record for yet, with
+   * the admin client, so that a first send is grouped by leader too. A topic that cannot be
+   * read is left to kafkajs, which fails its records with its own error.
+   */
+  const knowTopics = (handle: ProducerHandle, records: ReadonlyArray<ProducerRecord>) =>
+    Effect.suspend(() => {
+      let unknown: Array<string> | undefined
+      for (const { topic } of records) {
+        if (!handle.metadata.has(topic) && !unknown?.includes(topic)) (unknown ??= []).push(topic)
+      }
+      if (unknown === undefined) return Effect.void
+      return attempt("send", `Cannot read the metadata of ${unknown.map((topic) => `"${topic}"`).join(", ")}`, () =>
+        admin.fetchTopicMetadata({ topics: unknown })).pipe(
+          Effect.map(({ topics }) => {
+            for (const { name, partitions } of topics) {
+              if (partitions.length > 0 && !handle.metadata.has(name)) handle.metadata.set(name, partitions)
+            }
+          }),
+          Effect.ignore,
+        )
+    })
+
+  const sendEach = (
+    records: ReadonlyArray<ProducerRecord>,
+    sendOptions?: { readonly acks?: Acks | undefined },
+  ) => {
+    if (records.length === 0) return Effect.succeed([])
+    const acks = sendOptions?.acks ?? "all"
+    return acks === "all"
+      ? idempotentLock.withPermits(1)(Effect.gen(function* () {
+        if (idempotentStale) {
+          const renewed = yield* Effect.exit(renewIdempotent)
+          if (Exit.isFailure(renewed)) {
+            return records.map((record) => Exit.failCause(Cause.map(renewed.cause, (error) => TransportError.forRecord(error, record.topic, undefined))))
+          }
+        }
+        const outcomes = yield* produceEach(idempotent.handle, records, acks).pipe(
+          // An interrupted send's requests go on in kafkajs: their outcome is unknown too.
+          Effect.onInterrupt(() =>
+            Effect.sync(() => {
+              idempotentStale = true
+            })
+          ),
+        )
+        // Renewed lazily, by the next send: the broker may be unreachable for a while.
+        if (outcomes.some(unresolved)) idempotentStale = true
+        return outcomes
+      }))
+      : Effect.flatMap(plainProducer, (handle) => produceEach(handle, records, acks)).pipe(
+        // Opening the plain producer failed: every record's outcome.
+        Effect.catch((error) => Effect.succeed(records.map((record) => Exit.fail(TransportError.forRecord(error, record.topic, undefined))))),
+      )
+  }
 
   const send = (
     records: ReadonlyArray<ProducerRecord>,
     sendOptions?: { readonly acks?: Acks | undefined },
-  ) => {
-    const acks = sendOptions?.acks ?? "all"
-    return acks === "all"
-      ? produce(idempotent, idempotent.producer, records, acks, "send")
-      : Effect.flatMap(plainProducer, (handle) => produce(handle, handle.producer, records, acks, "send"))
-  }
+  ) => Effect.flatMap(sendEach(records, sendOptions), allWritten)
 
   const createTopic = (spec: TopicSpec) =>
     Effect.gen(function* () {
@@ -778,6 +1070,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       "messaging.client.id": options.clientId ?? defaults.clientId,
     },
     send,
+    sendEach,
     subscribe: (subscribeOptions) => subscribe(environment, subscribeOptions),
     transactional,
     createTopic,

@@ -118,7 +118,11 @@ export interface Options {
   readonly topics?: ReadonlyArray<TopicSpec> | undefined
   /** Keep at most this many records per partition (oldest dropped first). Default: unbounded. */
   readonly retentionRecords?: number | undefined
-  /** The largest record (key + value + headers) accepted, in bytes. Default 1 MiB, as Kafka. */
+  /**
+   * The largest record batch accepted, in bytes: a call's records for one partition, their
+   * keys, values and headers. A topic's `max.message.bytes` config overrides it, as on Kafka,
+   * where the broker's limit applies to a record batch too. Default 1 MiB, as Kafka.
+   */
   readonly maxRecordBytes?: number | undefined
   /** How `send` and `commit` retry retriable errors before surfacing them. */
   readonly retry?: Schedule.Schedule<unknown, TransportError.TransportError> | undefined
@@ -214,6 +218,8 @@ interface Topic {
   readonly name: string
   readonly partitions: ReadonlyArray<PartitionLog>
   readonly config: Readonly<Record<string, string>>
+  /** The topic's `max.message.bytes`, else the broker's `maxRecordBytes`. */
+  readonly maxMessageBytes: number
   roundRobin: number
 }
 
@@ -246,10 +252,21 @@ interface Group {
   nextMemberId: number
 }
 
+/** What one send wrote: each record's metadata, or its error. */
+interface Written {
+  readonly metadata: Array<RecordMetadata | undefined>
+  readonly errors: Array<TransportError.TransportError | undefined> | undefined
+}
+
 const keyOf = (tp: TopicPartition): string => `${tp.topic}/${tp.partition}`
 
 /** Heartbeat answers that mean the member is no longer in the group. */
 const fencedOut: ReadonlySet<string> = new Set(["UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"])
+
+const maxMessageBytesOf = (config: TopicSpec["config"], fallback: number): number => {
+  const configured = Number(config?.["max.message.bytes"])
+  return Number.isInteger(configured) && configured > 0 ? configured : fallback
+}
 
 const byteLength = (record: ProducerRecord): number =>
   (record.key?.length ?? 0) + (record.value?.length ?? 0) +
@@ -388,6 +405,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           name: spec.topic,
           partitions: Array.from({ length: spec.partitions }, (_, partition) => new PartitionLog(spec.topic, partition)),
           config: { ...spec.config },
+          maxMessageBytes: maxMessageBytesOf(spec.config, maxRecordBytes),
           roundRobin: 0,
         })
         return Effect.void
@@ -407,73 +425,216 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       })),
     )
 
-  /** Checks every record before any is written, so a bad batch writes nothing. */
-  const placeAll = (records: ReadonlyArray<ProducerRecord>, operation: string) =>
-    Effect.suspend(() => {
-      const placed: Array<PartitionLog> = []
-      for (const record of records) {
-        const topic = topics.get(record.topic)
-        if (topic === undefined) {
-          return Effect.fail(
-            TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", operation, `Topic "${record.topic}" does not exist`),
-          )
-        }
-        const size = byteLength(record)
-        if (size > maxRecordBytes) {
-          return Effect.fail(
-            TransportError.make(
-              "MESSAGE_TOO_LARGE",
-              operation,
-              `Record for "${record.topic}" is ${size} bytes, over the limit of ${maxRecordBytes}`,
-            ),
-          )
-        }
-        const count = topic.partitions.length
-        const partition = record.partition ??
-          (record.key === null ? topic.roundRobin++ % count : partitionForKey(record.key, count))
-        const log = topic.partitions[partition]
-        if (log === undefined) {
-          return Effect.fail(
-            TransportError.make(
-              "UNKNOWN_TOPIC_OR_PARTITION",
-              operation,
-              `Partition ${partition} of "${record.topic}" does not exist (it has ${count})`,
-            ),
-          )
-        }
-        placed.push(log)
+  /**
+   * Where each record goes, and what is refused, before anything is written. As on Kafka, a
+   * call's records for one partition are one batch, and a batch over its topic's limit (one
+   * record over it, or all of them together) is refused whole with `MESSAGE_TOO_LARGE`; other
+   * partitions are not affected. A
+   * record for a missing topic or partition fails alone (`UNKNOWN_TOPIC_OR_PARTITION`).
+   */
+  const place = (records: ReadonlyArray<ProducerRecord>, operation: string) => {
+    const logs: Array<PartitionLog | undefined> = new Array(records.length)
+    let errors: Array<TransportError.TransportError | undefined> | undefined
+    // No partition's batch can be over its topic's limit when the whole call is not over the
+    // smallest: the common case skips counting per partition.
+    let total = 0
+    let smallestLimit = Number.POSITIVE_INFINITY
+    for (let index = 0; index < records.length; index++) {
+      const record = records[index]!
+      const topic = topics.get(record.topic)
+      if (topic === undefined) {
+        ;(errors ??= new Array(records.length))[index] = TransportError.forRecord(
+          TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", operation, `Topic "${record.topic}" does not exist`),
+          record.topic,
+          undefined,
+        )
+        continue
       }
-      return Effect.succeed(placed)
+      const count = topic.partitions.length
+      const partition = record.partition ??
+        (record.key === null ? topic.roundRobin++ % count : partitionForKey(record.key, count))
+      const log = topic.partitions[partition]
+      if (log === undefined) {
+        ;(errors ??= new Array(records.length))[index] = TransportError.forRecord(
+          TransportError.make(
+            "UNKNOWN_TOPIC_OR_PARTITION",
+            operation,
+            `Partition ${partition} of "${record.topic}" does not exist (it has ${count})`,
+          ),
+          record.topic,
+          undefined,
+        )
+        continue
+      }
+      logs[index] = log
+      total += byteLength(record)
+      if (topic.maxMessageBytes < smallestLimit) smallestLimit = topic.maxMessageBytes
+    }
+    if (total > smallestLimit) errors = refuseOversized(records, logs, errors, operation)
+    return { logs, errors }
+  }
+
+  /** Refuses, whole, each partition's batch that is over its topic's limit (as Kafka does). */
+  const refuseOversized = (
+    records: ReadonlyArray<ProducerRecord>,
+    logs: Array<PartitionLog | undefined>,
+    errors: Array<TransportError.TransportError | undefined> | undefined,
+    operation: string,
+  ) => {
+    // Per partition: its batch's bytes, its largest record and its record count.
+    const sizes = new Map<PartitionLog, { bytes: number; largest: number; records: number }>()
+    for (let index = 0; index < records.length; index++) {
+      const log = logs[index]
+      if (log === undefined) continue
+      const size = byteLength(records[index]!)
+      const batch = sizes.get(log)
+      if (batch === undefined) sizes.set(log, { bytes: size, largest: size, records: 1 })
+      else {
+        batch.bytes += size
+        batch.largest = Math.max(batch.largest, size)
+        batch.records++
+      }
+    }
+    const refusals = new Map<PartitionLog, TransportError.TransportError>()
+    for (const [log, { bytes, largest, records: count }] of sizes) {
+      const limit = topics.get(log.topic)!.maxMessageBytes
+      if (bytes <= limit) continue
+      const what = largest > limit
+        ? `a record of ${largest} bytes is over the limit of ${limit}`
+        : `its ${bytes} bytes are over the limit of ${limit}`
+      refusals.set(
+        log,
+        TransportError.forRecord(
+          TransportError.make(
+            "MESSAGE_TOO_LARGE",
+            operation,
+            `Record batch for "${log.topic}" partition ${log.partition} refused: ${what} (max.message.bytes); none of its ${count} record${count === 1 ? " was" : "s were"} written`,
+          ),
+          log.topic,
+          log.partition,
+        ),
+      )
+    }
+    if (refusals.size === 0) return errors
+    const refused = errors ?? new Array<TransportError.TransportError | undefined>(records.length)
+    for (let index = 0; index < records.length; index++) {
+      const refusal = logs[index] === undefined ? undefined : refusals.get(logs[index]!)
+      if (refusal !== undefined) {
+        refused[index] = refusal
+        logs[index] = undefined
+      }
+    }
+    return refused
+  }
+
+  /** Appends the placed records (the ones without an error), in the order given. */
+  const append = (
+    records: ReadonlyArray<ProducerRecord>,
+    logs: ReadonlyArray<PartitionLog | undefined>,
+    txn: Txn | undefined,
+    now: number,
+  ): Array<RecordMetadata | undefined> => {
+    const touched = new Set<PartitionLog>()
+    const metadata: Array<RecordMetadata | undefined> = new Array(records.length)
+    for (let index = 0; index < records.length; index++) {
+      const log = logs[index]
+      if (log === undefined) continue
+      const record = records[index]!
+      const timestamp = record.timestamp ?? now
+      const offset = log.append({
+        record: {
+          topic: record.topic,
+          partition: log.partition,
+          key: record.key,
+          value: record.value,
+          headers: record.headers ?? [],
+          timestamp,
+        },
+        txn,
+        control: false,
+      }, retention)
+      touched.add(log)
+      metadata[index] = { topic: record.topic, partition: log.partition, offset, timestamp }
+    }
+    for (const log of touched) log.changed.notify()
+    return metadata
+  }
+
+  /** A transaction's send: every record is checked first, so a bad call writes nothing. */
+  const write = (records: ReadonlyArray<ProducerRecord>, txn: Txn | undefined, operation: string) =>
+    Effect.suspend(() => {
+      const { logs, errors } = place(records, operation)
+      const error = errors?.find((error) => error !== undefined)
+      if (error !== undefined) return Effect.fail(error)
+      return Effect.map(Clock.currentTimeMillis, (now) => append(records, logs, txn, now) as Array<RecordMetadata>)
     })
 
-  const write = (records: ReadonlyArray<ProducerRecord>, txn: Txn | undefined, operation: string) =>
-    Effect.flatMap(placeAll(records, operation), (logs) =>
+  /**
+   * One attempt at all of `records`: writes what can be written, and says what was refused. An
+   * injected fault fails it whole, before anything is written, and `retry` runs it again.
+   */
+  const writeAll = (records: ReadonlyArray<ProducerRecord>): Effect.Effect<Written, TransportError.TransportError> => {
+    const attempt: Effect.Effect<Written, TransportError.TransportError> = Effect.andThen(
+      enter("send"),
       Effect.map(Clock.currentTimeMillis, (now) => {
-        const touched = new Set<PartitionLog>()
-        const metadata = records.map((record, index): RecordMetadata => {
-          const log = logs[index]!
-          const timestamp = record.timestamp ?? now
-          const offset = log.append({
-            record: {
-              topic: record.topic,
-              partition: log.partition,
-              key: record.key,
-              value: record.value,
-              headers: record.headers ?? [],
-              timestamp,
-            },
-            txn,
-            control: false,
-          }, retention)
-          touched.add(log)
-          return { topic: record.topic, partition: log.partition, offset, timestamp }
-        })
-        for (const log of touched) log.changed.notify()
-        return metadata
-      }))
+        const placed = place(records, "send")
+        return { metadata: append(records, placed.logs, undefined, now), errors: placed.errors }
+      }),
+    )
+    return Effect.retry(attempt, { schedule: retry, while: (error) => error.retriable })
+  }
+
+  /**
+   * The records a retriable error refused (a topic that does not exist yet), tried again alone
+   * on the `retry` schedule, so that nothing written is written twice. Updates `written`.
+   */
+  const retryRefused = (records: ReadonlyArray<ProducerRecord>, written: Written): Effect.Effect<Written> =>
+    Effect.suspend(() => {
+      const { metadata, errors } = written
+      let pending = records.flatMap((_, index) => errors![index]?.retriable === true ? [index] : [])
+      if (pending.length === 0) return Effect.succeed(written)
+      const again = Effect.andThen(
+        enter("send"),
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const batch = pending.map((index) => records[index]!)
+          const placed = place(batch, "send")
+          const appended = append(batch, placed.logs, undefined, now)
+          const left: Array<number> = []
+          pending.forEach((index, position) => {
+            metadata[index] = appended[position]
+            errors![index] = placed.errors?.[position]
+            if (errors![index]?.retriable === true) left.push(index)
+          })
+          pending = left
+          return pending.length === 0 ? Effect.void : Effect.fail(errors![pending[0]!]!)
+        }),
+      )
+      return Effect.retry(again, { schedule: retry, while: (error) => error.retriable }).pipe(
+        // Retries spent: each record still pending keeps its last (retriable) refusal.
+        Effect.ignore,
+        Effect.as(written),
+      )
+    })
+
+  const sendEach = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
+    Effect.matchEffect(writeAll(records), {
+      onFailure: (error) => Effect.succeed(records.map(() => Exit.fail(error))),
+      onSuccess: (first) =>
+        Effect.map(first.errors === undefined ? Effect.succeed(first) : retryRefused(records, first), ({ errors, metadata }) => {
+          const outcomes: Array<Exit.Exit<RecordMetadata, TransportError.TransportError>> = new Array(records.length)
+          for (let index = 0; index < records.length; index++) {
+            const error = errors?.[index]
+            outcomes[index] = error === undefined ? Exit.succeed(metadata[index]!) : Exit.fail(error)
+          }
+          return outcomes
+        }),
+    })
 
   const send = (records: ReadonlyArray<ProducerRecord>, _options?: { readonly acks?: Acks | undefined }) =>
-    withRetry(Effect.andThen(enter("send"), write(records, undefined, "send")))
+    Effect.flatMap(writeAll(records), (first) =>
+      first.errors === undefined
+        ? Effect.succeed(first.metadata as ReadonlyArray<RecordMetadata>)
+        : Effect.flatMap(retryRefused(records, first), ({ errors }) => Effect.fail(errors!.find((error) => error !== undefined)!)))
 
   // ---- consumer groups ------------------------------------------------------------------------
 
@@ -846,6 +1007,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     features: { transactions: true, faultInjection: true, clockDriven: true },
     telemetry: { "server.address": "memory" },
     send,
+    sendEach,
     subscribe,
     transactional,
     createTopic,

@@ -8,6 +8,12 @@
  * where throughput is won. One batch is in flight at a time, which keeps every partition's
  * records in the order they were sent.
  *
+ * Each record's result is its own: a batch goes out with `Transport.sendEach`, and a record too
+ * large or invalid for the broker fails alone while the records sent with it are written once.
+ * Kafka refuses a partition's whole record batch for one such record; nothing of it was
+ * written, so the producer sends the refused records again in halves until the one at fault is
+ * alone (see `sendBatch` below).
+ *
  * `Producer.forTopic` gives a typed handle for one topic: its key and value go through a
  * `Codec` (an Effect Schema as JSON by default), and a value the schema rejects fails with an
  * `EncodeError` before anything is sent.
@@ -32,7 +38,8 @@ import { Context, Data, Deferred, Duration, Effect, Exit, Layer, Queue, Schema }
 import * as Codec from "./Codec.ts"
 import * as Tracing from "./Tracing.ts"
 import { type Acks, type Header, type ProducerRecord, type RecordMetadata, Transport } from "./Transport.ts"
-import type { TransportError } from "./TransportError.ts"
+import { errorOf } from "./internal/sendOutcomes.ts"
+import { refusesBatch, type TransportError } from "./TransportError.ts"
 
 /**
  * @since 0.1.0
@@ -69,17 +76,37 @@ export const defaults = {
  * @category services
  */
 export class Producer extends Context.Service<Producer, {
-  /** Sends one record with the next batch; succeeds once the batch is acknowledged. */
+  /** Sends one record with the next batch; succeeds once it is acknowledged, fails with its own error. */
   readonly send: (record: ProducerRecord) => Effect.Effect<RecordMetadata, TransportError>
-  /** Sends records with the next batch, in order; succeeds once all are acknowledged. */
+  /**
+   * Sends records with the next batch, in order; succeeds once all are acknowledged, fails with
+   * the first one's error that failed (the others may have been written).
+   */
   readonly sendAll: (records: ReadonlyArray<ProducerRecord>) => Effect.Effect<ReadonlyArray<RecordMetadata>, TransportError>
   /** Completes once every record handed over before it has been acknowledged or has failed. */
   readonly flush: Effect.Effect<void>
 }>()("partita/Producer") {}
 
-type Entry =
-  | { readonly _tag: "Record"; readonly record: ProducerRecord; readonly size: number; readonly done: Deferred.Deferred<RecordMetadata, TransportError> }
-  | { readonly _tag: "Barrier"; readonly done: Deferred.Deferred<void> }
+type RecordEntry = {
+  readonly _tag: "Record"
+  readonly record: ProducerRecord
+  readonly size: number
+  readonly done: Deferred.Deferred<RecordMetadata, TransportError>
+}
+
+type Entry = RecordEntry | { readonly _tag: "Barrier"; readonly done: Deferred.Deferred<void> }
+
+/** A record of a batch its partition refused, with that outcome. */
+interface Refused {
+  readonly entry: RecordEntry
+  readonly outcome: Exit.Exit<RecordMetadata, TransportError>
+  readonly partition: number
+}
+
+const halves = <A>(items: ReadonlyArray<A>): Array<ReadonlyArray<A>> => {
+  const middle = Math.ceil(items.length / 2)
+  return [items.slice(0, middle), items.slice(middle)]
+}
 
 const sizeOf = (record: ProducerRecord): number => {
   let size = (record.key?.length ?? 0) + (record.value?.length ?? 0)
@@ -103,16 +130,79 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const acks = options.acks ?? defaults.acks
   const queue = yield* Queue.unbounded<Entry>()
 
-  const sendBatch = (batch: ReadonlyArray<Entry & { readonly _tag: "Record" }>) =>
-    Effect.map(Effect.exit(transport.send(batch.map((entry) => entry.record), { acks })), (exit) => {
-      if (Exit.isSuccess(exit)) batch.forEach((entry, index) => Deferred.doneUnsafe(entry.done, Exit.succeed(exit.value[index]!)))
-      else for (const entry of batch) Deferred.doneUnsafe(entry.done, Exit.failCause(exit.cause))
+  /**
+   * Sends a batch and completes each record with its own outcome. A partition's records in one
+   * transport call are one Kafka record batch, refused whole when one record is at fault (too
+   * large, invalid): those records were not written, so they go again, in halves, until the
+   * record at fault is alone (and fails alone) and the rest are written. Halving also gets a
+   * batch that is too large only as a whole written, as Kafka's Java producer splits one. A
+   * partition's pieces go one after another, so its records keep their order; pieces of
+   * different partitions share transport calls.
+   */
+  const sendBatch = (batch: ReadonlyArray<RecordEntry>) =>
+    Effect.flatMap(transport.sendEach(batch.map((entry) => entry.record), { acks }), (outcomes) => {
+      let refused: Array<Refused> | undefined
+      for (let index = 0; index < batch.length; index++) {
+        const outcome = outcomes[index]!
+        if (outcome._tag === "Failure" && batch.length > 1) {
+          const error = errorOf(outcome)
+          if (error !== undefined && error.partition !== undefined && refusesBatch(error)) {
+            ;(refused ??= []).push({ entry: batch[index]!, outcome, partition: error.partition })
+            continue
+          }
+        }
+        Deferred.doneUnsafe(batch[index]!.done, outcome)
+      }
+      return refused === undefined ? Effect.void : isolate(refused)
+    })
+
+  const isolate = (refused: ReadonlyArray<Refused>) =>
+    Effect.gen(function*() {
+      // Per partition, the pieces still to send, first piece first.
+      const groups = new Map<string, Array<Refused>>()
+      for (const item of refused) {
+        const key = `${item.entry.record.topic}/${item.partition}`
+        const group = groups.get(key)
+        if (group === undefined) groups.set(key, [item])
+        else group.push(item)
+      }
+      const queues = new Map<string, Array<ReadonlyArray<Refused>>>()
+      for (const [key, group] of groups) {
+        if (group.length > 1) queues.set(key, halves(group))
+        else Deferred.doneUnsafe(group[0]!.entry.done, group[0]!.outcome)
+      }
+      while (queues.size > 0) {
+        const pieces = [...queues.values()].map((queue) => queue[0]!)
+        const items = pieces.flat()
+        // Pinned to the partition that refused them: a keyless record must not move on.
+        const records = items.map(({ entry, partition }) =>
+          entry.record.partition === partition ? entry.record : { ...entry.record, partition }
+        )
+        const outcomes = yield* transport.sendEach(records, { acks })
+        let position = 0
+        for (const [key, queue] of queues) {
+          const piece = queue.shift()!
+          const again: Array<Refused> = []
+          for (const item of piece) {
+            const outcome = outcomes[position++]!
+            const error = outcome._tag === "Failure" ? errorOf(outcome) : undefined
+            if (error !== undefined && piece.length > 1 && error.partition === item.partition && refusesBatch(error)) {
+              again.push({ ...item, outcome })
+            } else {
+              Deferred.doneUnsafe(item.entry.done, outcome)
+            }
+          }
+          if (again.length > 1) queue.unshift(...halves(again))
+          else if (again.length === 1) queue.unshift(again)
+          if (queue.length === 0) queues.delete(key)
+        }
+      }
     })
 
   /** Sends the entries in order, cutting at byte limits and at barriers. */
   const drain = (entries: ReadonlyArray<Entry>) =>
     Effect.gen(function*() {
-      let batch: Array<Entry & { readonly _tag: "Record" }> = []
+      let batch: Array<RecordEntry> = []
       let bytes = 0
       for (const entry of entries) {
         if (entry._tag === "Barrier") {

@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Context, type Duration, type Effect, type Scope, type Stream } from "effect"
+import { Context, type Duration, type Effect, type Exit, type Scope, type Stream } from "effect"
 import type { TransportError } from "./TransportError.ts"
 
 /**
@@ -215,6 +215,10 @@ export interface Subscription {
  * @category models
  */
 export interface Transaction {
+  /**
+   * Sends records in the transaction. Unlike `Transport.sendEach` it answers for the call as a
+   * whole: if any record fails, abort the transaction, which discards whatever of it was written.
+   */
   readonly send: (records: ReadonlyArray<ProducerRecord>) => Effect.Effect<ReadonlyArray<RecordMetadata>, TransportError>
   /** Commits a consumer group's offsets as part of the transaction (consume-transform-produce). */
   readonly sendOffsets: (group: string, offsets: ReadonlyArray<OffsetCommit>) => Effect.Effect<void, TransportError>
@@ -297,8 +301,33 @@ export class Transport extends Context.Service<Transport, {
    */
   readonly telemetry: Readonly<Record<string, string | number>>
   /**
-   * Produces records and returns their metadata, in the order given, once acknowledged.
-   * Records for one partition keep their order. The whole call fails if any record fails.
+   * Produces records and returns each record's own outcome, in the order given, once every
+   * record has one: its metadata once acknowledged, or the `TransportError` that refused it.
+   * The call itself never fails; retriable errors are retried inside, as `send` does.
+   *
+   * What one record's outcome shares with others, as on Kafka: the records of one call for one
+   * partition are one record batch, which the broker validates and writes whole, so they are
+   * written together or refused together with that partition's error (a too-large record refuses
+   * its partition's batch: `MESSAGE_TOO_LARGE`). Records of other partitions are not affected.
+   * A record the client refuses before sending (kafkajs cannot encode a `null` header) fails
+   * alone. Records for one partition keep their order.
+   *
+   * A failed record's error names its `topic`, and its `partition` when it was placed. Its
+   * `code` says whether it was written: a batch refusal (`refusesBatch` in `TransportError.ts`)
+   * wrote nothing, so the caller may resend those records (`Producer` resends a refused batch
+   * in halves, which isolates the record at fault); after other errors (a timeout, a lost
+   * connection) the record may or may not have been written. A record already written is never
+   * written again by a retry inside the call.
+   */
+  readonly sendEach: (
+    records: ReadonlyArray<ProducerRecord>,
+    options?: { readonly acks?: Acks | undefined },
+  ) => Effect.Effect<ReadonlyArray<Exit.Exit<RecordMetadata, TransportError>>>
+  /**
+   * Produces records and returns their metadata, in the order given, once acknowledged:
+   * `sendEach` for callers that take one failure for all. Fails with the first failed record's
+   * error when any record failed; records of other partitions may have been written then, so a
+   * caller that resends after a failure should use `sendEach` to know which.
    */
   readonly send: (
     records: ReadonlyArray<ProducerRecord>,

@@ -29,6 +29,10 @@ export class TransportError extends Data.TaggedError("TransportError")<{
   readonly message: string
   /** The operation that failed: `send`, `commit`, `createTopic`, ... */
   readonly operation: string
+  /** The topic a failed record was for (set by `Transport.sendEach`). */
+  readonly topic?: string | undefined
+  /** The partition a failed record was placed in, when it was placed (set by `Transport.sendEach`). */
+  readonly partition?: number | undefined
   readonly cause?: unknown
 }> {}
 
@@ -239,3 +243,51 @@ export const make = (
     message,
     ...(cause === undefined ? {} : { cause }),
   })
+
+/**
+ * The conditions under which a broker refuses a partition's record batch for what its records
+ * are, not for the state of the cluster: a record over `max.message.bytes` or a batch over it
+ * (`MESSAGE_TOO_LARGE`, `RECORD_LIST_TOO_LARGE`), a record the topic's rules reject
+ * (`INVALID_RECORD`: a keyless record on a compacted topic; `INVALID_TIMESTAMP`), a batch whose
+ * checksum fails (`CORRUPT_MESSAGE`). Nothing of a refused batch was written, so its records may
+ * be sent again without duplicating anything, and a smaller batch without the record at fault
+ * may be written.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const batchRefusals: ReadonlySet<KafkaErrorName> = new Set<KafkaErrorName>([
+  "MESSAGE_TOO_LARGE",
+  "RECORD_LIST_TOO_LARGE",
+  "INVALID_RECORD",
+  "INVALID_TIMESTAMP",
+  "CORRUPT_MESSAGE",
+])
+
+/**
+ * Whether the error is a batch refusal (see {@link batchRefusals}): nothing was written.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const refusesBatch = (error: TransportError): boolean => batchRefusals.has(error.code)
+
+/**
+ * The error as one record's outcome: the same condition, naming the record's topic and the
+ * partition it was placed in.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const forRecord = (error: TransportError, topic: string, partition: number | undefined): TransportError =>
+  error.topic === topic && error.partition === partition
+    ? error
+    : new TransportError({
+      code: error.code,
+      retriable: error.retriable,
+      message: error.message,
+      operation: error.operation,
+      topic,
+      partition,
+      ...(error.cause === undefined ? {} : { cause: error.cause }),
+    })

@@ -5,13 +5,16 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import {
+  Cause,
   Clock,
   ConfigProvider,
   Duration,
   Effect,
+  Exit,
   Fiber,
   Layer,
   Logger,
+  Option,
   Queue,
   Redacted,
   References,
@@ -29,6 +32,7 @@ import {
   Transport,
 } from "../lib/Transport.ts"
 import { bytes, run, text } from "./fixtures/effect.ts"
+import { lossySockets } from "./fixtures/lossySockets.ts"
 import { kafkaTest, uniqueName } from "./fixtures/services.ts"
 import { transportContract } from "./transport_contract.ts"
 
@@ -223,6 +227,56 @@ it(
     const description = yield* transport.describeTopic(topic)
     assert.deepEqual(description.partitions.map((p) => p.highWatermark), [0, 0], "nothing was written")
   }),
+)
+
+it(
+  "with acks other than all too, a too-large record refuses only its partition's batch, and the rest is written once",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = uniqueName("kafka")
+    yield* transport.createTopic({ topic, partitions: 3, config: { "max.message.bytes": "4096" } })
+    // No sequence numbers here to tell a written batch from a refused one on a resend: each
+    // partition must go in a request of its own.
+    const sent = [0, 1, 2].flatMap((partition) => [
+      { topic, key: null, value: bytes(`p${partition}-a`), partition },
+      partition === 1
+        ? { topic, key: null, value: new Uint8Array(20_000), partition }
+        : { topic, key: null, value: bytes(`p${partition}-b`), partition },
+    ])
+    const outcomes = yield* transport.sendEach(sent, { acks: "leader" })
+    assert.deepEqual(
+      outcomes.map((outcome) =>
+        Exit.isSuccess(outcome) ? outcome.value.offset : Option.getOrUndefined(Cause.findErrorOption(outcome.cause))?.code
+      ),
+      [0, 1, "MESSAGE_TOO_LARGE", "MESSAGE_TOO_LARGE", 0, 1],
+    )
+    const description = yield* transport.describeTopic(topic)
+    assert.deepEqual(description.partitions.map((p) => p.highWatermark), [2, 0, 2], "nothing written twice")
+  }),
+)
+
+const lossy = lossySockets()
+
+it(
+  "after a send whose answer was lost, the next send is written, not dropped as its duplicate",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = yield* newTopic(1)
+    const record = (value: string) => ({ topic, key: null, value: bytes(value) })
+    yield* transport.send([record("first")])
+    // The broker writes "lost", its answer never arrives, nor the answer to kafkajs' one retry
+    // (which the broker takes for the duplicate it is).
+    lossy.loseNextAnswers(2)
+    const lost = yield* Effect.flip(transport.send([record("lost")]))
+    assert.equal(lost._tag, "TransportError")
+    // kafkajs gave "lost"'s sequence number back: on the same producer id, a batch of the same
+    // size would get it again and the broker would answer it with "lost"'s offset, unwritten.
+    const [next] = yield* transport.send([record("next")])
+    assert.equal(next?.offset, 2, "written after the record whose answer was lost")
+    const description = yield* transport.describeTopic(topic)
+    assert.equal(description.partitions[0]?.highWatermark, 3)
+  }),
+  { socketFactory: lossy.socketFactory, retry: { retries: 1, initialRetryTime: 50 } },
 )
 
 it(

@@ -1,4 +1,4 @@
-import { Context, Duration, Effect, Fiber, Layer, Schedule, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Schedule, Stream } from "effect"
 import { test } from "node:test"
 import * as MemoryTransport from "../lib/MemoryTransport.ts"
 import { FaultControl, transportContract } from "./transport_contract.ts"
@@ -100,6 +100,35 @@ test("MemoryTransport delays a call on the Clock when told to", () =>
       const [metadata] = yield* Fiber.join(sending)
       assert.equal(metadata?.offset, 0)
       assert.equal(metadata?.timestamp, Duration.toMillis("5 seconds"), "written at the delayed time")
+    }),
+    withClock(),
+  ))
+
+test("MemoryTransport retries only the records a retriable error refused, so nothing is written twice", () =>
+  run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      yield* transport.createTopic({ topic: "here", partitions: 1 })
+      // "later" does not exist yet: its record is retried on the schedule, "here"'s is written once.
+      const sending = yield* Effect.forkChild(
+        transport.sendEach([
+          { topic: "here", key: null, value: bytes("a") },
+          { topic: "later", key: null, value: bytes("b") },
+          { topic: "here", key: null, value: bytes("c") },
+        ]),
+        { startImmediately: true },
+      )
+      yield* TestClock.adjust("10 millis")
+      assert.equal(sending.pollUnsafe(), undefined, "still retrying the record for the missing topic")
+      yield* transport.createTopic({ topic: "later", partitions: 1 })
+      yield* TestClock.adjust("1 second")
+      const outcomes = yield* Fiber.join(sending)
+      assert.deepEqual(
+        outcomes.map((outcome) => Exit.isSuccess(outcome) ? [outcome.value.topic, outcome.value.offset] : "failed"),
+        [["here", 0], ["later", 0], ["here", 1]],
+      )
+      const here = yield* transport.describeTopic("here")
+      assert.equal(here.partitions[0]?.highWatermark, 2, "written once")
     }),
     withClock(),
   ))

@@ -1,11 +1,14 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Effect, Fiber, Layer, Schema } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
 import { TestClock } from "effect/testing"
+import * as KafkaTransport from "../lib/KafkaTransport.ts"
 import * as MemoryTransport from "../lib/MemoryTransport.ts"
 import * as Producer from "../lib/Producer.ts"
 import { Transport } from "../lib/Transport.ts"
-import { bytes, run } from "./fixtures/effect.ts"
+import { startConsumer } from "./fixtures/consume.ts"
+import { bytes, run, text } from "./fixtures/effect.ts"
+import { kafkaTest, uniqueName } from "./fixtures/services.ts"
 
 const topics = [{ topic: "events", partitions: 3 }]
 const broker = () => MemoryTransport.layer({ topics })
@@ -118,3 +121,128 @@ test("Producer sends what is pending when its scope closes", () =>
     }),
     broker(),
   ))
+
+// ---- One record's result is its own, on every transport ----
+
+/** The transport under `layer`, recording how many records each of its send calls carried. */
+const recordingCalls = <E>(layer: Layer.Layer<Transport, E>) => {
+  const calls: Array<number> = []
+  const recording = Layer.effect(
+    Transport,
+    Effect.map(Transport, (transport) =>
+      Transport.of({
+        ...transport,
+        send: (records, options) => {
+          calls.push(records.length)
+          return transport.send(records, options)
+        },
+        sendEach: (records, options) => {
+          calls.push(records.length)
+          return transport.sendEach(records, options)
+        },
+      })),
+  ).pipe(Layer.provide(layer))
+  return { calls, layer: recording }
+}
+
+const transports: ReadonlyArray<{
+  readonly name: string
+  readonly layer: () => Layer.Layer<Transport, unknown>
+  readonly test: (name: string, body: () => Promise<void>) => void
+}> = [
+  { name: "memory", layer: () => MemoryTransport.layer(), test: (name, body) => test(name, body) },
+  {
+    name: "kafka",
+    layer: () => KafkaTransport.layerFromEnv(),
+    test: (name, body) => kafkaTest(name, () => body(), { timeoutMs: 60_000 }),
+  },
+]
+
+/** A topic whose broker limit (`max.message.bytes`) is 4 KiB, so a 20 kB record is too large. */
+const smallLimitTopic = Effect.gen(function*() {
+  const transport = yield* Transport
+  const topic = uniqueName("producer")
+  yield* transport.createTopic({ topic, partitions: 3, config: { "max.message.bytes": "4096" } })
+  return topic
+})
+
+/** Every value on the topic, read back with a fresh group. */
+const readBack = (topic: string, count: number) =>
+  Effect.gen(function*() {
+    const transport = yield* Transport
+    const consumer = yield* startConsumer(transport, {
+      group: uniqueName("g"),
+      topics: [topic],
+      sessionTimeout: "10 seconds",
+      heartbeatInterval: "1 second",
+    })
+    yield* consumer.receivedAtLeast(count).pipe(
+      Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.die(new Error(`${count} records never arrived`)) }),
+    )
+    // Time for a duplicate to show up too.
+    yield* Effect.sleep("500 millis")
+    return consumer.received.map((record) => text(record.value))
+  })
+
+for (const subject of transports) {
+  subject.test(`Producer on ${subject.name}: a too-large record fails alone; the senders sharing its batch are written once, in order`, () => {
+    const recorded = recordingCalls(subject.layer())
+    return run(
+      Effect.gen(function*() {
+        const topic = yield* smallLimitTopic
+        // A linger long enough that every concurrent sender joins the first batch.
+        const producer = yield* Producer.make({ linger: "300 millis" })
+        const records = Array.from({ length: 30 }, (_, i) => ({ topic, key: null, value: bytes(`r${i}`), partition: i % 3 }))
+        const large = { topic, key: null, value: new Uint8Array(20_000), partition: 1 }
+        const sent = [...records.slice(0, 10), large, ...records.slice(10)]
+        const exits = yield* Effect.forEach(sent, (record) => Effect.exit(producer.send(record)), { concurrency: "unbounded" })
+        assert.equal(recorded.calls[0], sent.length, "every sender's record went out in one batch")
+        exits.forEach((exit, index) => {
+          if (sent[index] !== large) {
+            assert.ok(Exit.isSuccess(exit), `record ${index} was written: ${Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""}`)
+            return
+          }
+          assert.ok(Exit.isFailure(exit), "the too-large record failed")
+          const error = Exit.isFailure(exit) ? Cause.findErrorOption(exit.cause) : Option.none()
+          assert.ok(Option.isSome(error))
+          if (Option.isNone(error)) return
+          assert.equal(error.value._tag, "TransportError")
+          assert.equal(error.value.code, "MESSAGE_TOO_LARGE")
+          assert.equal(error.value.topic, topic)
+          assert.equal(error.value.partition, 1)
+          assert.ok(error.value.message.includes(topic), `the message names the topic: ${error.value.message}`)
+        })
+        // Each partition's records in the order they were sent, from offset 0, none twice.
+        for (const partition of [0, 1, 2]) {
+          const offsets = exits.flatMap((exit, index) =>
+            Exit.isSuccess(exit) && sent[index]!.partition === partition ? [exit.value.offset] : []
+          )
+          assert.deepEqual(offsets, Array.from({ length: 10 }, (_, i) => i), `partition ${partition}`)
+        }
+        const values = yield* readBack(topic, 30)
+        assert.deepEqual(values.sort(), records.map((record) => text(record.value)).sort(), "every good record exactly once")
+      }),
+      recorded.layer,
+    )
+  })
+
+  subject.test(`Producer on ${subject.name}: a batch too large only as a whole is written in smaller batches`, () =>
+    run(
+      Effect.gen(function*() {
+        const topic = yield* smallLimitTopic
+        const producer = yield* Producer.Producer
+        // Ten 1 kB records for one partition: each fits the 4 KiB limit, together they do not.
+        const records = Array.from({ length: 10 }, (_, i) => ({
+          topic,
+          key: null,
+          value: new Uint8Array(1000).fill(65 + i),
+          partition: 2,
+        }))
+        const metadata = yield* producer.sendAll(records)
+        assert.deepEqual(metadata.map((m) => [m.partition, m.offset]), records.map((_, i) => [2, i]))
+        const values = yield* readBack(topic, 10)
+        assert.deepEqual(values, records.map((record) => text(record.value)), "each once, in order")
+      }),
+      Layer.provideMerge(Producer.layer(), subject.layer()),
+    ))
+}

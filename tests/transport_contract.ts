@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Context, Duration, Effect, type Layer, type Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, type Layer, Option, type Scope } from "effect"
 import { partitionForKey } from "../lib/internal/partitioner.ts"
 import { type ConsumerRecord, type Features, Transport } from "../lib/Transport.ts"
 import type { TransportError } from "../lib/TransportError.ts"
@@ -129,6 +129,78 @@ export const transportContract = (subject: TransportUnderTest): void => {
       const byPartition = new Map<number, Array<number>>()
       for (const record of consumer.received) byPartition.set(record.partition, [...(byPartition.get(record.partition) ?? []), record.offset])
       for (const offsets of byPartition.values()) assert.deepEqual(offsets, [...offsets].sort((a, b) => a - b))
+    }),
+  )
+
+  it(
+    "a too-large record refuses its partition's batch only; the other partitions are written once",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = uniqueName("contract")
+      // The broker's limit is the topic's max.message.bytes, on every transport.
+      yield* transport.createTopic({ topic, partitions: 3, config: { "max.message.bytes": "4096" } })
+      const good = (partition: number, i: number) => ({ topic, key: null, value: bytes(`p${partition}-${i}`), partition })
+      const large = { topic, key: null, value: new Uint8Array(20_000), partition: 1 }
+      const sent = [good(0, 0), good(1, 0), good(2, 0), large, good(0, 1), good(1, 1), good(2, 1)]
+      const outcomes = yield* transport.sendEach(sent)
+      assert.equal(outcomes.length, sent.length)
+      outcomes.forEach((outcome, index) => {
+        const record = sent[index]!
+        if (record.partition !== 1) {
+          assert.ok(Exit.isSuccess(outcome), `record ${index} to partition ${record.partition} was written`)
+          if (Exit.isSuccess(outcome)) assert.equal(outcome.value.partition, record.partition)
+          return
+        }
+        // Kafka validates a partition's records of one call as one batch, and refuses it whole.
+        assert.ok(Exit.isFailure(outcome), `record ${index} to partition 1 was refused with its batch`)
+        const error = Exit.isFailure(outcome) ? Cause.findErrorOption(outcome.cause) : Option.none()
+        assert.ok(Option.isSome(error))
+        if (Option.isNone(error)) return
+        assert.equal(error.value._tag, "TransportError")
+        assert.equal(error.value.code, "MESSAGE_TOO_LARGE")
+        assert.equal(error.value.retriable, false)
+        assert.equal(error.value.topic, topic)
+        assert.equal(error.value.partition, 1)
+        assert.ok(error.value.message.includes(topic), `the message names the topic: ${error.value.message}`)
+      })
+      // A refused batch wrote nothing: its good records go through alone, and `send` fails with the refusal.
+      const again = yield* transport.send([good(1, 0), good(1, 1)])
+      assert.deepEqual(again.map((m) => [m.partition, m.offset]), [[1, 0], [1, 1]])
+      const refused = yield* Effect.flip(transport.send([large]))
+      assert.equal(refused.code, "MESSAGE_TOO_LARGE")
+      // A written partition takes the next batch, of the same size as its first, as new records
+      // (on Kafka: kafkajs' sequence numbers for it agree with the broker's again).
+      const more = yield* transport.send([good(0, 2), good(0, 3)])
+      assert.deepEqual(more.map((m) => [m.partition, m.offset]), [[0, 2], [0, 3]])
+      const description = yield* transport.describeTopic(topic)
+      assert.deepEqual(description.partitions.map((p) => p.highWatermark), [4, 2, 2])
+      const consumer = yield* startConsumer(transport, { group: uniqueName("g"), topics: [topic], ...groupOptions })
+      yield* within(30, "8 records", consumer.receivedAtLeast(8))
+      yield* Effect.sleep("500 millis")
+      assert.deepEqual(
+        values(consumer.received).sort(),
+        ["p0-0", "p0-1", "p0-2", "p0-3", "p1-0", "p1-1", "p2-0", "p2-1"],
+        "every good record exactly once",
+      )
+    }),
+  )
+
+  it(
+    "a send is a description: running it again sends again",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(1)
+      const send = transport.send([{ topic, key: null, value: bytes("again") }])
+      const sendEach = transport.sendEach([{ topic, key: null, value: bytes("again") }])
+      const offsets = [
+        (yield* send)[0]?.offset,
+        (yield* send)[0]?.offset,
+        Exit.isSuccess((yield* sendEach)[0]!) ? 2 : -1,
+        Exit.isSuccess((yield* sendEach)[0]!) ? 3 : -1,
+      ]
+      assert.deepEqual(offsets, [0, 1, 2, 3])
+      const description = yield* transport.describeTopic(topic)
+      assert.equal(description.partitions[0]?.highWatermark, 4)
     }),
   )
 

@@ -111,14 +111,16 @@ const hintOf = (code: TransportError.KafkaErrorName, root: unknown): string => {
   }
 }
 
-// Fields named one by one: an error's `message` is not enumerable, so a spread would drop it.
+/** (Not `{ ...error }`: an error's `message` is not an own enumerable property, a spread drops it.) */
 export const nonRetriable = (error: TransportError.TransportError): TransportError.TransportError =>
   error.retriable
     ? new TransportError.TransportError({
       code: error.code,
       retriable: false,
-      operation: error.operation,
       message: error.message,
+      operation: error.operation,
+      topic: error.topic,
+      partition: error.partition,
       ...(error.cause === undefined ? {} : { cause: error.cause }),
     })
     : error

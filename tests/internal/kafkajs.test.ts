@@ -3,7 +3,8 @@ import { test } from "node:test"
 import { Effect, Layer, Logger, References } from "effect"
 import kafkajs, { type LogEntry } from "kafkajs"
 import * as KafkaTransport from "../../lib/KafkaTransport.ts"
-import { lineOf, severityOf } from "../../lib/internal/kafkajs.ts"
+import { lineOf, nonRetriable, severityOf } from "../../lib/internal/kafkajs.ts"
+import * as TransportError from "../../lib/TransportError.ts"
 import { run } from "../fixtures/effect.ts"
 
 const { logLevel } = kafkajs
@@ -71,4 +72,15 @@ test("An unreachable broker logs one warning line per connection attempt, and th
     }),
     captured,
   )
+})
+
+test("nonRetriable keeps the error's condition, message and cause, and only clears retriable", () => {
+  const cause = new Error("coordinator moved")
+  const error = TransportError.make("NOT_COORDINATOR", "subscribe", `The consumer of group "g" stopped: coordinator moved`, cause)
+  const fatal = nonRetriable(error)
+  assert.equal(fatal.retriable, false)
+  assert.equal(fatal.code, "NOT_COORDINATOR")
+  assert.equal(fatal.operation, "subscribe")
+  assert.equal(fatal.message, `The consumer of group "g" stopped: coordinator moved`)
+  assert.equal(fatal.cause, cause)
 })
