@@ -180,6 +180,12 @@ test("Two members holding one partition at overlapping times are reported; a han
   assert.equal(overlapping.overlappingOwners.length, 1)
   assert.deepEqual(overlapping.overlappingOwners[0]!.a, { member: "a", generation: 1, from: 100, to: 1000 })
   assert.equal(overlapping.overlappingOwners[0]!.b.member, "b")
+  assert.equal(overlapping.overlappingOwners[0]!.handledDuring, 0, "a handled nothing of partition 1 after t=900")
+  const concurrent = check({
+    ...history,
+    claims: [...history.claims, { member: "b", generation: 1, partition: 1, startOffset: 3, t: 210 }],
+  })
+  assert.equal(concurrent.overlappingOwners[0]!.handledDuring, 3, "a was still handling offset 0 of partition 1 at b's claim, then 1 and 2")
   nothingFound({ ...history, claims: [...history.claims, { member: "b", generation: 1, partition: 1, startOffset: 3, t: 1000 }] })
   // Without a release, a claim ends when its process does: a killed owner's successor is fine...
   const killed = { ...history, releases: [], exits: [{ member: "a", t: 700, code: "SIGKILL" }] }

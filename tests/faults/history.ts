@@ -172,8 +172,11 @@ export interface Ownership {
 
 export interface Overlap {
   readonly partition: number
+  /** The earlier ownership, and the one that began before it ended. */
   readonly a: Ownership
   readonly b: Ownership
+  /** Records of the partition handled by `a` after `b` began, or by `b` before `a` ended. */
+  readonly handledDuring: number
 }
 
 export interface Report {
@@ -436,7 +439,13 @@ export const check = (history: History): Report => {
         const a = list[i]!
         const b = list[j]!
         if (b.from >= a.to) continue
-        if (a.member !== b.member) overlappingOwners.push({ partition, a, b })
+        if (a.member === b.member) continue
+        const handledDuring = history.handled.filter((h) =>
+          h.partition === partition &&
+          ((h.member === a.member && h.generation === a.generation && h.end > b.from) ||
+            (h.member === b.member && h.generation === b.generation && h.start < a.to))
+        ).length
+        overlappingOwners.push({ partition, a, b, handledDuring })
       }
     }
   }

@@ -57,11 +57,17 @@ export class Broker {
   }
 
   /** Produces `records` in one batch and logs each acknowledged one to the scenario. */
-  async produce(scenario: Scenario, topic: string, records: ReadonlyArray<{ readonly key: string; readonly seq: number }>): Promise<void> {
+  async produce(
+    scenario: Scenario,
+    topic: string,
+    records: ReadonlyArray<{ readonly key: string; readonly seq: number }>,
+    padding = 0,
+  ): Promise<void> {
+    const pad = padding > 0 ? "x".repeat(padding) : undefined
     const metadata = await this.sendRaw(records.map((record) => ({
       topic,
       key: encoder.encode(record.key),
-      value: encoder.encode(JSON.stringify(record)),
+      value: encoder.encode(JSON.stringify(pad === undefined ? record : { ...record, pad })),
     })))
     const t = Date.now()
     records.forEach((record, index) => {
@@ -70,9 +76,12 @@ export class Broker {
     })
   }
 
-  /** Produces `total` records in batches of `batch`. */
-  async produceMany(scenario: Scenario, topic: string, total: number, batch = 500): Promise<void> {
-    for (let sent = 0; sent < total; sent += batch) await this.produce(scenario, topic, this.next(Math.min(batch, total - sent)))
+  /** Produces `total` records in batches of `batch`, each value padded by `padding` bytes. */
+  async produceMany(scenario: Scenario, topic: string, total: number, options: { readonly batch?: number; readonly padding?: number } = {}): Promise<void> {
+    const batch = options.batch ?? 500
+    for (let sent = 0; sent < total; sent += batch) {
+      await this.produce(scenario, topic, this.next(Math.min(batch, total - sent)), options.padding)
+    }
   }
 
   /**
