@@ -7,6 +7,7 @@
 import process from "node:process"
 import { kafkaTest, uniqueName } from "../fixtures/services.ts"
 import { check, figures, type Report } from "./history.ts"
+import { PrivateBroker } from "./private_broker.ts"
 import { Scenario, until } from "./runner.ts"
 import { Broker } from "./workload.ts"
 
@@ -22,19 +23,24 @@ export interface Context {
   readonly topic: string
   readonly group: string
   readonly started: number
+  /** The scenario's own broker, for scenarios that kill or freeze it. */
+  readonly privateBroker: PrivateBroker | undefined
 }
 
 /**
- * A fault scenario on the real broker: `body` gets a fresh topic (and `extraTopics`, created
- * alongside), and every child and connection is closed however it ends.
+ * A fault scenario on the real broker: `body` gets a fresh topic, and every child and connection
+ * is closed however it ends. With `privateBroker`, the scenario runs against a broker of its own
+ * (started here, stopped in the `finally`), never the shared one.
  */
 export const faultTest = (
   name: string,
   body: (context: Context) => Promise<void>,
-  options: { readonly timeoutMs?: number; readonly env?: Record<string, string>; readonly brokers?: () => ReadonlyArray<string> } = {},
+  options: { readonly timeoutMs?: number; readonly env?: Record<string, string>; readonly privateBroker?: boolean } = {},
 ): void =>
   kafkaTest(name, async (sharedBrokers) => {
-    const brokers = options.brokers?.() ?? sharedBrokers
+    const started = Date.now()
+    const privateBroker = options.privateBroker === true ? await PrivateBroker.start() : undefined
+    const brokers = privateBroker === undefined ? sharedBrokers : [privateBroker.address]
     const id = name.split(" ")[0]!.toLowerCase()
     const topic = uniqueName(`faults-${id}`)
     const group = uniqueName(`faults-${id}`)
@@ -42,10 +48,11 @@ export const faultTest = (
     const broker = new Broker(brokers)
     try {
       await broker.createTopic(topic, partitions)
-      await body({ scenario, broker, brokers, topic, group, started: Date.now() })
+      await body({ scenario, broker, brokers, topic, group, started, privateBroker })
     } finally {
       await scenario.close()
       await broker.close()
+      await privateBroker?.stop()
     }
   }, { timeoutMs: options.timeoutMs ?? 120_000 })
 

@@ -20,7 +20,7 @@ export interface ReadBack {
   /** Records of the input topic, with the key and sequence number their value carries. */
   readonly records: Array<TopicRecord & { readonly value: Uint8Array | null }>
   /** For a dead-letter or output topic: the source each record names. */
-  readonly derived: Array<DerivedRecord & { readonly headers: Record<string, string> }>
+  readonly derived: Array<DerivedRecord & { readonly headers: Record<string, string>; readonly value: Uint8Array | null }>
 }
 
 /** Talks to the broker for a scenario; `close` ends its connections. */
@@ -178,17 +178,18 @@ export class Broker {
             } catch {
               // Not JSON: a bad-input record.
             }
+            const value = message.value === null ? null : new Uint8Array(message.value)
             result.records.push({
               partition: batch.partition,
               offset,
               key: key ?? (message.key === null ? null : decoder.decode(message.key)),
               seq,
-              value: message.value === null ? null : new Uint8Array(message.value),
+              value,
             })
             const sourcePartition = headers["partita.dlq.source.partition"] ?? source.sp
             const sourceOffset = headers["partita.dlq.source.offset"] ?? source.so
             if (sourcePartition !== undefined && sourceOffset !== undefined) {
-              result.derived.push({ sourcePartition: Number(sourcePartition), sourceOffset: Number(sourceOffset), headers })
+              result.derived.push({ sourcePartition: Number(sourcePartition), sourceOffset: Number(sourceOffset), headers, value })
             }
           }
           const last = batch.messages.length === 0 ? -1 : Number(batch.messages[batch.messages.length - 1]!.offset)
