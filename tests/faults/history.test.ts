@@ -103,7 +103,7 @@ test("A record handled again before anything past it was committed is a duplicat
     finalCommitted: new Map([[0, 2], [1, 3]]),
   })
   assert.equal(report.duplicates.length, 1)
-  assert.deepEqual(report.duplicates[0], { partition: 0, offset: 2, nth: 2, first: "a", again: "b", committedThen: 2, inWindow: true })
+  assert.deepEqual(report.duplicates[0], { partition: 0, offset: 2, nth: 2, first: "a", again: "b", at: 1300, committedThen: 2, inWindow: true })
   assert.deepEqual(outOfWindow(report), [])
   assert.deepEqual(report.lost, [])
   assert.deepEqual(report.backwardsOffsets, [])

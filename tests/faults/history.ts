@@ -134,6 +134,8 @@ export interface Duplicate {
   /** The member that handled it first, and the one that handled it again. */
   readonly first: string
   readonly again: string
+  /** When the repeat started. */
+  readonly at: number
   /** The committed offset of the partition when the repeat started. */
   readonly committedThen: number
   /** True when nothing past the record had been committed: the at-least-once window. */
@@ -326,6 +328,7 @@ export const check = (history: History): Report => {
         nth: index + 1,
         first: list[0]!.member,
         again: again.member,
+        at: again.start,
         committedThen,
         inWindow: committedThen <= again.offset,
       })
