@@ -4,7 +4,7 @@
  * was handled again.
  */
 import assert from "node:assert/strict"
-import { checkHistory, committedToEnd, cpuMillis, faultTest, report } from "./scenario.ts"
+import { checkHistory, committedToEnd, faultTest, report } from "./scenario.ts"
 import { describeReport, outOfWindow } from "./history.ts"
 import { scaled } from "./runner.ts"
 
@@ -38,7 +38,6 @@ faultTest("F1 a consumer SIGKILLed 5 times mid-stream loses nothing; every dupli
   report(context, "F1", result, {
     recovery_ms_max: Math.max(...recoveries),
     recovery_ms: recoveries.join("/"),
-    cpu_ms: Math.round(cpuMillis(context)),
   })
   const detail = describeReport(result)
   assert.deepEqual(result.lost, [], detail)

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict"
 import { describeReport, outOfWindow } from "./history.ts"
 import { type Member, scaled } from "./runner.ts"
-import { checkHistory, committedToEnd, cpuMillis, faultTest, report, until } from "./scenario.ts"
+import { checkHistory, committedToEnd, faultTest, report, until } from "./scenario.ts"
 
 const changes = scaled(10, 40)
 
@@ -64,8 +64,7 @@ faultTest("F6 a rebalance storm of 3 members joining and leaving loses nothing a
       rebalance_ms_max: Math.max(...rebalances),
       dup_by_unkilled: byUnkilled.length,
       dup_redone_by_survivor: byUnkilled.filter((d) => d.first === d.again).length,
-      cpu_ms: Math.round(cpuMillis(context)),
-    })
+      })
     const detail = describeReport(result)
     assert.deepEqual(result.lost, [], detail)
     assert.deepEqual(result.overlappingOwners, [], detail)

@@ -139,6 +139,19 @@ export const until = async (what: string, condition: () => boolean, timeoutMs: n
 
 const appFile = new URL("./app.ts", import.meta.url).pathname
 
+/** User plus system CPU time of a live process, in ms (Linux /proc; undefined elsewhere). */
+export const cpuMillisOf = (pid: number): number | undefined => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100 per second).
+    return (Number(fields[11]) + Number(fields[12])) * 10
+  } catch {
+    return undefined
+  }
+}
+
 /** One incarnation of an actor app: `label.n`. */
 export interface Member {
   readonly id: string
@@ -196,9 +209,17 @@ export class Scenario {
     return member
   }
 
+  /**
+   * Sends `signal`, logging it and, before a SIGTERM or SIGKILL, the CPU time the process used
+   * so far (`cpu` line, from /proc: the process's own stats may not have been written yet).
+   */
   signal(member: Member, signal: Signal): void {
     const t = Date.now()
     member.signals.push({ signal, t })
+    if (signal === "SIGTERM" || signal === "SIGKILL") {
+      const cpu = cpuMillisOf(member.process.pid)
+      if (cpu !== undefined) this.log({ e: "cpu", m: member.id, ms: cpu, t })
+    }
     this.log({ e: "signal", m: member.id, signal, t })
     member.process.kill(signal)
   }

@@ -95,14 +95,16 @@ export const checkHistory = async (
 
 /** Prints the scenario's one line of figures. */
 export const report = (context: Context, scenario: string, report: Report | undefined, extra: Record<string, string | number> = {}): void => {
-  const fields = Object.entries({ ...extra, seconds: ((Date.now() - context.started) / 1000).toFixed(1) }).map(([k, v]) => `${k}=${v}`)
+  const fields = Object.entries({ ...extra, cpu_ms: cpuMillis(context), seconds: ((Date.now() - context.started) / 1000).toFixed(1) })
+    .map(([k, v]) => `${k}=${v}`)
   console.log(`[faults] ${scenario} ${runtimeName()} ${report === undefined ? "" : figures(report) + " "}${fields.join(" ")}`)
 }
 
-/** The CPU time (ms) the members' last stats lines report, summed over members. */
+/** The CPU time (ms) the members had used when they were signalled to stop, summed over members. */
 export const cpuMillis = (context: Context): number => {
+  context.scenario.poll()
   const last = new Map<string, number>()
-  for (const line of context.scenario.lines) if (line["e"] === "stats") last.set(line["m"], line["cpu"])
+  for (const line of context.scenario.lines) if (line["e"] === "cpu") last.set(line["m"], line["ms"])
   return [...last.values()].reduce((sum, cpu) => sum + cpu, 0)
 }
 
