@@ -121,6 +121,27 @@ export class Broker {
     }
   }
 
+  /** Creates a topic through a plain kafkajs admin, waiting for its leaders (no Partita in the way). */
+  async createTopicPlain(topic: string, partitions: number): Promise<void> {
+    const admin = this.kafka.admin()
+    await admin.connect()
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true, timeout: 10_000 })
+    } finally {
+      await admin.disconnect()
+    }
+  }
+
+  async deleteTopic(topic: string): Promise<void> {
+    const admin = this.kafka.admin()
+    await admin.connect()
+    try {
+      await admin.deleteTopics({ topics: [topic], timeout: 10_000 })
+    } finally {
+      await admin.disconnect()
+    }
+  }
+
   /** Sets topic configuration entries (as `kafka-configs --alter` does). */
   async alterTopic(topic: string, entries: Record<string, string>): Promise<void> {
     const admin = this.kafka.admin()
