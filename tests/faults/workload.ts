@@ -7,7 +7,7 @@
  * Kafka's partitioner spreads the keys over the topic's partitions.
  */
 import { Effect, ManagedRuntime } from "effect"
-import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs"
+import { Kafka, logLevel } from "kafkajs"
 import * as KafkaTransport from "../../lib/KafkaTransport.ts"
 import { type ProducerRecord, Transport } from "../../lib/Transport.ts"
 import type { DerivedRecord, TopicRecord } from "./history.ts"
@@ -137,20 +137,6 @@ export class Broker {
     await admin.connect()
     try {
       await admin.deleteTopics({ topics: [topic], timeout: 10_000 })
-    } finally {
-      await admin.disconnect()
-    }
-  }
-
-  /** Sets topic configuration entries (as `kafka-configs --alter` does). */
-  async alterTopic(topic: string, entries: Record<string, string>): Promise<void> {
-    const admin = this.kafka.admin()
-    await admin.connect()
-    try {
-      await admin.alterConfigs({
-        validateOnly: false,
-        resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: Object.entries(entries).map(([name, value]) => ({ name, value })) }],
-      })
     } finally {
       await admin.disconnect()
     }
