@@ -76,7 +76,7 @@ faultTest("Bad input is dead-lettered exactly as expected, unchanged, and the pi
   await broker.produceMany(scenario, context.topic, good)
   const app = scenario.start("c", { DLQ: dlq })
   const problems: Array<string> = []
-  await committedToEnd(context, 40_000).catch((error) => {
+  await committedToEnd(context, 20_000).catch((error) => {
     const output = (app.process.stdout() + app.process.stderr()).split("\n")
     const why = output.filter((line) => /dead-letter|failed|error/i.test(line)).slice(-2).map((line) => line.slice(0, 300))
     problems.push(`${String(error).slice(0, 400)}; the app said: ${why.join(" | ")}`)

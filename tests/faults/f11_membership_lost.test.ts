@@ -46,6 +46,9 @@ faultTest("F11 a member fenced out of its group (frozen past its session) rejoin
     const codes = await Promise.all([a.process.exited, b.process.exited])
 
     const result = await checkHistory(context)
+    // Zombie work: what the thawed member handled before it learned it had lost its partitions.
+    const learned = Math.min(...scenario.lines.filter((l) => l["e"] === "release" && l["m"] === a.id && l["t"] > thawedAt).map((l) => l["t"] as number))
+    const zombie = scenario.history().handled.filter((h) => h.member === a.id && h.start >= thawedAt && h.start < learned)
     const gap = scenario.lines.filter((l) => l["e"] === "stats" && l["m"] === a.id && l["t"] > thawedAt && l["t"] < thawedAt + rejoinMs)
     report(context, "F11", result, {
       frozen_ms: frozenMs,
@@ -53,7 +56,8 @@ faultTest("F11 a member fenced out of its group (frozen past its session) rejoin
       health_reports_in_gap: gap.length,
       unhealthy_in_gap: gap.filter((l) => l["healthy"] === false).length,
       zombie_overlaps: result.overlappingOwners.length,
-      zombie_records: result.overlappingOwners.reduce((sum, o) => sum + o.handledDuring, 0),
+      zombie_records: zombie.length,
+      zombie_ms: learned - thawedAt,
       exits: codes.join("/"),
     })
     const detail = describeReport(result)

@@ -31,7 +31,7 @@ faultTest("F8 a missing dead-letter topic is reported at start, by name, and the
   const dlq = uniqueName("faults-f8-missing")
   await broker.produceMany(scenario, context.topic, total)
   const app = scenario.start("c", { ...poisonEnv, DLQ: dlq })
-  const code = await Promise.race([app.process.exited, sleep(30_000).then(() => "still running after 30 s")])
+  const code = await Promise.race([app.process.exited, sleep(20_000).then(() => "still running after 20 s")])
   const output = app.process.stdout() + app.process.stderr()
   const poison = scenario.history().produced.find((p) => p.key === "k3" && p.seq === 1)!
   const committed = await broker.committed(context.group, context.topic)
@@ -101,7 +101,7 @@ faultTest("F8 a letter too large for the dead-letter topic falls back to one wit
   await broker.produceMany(scenario, context.topic, total / 2)
   const app = scenario.start("c", { ...poisonEnv, POISON: "poison:0", DLQ: dlq })
   const problems: Array<string> = []
-  await committedToEnd(context, 40_000).catch((error) => problems.push(String(error).slice(0, 300)))
+  await committedToEnd(context, 20_000).catch((error) => problems.push(String(error).slice(0, 300)))
   scenario.signal(app, "SIGTERM")
   const code = await app.process.exited
 
