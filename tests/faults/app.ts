@@ -9,6 +9,7 @@
  * - `handled`: each handler call that completed, with its start and end;
  * - `commit`: each commit the broker acknowledged;
  * - `dead`: each dead letter the broker acknowledged;
+ * - `output`: each record copied to OUTPUT that the broker acknowledged, with its source;
  * - `attempt`, `defect`: failed tries of poison records and injected defects;
  * - `stats`: heap, RSS and CPU every STATS_MILLIS, with the partitions' restarts.
  *
@@ -82,6 +83,11 @@ const logging = Layer.effect(
           Effect.sync(() => {
             const t = Date.now()
             records.forEach((record, index) => {
+              if (record.topic === output && record.value !== null) {
+                const source = JSON.parse(text.decode(record.value)) as { sp: number; so: number }
+                log({ e: "output", m: member, p: source.sp, o: source.so, op: metadata[index]?.partition, oo: metadata[index]?.offset, t })
+                return
+              }
               if (record.topic !== dlq) return
               log({
                 e: "dead",

@@ -1,9 +1,11 @@
 /**
  * F1: a consumer SIGKILLed five times, after each further 20% of progress, and restarted each
- * time. Nothing acknowledged is lost, and every record handled twice was still uncommitted when it
- * was handled again.
+ * time. It copies every record to an output topic before completing it (consume, transform,
+ * produce). Nothing acknowledged is lost, every record has its output, and every record handled
+ * twice was still uncommitted when it was handled again.
  */
 import assert from "node:assert/strict"
+import { uniqueName } from "../fixtures/services.ts"
 import { checkHistory, committedToEnd, faultTest, report } from "./scenario.ts"
 import { describeReport, outOfWindow } from "./history.ts"
 import { scaled } from "./runner.ts"
@@ -12,8 +14,10 @@ const total = scaled(4000, 100_000)
 
 faultTest("F1 a consumer SIGKILLed 5 times mid-stream loses nothing; every duplicate lies in the uncommitted window", async (context) => {
   const { scenario, broker } = context
+  const output = uniqueName("faults-f1-out")
+  await broker.createTopic(output, 8)
   await broker.produceMany(scenario, context.topic, total)
-  const env = { HANDLE_MILLIS: "1", COMMIT_MILLIS: "200", COMMIT_RECORDS: "100" }
+  const env = { HANDLE_MILLIS: "1", COMMIT_MILLIS: "200", COMMIT_RECORDS: "100", OUTPUT: output }
   const kills: Array<number> = []
   for (let kill = 1; kill <= 5; kill++) {
     const member = scenario.start("c", env)
@@ -28,7 +32,7 @@ faultTest("F1 a consumer SIGKILLed 5 times mid-stream loses nothing; every dupli
   scenario.signal(last, "SIGTERM")
   assert.equal(await last.process.exited, 0, `the last incarnation shuts down cleanly; stderr:\n${last.process.stderr().slice(-2000)}`)
 
-  const result = await checkHistory(context)
+  const result = await checkHistory(context, { outputTopic: output })
   // Recovery: from each kill to the first record the next incarnation handled (after the last
   // kill, at 100%, there may be nothing left to handle).
   const history = scenario.history()
@@ -39,6 +43,7 @@ faultTest("F1 a consumer SIGKILLed 5 times mid-stream loses nothing; every dupli
     recovery_ms_max: Math.max(...recoveries),
     recovery_ms: recoveries.join("/"),
   })
+  const outputs = scenario.lines.filter((l) => l["e"] === "output").length
   const detail = describeReport(result)
   assert.deepEqual(result.lost, [], detail)
   assert.deepEqual(outOfWindow(result), [], detail)
@@ -46,4 +51,5 @@ faultTest("F1 a consumer SIGKILLed 5 times mid-stream loses nothing; every dupli
   assert.deepEqual(result.backwardsOffsets, [], detail)
   assert.deepEqual(result.overlappingOwners, [], detail)
   assert.equal(result.counts.distinctHandled, total, detail)
+  assert.ok(outputs >= total, `every handled record's output acknowledged (${outputs})`)
 }, { timeoutMs: scaled(180_000, 900_000) })

@@ -486,6 +486,7 @@ export const figures = (report: Report): string => {
     `dup_out_of_window=${report.duplicates.length - inWindow}`,
     `dlq=${report.counts.deadLettered}`,
     `dlq_dup=${report.duplicateDeadLetters.length}`,
+    `output_dup=${report.duplicateOutputs}`,
     `order=${report.orderViolations.length}`,
     `backwards=${report.backwardsOffsets.length}`,
     `overlaps=${report.overlappingOwners.length}`,
