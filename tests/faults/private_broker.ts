@@ -19,13 +19,13 @@ const portFree = (port: number): Promise<boolean> =>
     server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
   })
 
-/** A port whose successor (the controller's) is free too. */
+/** A port whose two successors (the controller's, the SASL_SSL listener's) are free too. */
 const freePorts = async (): Promise<number> => {
   for (let tries = 0; tries < 50; tries++) {
     const port = 20_000 + Math.floor(Math.random() * 20_000)
-    if ((await portFree(port)) && (await portFree(port + 1))) return port
+    if ((await portFree(port)) && (await portFree(port + 1)) && (await portFree(port + 2))) return port
   }
-  throw new Error("No two free consecutive ports for a private Kafka broker")
+  throw new Error("No three free consecutive ports for a private Kafka broker")
 }
 
 const run = (args: ReadonlyArray<string>, env: Record<string, string>): Promise<{ code: number; output: string }> =>
