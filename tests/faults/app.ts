@@ -26,7 +26,7 @@
  */
 import * as fs from "node:fs"
 import process from "node:process"
-import { Data, type Duration, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { Data, type Duration, Effect, Exit, Layer, Schedule, Schema, Stream } from "effect"
 import * as Actor from "../../lib/Actor.ts"
 import * as ActorSystem from "../../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
@@ -34,7 +34,7 @@ import * as KafkaTransport from "../../lib/KafkaTransport.ts"
 import * as Main from "../../lib/Main.ts"
 import { Producer } from "../../lib/Producer.ts"
 import { RecordContext } from "../../lib/RecordContext.ts"
-import { type GroupEvent, Transport } from "../../lib/Transport.ts"
+import { type GroupEvent, type ProducerRecord, type RecordMetadata, Transport } from "../../lib/Transport.ts"
 
 const env = (name: string, fallback?: string): string => {
   const value = process.env[name] ?? fallback
@@ -71,6 +71,30 @@ const headerText = (headers: ReadonlyArray<{ readonly key: string; readonly valu
   return value === undefined || value === null ? undefined : text.decode(value)
 }
 
+/** Logs each acknowledged output record and dead letter (`undefined` metadata: not acknowledged). */
+const logSent = (records: ReadonlyArray<ProducerRecord>, metadata: ReadonlyArray<RecordMetadata | undefined>) => {
+  const t = Date.now()
+  records.forEach((record, index) => {
+    const written = metadata[index]
+    if (written === undefined) return
+    if (record.topic === output && record.value !== null) {
+      const source = JSON.parse(text.decode(record.value)) as { sp: number; so: number }
+      log({ e: "output", m: member, p: source.sp, o: source.so, op: written.partition, oo: written.offset, t })
+      return
+    }
+    if (record.topic !== dlq) return
+    log({
+      e: "dead",
+      m: member,
+      p: Number(headerText(record.headers ?? [], "partita.dlq.source.partition")),
+      o: Number(headerText(record.headers ?? [], "partita.dlq.source.offset")),
+      dp: written.partition,
+      do: written.offset,
+      t,
+    })
+  })
+}
+
 /** The Kafka transport, with every claim, release, acknowledged commit and dead letter logged. */
 const logging = Layer.effect(
   Transport,
@@ -78,28 +102,12 @@ const logging = Layer.effect(
     const inner = yield* Transport
     return Transport.of({
       ...inner,
+      // Both ways of sending are logged: `Producer` uses `sendEach` (an outcome per record).
       send: (records, options) =>
-        Effect.tap(inner.send(records, options), (metadata) =>
-          Effect.sync(() => {
-            const t = Date.now()
-            records.forEach((record, index) => {
-              if (record.topic === output && record.value !== null) {
-                const source = JSON.parse(text.decode(record.value)) as { sp: number; so: number }
-                log({ e: "output", m: member, p: source.sp, o: source.so, op: metadata[index]?.partition, oo: metadata[index]?.offset, t })
-                return
-              }
-              if (record.topic !== dlq) return
-              log({
-                e: "dead",
-                m: member,
-                p: Number(headerText(record.headers ?? [], "partita.dlq.source.partition")),
-                o: Number(headerText(record.headers ?? [], "partita.dlq.source.offset")),
-                dp: metadata[index]?.partition,
-                do: metadata[index]?.offset,
-                t,
-              })
-            })
-          })),
+        Effect.tap(inner.send(records, options), (metadata) => Effect.sync(() => logSent(records, metadata))),
+      sendEach: (records, options) =>
+        Effect.tap(inner.sendEach(records, options), (outcomes) =>
+          Effect.sync(() => logSent(records, outcomes.map((outcome) => Exit.isSuccess(outcome) ? outcome.value : undefined)))),
       subscribe: (options) =>
         Effect.gen(function*() {
           const subscription = yield* inner.subscribe(options)
@@ -243,6 +251,7 @@ const stats = Effect.gen(function*() {
       rss: memory.rss,
       cpu: (cpu.user + cpu.system) / 1000,
       healthy: health.healthy,
+      ready: health.ready,
       partitions: health.partitions.map((p) => ({ p: p.partition, restarts: p.restarts, processed: p.processed, mailbox: p.mailbox, state: p.state })),
     })
   }
@@ -251,6 +260,10 @@ const stats = Effect.gen(function*() {
 const program = Effect.scoped(Effect.gen(function*() {
   const system = yield* ActorSystem.start([actor], {
     shutdownDeadline: env("SHUTDOWN_DEADLINE", "10 seconds") as Duration.Input,
+    // How soon health notices a broker that stopped answering (F4 shortens them).
+    lagInterval: env("LAG_INTERVAL", "10 seconds") as Duration.Input,
+    brokerTimeout: env("BROKER_TIMEOUT", "5 seconds") as Duration.Input,
+    brokerWindow: env("BROKER_WINDOW", "30 seconds") as Duration.Input,
   })
   yield* Effect.forkScoped(Effect.provideService(stats, ActorSystem.ActorSystem, system))
   process.stdout.write("started\n")
