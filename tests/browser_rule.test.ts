@@ -19,10 +19,10 @@ const runProbe = (ci: boolean) => {
     ? ["test", "--allow-all", "--no-check", probe]
     : ["--test", probe]
   const env: Record<string, string> = { ...process.env as Record<string, string>, PARTITA_CHROMIUM: "/nonexistent/chromium", NO_COLOR: "1" }
-  delete env["CI"]
+  // Set, not deleted: Deno's child_process adds the env given to its own rather than replacing it.
+  env["CI"] = ci ? "true" : "false"
   // node --test marks its children; a child that sees the mark will not run its own tests.
   delete env["NODE_TEST_CONTEXT"]
-  if (ci) env["CI"] = "true"
   // Either way the Kafka half must not be what decides: with brokers set or not, Chromium's rule comes first.
   env["KAFKA_BROKERS"] = "127.0.0.1:1"
   const result = spawnSync(process.execPath, args, { env, encoding: "utf8", timeout: 60_000 })
