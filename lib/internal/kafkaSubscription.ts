@@ -29,6 +29,7 @@ import {
   shapeOf,
   toConsumerRecord,
 } from "./kafkajs.ts"
+import type { JoinGate } from "./joinGate.ts"
 import { Signal } from "./signal.ts"
 
 // kafkajs is CommonJS: the default import is `module.exports` on every runtime.
@@ -207,9 +208,9 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       Queue.offerUnsafe(control, { _tag: "Stop" })
     }
 
-    // kafkajs calls the assignor's `protocol()` right before every JoinGroup, and its `assign()`
-    // on the group leader before SyncGroup: the two places a rejoin can be seen and, on the
-    // leader, held until this member acknowledged its revocation.
+    // kafkajs calls the assignor's `protocol()` while it builds every JoinGroup (which `joinGate`
+    // then holds until the revocation is acknowledged), and its `assign()` on the group leader
+    // before SyncGroup, held the same way.
     const assignor: PartitionAssigner = (assignorConfig) => {
       const roundRobin = PartitionAssigners.roundRobin(assignorConfig)
       return {
@@ -229,7 +230,22 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       }
     }
 
-    const client = environment.kafka(options.clientId)
+    // Every JoinGroup waits for the acknowledgement of the generation it ends (see `joinGate.ts`):
+    // the commits made before acknowledging land, and no member starts on the partitions first.
+    // Bounded as the hold in `eachBatch` is; past it, `awaitAcknowledgement` removes the member.
+    const runFork = Effect.runForkWith(context)
+    const joinGate: JoinGate = (release) => {
+      if (state.current !== undefined) revoke(state.current)
+      const revoked = state.revoked
+      if (revoked === undefined || Deferred.isDoneUnsafe(revoked.acknowledged)) return release()
+      runFork(
+        Effect.timeoutOption(Deferred.await(revoked.acknowledged), acknowledgeWindow).pipe(
+          Effect.ensuring(Effect.sync(release)),
+        ),
+      )
+    }
+
+    const client = environment.kafka(options.clientId, joinGate)
     const consumer = yield* attemptSync("subscribe", `Cannot create a consumer for group "${group}"`, () =>
       client.consumer({
         groupId: group,
