@@ -51,9 +51,11 @@
  *      JoinGroup request itself is held at the socket until `acknowledge` ran: each
  *      subscription's kafkajs client opens its connections through a `socketFactory` wrapping
  *      the one given (`internal/joinGate.ts` says how, and why there).
- *   Either hold lasts at most the rebalance timeout less two heartbeat intervals (see below);
- *   no heartbeats are sent meanwhile, so an acknowledgement slower than the session timeout
- *   costs the membership (its commits then fail with `UNKNOWN_MEMBER_ID`). When this member
+ *   Either hold lasts at most the rebalance timeout less two heartbeat intervals (see below).
+ *   kafkajs sends no heartbeats meanwhile, and the coordinator drops a member that neither
+ *   rejoins nor heartbeats within the session timeout, so the subscription heartbeats for it
+ *   with the heartbeat of kafkajs' last `eachBatch` payload (a member that never got a batch
+ *   has none: its acknowledgement must come within the session timeout). When this member
  *   leads the group, its assignor (kafkajs' round-robin, wrapped) also waits for this member's
  *   acknowledgement, at most half the session timeout, before it hands out the new assignment.
  *   A new assignment of this member always waits for its previous acknowledgement, so its start

@@ -453,6 +453,31 @@ it(
 )
 
 it(
+  "a held rejoin keeps the membership past the session timeout: the commit made then still lands",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = yield* newTopic(2)
+    const group = uniqueName("g")
+    yield* transport.send([0, 1].map((partition) => ({ topic, key: null, value: bytes("x"), partition })))
+    const first = yield* transport.subscribe({ group, topics: [topic], ...quickGroup })
+    const firstEvents = yield* watch(first)
+    const assigned = yield* within(30, "the first member's assignment", firstEvents.next("Assigned"))
+    yield* pullAll(assigned.claims)
+    const memberId = first.memberId
+    const second = yield* joinLater(group, topic)
+    const revoked = yield* within(30, "the revocation", firstEvents.next("Revoked"))
+    // Longer than the session timeout (10 s), shorter than the rebalance timeout (20 s).
+    yield* Effect.sleep("12 seconds")
+    yield* first.commit([{ topic, partition: 0, offset: 1 }, { topic, partition: 1, offset: 1 }])
+    yield* revoked.acknowledge
+    const { assignment } = yield* within(30, "the second member's assignment", Fiber.join(second))
+    yield* within(30, "the first member's new assignment", firstEvents.next("Assigned"))
+    assert.equal(first.memberId, memberId, "the coordinator kept the member")
+    assert.deepEqual(assignment.claims.map((claim) => claim.startOffset), [1])
+  }),
+)
+
+it(
   "a following member with nothing in flight commits after the revocation and keeps its partitions until it acknowledges",
   Effect.gen(function* () {
     const transport = yield* Transport

@@ -170,6 +170,8 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       memberId: "",
       fatal: undefined as TransportError.TransportError | undefined,
       closed: false,
+      /** kafkajs' heartbeat, from the last `eachBatch` payload: kept to heartbeat while a rejoin is held. */
+      heartbeat: undefined as (() => Promise<void>) | undefined,
     }
 
     /** Ends a generation's claims and, if the member held any, asks it to acknowledge. Synchronous. */
@@ -283,6 +285,8 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         Queue.offerUnsafe(control, { _tag: "Joined", generation })
       }),
       consumer.on(consumer.events.CRASH, ({ payload }) => {
+        // A restart brings a new kafkajs runner: the old one's heartbeat is for a stopped member.
+        state.heartbeat = undefined
         if (state.current !== undefined) revoke(state.current)
         if (!payload.restart) {
           fatal(
@@ -374,8 +378,18 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
     /** A member that does not acknowledge within the rebalance timeout is removed, as the contract says. */
     const awaitAcknowledgement = (generation: Generation) =>
       Effect.gen(function* () {
+        // While held, kafkajs sends no heartbeats, and the coordinator drops a member that has not
+        // rejoined within the session timeout: heartbeat for it (answered REBALANCE_IN_PROGRESS, each
+        // still renews the session). A member that never got a batch has no heartbeat to send.
+        const heartbeats = Effect.forever(Effect.andThen(
+          Effect.sleep(Duration.millis(heartbeatInterval)),
+          Effect.suspend(() => {
+            const heartbeat = state.heartbeat
+            return heartbeat === undefined ? Effect.void : Effect.ignore(Effect.tryPromise(heartbeat))
+          }),
+        ))
         const acknowledged = yield* Effect.timeoutOption(
-          Deferred.await(generation.acknowledged),
+          Effect.raceFirst(Deferred.await(generation.acknowledged), heartbeats),
           acknowledgeWindow,
         )
         if (Option.isSome(acknowledged) || state.closed || state.fatal !== undefined) return
@@ -423,6 +437,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         const generation = state.current
         if (generation === undefined || state.closed) return undefined
         const { batch } = payload
+        state.heartbeat = payload.heartbeat
         // Done when kafkajs stops, or a seek made this batch stale.
         const halt = Deferred.makeUnsafe<void>()
         let rejoin: unknown = undefined
