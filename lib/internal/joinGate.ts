@@ -38,9 +38,12 @@ export const defaultSocketFactory: ISocketFactory = ({ host, port, ssl, onConnec
 /** Called with the held request's release: call it once the JoinGroup may be sent. */
 export type JoinGate = (release: () => void) => void
 
-const isJoinGroup = (chunk: unknown): boolean =>
-  chunk instanceof Uint8Array && chunk.byteLength >= 6 &&
-  new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength).getInt16(4) === JOIN_GROUP
+/** A whole request frame (its size prefix matches) with JoinGroup's API key. */
+const isJoinGroup = (chunk: unknown): boolean => {
+  if (!(chunk instanceof Uint8Array) || chunk.byteLength < 8) return false
+  const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+  return view.getInt32(0) === chunk.byteLength - 4 && view.getInt16(4) === JOIN_GROUP
+}
 
 /** `base`'s sockets, whose JoinGroup frames pass through `gate` first. */
 export const gated = (base: ISocketFactory, gate: JoinGate): ISocketFactory => (args) => {
