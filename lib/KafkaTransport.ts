@@ -36,27 +36,30 @@
  *   `GROUP_JOIN` event; a claim's `startOffset` is the group's committed offset, or the reset
  *   position, read with the admin client, and the consumer is sought there, so the first batch
  *   starts exactly there.
- * - Revocation. kafkajs rebalances eagerly and has no revocation callback. Three hooks stand in:
+ * - Revocation. kafkajs rebalances eagerly and has no revocation callback; it rejoins as soon as
+ *   a heartbeat answers that the group rebalances. Kafka's classic coordinator still takes the
+ *   old generation's commits while the group prepares the rebalance, and completes the join only
+ *   once every member has sent JoinGroup. So every member's JoinGroup waits until it
+ *   acknowledged: commits made before acknowledging succeed, and no member gets the partitions
+ *   before their owner let them go, on the leader and on followers alike. Two hooks do it:
  *   1. While a batch waits in `eachBatch` (the member is behind, or handling the log's last
  *      fetched batch), its heartbeats find the rebalance first. The generation is revoked
- *      there, and every waiting `eachBatch` of it returns only once `acknowledge` ran (or the
- *      rebalance timeout, less two heartbeats, passed). kafkajs sends JoinGroup only after
- *      that, so the contract holds in full: commits made before acknowledging succeed, and no
- *      member gets the partitions before it.
- *   2. Otherwise (nothing waits in `eachBatch`: the member is idle, or a batch was handed over
- *      and the next fetch is still in flight) kafkajs finds the rebalance between fetches and
- *      rejoins at once. The assignor's `protocol()`, which kafkajs calls right before every
- *      JoinGroup, revokes the generation: `Revoked` still precedes the new assignment, but
- *      kafkajs does not wait. Once the join phase completes the group takes no commits until SyncGroup, so commits made after
- *      `Revoked` fail (`ILLEGAL_GENERATION`, not retriable) and the next owner handles again
- *      what this member did since its last commit: at least once, as Kafka always is.
- *   3. When this member leads the group, its assignor (kafkajs' round-robin, wrapped) waits for
- *      this member's acknowledgement, at most half the session timeout, before it hands out the
- *      new assignment. In case 2 this still keeps others from starting on the partitions while
- *      this member finishes its work, though its commits cannot land.
- *   A follower in case 2 gives no such hold: another member may start on the partitions from
- *   the last commit before this one acknowledged. A new assignment of this member itself always
- *   waits for its previous acknowledgement, so its start offsets include its own last commits.
+ *      there, and every waiting `eachBatch` of it returns only once `acknowledge` ran.
+ *   2. Otherwise (the member is idle, or a batch was handed over and the next fetch is in flight)
+ *      kafkajs' own heartbeat finds it and kafkajs rejoins at once. The assignor's `protocol()`,
+ *      which kafkajs calls while it builds every JoinGroup, revokes the generation, and the
+ *      JoinGroup request itself is held at the socket until `acknowledge` ran: each
+ *      subscription's kafkajs client opens its connections through a `socketFactory` wrapping
+ *      the one given (`internal/joinGate.ts` says how, and why there).
+ *   Either hold lasts at most the rebalance timeout less two heartbeat intervals (see below).
+ *   kafkajs sends no heartbeats meanwhile, and the coordinator drops a member that neither
+ *   rejoins nor heartbeats within the session timeout, so the subscription heartbeats for it
+ *   with the heartbeat of kafkajs' last `eachBatch` payload (a member that never got a batch
+ *   has none: its acknowledgement must come within the session timeout). When this member
+ *   leads the group, its assignor (kafkajs' round-robin, wrapped) also waits for this member's
+ *   acknowledgement, at most half the session timeout, before it hands out the new assignment.
+ *   A new assignment of this member always waits for its previous acknowledgement, so its start
+ *   offsets include its own last commits.
  * - `commit` is `consumer.commitOffsets`, for partitions this member holds or is giving up (until
  *   it acknowledges); `committed` is the admin's `fetchOffsets`; `pause`, `resume` and `seek` are
  *   the consumer's. When kafkajs crashes and restarts, the member sees `Revoked`, then `Assigned`
@@ -179,6 +182,7 @@ import {
   toHeaders,
 } from "./internal/kafkajs.ts"
 import { subscribe } from "./internal/kafkaSubscription.ts"
+import { defaultSocketFactory, gated, type JoinGate } from "./internal/joinGate.ts"
 import { verifyBrokerCertificate } from "./internal/tlsCheck.ts"
 import { allWritten, errorOf } from "./internal/sendOutcomes.ts"
 import { partitionForKey } from "./internal/partitioner.ts"
@@ -263,7 +267,11 @@ export interface Options {
   readonly maxBytes?: number | undefined
   /** How long a transaction may stay open before the broker aborts it. Default 60 seconds. */
   readonly transactionTimeout?: Duration.Input | undefined
-  /** kafkajs' `socketFactory`, passed as it is: how every client opens its broker connections (a proxy, a test's faulty network). */
+  /**
+   * kafkajs' `socketFactory`: how every client opens its broker connections (a proxy, a test's
+   * faulty network). A subscription's client wraps it to hold its JoinGroup requests until it
+   * acknowledged a revocation (see the module documentation); it is otherwise passed as it is.
+   */
   readonly socketFactory?: KafkaConfig["socketFactory"] | undefined
 }
 
@@ -563,7 +571,13 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   if (options.ssl !== undefined && options.ssl !== false) {
     yield* verifyBrokerCertificate(brokers, options.ssl, Duration.millis(config.connectionTimeout ?? 1000))
   }
-  const kafka = (clientId?: string) => new Kafka(clientId === undefined ? config : { ...config, clientId })
+  const kafka = (clientId?: string, gate?: JoinGate) =>
+    new Kafka({
+      ...config,
+      ...(clientId === undefined ? {} : { clientId }),
+      // A consumer's own client: its JoinGroup requests wait for its acknowledgements (`joinGate.ts`).
+      ...(gate === undefined ? {} : { socketFactory: gated(options.socketFactory ?? defaultSocketFactory, gate) }),
+    })
   const client = yield* attemptSync("connect", "Cannot configure kafkajs", () => kafka())
   const target = brokers.join(",")
 
@@ -927,7 +941,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     })
 
   const environment: Environment = {
-    kafka: (clientId) => clientId === undefined ? client : kafka(clientId),
+    kafka: (clientId, gate) => clientId === undefined && gate === undefined ? client : kafka(clientId, gate),
     admin,
     options,
     defaults,

@@ -29,6 +29,7 @@ import {
   shapeOf,
   toConsumerRecord,
 } from "./kafkajs.ts"
+import type { JoinGate } from "./joinGate.ts"
 import { Signal } from "./signal.ts"
 
 // kafkajs is CommonJS: the default import is `module.exports` on every runtime.
@@ -169,6 +170,8 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       memberId: "",
       fatal: undefined as TransportError.TransportError | undefined,
       closed: false,
+      /** kafkajs' heartbeat, from the last `eachBatch` payload: kept to heartbeat while a rejoin is held. */
+      heartbeat: undefined as (() => Promise<void>) | undefined,
     }
 
     /** Ends a generation's claims and, if the member held any, asks it to acknowledge. Synchronous. */
@@ -207,9 +210,9 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       Queue.offerUnsafe(control, { _tag: "Stop" })
     }
 
-    // kafkajs calls the assignor's `protocol()` right before every JoinGroup, and its `assign()`
-    // on the group leader before SyncGroup: the two places a rejoin can be seen and, on the
-    // leader, held until this member acknowledged its revocation.
+    // kafkajs calls the assignor's `protocol()` while it builds every JoinGroup (which `joinGate`
+    // then holds until the revocation is acknowledged), and its `assign()` on the group leader
+    // before SyncGroup, held the same way.
     const assignor: PartitionAssigner = (assignorConfig) => {
       const roundRobin = PartitionAssigners.roundRobin(assignorConfig)
       return {
@@ -229,7 +232,22 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       }
     }
 
-    const client = environment.kafka(options.clientId)
+    // Every JoinGroup waits for the acknowledgement of the generation it ends (see `joinGate.ts`):
+    // the commits made before acknowledging land, and no member starts on the partitions first.
+    // Bounded as the hold in `eachBatch` is; past it, `awaitAcknowledgement` removes the member.
+    const runFork = Effect.runForkWith(context)
+    const joinGate: JoinGate = (release) => {
+      if (state.current !== undefined) revoke(state.current)
+      const revoked = state.revoked
+      if (revoked === undefined || Deferred.isDoneUnsafe(revoked.acknowledged)) return release()
+      runFork(
+        Effect.timeoutOption(Deferred.await(revoked.acknowledged), acknowledgeWindow).pipe(
+          Effect.ensuring(Effect.sync(release)),
+        ),
+      )
+    }
+
+    const client = environment.kafka(options.clientId, joinGate)
     const consumer = yield* attemptSync("subscribe", `Cannot create a consumer for group "${group}"`, () =>
       client.consumer({
         groupId: group,
@@ -267,6 +285,8 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         Queue.offerUnsafe(control, { _tag: "Joined", generation })
       }),
       consumer.on(consumer.events.CRASH, ({ payload }) => {
+        // A restart brings a new kafkajs runner: the old one's heartbeat is for a stopped member.
+        state.heartbeat = undefined
         if (state.current !== undefined) revoke(state.current)
         if (!payload.restart) {
           fatal(
@@ -358,8 +378,18 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
     /** A member that does not acknowledge within the rebalance timeout is removed, as the contract says. */
     const awaitAcknowledgement = (generation: Generation) =>
       Effect.gen(function* () {
+        // While held, kafkajs sends no heartbeats, and the coordinator drops a member that has not
+        // rejoined within the session timeout: heartbeat for it (answered REBALANCE_IN_PROGRESS, each
+        // still renews the session). A member that never got a batch has no heartbeat to send.
+        const heartbeats = Effect.forever(Effect.andThen(
+          Effect.sleep(Duration.millis(heartbeatInterval)),
+          Effect.suspend(() => {
+            const heartbeat = state.heartbeat
+            return heartbeat === undefined ? Effect.void : Effect.ignore(Effect.tryPromise(heartbeat))
+          }),
+        ))
         const acknowledged = yield* Effect.timeoutOption(
-          Deferred.await(generation.acknowledged),
+          Effect.raceFirst(Deferred.await(generation.acknowledged), heartbeats),
           acknowledgeWindow,
         )
         if (Option.isSome(acknowledged) || state.closed || state.fatal !== undefined) return
@@ -407,6 +437,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         const generation = state.current
         if (generation === undefined || state.closed) return undefined
         const { batch } = payload
+        state.heartbeat = payload.heartbeat
         // Done when kafkajs stops, or a seek made this batch stale.
         const halt = Deferred.makeUnsafe<void>()
         let rejoin: unknown = undefined

@@ -10,6 +10,7 @@ import { type Context, Effect, LogLevel } from "effect"
 import type { defaults, Options } from "../KafkaTransport.ts"
 import type { ConsumerRecord, Header, TopicPartition } from "../Transport.ts"
 import * as TransportError from "../TransportError.ts"
+import type { JoinGate } from "./joinGate.ts"
 import { certificateHint, isCertificateError } from "./tlsCheck.ts"
 
 // kafkajs is CommonJS: the default import is `module.exports` on every runtime.
@@ -307,7 +308,8 @@ export const logCreatorFor = (context: Context.Context<never>, minimum: LogLevel
 
 /** What a transport's parts share: its clients, options and their defaults. */
 export interface Environment {
-  readonly kafka: (clientId?: string) => KafkaClient
+  /** The layer's client, or a new one for `clientId` whose JoinGroup requests pass `gate`. */
+  readonly kafka: (clientId?: string, gate?: JoinGate) => KafkaClient
   readonly admin: ReturnType<KafkaClient["admin"]>
   readonly options: Options
   readonly defaults: typeof defaults

@@ -57,7 +57,7 @@ faultTest("F2 SIGTERM under load with a slow handler exits 0 within the deadline
     if (codes.some((c) => c !== 0)) problems.push(`the final shutdowns exited ${codes.join(", ")}`)
 
     const result = await checkHistory(context)
-    // Repeats from before the signal come from b's join (a survivor redoing its tail: see F6).
+    // Repeats from before the signal would come from b's join (a survivor redoing its tail: see F6).
     const afterRestart = result.duplicates.filter((d) => d.at >= signalled)
     report(context, "F2", result, {
       shutdown_ms: shutdownMs,
