@@ -506,8 +506,9 @@ export const defaultValue = (field: FieldModel): unknown => {
   }
 }
 
+/** A struct with every field it has in the generated range at its default. */
 export const defaultStruct = (struct: StructModel): Record<string, unknown> =>
-  Object.fromEntries(struct.fields.map((f) => [f.prop, defaultValue(f)]))
+  Object.fromEntries(struct.fields.filter((f) => !isEmpty(intersect(f.versions, struct.range))).map((f) => [f.prop, defaultValue(f)]))
 
 /** A field's default as TypeScript source. */
 const defaultSource = (field: FieldModel): string => {
@@ -748,6 +749,10 @@ const nonDefault = (field: FieldModel, e: string): string | undefined => {
   }
 }
 
+/** `e`, or the field's default where it is undefined (`??` would replace a null too). */
+const orDefault = (field: FieldModel, e: string, range: Versions): string =>
+  fieldType(field, range).endsWith("| null") ? `${e} === undefined ? ${defaultSource(field)} : ${e}` : `${e} ?? ${defaultSource(field)}`
+
 const jsdoc = (text: string): string => text.replace(/\*\//g, "*\\/")
 
 const describeVersions = (field: FieldModel, range: Versions): string => {
@@ -791,7 +796,7 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
   for (const field of fields) {
     const optional = isOptional(field, range)
     const access = `x.${field.prop}`
-    const value = optional ? `${access} ?? ${defaultSource(field)}` : access
+    const value = optional ? orDefault(field, access, range) : access
     const reg = regular(field)
     const isRecords = field.type.kind === "primitive" && field.type.name === "records"
     const nullableType = fieldType(field, range).endsWith("| null")
@@ -838,7 +843,7 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
         const inTagged = intersect(f.tagged, flex)
         const isRecords = f.type.kind === "primitive" && f.type.name === "records"
         const nullC = isRecords ? true : cond(f.nullable, inTagged)
-        const value = `x.${f.prop} ?? ${defaultSource(f)}`
+        const value = orDefault(f, `x.${f.prop}`, range)
         tags.push(`if (${present(f)}) {`, `  w.unsignedVarint(${f.tag})`, "  const at = w.beginSized()", ...indent(writeStmts(f.type, true, nullC, value)), "  w.endSized(at)", "}")
       }
     }
@@ -953,11 +958,11 @@ export const emitApi = (api: ApiModel, version: string): string => {
   const min = api.minVersion
   const max = api.maxVersion
   const check = (what: string) => `if (v < ${min} || v > ${max}) throw unsupportedVersion("${what}", v, ${min}, ${max})`
-  const reqFlex = api.request.flexible.lo
-  const resFlex = api.response.flexible.lo
-  // (v) => the header version, for an API whose flexible versions start at flexLo.
-  const headerVersion = (flexLo: number, flexible: number, before: number) =>
-    flexLo <= min ? `() => ${flexible}` : flexLo > max ? `() => ${before}` : `(v) => (v >= ${flexLo} ? ${flexible} : ${before})`
+  // (v) => the header version, from the message's flexible versions.
+  const headerVersion = (message: MessageModel, flexible: number, before: number) => {
+    const c = cond(message.flexible, { lo: min, hi: max })
+    return c === true ? `() => ${flexible}` : c === false ? `() => ${before}` : `(v) => (${c} ? ${flexible} : ${before})`
+  }
   lines.push(
     `/** ${api.name} (API key ${api.key}), versions ${min} to ${max}. */`,
     `export const ${api.name}: Api<${req}, ${res}> = {`,
@@ -965,10 +970,10 @@ export const emitApi = (api: ApiModel, version: string): string => {
     `  key: ${api.key},`,
     `  minVersion: ${min},`,
     `  maxVersion: ${max},`,
-    `  requestHeaderVersion: ${headerVersion(reqFlex, 2, 1)},`,
+    `  requestHeaderVersion: ${headerVersion(api.request, 2, 1)},`,
     ...(api.name === "ApiVersions"
       ? ["  // Always 0: a client reads this response before it knows which versions the broker speaks.", "  responseHeaderVersion: () => 0,"]
-      : [`  responseHeaderVersion: ${headerVersion(resFlex, 1, 0)},`]),
+      : [`  responseHeaderVersion: ${headerVersion(api.response, 1, 0)},`]),
     "  encodeRequest: (w, v, x) => {",
     `    ${check(`${api.name}Request`)}`,
     `    encode${req}(w, v, x)`,
@@ -1040,4 +1045,12 @@ const main = (args: ReadonlyArray<string>): void => {
 }
 
 const invoked = process.argv[1] === undefined ? "" : pathToFileURL(resolve(process.argv[1])).href
-if (invoked === import.meta.url) main(process.argv.slice(2))
+if (invoked === import.meta.url) {
+  try {
+    main(process.argv.slice(2))
+  } catch (error) {
+    // A missing jar or a definition this generator cannot handle: the message says which.
+    console.error(`generate-protocol: ${(error as Error).message}`)
+    process.exit(1)
+  }
+}

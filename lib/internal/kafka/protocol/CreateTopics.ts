@@ -254,7 +254,7 @@ function encodeCreatableTopicResult(w: Writer, v: number, x: CreatableTopicResul
   if (v >= 5) w.int16(x.replicationFactor ?? -1)
   if (v >= 5) {
     {
-      const items = x.configs ?? emptyArray
+      const items = x.configs === undefined ? emptyArray : x.configs
       if (items === null) {
         w.compactArrayLength(null)
       } else {

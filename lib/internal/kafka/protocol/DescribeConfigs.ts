@@ -237,8 +237,8 @@ function encodeDescribeConfigsResourceResult(w: Writer, v: number, x: DescribeCo
   }
   if (v >= 3) w.int8(x.configType ?? 0)
   if (v >= 3) {
-    if (v >= 4) w.compactNullableString(x.documentation ?? "")
-    else w.nullableString(x.documentation ?? "")
+    if (v >= 4) w.compactNullableString(x.documentation === undefined ? "" : x.documentation)
+    else w.nullableString(x.documentation === undefined ? "" : x.documentation)
   }
   if (v >= 4) {
     w.taggedFields(0)

@@ -85,8 +85,8 @@ function encodeFindCoordinatorResponse(w: Writer, v: number, x: FindCoordinatorR
   if (v <= 3) w.int16(x.errorCode ?? 0)
   else if (x.errorCode !== undefined && x.errorCode !== 0) fieldNotInVersion("FindCoordinatorResponse", "errorCode", v)
   if (v >= 1 && v <= 3) {
-    if (v >= 3) w.compactNullableString(x.errorMessage ?? "")
-    else w.nullableString(x.errorMessage ?? "")
+    if (v >= 3) w.compactNullableString(x.errorMessage === undefined ? "" : x.errorMessage)
+    else w.nullableString(x.errorMessage === undefined ? "" : x.errorMessage)
   }
   if (v <= 3) w.int32(x.nodeId ?? 0)
   else if (x.nodeId !== undefined && x.nodeId !== 0) fieldNotInVersion("FindCoordinatorResponse", "nodeId", v)

@@ -27,7 +27,7 @@ function encodeOffsetFetchRequest(w: Writer, v: number, x: OffsetFetchRequest): 
   if (v <= 7) {
     if (v >= 2) {
       {
-        const items = x.topics ?? emptyArray
+        const items = x.topics === undefined ? emptyArray : x.topics
         if (items === null) {
           if (v >= 6) w.compactArrayLength(null)
           else w.arrayLength(null)
@@ -39,7 +39,7 @@ function encodeOffsetFetchRequest(w: Writer, v: number, x: OffsetFetchRequest): 
       }
     } else {
       {
-        const items = x.topics === null ? nullNotAllowed("OffsetFetchRequest", "topics", v) : x.topics ?? emptyArray
+        const items = x.topics === null ? nullNotAllowed("OffsetFetchRequest", "topics", v) : x.topics === undefined ? emptyArray : x.topics
         if (v >= 6) w.compactArrayLength(items.length)
         else w.arrayLength(items.length)
         for (let i = 0; i < items.length; i++) encodeOffsetFetchRequestTopic(w, v, items[i]!)
@@ -157,7 +157,7 @@ export interface OffsetFetchRequestGroup {
 
 function encodeOffsetFetchRequestGroup(w: Writer, v: number, x: OffsetFetchRequestGroup): void {
   w.compactString(x.groupId)
-  if (v >= 9) w.compactNullableString(x.memberId ?? null)
+  if (v >= 9) w.compactNullableString(x.memberId === undefined ? null : x.memberId)
   if (v >= 9) w.int32(x.memberEpoch ?? -1)
   {
     const items = x.topics

@@ -60,8 +60,8 @@ export const SaslHandshake: Api<SaslHandshakeRequest, SaslHandshakeResponse> = {
   key: 17,
   minVersion: 0,
   maxVersion: 1,
-  requestHeaderVersion: () => 2,
-  responseHeaderVersion: () => 1,
+  requestHeaderVersion: () => 1,
+  responseHeaderVersion: () => 0,
   encodeRequest: (w, v, x) => {
     if (v < 0 || v > 1) throw unsupportedVersion("SaslHandshakeRequest", v, 0, 1)
     encodeSaslHandshakeRequest(w, v, x)
