@@ -638,35 +638,72 @@ const chooseExpr = (c: Cond, a: string, b: string): string => {
   return `${c} ? ${wrap(a)} : ${wrap(b)}`
 }
 
+const always: Versions = { lo: 0, hi: Infinity }
+
+/** The versions of `within` outside `set`, as one range (the hull, if they fall on both sides). */
+const outside = (set: Versions, within: Versions): Versions => {
+  const i = intersect(set, within)
+  if (isEmpty(i)) return within
+  if (i.lo > within.lo && i.hi < within.hi) return within
+  if (i.lo > within.lo) return { lo: within.lo, hi: i.lo - 1 }
+  if (i.hi < within.hi) return { lo: i.hi + 1, hi: within.hi }
+  return none
+}
+
+/**
+ * Statements for "v in set" and "v not in set", knowing v is in `within`; each side is built for
+ * the versions it covers, so the tests nested in it do not repeat what is already known.
+ */
+const branchOn = (set: Versions, within: Versions, a: (w: Versions) => string[], b: (w: Versions) => string[]): string[] =>
+  branch(cond(set, within), () => a(intersect(set, within)), () => b(outside(set, within)))
+
+/** The same for expressions. */
+const chooseOn = (set: Versions, within: Versions, a: (w: Versions) => string, b: (w: Versions) => string): string => {
+  const c = cond(set, within)
+  if (c === true) return a(within)
+  if (c === false) return b(within)
+  return chooseExpr(c, a(intersect(set, within)), b(outside(set, within)))
+}
+
 /** One statement or a block per line, on one line when it fits: `for (...) stmt`. */
 const loopOver = (head: string, body: ReadonlyArray<string>): string[] =>
   body.length === 1 ? [`${head} ${body[0]}`] : [`${head} {`, ...indent(body), "}"]
 
+/** How a field is encoded: in which versions compactly (`flexible`) and where null is allowed. */
+interface Encoding {
+  readonly flexible: Versions
+  readonly nullable: Versions
+}
+
 /**
- * Statements writing `e`, a value of type t, where `flex` and `nullable` say in which versions
- * the encoding is flexible and null allowed; `eNonNull` is `e` where null is not.
+ * Statements writing `e`, a value of type t, in the versions `within`; `eNonNull` is `e` where
+ * null is not allowed.
  */
-const writeStmts = (t: TypeModel, flex: Cond, nullable: Cond, e: string, eNonNull = e): string[] => {
+const writeStmts = (t: TypeModel, how: Encoding, within: Versions, e: string, eNonNull = e): string[] => {
   if (t.kind === "struct") {
     const encode = `encode${t.struct.tsName}`
-    return branch(
-      nullable,
+    return branchOn(
+      how.nullable,
+      within,
       () => ["{", `  const item = ${e}`, "  if (item === null) w.int8(-1)", "  else {", "    w.int8(1)", `    ${encode}(w, v, item)`, "  }", "}"],
       () => [`${encode}(w, v, ${eNonNull})`],
     )
   }
   if (t.kind === "array") {
-    const length = (n: string) => branch(flex, () => [`w.compactArrayLength(${n})`], () => [`w.arrayLength(${n})`])
-    const loop = loopOver("for (let i = 0; i < items.length; i++)", writeStmts(t.element, flex, false, "items[i]!"))
-    return branch(
-      nullable,
-      () => [
+    const element: Encoding = { flexible: how.flexible, nullable: none }
+    const length = (n: string, w: Versions) =>
+      branchOn(how.flexible, w, () => [`w.compactArrayLength(${n})`], () => [`w.arrayLength(${n})`])
+    const loop = (w: Versions) => loopOver("for (let i = 0; i < items.length; i++)", writeStmts(t.element, element, w, "items[i]!"))
+    return branchOn(
+      how.nullable,
+      within,
+      (w) => [
         "{",
         `  const items = ${e}`,
-        ...indent(branch("items === null", () => length("null"), () => [...length("items.length"), ...loop])),
+        ...indent(branch("items === null", () => length("null", w), () => [...length("items.length", w), ...loop(w)])),
         "}",
       ],
-      () => ["{", `  const items = ${eNonNull}`, ...indent(length("items.length")), ...indent(loop), "}"],
+      (w) => ["{", `  const items = ${eNonNull}`, ...indent(length("items.length", w)), ...indent(loop(w)), "}"],
     )
   }
   const method = (flexible: boolean, canBeNull: boolean): string => {
@@ -677,22 +714,21 @@ const writeStmts = (t: TypeModel, flex: Cond, nullable: Cond, e: string, eNonNul
   switch (t.name) {
     case "string":
     case "bytes":
-    case "records":
-      return branch(
-        flex,
-        () => branch(nullable, () => [`w.${method(true, true)}(${e})`], () => [`w.${method(true, false)}(${eNonNull})`]),
-        () => branch(nullable, () => [`w.${method(false, true)}(${e})`], () => [`w.${method(false, false)}(${eNonNull})`]),
-      )
+    case "records": {
+      const write = (flexible: boolean) => (w: Versions) =>
+        branchOn(how.nullable, w, () => [`w.${method(flexible, true)}(${e})`], () => [`w.${method(flexible, false)}(${eNonNull})`])
+      return branchOn(how.flexible, within, write(true), write(false))
+    }
     default:
       return [`w.${t.name}(${eNonNull})`]
   }
 }
 
-/** An expression reading a non-array value of type t (conditions as for {@link writeStmts}). */
-const readExpr = (t: TypeModel, flex: Cond, nullable: Cond): string => {
+/** An expression reading a non-array value of type t in the versions `within`. */
+const readExpr = (t: TypeModel, how: Encoding, within: Versions): string => {
   if (t.kind === "struct") {
     const decode = `decode${t.struct.tsName}(r, v)`
-    return chooseExpr(nullable, `r.int8() < 0 ? null : ${decode}`, decode)
+    return chooseOn(how.nullable, within, () => `r.int8() < 0 ? null : ${decode}`, () => decode)
   }
   if (t.kind === "array") throw new Error("readExpr: array")
   switch (t.name) {
@@ -701,10 +737,11 @@ const readExpr = (t: TypeModel, flex: Cond, nullable: Cond): string => {
     case "records": {
       const kind = t.name === "string" ? "String" : "Bytes"
       const plain = kind === "String" ? "string" : "bytes"
-      return chooseExpr(
-        flex,
-        chooseExpr(nullable, `r.compactNullable${kind}()`, `r.compact${kind}()`),
-        chooseExpr(nullable, `r.nullable${kind}()`, `r.${plain}()`),
+      return chooseOn(
+        how.flexible,
+        within,
+        (w) => chooseOn(how.nullable, w, () => `r.compactNullable${kind}()`, () => `r.compact${kind}()`),
+        (w) => chooseOn(how.nullable, w, () => `r.nullable${kind}()`, () => `r.${plain}()`),
       )
     }
     default:
@@ -712,22 +749,23 @@ const readExpr = (t: TypeModel, flex: Cond, nullable: Cond): string => {
   }
 }
 
-/** Statements reading a value of type t into `target`. */
-const readStmts = (t: TypeModel, flex: Cond, nullable: Cond, target: string): string[] => {
-  if (t.kind !== "array") return [`${target} = ${readExpr(t, flex, nullable)}`]
+/** Statements reading a value of type t into `target`, in the versions `within`. */
+const readStmts = (t: TypeModel, how: Encoding, within: Versions, target: string): string[] => {
+  if (t.kind !== "array") return [`${target} = ${readExpr(t, how, within)}`]
   const compact = minSize(t.element, true)
   const classic = minSize(t.element, false)
-  const length = chooseExpr(
-    flex,
-    chooseExpr(nullable, `r.compactNullableArrayLength(${compact})`, `r.compactArrayLength(${compact})`),
-    chooseExpr(nullable, `r.nullableArrayLength(${classic})`, `r.arrayLength(${classic})`),
+  const length = chooseOn(
+    how.flexible,
+    within,
+    (w) => chooseOn(how.nullable, w, () => `r.compactNullableArrayLength(${compact})`, () => `r.compactArrayLength(${compact})`),
+    (w) => chooseOn(how.nullable, w, () => `r.nullableArrayLength(${classic})`, () => `r.arrayLength(${classic})`),
   )
   const fill = [
     `const items: ${tsType(t.element)}[] = []`,
-    `for (let i = 0; i < n; i++) items.push(${readExpr(t.element, flex, false)})`,
+    `for (let i = 0; i < n; i++) items.push(${readExpr(t.element, { flexible: how.flexible, nullable: none }, within)})`,
     `${target} = items`,
   ]
-  if (nullable === false) return ["{", `  const n = ${length}`, ...indent(fill), "}"]
+  if (cond(how.nullable, within) === false) return ["{", `  const n = ${length}`, ...indent(fill), "}"]
   return ["{", `  const n = ${length}`, `  if (n < 0) ${target} = null`, "  else {", ...indent(fill, "    "), "  }", "}"]
 }
 
@@ -770,6 +808,11 @@ const describeVersions = (field: FieldModel, range: Versions): string => {
 }
 
 const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
+  // records are nullable in every version (Kafka's generator treats them so).
+  const encodingOf = (field: FieldModel): Encoding => ({
+    flexible: field.flexible ?? message.flexible,
+    nullable: field.type.kind === "primitive" && field.type.name === "records" ? always : field.nullable,
+  })
   const range = struct.range
   const name = struct.tsName
   const what = JSON.stringify(message.name)
@@ -801,12 +844,12 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
     const isRecords = field.type.kind === "primitive" && field.type.name === "records"
     const nullableType = fieldType(field, range).endsWith("| null")
     const write = (inVersions: Versions): string[] => {
-      const nullC = isRecords ? true : cond(field.nullable, inVersions)
+      const how = encodingOf(field)
       // Nullable in other versions but not in these: null is refused, not sent as garbage.
-      const guarded = nullableType && nullC !== true
+      const guarded = nullableType && cond(how.nullable, inVersions) !== true
         ? `${access} === null ? nullNotAllowed(${what}, ${JSON.stringify(field.prop)}, v) : ${value}`
         : value
-      return writeStmts(field.type, cond(field.flexible ?? message.flexible, inVersions), nullC, value, guarded)
+      return writeStmts(field.type, how, inVersions, value, guarded)
     }
     const regCond = cond(reg, range)
     const absent = notCond(field.versions, range)
@@ -841,14 +884,12 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
       tags.push("w.taggedFields(count)")
       for (const f of taggedFields) {
         const inTagged = intersect(f.tagged, flex)
-        const isRecords = f.type.kind === "primitive" && f.type.name === "records"
-        const nullC = isRecords ? true : cond(f.nullable, inTagged)
         const value = orDefault(f, `x.${f.prop}`, range)
-        tags.push(`if (${present(f)}) {`, `  w.unsignedVarint(${f.tag})`, "  const at = w.beginSized()", ...indent(writeStmts(f.type, true, nullC, value)), "  w.endSized(at)", "}")
+        const how = { flexible: always, nullable: encodingOf(f).nullable }
+        tags.push(`if (${present(f)}) {`, `  w.unsignedVarint(${f.tag})`, "  const at = w.beginSized()", ...indent(writeStmts(f.type, how, inTagged, value)), "  w.endSized(at)", "}")
       }
     }
-    if (fc === true) enc.push(...tags)
-    else enc.push(`if (${fc}) {`, ...indent(tags), "}")
+    enc.push(...branch(fc, () => tags, () => []))
   }
   out.push(`function encode${name}(w: Writer, v: number, x: ${name}): void {`, ...indent(enc), "}", "")
 
@@ -859,19 +900,17 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
     const reg = intersect(regular(field), range)
     const regCond = cond(reg, range)
     const type = fieldType(field, range)
-    const isRecords = field.type.kind === "primitive" && field.type.name === "records"
-    const flexC = cond(field.flexible ?? message.flexible, reg)
-    const nullC = isRecords ? true : cond(field.nullable, reg)
+    const how = encodingOf(field)
     const tagged = !isEmpty(intersect(field.tagged, range))
     if (regCond === false) {
       dec.push(`let ${local}: ${type} = ${defaultSource(field)}`)
     } else if (field.type.kind !== "array" && !tagged) {
-      const expr = readExpr(field.type, flexC, nullC)
+      const expr = readExpr(field.type, how, reg)
       dec.push(`const ${local} = ${regCond === true ? expr : chooseExpr(regCond, expr, defaultSource(field))}`)
     } else if (!tagged) {
-      dec.push(`let ${local}: ${type}`, ...branch(regCond, () => readStmts(field.type, flexC, nullC, local), () => [`${local} = ${defaultSource(field)}`]))
+      dec.push(`let ${local}: ${type}`, ...branch(regCond, () => readStmts(field.type, how, reg, local), () => [`${local} = ${defaultSource(field)}`]))
     } else {
-      dec.push(`let ${local}: ${type} = ${defaultSource(field)}`, ...branch(regCond, () => readStmts(field.type, flexC, nullC, local), () => []))
+      dec.push(`let ${local}: ${type} = ${defaultSource(field)}`, ...branch(regCond, () => readStmts(field.type, how, reg, local), () => []))
     }
   }
   if (fc !== false) {
@@ -882,9 +921,8 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
       tags.push("  switch (tag) {")
       for (const f of taggedFields) {
         const c = cond(f.tagged, flex)
-        const isRecords = f.type.kind === "primitive" && f.type.name === "records"
-        const nullC = isRecords ? true : cond(f.nullable, intersect(f.tagged, flex))
-        const body = ["const end = r.pushLimit(size)", ...readStmts(f.type, true, nullC, `_${f.prop}`), "r.popLimit(end)"]
+        const how = { flexible: always, nullable: encodingOf(f).nullable }
+        const body = ["const end = r.pushLimit(size)", ...readStmts(f.type, how, intersect(f.tagged, flex), `_${f.prop}`), "r.popLimit(end)"]
         tags.push(`    case ${f.tag}: {`)
         if (c === true) tags.push(...indent(body, "      "), "      break")
         else tags.push(`      if (${c}) {`, ...indent(body, "        "), "      } else r.skip(size)", "      break")
@@ -892,8 +930,7 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
       }
       tags.push("    default:", "      r.skip(size)", "  }", "}")
     }
-    if (fc === true) dec.push(...tags)
-    else dec.push(`if (${fc}) {`, ...indent(tags), "}")
+    dec.push(...branch(fc, () => tags, () => []))
   }
   dec.push("return {", ...fields.map((f) => `  ${f.prop}: _${f.prop},`), "}")
   out.push(`function decode${name}(r: Reader, v: number): ${name} {`, ...indent(dec), "}", "")

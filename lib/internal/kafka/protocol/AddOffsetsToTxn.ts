@@ -24,9 +24,7 @@ function encodeAddOffsetsToTxnRequest(w: Writer, v: number, x: AddOffsetsToTxnRe
   w.int16(x.producerEpoch)
   if (v >= 3) w.compactString(x.groupId)
   else w.string(x.groupId)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeAddOffsetsToTxnRequest(r: Reader, v: number): AddOffsetsToTxnRequest {
@@ -34,9 +32,7 @@ function decodeAddOffsetsToTxnRequest(r: Reader, v: number): AddOffsetsToTxnRequ
   const _producerId = r.int64()
   const _producerEpoch = r.int16()
   const _groupId = v >= 3 ? r.compactString() : r.string()
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     transactionalId: _transactionalId,
     producerId: _producerId,
@@ -56,17 +52,13 @@ export interface AddOffsetsToTxnResponse {
 function encodeAddOffsetsToTxnResponse(w: Writer, v: number, x: AddOffsetsToTxnResponse): void {
   w.int32(x.throttleTimeMs)
   w.int16(x.errorCode)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeAddOffsetsToTxnResponse(r: Reader, v: number): AddOffsetsToTxnResponse {
   const _throttleTimeMs = r.int32()
   const _errorCode = r.int16()
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,

@@ -49,9 +49,7 @@ function encodeAddPartitionsToTxnRequest(w: Writer, v: number, x: AddPartitionsT
   } else {
     if (x.v3AndBelowTopics !== undefined && (x.v3AndBelowTopics === null || x.v3AndBelowTopics.length > 0)) fieldNotInVersion("AddPartitionsToTxnRequest", "v3AndBelowTopics", v)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeAddPartitionsToTxnRequest(r: Reader, v: number): AddPartitionsToTxnRequest {
@@ -80,9 +78,7 @@ function decodeAddPartitionsToTxnRequest(r: Reader, v: number): AddPartitionsToT
   } else {
     _v3AndBelowTopics = emptyArray
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     transactions: _transactions,
     v3AndBelowTransactionalId: _v3AndBelowTransactionalId,
@@ -158,9 +154,7 @@ function encodeAddPartitionsToTxnTopic(w: Writer, v: number, x: AddPartitionsToT
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) w.int32(items[i]!)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeAddPartitionsToTxnTopic(r: Reader, v: number): AddPartitionsToTxnTopic {
@@ -172,9 +166,7 @@ function decodeAddPartitionsToTxnTopic(r: Reader, v: number): AddPartitionsToTxn
     for (let i = 0; i < n; i++) items.push(r.int32())
     _partitions = items
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     name: _name,
     partitions: _partitions,
@@ -215,9 +207,7 @@ function encodeAddPartitionsToTxnResponse(w: Writer, v: number, x: AddPartitions
   } else {
     if (x.resultsByTopicV3AndBelow !== undefined && (x.resultsByTopicV3AndBelow === null || x.resultsByTopicV3AndBelow.length > 0)) fieldNotInVersion("AddPartitionsToTxnResponse", "resultsByTopicV3AndBelow", v)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeAddPartitionsToTxnResponse(r: Reader, v: number): AddPartitionsToTxnResponse {
@@ -245,9 +235,7 @@ function decodeAddPartitionsToTxnResponse(r: Reader, v: number): AddPartitionsTo
   } else {
     _resultsByTopicV3AndBelow = emptyArray
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,
@@ -307,9 +295,7 @@ function encodeAddPartitionsToTxnTopicResult(w: Writer, v: number, x: AddPartiti
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeAddPartitionsToTxnPartitionResult(w, v, items[i]!)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeAddPartitionsToTxnTopicResult(r: Reader, v: number): AddPartitionsToTxnTopicResult {
@@ -321,9 +307,7 @@ function decodeAddPartitionsToTxnTopicResult(r: Reader, v: number): AddPartition
     for (let i = 0; i < n; i++) items.push(decodeAddPartitionsToTxnPartitionResult(r, v))
     _resultsByPartition = items
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     name: _name,
     resultsByPartition: _resultsByPartition,
@@ -341,17 +325,13 @@ export interface AddPartitionsToTxnPartitionResult {
 function encodeAddPartitionsToTxnPartitionResult(w: Writer, v: number, x: AddPartitionsToTxnPartitionResult): void {
   w.int32(x.partitionIndex)
   w.int16(x.partitionErrorCode)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeAddPartitionsToTxnPartitionResult(r: Reader, v: number): AddPartitionsToTxnPartitionResult {
   const _partitionIndex = r.int32()
   const _partitionErrorCode = r.int16()
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     partitionErrorCode: _partitionErrorCode,

@@ -22,9 +22,7 @@ function encodeApiVersionsRequest(w: Writer, v: number, x: ApiVersionsRequest): 
   if (v >= 3) w.compactString(x.clientSoftwareVersion ?? "")
   if (v >= 5) w.compactNullableString(x.clusterId === undefined ? null : x.clusterId)
   if (v >= 5) w.int32(x.nodeId ?? -1)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeApiVersionsRequest(r: Reader, v: number): ApiVersionsRequest {
@@ -32,9 +30,7 @@ function decodeApiVersionsRequest(r: Reader, v: number): ApiVersionsRequest {
   const _clientSoftwareVersion = v >= 3 ? r.compactString() : ""
   const _clusterId = v >= 5 ? r.compactNullableString() : null
   const _nodeId = v >= 5 ? r.int32() : -1
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     clientSoftwareName: _clientSoftwareName,
     clientSoftwareVersion: _clientSoftwareVersion,
@@ -196,18 +192,14 @@ function encodeApiVersion(w: Writer, v: number, x: ApiVersion): void {
   w.int16(x.apiKey)
   w.int16(x.minVersion)
   w.int16(x.maxVersion)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeApiVersion(r: Reader, v: number): ApiVersion {
   const _apiKey = r.int16()
   const _minVersion = r.int16()
   const _maxVersion = r.int16()
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     apiKey: _apiKey,
     minVersion: _minVersion,

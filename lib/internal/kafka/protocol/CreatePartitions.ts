@@ -24,9 +24,7 @@ function encodeCreatePartitionsRequest(w: Writer, v: number, x: CreatePartitions
   }
   w.int32(x.timeoutMs)
   w.bool(x.validateOnly)
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeCreatePartitionsRequest(r: Reader, v: number): CreatePartitionsRequest {
@@ -39,9 +37,7 @@ function decodeCreatePartitionsRequest(r: Reader, v: number): CreatePartitionsRe
   }
   const _timeoutMs = r.int32()
   const _validateOnly = r.bool()
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     topics: _topics,
     timeoutMs: _timeoutMs,
@@ -74,9 +70,7 @@ function encodeCreatePartitionsTopic(w: Writer, v: number, x: CreatePartitionsTo
       for (let i = 0; i < items.length; i++) encodeCreatePartitionsAssignment(w, v, items[i]!)
     }
   }
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeCreatePartitionsTopic(r: Reader, v: number): CreatePartitionsTopic {
@@ -92,9 +86,7 @@ function decodeCreatePartitionsTopic(r: Reader, v: number): CreatePartitionsTopi
       _assignments = items
     }
   }
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     name: _name,
     count: _count,
@@ -115,9 +107,7 @@ function encodeCreatePartitionsAssignment(w: Writer, v: number, x: CreatePartiti
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) w.int32(items[i]!)
   }
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeCreatePartitionsAssignment(r: Reader, v: number): CreatePartitionsAssignment {
@@ -128,9 +118,7 @@ function decodeCreatePartitionsAssignment(r: Reader, v: number): CreatePartition
     for (let i = 0; i < n; i++) items.push(r.int32())
     _brokerIds = items
   }
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     brokerIds: _brokerIds,
   }
@@ -152,9 +140,7 @@ function encodeCreatePartitionsResponse(w: Writer, v: number, x: CreatePartition
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeCreatePartitionsTopicResult(w, v, items[i]!)
   }
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeCreatePartitionsResponse(r: Reader, v: number): CreatePartitionsResponse {
@@ -166,9 +152,7 @@ function decodeCreatePartitionsResponse(r: Reader, v: number): CreatePartitionsR
     for (let i = 0; i < n; i++) items.push(decodeCreatePartitionsTopicResult(r, v))
     _results = items
   }
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     results: _results,
@@ -191,18 +175,14 @@ function encodeCreatePartitionsTopicResult(w: Writer, v: number, x: CreatePartit
   w.int16(x.errorCode)
   if (v >= 2) w.compactNullableString(x.errorMessage)
   else w.nullableString(x.errorMessage)
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeCreatePartitionsTopicResult(r: Reader, v: number): CreatePartitionsTopicResult {
   const _name = v >= 2 ? r.compactString() : r.string()
   const _errorCode = r.int16()
   const _errorMessage = v >= 2 ? r.compactNullableString() : r.nullableString()
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     name: _name,
     errorCode: _errorCode,

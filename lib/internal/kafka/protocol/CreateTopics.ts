@@ -24,9 +24,7 @@ function encodeCreateTopicsRequest(w: Writer, v: number, x: CreateTopicsRequest)
   }
   w.int32(x.timeoutMs)
   w.bool(x.validateOnly)
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeCreateTopicsRequest(r: Reader, v: number): CreateTopicsRequest {
@@ -39,9 +37,7 @@ function decodeCreateTopicsRequest(r: Reader, v: number): CreateTopicsRequest {
   }
   const _timeoutMs = r.int32()
   const _validateOnly = r.bool()
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     topics: _topics,
     timeoutMs: _timeoutMs,
@@ -80,9 +76,7 @@ function encodeCreatableTopic(w: Writer, v: number, x: CreatableTopic): void {
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeCreatableTopicConfig(w, v, items[i]!)
   }
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeCreatableTopic(r: Reader, v: number): CreatableTopic {
@@ -103,9 +97,7 @@ function decodeCreatableTopic(r: Reader, v: number): CreatableTopic {
     for (let i = 0; i < n; i++) items.push(decodeCreatableTopicConfig(r, v))
     _configs = items
   }
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     name: _name,
     numPartitions: _numPartitions,
@@ -131,9 +123,7 @@ function encodeCreatableReplicaAssignment(w: Writer, v: number, x: CreatableRepl
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) w.int32(items[i]!)
   }
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeCreatableReplicaAssignment(r: Reader, v: number): CreatableReplicaAssignment {
@@ -145,9 +135,7 @@ function decodeCreatableReplicaAssignment(r: Reader, v: number): CreatableReplic
     for (let i = 0; i < n; i++) items.push(r.int32())
     _brokerIds = items
   }
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     brokerIds: _brokerIds,
@@ -167,17 +155,13 @@ function encodeCreatableTopicConfig(w: Writer, v: number, x: CreatableTopicConfi
   else w.string(x.name)
   if (v >= 5) w.compactNullableString(x.value)
   else w.nullableString(x.value)
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeCreatableTopicConfig(r: Reader, v: number): CreatableTopicConfig {
   const _name = v >= 5 ? r.compactString() : r.string()
   const _value = v >= 5 ? r.compactNullableString() : r.nullableString()
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     name: _name,
     value: _value,
@@ -200,9 +184,7 @@ function encodeCreateTopicsResponse(w: Writer, v: number, x: CreateTopicsRespons
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeCreatableTopicResult(w, v, items[i]!)
   }
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeCreateTopicsResponse(r: Reader, v: number): CreateTopicsResponse {
@@ -214,9 +196,7 @@ function decodeCreateTopicsResponse(r: Reader, v: number): CreateTopicsResponse 
     for (let i = 0; i < n; i++) items.push(decodeCreatableTopicResult(r, v))
     _topics = items
   }
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     topics: _topics,

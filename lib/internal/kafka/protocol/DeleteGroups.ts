@@ -21,9 +21,7 @@ function encodeDeleteGroupsRequest(w: Writer, v: number, x: DeleteGroupsRequest)
       else w.string(items[i]!)
     }
   }
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeDeleteGroupsRequest(r: Reader, v: number): DeleteGroupsRequest {
@@ -34,9 +32,7 @@ function decodeDeleteGroupsRequest(r: Reader, v: number): DeleteGroupsRequest {
     for (let i = 0; i < n; i++) items.push(v >= 2 ? r.compactString() : r.string())
     _groupsNames = items
   }
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     groupsNames: _groupsNames,
   }
@@ -58,9 +54,7 @@ function encodeDeleteGroupsResponse(w: Writer, v: number, x: DeleteGroupsRespons
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeDeletableGroupResult(w, v, items[i]!)
   }
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeDeleteGroupsResponse(r: Reader, v: number): DeleteGroupsResponse {
@@ -72,9 +66,7 @@ function decodeDeleteGroupsResponse(r: Reader, v: number): DeleteGroupsResponse 
     for (let i = 0; i < n; i++) items.push(decodeDeletableGroupResult(r, v))
     _results = items
   }
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     results: _results,
@@ -96,18 +88,14 @@ function encodeDeletableGroupResult(w: Writer, v: number, x: DeletableGroupResul
   else w.string(x.groupId)
   w.int16(x.errorCode)
   if (v >= 3) w.compactNullableString(x.errorMessage === undefined ? null : x.errorMessage)
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeDeletableGroupResult(r: Reader, v: number): DeletableGroupResult {
   const _groupId = v >= 2 ? r.compactString() : r.string()
   const _errorCode = r.int16()
   const _errorMessage = v >= 3 ? r.compactNullableString() : null
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     groupId: _groupId,
     errorCode: _errorCode,

@@ -37,9 +37,7 @@ function encodeDeleteTopicsRequest(w: Writer, v: number, x: DeleteTopicsRequest)
     }
   }
   w.int32(x.timeoutMs)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDeleteTopicsRequest(r: Reader, v: number): DeleteTopicsRequest {
@@ -66,9 +64,7 @@ function decodeDeleteTopicsRequest(r: Reader, v: number): DeleteTopicsRequest {
     _topicNames = emptyArray
   }
   const _timeoutMs = r.int32()
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     topics: _topics,
     topicNames: _topicNames,
@@ -116,9 +112,7 @@ function encodeDeleteTopicsResponse(w: Writer, v: number, x: DeleteTopicsRespons
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeDeletableTopicResult(w, v, items[i]!)
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDeleteTopicsResponse(r: Reader, v: number): DeleteTopicsResponse {
@@ -130,9 +124,7 @@ function decodeDeleteTopicsResponse(r: Reader, v: number): DeleteTopicsResponse 
     for (let i = 0; i < n; i++) items.push(decodeDeletableTopicResult(r, v))
     _responses = items
   }
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     responses: _responses,
@@ -156,25 +148,20 @@ function encodeDeletableTopicResult(w: Writer, v: number, x: DeletableTopicResul
     if (v >= 6) w.compactNullableString(x.name)
     else w.compactString(x.name === null ? nullNotAllowed("DeleteTopicsResponse", "name", v) : x.name)
   } else {
-    if (v >= 6) w.nullableString(x.name)
-    else w.string(x.name === null ? nullNotAllowed("DeleteTopicsResponse", "name", v) : x.name)
+    w.string(x.name === null ? nullNotAllowed("DeleteTopicsResponse", "name", v) : x.name)
   }
   if (v >= 6) w.uuid(x.topicId ?? zeroUuid)
   w.int16(x.errorCode)
   if (v >= 5) w.compactNullableString(x.errorMessage === undefined ? null : x.errorMessage)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDeletableTopicResult(r: Reader, v: number): DeletableTopicResult {
-  const _name = v >= 4 ? (v >= 6 ? r.compactNullableString() : r.compactString()) : (v >= 6 ? r.nullableString() : r.string())
+  const _name = v >= 4 ? (v >= 6 ? r.compactNullableString() : r.compactString()) : r.string()
   const _topicId = v >= 6 ? r.uuid() : zeroUuid
   const _errorCode = r.int16()
   const _errorMessage = v >= 5 ? r.compactNullableString() : null
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     name: _name,
     topicId: _topicId,

@@ -25,9 +25,7 @@ function encodeDescribeConfigsRequest(w: Writer, v: number, x: DescribeConfigsRe
   w.bool(x.includeSynonyms)
   if (v >= 3) w.bool(x.includeDocumentation ?? false)
   else if (x.includeDocumentation !== undefined && x.includeDocumentation !== false) fieldNotInVersion("DescribeConfigsRequest", "includeDocumentation", v)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDescribeConfigsRequest(r: Reader, v: number): DescribeConfigsRequest {
@@ -40,9 +38,7 @@ function decodeDescribeConfigsRequest(r: Reader, v: number): DescribeConfigsRequ
   }
   const _includeSynonyms = r.bool()
   const _includeDocumentation = v >= 3 ? r.bool() : false
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     resources: _resources,
     includeSynonyms: _includeSynonyms,
@@ -78,9 +74,7 @@ function encodeDescribeConfigsResource(w: Writer, v: number, x: DescribeConfigsR
       }
     }
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDescribeConfigsResource(r: Reader, v: number): DescribeConfigsResource {
@@ -96,9 +90,7 @@ function decodeDescribeConfigsResource(r: Reader, v: number): DescribeConfigsRes
       _configurationKeys = items
     }
   }
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     resourceType: _resourceType,
     resourceName: _resourceName,
@@ -122,9 +114,7 @@ function encodeDescribeConfigsResponse(w: Writer, v: number, x: DescribeConfigsR
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeDescribeConfigsResult(w, v, items[i]!)
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDescribeConfigsResponse(r: Reader, v: number): DescribeConfigsResponse {
@@ -136,9 +126,7 @@ function decodeDescribeConfigsResponse(r: Reader, v: number): DescribeConfigsRes
     for (let i = 0; i < n; i++) items.push(decodeDescribeConfigsResult(r, v))
     _results = items
   }
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     results: _results,
@@ -172,9 +160,7 @@ function encodeDescribeConfigsResult(w: Writer, v: number, x: DescribeConfigsRes
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeDescribeConfigsResourceResult(w, v, items[i]!)
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDescribeConfigsResult(r: Reader, v: number): DescribeConfigsResult {
@@ -189,9 +175,7 @@ function decodeDescribeConfigsResult(r: Reader, v: number): DescribeConfigsResul
     for (let i = 0; i < n; i++) items.push(decodeDescribeConfigsResourceResult(r, v))
     _configs = items
   }
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     errorCode: _errorCode,
     errorMessage: _errorMessage,
@@ -240,9 +224,7 @@ function encodeDescribeConfigsResourceResult(w: Writer, v: number, x: DescribeCo
     if (v >= 4) w.compactNullableString(x.documentation === undefined ? "" : x.documentation)
     else w.nullableString(x.documentation === undefined ? "" : x.documentation)
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDescribeConfigsResourceResult(r: Reader, v: number): DescribeConfigsResourceResult {
@@ -260,9 +242,7 @@ function decodeDescribeConfigsResourceResult(r: Reader, v: number): DescribeConf
   }
   const _configType = v >= 3 ? r.int8() : 0
   const _documentation = v >= 3 ? (v >= 4 ? r.compactNullableString() : r.nullableString()) : ""
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     name: _name,
     value: _value,
@@ -291,18 +271,14 @@ function encodeDescribeConfigsSynonym(w: Writer, v: number, x: DescribeConfigsSy
   if (v >= 4) w.compactNullableString(x.value)
   else w.nullableString(x.value)
   w.int8(x.source)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeDescribeConfigsSynonym(r: Reader, v: number): DescribeConfigsSynonym {
   const _name = v >= 4 ? r.compactString() : r.string()
   const _value = v >= 4 ? r.compactNullableString() : r.nullableString()
   const _source = r.int8()
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     name: _name,
     value: _value,

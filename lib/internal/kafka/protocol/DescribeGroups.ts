@@ -25,9 +25,7 @@ function encodeDescribeGroupsRequest(w: Writer, v: number, x: DescribeGroupsRequ
   }
   if (v >= 3) w.bool(x.includeAuthorizedOperations ?? false)
   else if (x.includeAuthorizedOperations !== undefined && x.includeAuthorizedOperations !== false) fieldNotInVersion("DescribeGroupsRequest", "includeAuthorizedOperations", v)
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeDescribeGroupsRequest(r: Reader, v: number): DescribeGroupsRequest {
@@ -39,9 +37,7 @@ function decodeDescribeGroupsRequest(r: Reader, v: number): DescribeGroupsReques
     _groups = items
   }
   const _includeAuthorizedOperations = v >= 3 ? r.bool() : false
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     groups: _groups,
     includeAuthorizedOperations: _includeAuthorizedOperations,
@@ -64,9 +60,7 @@ function encodeDescribeGroupsResponse(w: Writer, v: number, x: DescribeGroupsRes
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeDescribedGroup(w, v, items[i]!)
   }
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeDescribeGroupsResponse(r: Reader, v: number): DescribeGroupsResponse {
@@ -78,9 +72,7 @@ function decodeDescribeGroupsResponse(r: Reader, v: number): DescribeGroupsRespo
     for (let i = 0; i < n; i++) items.push(decodeDescribedGroup(r, v))
     _groups = items
   }
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     groups: _groups,
@@ -127,9 +119,7 @@ function encodeDescribedGroup(w: Writer, v: number, x: DescribedGroup): void {
   }
   if (v >= 3) w.int32(x.authorizedOperations ?? -2147483648)
   else if (x.authorizedOperations !== undefined && x.authorizedOperations !== -2147483648) fieldNotInVersion("DescribeGroupsResponse", "authorizedOperations", v)
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeDescribedGroup(r: Reader, v: number): DescribedGroup {
@@ -147,9 +137,7 @@ function decodeDescribedGroup(r: Reader, v: number): DescribedGroup {
     _members = items
   }
   const _authorizedOperations = v >= 3 ? r.int32() : -2147483648
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     errorCode: _errorCode,
     errorMessage: _errorMessage,
@@ -193,9 +181,7 @@ function encodeDescribedGroupMember(w: Writer, v: number, x: DescribedGroupMembe
   else w.bytes(x.memberMetadata)
   if (v >= 5) w.compactBytes(x.memberAssignment)
   else w.bytes(x.memberAssignment)
-  if (v >= 5) {
-    w.taggedFields(0)
-  }
+  if (v >= 5) w.taggedFields(0)
 }
 
 function decodeDescribedGroupMember(r: Reader, v: number): DescribedGroupMember {
@@ -205,9 +191,7 @@ function decodeDescribedGroupMember(r: Reader, v: number): DescribedGroupMember 
   const _clientHost = v >= 5 ? r.compactString() : r.string()
   const _memberMetadata = v >= 5 ? r.compactBytes() : r.bytes()
   const _memberAssignment = v >= 5 ? r.compactBytes() : r.bytes()
-  if (v >= 5) {
-    skipTaggedFields(r)
-  }
+  if (v >= 5) skipTaggedFields(r)
   return {
     memberId: _memberId,
     groupInstanceId: _groupInstanceId,

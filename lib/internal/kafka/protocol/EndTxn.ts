@@ -23,9 +23,7 @@ function encodeEndTxnRequest(w: Writer, v: number, x: EndTxnRequest): void {
   w.int64(x.producerId)
   w.int16(x.producerEpoch)
   w.bool(x.committed)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeEndTxnRequest(r: Reader, v: number): EndTxnRequest {
@@ -33,9 +31,7 @@ function decodeEndTxnRequest(r: Reader, v: number): EndTxnRequest {
   const _producerId = r.int64()
   const _producerEpoch = r.int16()
   const _committed = r.bool()
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     transactionalId: _transactionalId,
     producerId: _producerId,
@@ -61,9 +57,7 @@ function encodeEndTxnResponse(w: Writer, v: number, x: EndTxnResponse): void {
   w.int16(x.errorCode)
   if (v >= 5) w.int64(x.producerId ?? -1)
   if (v >= 5) w.int16(x.producerEpoch ?? -1)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeEndTxnResponse(r: Reader, v: number): EndTxnResponse {
@@ -71,9 +65,7 @@ function decodeEndTxnResponse(r: Reader, v: number): EndTxnResponse {
   const _errorCode = r.int16()
   const _producerId = v >= 5 ? r.int64() : -1
   const _producerEpoch = v >= 5 ? r.int16() : -1
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,

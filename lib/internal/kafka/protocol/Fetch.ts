@@ -204,9 +204,7 @@ function encodeFetchTopic(w: Writer, v: number, x: FetchTopic): void {
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeFetchPartition(w, v, items[i]!)
   }
-  if (v >= 12) {
-    w.taggedFields(0)
-  }
+  if (v >= 12) w.taggedFields(0)
 }
 
 function decodeFetchTopic(r: Reader, v: number): FetchTopic {
@@ -219,9 +217,7 @@ function decodeFetchTopic(r: Reader, v: number): FetchTopic {
     for (let i = 0; i < n; i++) items.push(decodeFetchPartition(r, v))
     _partitions = items
   }
-  if (v >= 12) {
-    skipTaggedFields(r)
-  }
+  if (v >= 12) skipTaggedFields(r)
   return {
     topic: _topic,
     topicId: _topicId,
@@ -347,9 +343,7 @@ function encodeForgottenTopic(w: Writer, v: number, x: ForgottenTopic): void {
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) w.int32(items[i]!)
   }
-  if (v >= 12) {
-    w.taggedFields(0)
-  }
+  if (v >= 12) w.taggedFields(0)
 }
 
 function decodeForgottenTopic(r: Reader, v: number): ForgottenTopic {
@@ -362,9 +356,7 @@ function decodeForgottenTopic(r: Reader, v: number): ForgottenTopic {
     for (let i = 0; i < n; i++) items.push(r.int32())
     _partitions = items
   }
-  if (v >= 12) {
-    skipTaggedFields(r)
-  }
+  if (v >= 12) skipTaggedFields(r)
   return {
     topic: _topic,
     topicId: _topicId,
@@ -482,9 +474,7 @@ function encodeFetchableTopicResponse(w: Writer, v: number, x: FetchableTopicRes
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodePartitionData(w, v, items[i]!)
   }
-  if (v >= 12) {
-    w.taggedFields(0)
-  }
+  if (v >= 12) w.taggedFields(0)
 }
 
 function decodeFetchableTopicResponse(r: Reader, v: number): FetchableTopicResponse {
@@ -497,9 +487,7 @@ function decodeFetchableTopicResponse(r: Reader, v: number): FetchableTopicRespo
     for (let i = 0; i < n; i++) items.push(decodePartitionData(r, v))
     _partitions = items
   }
-  if (v >= 12) {
-    skipTaggedFields(r)
-  }
+  if (v >= 12) skipTaggedFields(r)
   return {
     topic: _topic,
     topicId: _topicId,
@@ -747,17 +735,13 @@ export interface AbortedTransaction {
 function encodeAbortedTransaction(w: Writer, v: number, x: AbortedTransaction): void {
   w.int64(x.producerId)
   w.int64(x.firstOffset)
-  if (v >= 12) {
-    w.taggedFields(0)
-  }
+  if (v >= 12) w.taggedFields(0)
 }
 
 function decodeAbortedTransaction(r: Reader, v: number): AbortedTransaction {
   const _producerId = r.int64()
   const _firstOffset = r.int64()
-  if (v >= 12) {
-    skipTaggedFields(r)
-  }
+  if (v >= 12) skipTaggedFields(r)
   return {
     producerId: _producerId,
     firstOffset: _firstOffset,

@@ -33,9 +33,7 @@ function encodeFindCoordinatorRequest(w: Writer, v: number, x: FindCoordinatorRe
   } else {
     if (x.coordinatorKeys !== undefined && (x.coordinatorKeys === null || x.coordinatorKeys.length > 0)) fieldNotInVersion("FindCoordinatorRequest", "coordinatorKeys", v)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeFindCoordinatorRequest(r: Reader, v: number): FindCoordinatorRequest {
@@ -52,9 +50,7 @@ function decodeFindCoordinatorRequest(r: Reader, v: number): FindCoordinatorRequ
   } else {
     _coordinatorKeys = emptyArray
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     key: _key,
     keyType: _keyType,
@@ -107,9 +103,7 @@ function encodeFindCoordinatorResponse(w: Writer, v: number, x: FindCoordinatorR
   } else {
     if (x.coordinators !== undefined && (x.coordinators === null || x.coordinators.length > 0)) fieldNotInVersion("FindCoordinatorResponse", "coordinators", v)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeFindCoordinatorResponse(r: Reader, v: number): FindCoordinatorResponse {
@@ -130,9 +124,7 @@ function decodeFindCoordinatorResponse(r: Reader, v: number): FindCoordinatorRes
   } else {
     _coordinators = emptyArray
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,

@@ -24,14 +24,12 @@ function encodeHeartbeatRequest(w: Writer, v: number, x: HeartbeatRequest): void
   if (v >= 4) w.compactString(x.memberId)
   else w.string(x.memberId)
   if (v >= 3) {
-    if (v >= 4) w.compactNullableString(x.groupInstanceId ?? null)
-    else w.nullableString(x.groupInstanceId ?? null)
+    if (v >= 4) w.compactNullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
+    else w.nullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
   } else {
     if (x.groupInstanceId !== undefined && x.groupInstanceId !== null) fieldNotInVersion("HeartbeatRequest", "groupInstanceId", v)
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeHeartbeatRequest(r: Reader, v: number): HeartbeatRequest {
@@ -39,9 +37,7 @@ function decodeHeartbeatRequest(r: Reader, v: number): HeartbeatRequest {
   const _generationId = r.int32()
   const _memberId = v >= 4 ? r.compactString() : r.string()
   const _groupInstanceId = v >= 3 ? (v >= 4 ? r.compactNullableString() : r.nullableString()) : null
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     groupId: _groupId,
     generationId: _generationId,
@@ -61,17 +57,13 @@ export interface HeartbeatResponse {
 function encodeHeartbeatResponse(w: Writer, v: number, x: HeartbeatResponse): void {
   if (v >= 1) w.int32(x.throttleTimeMs ?? 0)
   w.int16(x.errorCode)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeHeartbeatResponse(r: Reader, v: number): HeartbeatResponse {
   const _throttleTimeMs = v >= 1 ? r.int32() : 0
   const _errorCode = r.int16()
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,

@@ -33,9 +33,7 @@ function encodeInitProducerIdRequest(w: Writer, v: number, x: InitProducerIdRequ
   else if (x.enable2Pc !== undefined && x.enable2Pc !== false) fieldNotInVersion("InitProducerIdRequest", "enable2Pc", v)
   if (v >= 6) w.bool(x.keepPreparedTxn ?? false)
   else if (x.keepPreparedTxn !== undefined && x.keepPreparedTxn !== false) fieldNotInVersion("InitProducerIdRequest", "keepPreparedTxn", v)
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeInitProducerIdRequest(r: Reader, v: number): InitProducerIdRequest {
@@ -45,9 +43,7 @@ function decodeInitProducerIdRequest(r: Reader, v: number): InitProducerIdReques
   const _producerEpoch = v >= 3 ? r.int16() : -1
   const _enable2Pc = v >= 6 ? r.bool() : false
   const _keepPreparedTxn = v >= 6 ? r.bool() : false
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     transactionalId: _transactionalId,
     transactionTimeoutMs: _transactionTimeoutMs,
@@ -83,9 +79,7 @@ function encodeInitProducerIdResponse(w: Writer, v: number, x: InitProducerIdRes
   else if (x.ongoingTxnProducerId !== undefined && x.ongoingTxnProducerId !== -1) fieldNotInVersion("InitProducerIdResponse", "ongoingTxnProducerId", v)
   if (v >= 6) w.int16(x.ongoingTxnProducerEpoch ?? -1)
   else if (x.ongoingTxnProducerEpoch !== undefined && x.ongoingTxnProducerEpoch !== -1) fieldNotInVersion("InitProducerIdResponse", "ongoingTxnProducerEpoch", v)
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeInitProducerIdResponse(r: Reader, v: number): InitProducerIdResponse {
@@ -95,9 +89,7 @@ function decodeInitProducerIdResponse(r: Reader, v: number): InitProducerIdRespo
   const _producerEpoch = r.int16()
   const _ongoingTxnProducerId = v >= 6 ? r.int64() : -1
   const _ongoingTxnProducerEpoch = v >= 6 ? r.int16() : -1
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,

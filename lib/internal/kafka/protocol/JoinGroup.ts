@@ -47,9 +47,7 @@ function encodeJoinGroupRequest(w: Writer, v: number, x: JoinGroupRequest): void
     for (let i = 0; i < items.length; i++) encodeJoinGroupRequestProtocol(w, v, items[i]!)
   }
   if (v >= 8) w.compactNullableString(x.reason === undefined ? null : x.reason)
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeJoinGroupRequest(r: Reader, v: number): JoinGroupRequest {
@@ -67,9 +65,7 @@ function decodeJoinGroupRequest(r: Reader, v: number): JoinGroupRequest {
     _protocols = items
   }
   const _reason = v >= 8 ? r.compactNullableString() : null
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     groupId: _groupId,
     sessionTimeoutMs: _sessionTimeoutMs,
@@ -95,17 +91,13 @@ function encodeJoinGroupRequestProtocol(w: Writer, v: number, x: JoinGroupReques
   else w.string(x.name)
   if (v >= 6) w.compactBytes(x.metadata)
   else w.bytes(x.metadata)
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeJoinGroupRequestProtocol(r: Reader, v: number): JoinGroupRequestProtocol {
   const _name = v >= 6 ? r.compactString() : r.string()
   const _metadata = v >= 6 ? r.compactBytes() : r.bytes()
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     name: _name,
     metadata: _metadata,
@@ -143,8 +135,7 @@ function encodeJoinGroupResponse(w: Writer, v: number, x: JoinGroupResponse): vo
     if (v >= 7) w.compactNullableString(x.protocolName)
     else w.compactString(x.protocolName === null ? nullNotAllowed("JoinGroupResponse", "protocolName", v) : x.protocolName)
   } else {
-    if (v >= 7) w.nullableString(x.protocolName)
-    else w.string(x.protocolName === null ? nullNotAllowed("JoinGroupResponse", "protocolName", v) : x.protocolName)
+    w.string(x.protocolName === null ? nullNotAllowed("JoinGroupResponse", "protocolName", v) : x.protocolName)
   }
   if (v >= 6) w.compactString(x.leader)
   else w.string(x.leader)
@@ -158,9 +149,7 @@ function encodeJoinGroupResponse(w: Writer, v: number, x: JoinGroupResponse): vo
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeJoinGroupResponseMember(w, v, items[i]!)
   }
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeJoinGroupResponse(r: Reader, v: number): JoinGroupResponse {
@@ -168,7 +157,7 @@ function decodeJoinGroupResponse(r: Reader, v: number): JoinGroupResponse {
   const _errorCode = r.int16()
   const _generationId = r.int32()
   const _protocolType = v >= 7 ? r.compactNullableString() : null
-  const _protocolName = v >= 6 ? (v >= 7 ? r.compactNullableString() : r.compactString()) : (v >= 7 ? r.nullableString() : r.string())
+  const _protocolName = v >= 6 ? (v >= 7 ? r.compactNullableString() : r.compactString()) : r.string()
   const _leader = v >= 6 ? r.compactString() : r.string()
   const _skipAssignment = v >= 9 ? r.bool() : false
   const _memberId = v >= 6 ? r.compactString() : r.string()
@@ -179,9 +168,7 @@ function decodeJoinGroupResponse(r: Reader, v: number): JoinGroupResponse {
     for (let i = 0; i < n; i++) items.push(decodeJoinGroupResponseMember(r, v))
     _members = items
   }
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,
@@ -214,18 +201,14 @@ function encodeJoinGroupResponseMember(w: Writer, v: number, x: JoinGroupRespons
   }
   if (v >= 6) w.compactBytes(x.metadata)
   else w.bytes(x.metadata)
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeJoinGroupResponseMember(r: Reader, v: number): JoinGroupResponseMember {
   const _memberId = v >= 6 ? r.compactString() : r.string()
   const _groupInstanceId = v >= 5 ? (v >= 6 ? r.compactNullableString() : r.nullableString()) : null
   const _metadata = v >= 6 ? r.compactBytes() : r.bytes()
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     memberId: _memberId,
     groupInstanceId: _groupInstanceId,

@@ -30,9 +30,7 @@ function encodeLeaveGroupRequest(w: Writer, v: number, x: LeaveGroupRequest): vo
   } else {
     if (x.members !== undefined && (x.members === null || x.members.length > 0)) fieldNotInVersion("LeaveGroupRequest", "members", v)
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeLeaveGroupRequest(r: Reader, v: number): LeaveGroupRequest {
@@ -49,9 +47,7 @@ function decodeLeaveGroupRequest(r: Reader, v: number): LeaveGroupRequest {
   } else {
     _members = emptyArray
   }
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     groupId: _groupId,
     memberId: _memberId,
@@ -75,18 +71,14 @@ function encodeMemberIdentity(w: Writer, v: number, x: MemberIdentity): void {
   if (v >= 4) w.compactNullableString(x.groupInstanceId)
   else w.nullableString(x.groupInstanceId)
   if (v >= 5) w.compactNullableString(x.reason === undefined ? null : x.reason)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeMemberIdentity(r: Reader, v: number): MemberIdentity {
   const _memberId = v >= 4 ? r.compactString() : r.string()
   const _groupInstanceId = v >= 4 ? r.compactNullableString() : r.nullableString()
   const _reason = v >= 5 ? r.compactNullableString() : null
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     memberId: _memberId,
     groupInstanceId: _groupInstanceId,
@@ -117,9 +109,7 @@ function encodeLeaveGroupResponse(w: Writer, v: number, x: LeaveGroupResponse): 
   } else {
     if (x.members !== undefined && (x.members === null || x.members.length > 0)) fieldNotInVersion("LeaveGroupResponse", "members", v)
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeLeaveGroupResponse(r: Reader, v: number): LeaveGroupResponse {
@@ -136,9 +126,7 @@ function decodeLeaveGroupResponse(r: Reader, v: number): LeaveGroupResponse {
   } else {
     _members = emptyArray
   }
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,
@@ -162,18 +150,14 @@ function encodeMemberResponse(w: Writer, v: number, x: MemberResponse): void {
   if (v >= 4) w.compactNullableString(x.groupInstanceId)
   else w.nullableString(x.groupInstanceId)
   w.int16(x.errorCode)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeMemberResponse(r: Reader, v: number): MemberResponse {
   const _memberId = v >= 4 ? r.compactString() : r.string()
   const _groupInstanceId = v >= 4 ? r.compactNullableString() : r.nullableString()
   const _errorCode = r.int16()
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     memberId: _memberId,
     groupInstanceId: _groupInstanceId,

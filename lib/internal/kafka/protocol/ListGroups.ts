@@ -32,9 +32,7 @@ function encodeListGroupsRequest(w: Writer, v: number, x: ListGroupsRequest): vo
   } else {
     if (x.typesFilter !== undefined && (x.typesFilter === null || x.typesFilter.length > 0)) fieldNotInVersion("ListGroupsRequest", "typesFilter", v)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeListGroupsRequest(r: Reader, v: number): ListGroupsRequest {
@@ -60,9 +58,7 @@ function decodeListGroupsRequest(r: Reader, v: number): ListGroupsRequest {
   } else {
     _typesFilter = emptyArray
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     statesFilter: _statesFilter,
     typesFilter: _typesFilter,
@@ -88,9 +84,7 @@ function encodeListGroupsResponse(w: Writer, v: number, x: ListGroupsResponse): 
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeListedGroup(w, v, items[i]!)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeListGroupsResponse(r: Reader, v: number): ListGroupsResponse {
@@ -103,9 +97,7 @@ function decodeListGroupsResponse(r: Reader, v: number): ListGroupsResponse {
     for (let i = 0; i < n; i++) items.push(decodeListedGroup(r, v))
     _groups = items
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,
@@ -132,9 +124,7 @@ function encodeListedGroup(w: Writer, v: number, x: ListedGroup): void {
   else w.string(x.protocolType)
   if (v >= 4) w.compactString(x.groupState ?? "")
   if (v >= 5) w.compactString(x.groupType ?? "")
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeListedGroup(r: Reader, v: number): ListedGroup {
@@ -142,9 +132,7 @@ function decodeListedGroup(r: Reader, v: number): ListedGroup {
   const _protocolType = v >= 3 ? r.compactString() : r.string()
   const _groupState = v >= 4 ? r.compactString() : ""
   const _groupType = v >= 5 ? r.compactString() : ""
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     groupId: _groupId,
     protocolType: _protocolType,

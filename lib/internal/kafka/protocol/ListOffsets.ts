@@ -28,9 +28,7 @@ function encodeListOffsetsRequest(w: Writer, v: number, x: ListOffsetsRequest): 
     for (let i = 0; i < items.length; i++) encodeListOffsetsTopic(w, v, items[i]!)
   }
   if (v >= 10) w.int32(x.timeoutMs ?? 0)
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeListOffsetsRequest(r: Reader, v: number): ListOffsetsRequest {
@@ -44,9 +42,7 @@ function decodeListOffsetsRequest(r: Reader, v: number): ListOffsetsRequest {
     _topics = items
   }
   const _timeoutMs = v >= 10 ? r.int32() : 0
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     replicaId: _replicaId,
     isolationLevel: _isolationLevel,
@@ -72,9 +68,7 @@ function encodeListOffsetsTopic(w: Writer, v: number, x: ListOffsetsTopic): void
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeListOffsetsPartition(w, v, items[i]!)
   }
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeListOffsetsTopic(r: Reader, v: number): ListOffsetsTopic {
@@ -86,9 +80,7 @@ function decodeListOffsetsTopic(r: Reader, v: number): ListOffsetsTopic {
     for (let i = 0; i < n; i++) items.push(decodeListOffsetsPartition(r, v))
     _partitions = items
   }
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     name: _name,
     partitions: _partitions,
@@ -109,18 +101,14 @@ function encodeListOffsetsPartition(w: Writer, v: number, x: ListOffsetsPartitio
   w.int32(x.partitionIndex)
   if (v >= 4) w.int32(x.currentLeaderEpoch ?? -1)
   w.int64(x.timestamp)
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeListOffsetsPartition(r: Reader, v: number): ListOffsetsPartition {
   const _partitionIndex = r.int32()
   const _currentLeaderEpoch = v >= 4 ? r.int32() : -1
   const _timestamp = r.int64()
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     currentLeaderEpoch: _currentLeaderEpoch,
@@ -144,9 +132,7 @@ function encodeListOffsetsResponse(w: Writer, v: number, x: ListOffsetsResponse)
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeListOffsetsTopicResponse(w, v, items[i]!)
   }
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeListOffsetsResponse(r: Reader, v: number): ListOffsetsResponse {
@@ -158,9 +144,7 @@ function decodeListOffsetsResponse(r: Reader, v: number): ListOffsetsResponse {
     for (let i = 0; i < n; i++) items.push(decodeListOffsetsTopicResponse(r, v))
     _topics = items
   }
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     topics: _topics,
@@ -184,9 +168,7 @@ function encodeListOffsetsTopicResponse(w: Writer, v: number, x: ListOffsetsTopi
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeListOffsetsPartitionResponse(w, v, items[i]!)
   }
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeListOffsetsTopicResponse(r: Reader, v: number): ListOffsetsTopicResponse {
@@ -198,9 +180,7 @@ function decodeListOffsetsTopicResponse(r: Reader, v: number): ListOffsetsTopicR
     for (let i = 0; i < n; i++) items.push(decodeListOffsetsPartitionResponse(r, v))
     _partitions = items
   }
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     name: _name,
     partitions: _partitions,
@@ -228,9 +208,7 @@ function encodeListOffsetsPartitionResponse(w: Writer, v: number, x: ListOffsets
   w.int64(x.offset)
   if (v >= 4) w.int32(x.leaderEpoch ?? -1)
   else if (x.leaderEpoch !== undefined && x.leaderEpoch !== -1) fieldNotInVersion("ListOffsetsResponse", "leaderEpoch", v)
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeListOffsetsPartitionResponse(r: Reader, v: number): ListOffsetsPartitionResponse {
@@ -239,9 +217,7 @@ function decodeListOffsetsPartitionResponse(r: Reader, v: number): ListOffsetsPa
   const _timestamp = r.int64()
   const _offset = r.int64()
   const _leaderEpoch = v >= 4 ? r.int32() : -1
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     errorCode: _errorCode,

@@ -33,8 +33,7 @@ function encodeMetadataRequest(w: Writer, v: number, x: MetadataRequest): void {
   } else {
     {
       const items = x.topics === null ? nullNotAllowed("MetadataRequest", "topics", v) : x.topics
-      if (v >= 9) w.compactArrayLength(items.length)
-      else w.arrayLength(items.length)
+      w.arrayLength(items.length)
       for (let i = 0; i < items.length; i++) encodeMetadataRequestTopic(w, v, items[i]!)
     }
   }
@@ -44,15 +43,13 @@ function encodeMetadataRequest(w: Writer, v: number, x: MetadataRequest): void {
   else if (x.includeClusterAuthorizedOperations !== undefined && x.includeClusterAuthorizedOperations !== false) fieldNotInVersion("MetadataRequest", "includeClusterAuthorizedOperations", v)
   if (v >= 8) w.bool(x.includeTopicAuthorizedOperations ?? false)
   else if (x.includeTopicAuthorizedOperations !== undefined && x.includeTopicAuthorizedOperations !== false) fieldNotInVersion("MetadataRequest", "includeTopicAuthorizedOperations", v)
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeMetadataRequest(r: Reader, v: number): MetadataRequest {
   let _topics: ReadonlyArray<MetadataRequestTopic> | null
   {
-    const n = v >= 9 ? (v >= 1 ? r.compactNullableArrayLength(1) : r.compactArrayLength(1)) : (v >= 1 ? r.nullableArrayLength(1) : r.arrayLength(1))
+    const n = v >= 9 ? r.compactNullableArrayLength(1) : (v >= 1 ? r.nullableArrayLength(1) : r.arrayLength(1))
     if (n < 0) _topics = null
     else {
       const items: MetadataRequestTopic[] = []
@@ -63,9 +60,7 @@ function decodeMetadataRequest(r: Reader, v: number): MetadataRequest {
   const _allowAutoTopicCreation = v >= 4 ? r.bool() : true
   const _includeClusterAuthorizedOperations = v >= 8 && v <= 10 ? r.bool() : false
   const _includeTopicAuthorizedOperations = v >= 8 ? r.bool() : false
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     topics: _topics,
     allowAutoTopicCreation: _allowAutoTopicCreation,
@@ -88,20 +83,15 @@ function encodeMetadataRequestTopic(w: Writer, v: number, x: MetadataRequestTopi
     if (v >= 10) w.compactNullableString(x.name)
     else w.compactString(x.name === null ? nullNotAllowed("MetadataRequest", "name", v) : x.name)
   } else {
-    if (v >= 10) w.nullableString(x.name)
-    else w.string(x.name === null ? nullNotAllowed("MetadataRequest", "name", v) : x.name)
+    w.string(x.name === null ? nullNotAllowed("MetadataRequest", "name", v) : x.name)
   }
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeMetadataRequestTopic(r: Reader, v: number): MetadataRequestTopic {
   const _topicId = v >= 10 ? r.uuid() : zeroUuid
-  const _name = v >= 9 ? (v >= 10 ? r.compactNullableString() : r.compactString()) : (v >= 10 ? r.nullableString() : r.string())
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  const _name = v >= 9 ? (v >= 10 ? r.compactNullableString() : r.compactString()) : r.string()
+  if (v >= 9) skipTaggedFields(r)
   return {
     topicId: _topicId,
     name: _name,
@@ -148,9 +138,7 @@ function encodeMetadataResponse(w: Writer, v: number, x: MetadataResponse): void
   if (v >= 8 && v <= 10) w.int32(x.clusterAuthorizedOperations ?? -2147483648)
   else if (x.clusterAuthorizedOperations !== undefined && x.clusterAuthorizedOperations !== -2147483648) fieldNotInVersion("MetadataResponse", "clusterAuthorizedOperations", v)
   if (v >= 13) w.int16(x.errorCode ?? 0)
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeMetadataResponse(r: Reader, v: number): MetadataResponse {
@@ -173,9 +161,7 @@ function decodeMetadataResponse(r: Reader, v: number): MetadataResponse {
   }
   const _clusterAuthorizedOperations = v >= 8 && v <= 10 ? r.int32() : -2147483648
   const _errorCode = v >= 13 ? r.int16() : 0
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     brokers: _brokers,
@@ -208,9 +194,7 @@ function encodeMetadataResponseBroker(w: Writer, v: number, x: MetadataResponseB
     if (v >= 9) w.compactNullableString(x.rack === undefined ? null : x.rack)
     else w.nullableString(x.rack === undefined ? null : x.rack)
   }
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeMetadataResponseBroker(r: Reader, v: number): MetadataResponseBroker {
@@ -218,9 +202,7 @@ function decodeMetadataResponseBroker(r: Reader, v: number): MetadataResponseBro
   const _host = v >= 9 ? r.compactString() : r.string()
   const _port = r.int32()
   const _rack = v >= 1 ? (v >= 9 ? r.compactNullableString() : r.nullableString()) : null
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     nodeId: _nodeId,
     host: _host,
@@ -251,8 +233,7 @@ function encodeMetadataResponseTopic(w: Writer, v: number, x: MetadataResponseTo
     if (v >= 12) w.compactNullableString(x.name)
     else w.compactString(x.name === null ? nullNotAllowed("MetadataResponse", "name", v) : x.name)
   } else {
-    if (v >= 12) w.nullableString(x.name)
-    else w.string(x.name === null ? nullNotAllowed("MetadataResponse", "name", v) : x.name)
+    w.string(x.name === null ? nullNotAllowed("MetadataResponse", "name", v) : x.name)
   }
   if (v >= 10) w.uuid(x.topicId ?? zeroUuid)
   if (v >= 1) w.bool(x.isInternal ?? false)
@@ -264,14 +245,12 @@ function encodeMetadataResponseTopic(w: Writer, v: number, x: MetadataResponseTo
   }
   if (v >= 8) w.int32(x.topicAuthorizedOperations ?? -2147483648)
   else if (x.topicAuthorizedOperations !== undefined && x.topicAuthorizedOperations !== -2147483648) fieldNotInVersion("MetadataResponse", "topicAuthorizedOperations", v)
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeMetadataResponseTopic(r: Reader, v: number): MetadataResponseTopic {
   const _errorCode = r.int16()
-  const _name = v >= 9 ? (v >= 12 ? r.compactNullableString() : r.compactString()) : (v >= 12 ? r.nullableString() : r.string())
+  const _name = v >= 9 ? (v >= 12 ? r.compactNullableString() : r.compactString()) : r.string()
   const _topicId = v >= 10 ? r.uuid() : zeroUuid
   const _isInternal = v >= 1 ? r.bool() : false
   let _partitions: ReadonlyArray<MetadataResponsePartition>
@@ -282,9 +261,7 @@ function decodeMetadataResponseTopic(r: Reader, v: number): MetadataResponseTopi
     _partitions = items
   }
   const _topicAuthorizedOperations = v >= 8 ? r.int32() : -2147483648
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     errorCode: _errorCode,
     name: _name,
@@ -338,9 +315,7 @@ function encodeMetadataResponsePartition(w: Writer, v: number, x: MetadataRespon
       for (let i = 0; i < items.length; i++) w.int32(items[i]!)
     }
   }
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeMetadataResponsePartition(r: Reader, v: number): MetadataResponsePartition {
@@ -373,9 +348,7 @@ function decodeMetadataResponsePartition(r: Reader, v: number): MetadataResponse
   } else {
     _offlineReplicas = emptyArray
   }
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     errorCode: _errorCode,
     partitionIndex: _partitionIndex,

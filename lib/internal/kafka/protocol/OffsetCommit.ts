@@ -40,9 +40,7 @@ function encodeOffsetCommitRequest(w: Writer, v: number, x: OffsetCommitRequest)
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeOffsetCommitRequestTopic(w, v, items[i]!)
   }
-  if (v >= 8) {
-    w.taggedFields(0)
-  }
+  if (v >= 8) w.taggedFields(0)
 }
 
 function decodeOffsetCommitRequest(r: Reader, v: number): OffsetCommitRequest {
@@ -58,9 +56,7 @@ function decodeOffsetCommitRequest(r: Reader, v: number): OffsetCommitRequest {
     for (let i = 0; i < n; i++) items.push(decodeOffsetCommitRequestTopic(r, v))
     _topics = items
   }
-  if (v >= 8) {
-    skipTaggedFields(r)
-  }
+  if (v >= 8) skipTaggedFields(r)
   return {
     groupId: _groupId,
     generationIdOrMemberEpoch: _generationIdOrMemberEpoch,
@@ -93,9 +89,7 @@ function encodeOffsetCommitRequestTopic(w: Writer, v: number, x: OffsetCommitReq
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeOffsetCommitRequestPartition(w, v, items[i]!)
   }
-  if (v >= 8) {
-    w.taggedFields(0)
-  }
+  if (v >= 8) w.taggedFields(0)
 }
 
 function decodeOffsetCommitRequestTopic(r: Reader, v: number): OffsetCommitRequestTopic {
@@ -108,9 +102,7 @@ function decodeOffsetCommitRequestTopic(r: Reader, v: number): OffsetCommitReque
     for (let i = 0; i < n; i++) items.push(decodeOffsetCommitRequestPartition(r, v))
     _partitions = items
   }
-  if (v >= 8) {
-    skipTaggedFields(r)
-  }
+  if (v >= 8) skipTaggedFields(r)
   return {
     name: _name,
     topicId: _topicId,
@@ -136,9 +128,7 @@ function encodeOffsetCommitRequestPartition(w: Writer, v: number, x: OffsetCommi
   if (v >= 6) w.int32(x.committedLeaderEpoch ?? -1)
   if (v >= 8) w.compactNullableString(x.committedMetadata)
   else w.nullableString(x.committedMetadata)
-  if (v >= 8) {
-    w.taggedFields(0)
-  }
+  if (v >= 8) w.taggedFields(0)
 }
 
 function decodeOffsetCommitRequestPartition(r: Reader, v: number): OffsetCommitRequestPartition {
@@ -146,9 +136,7 @@ function decodeOffsetCommitRequestPartition(r: Reader, v: number): OffsetCommitR
   const _committedOffset = r.int64()
   const _committedLeaderEpoch = v >= 6 ? r.int32() : -1
   const _committedMetadata = v >= 8 ? r.compactNullableString() : r.nullableString()
-  if (v >= 8) {
-    skipTaggedFields(r)
-  }
+  if (v >= 8) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     committedOffset: _committedOffset,
@@ -173,9 +161,7 @@ function encodeOffsetCommitResponse(w: Writer, v: number, x: OffsetCommitRespons
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeOffsetCommitResponseTopic(w, v, items[i]!)
   }
-  if (v >= 8) {
-    w.taggedFields(0)
-  }
+  if (v >= 8) w.taggedFields(0)
 }
 
 function decodeOffsetCommitResponse(r: Reader, v: number): OffsetCommitResponse {
@@ -187,9 +173,7 @@ function decodeOffsetCommitResponse(r: Reader, v: number): OffsetCommitResponse 
     for (let i = 0; i < n; i++) items.push(decodeOffsetCommitResponseTopic(r, v))
     _topics = items
   }
-  if (v >= 8) {
-    skipTaggedFields(r)
-  }
+  if (v >= 8) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     topics: _topics,
@@ -218,9 +202,7 @@ function encodeOffsetCommitResponseTopic(w: Writer, v: number, x: OffsetCommitRe
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeOffsetCommitResponsePartition(w, v, items[i]!)
   }
-  if (v >= 8) {
-    w.taggedFields(0)
-  }
+  if (v >= 8) w.taggedFields(0)
 }
 
 function decodeOffsetCommitResponseTopic(r: Reader, v: number): OffsetCommitResponseTopic {
@@ -233,9 +215,7 @@ function decodeOffsetCommitResponseTopic(r: Reader, v: number): OffsetCommitResp
     for (let i = 0; i < n; i++) items.push(decodeOffsetCommitResponsePartition(r, v))
     _partitions = items
   }
-  if (v >= 8) {
-    skipTaggedFields(r)
-  }
+  if (v >= 8) skipTaggedFields(r)
   return {
     name: _name,
     topicId: _topicId,
@@ -254,17 +234,13 @@ export interface OffsetCommitResponsePartition {
 function encodeOffsetCommitResponsePartition(w: Writer, v: number, x: OffsetCommitResponsePartition): void {
   w.int32(x.partitionIndex)
   w.int16(x.errorCode)
-  if (v >= 8) {
-    w.taggedFields(0)
-  }
+  if (v >= 8) w.taggedFields(0)
 }
 
 function decodeOffsetCommitResponsePartition(r: Reader, v: number): OffsetCommitResponsePartition {
   const _partitionIndex = r.int32()
   const _errorCode = r.int16()
-  if (v >= 8) {
-    skipTaggedFields(r)
-  }
+  if (v >= 8) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     errorCode: _errorCode,

@@ -40,8 +40,7 @@ function encodeOffsetFetchRequest(w: Writer, v: number, x: OffsetFetchRequest): 
     } else {
       {
         const items = x.topics === null ? nullNotAllowed("OffsetFetchRequest", "topics", v) : x.topics === undefined ? emptyArray : x.topics
-        if (v >= 6) w.compactArrayLength(items.length)
-        else w.arrayLength(items.length)
+        w.arrayLength(items.length)
         for (let i = 0; i < items.length; i++) encodeOffsetFetchRequestTopic(w, v, items[i]!)
       }
     }
@@ -59,9 +58,7 @@ function encodeOffsetFetchRequest(w: Writer, v: number, x: OffsetFetchRequest): 
   }
   if (v >= 7) w.bool(x.requireStable ?? false)
   else if (x.requireStable !== undefined && x.requireStable !== false) fieldNotInVersion("OffsetFetchRequest", "requireStable", v)
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeOffsetFetchRequest(r: Reader, v: number): OffsetFetchRequest {
@@ -69,7 +66,7 @@ function decodeOffsetFetchRequest(r: Reader, v: number): OffsetFetchRequest {
   let _topics: ReadonlyArray<OffsetFetchRequestTopic> | null
   if (v <= 7) {
     {
-      const n = v >= 6 ? (v >= 2 ? r.compactNullableArrayLength(1) : r.compactArrayLength(1)) : (v >= 2 ? r.nullableArrayLength(1) : r.arrayLength(1))
+      const n = v >= 6 ? r.compactNullableArrayLength(1) : (v >= 2 ? r.nullableArrayLength(1) : r.arrayLength(1))
       if (n < 0) _topics = null
       else {
         const items: OffsetFetchRequestTopic[] = []
@@ -92,9 +89,7 @@ function decodeOffsetFetchRequest(r: Reader, v: number): OffsetFetchRequest {
     _groups = emptyArray
   }
   const _requireStable = v >= 7 ? r.bool() : false
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     groupId: _groupId,
     topics: _topics,
@@ -120,9 +115,7 @@ function encodeOffsetFetchRequestTopic(w: Writer, v: number, x: OffsetFetchReque
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) w.int32(items[i]!)
   }
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeOffsetFetchRequestTopic(r: Reader, v: number): OffsetFetchRequestTopic {
@@ -134,9 +127,7 @@ function decodeOffsetFetchRequestTopic(r: Reader, v: number): OffsetFetchRequest
     for (let i = 0; i < n; i++) items.push(r.int32())
     _partitionIndexes = items
   }
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     name: _name,
     partitionIndexes: _partitionIndexes,
@@ -267,9 +258,7 @@ function encodeOffsetFetchResponse(w: Writer, v: number, x: OffsetFetchResponse)
   } else {
     if (x.groups !== undefined && (x.groups === null || x.groups.length > 0)) fieldNotInVersion("OffsetFetchResponse", "groups", v)
   }
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeOffsetFetchResponse(r: Reader, v: number): OffsetFetchResponse {
@@ -297,9 +286,7 @@ function decodeOffsetFetchResponse(r: Reader, v: number): OffsetFetchResponse {
   } else {
     _groups = emptyArray
   }
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     topics: _topics,
@@ -325,9 +312,7 @@ function encodeOffsetFetchResponseTopic(w: Writer, v: number, x: OffsetFetchResp
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeOffsetFetchResponsePartition(w, v, items[i]!)
   }
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeOffsetFetchResponseTopic(r: Reader, v: number): OffsetFetchResponseTopic {
@@ -339,9 +324,7 @@ function decodeOffsetFetchResponseTopic(r: Reader, v: number): OffsetFetchRespon
     for (let i = 0; i < n; i++) items.push(decodeOffsetFetchResponsePartition(r, v))
     _partitions = items
   }
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     name: _name,
     partitions: _partitions,
@@ -369,9 +352,7 @@ function encodeOffsetFetchResponsePartition(w: Writer, v: number, x: OffsetFetch
   if (v >= 6) w.compactNullableString(x.metadata)
   else w.nullableString(x.metadata)
   w.int16(x.errorCode)
-  if (v >= 6) {
-    w.taggedFields(0)
-  }
+  if (v >= 6) w.taggedFields(0)
 }
 
 function decodeOffsetFetchResponsePartition(r: Reader, v: number): OffsetFetchResponsePartition {
@@ -380,9 +361,7 @@ function decodeOffsetFetchResponsePartition(r: Reader, v: number): OffsetFetchRe
   const _committedLeaderEpoch = v >= 5 ? r.int32() : -1
   const _metadata = v >= 6 ? r.compactNullableString() : r.nullableString()
   const _errorCode = r.int16()
-  if (v >= 6) {
-    skipTaggedFields(r)
-  }
+  if (v >= 6) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     committedOffset: _committedOffset,

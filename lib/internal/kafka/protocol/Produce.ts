@@ -28,9 +28,7 @@ function encodeProduceRequest(w: Writer, v: number, x: ProduceRequest): void {
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeTopicProduceData(w, v, items[i]!)
   }
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeProduceRequest(r: Reader, v: number): ProduceRequest {
@@ -44,9 +42,7 @@ function decodeProduceRequest(r: Reader, v: number): ProduceRequest {
     for (let i = 0; i < n; i++) items.push(decodeTopicProduceData(r, v))
     _topicData = items
   }
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     transactionalId: _transactionalId,
     acks: _acks,
@@ -77,9 +73,7 @@ function encodeTopicProduceData(w: Writer, v: number, x: TopicProduceData): void
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodePartitionProduceData(w, v, items[i]!)
   }
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeTopicProduceData(r: Reader, v: number): TopicProduceData {
@@ -92,9 +86,7 @@ function decodeTopicProduceData(r: Reader, v: number): TopicProduceData {
     for (let i = 0; i < n; i++) items.push(decodePartitionProduceData(r, v))
     _partitionData = items
   }
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     name: _name,
     topicId: _topicId,
@@ -114,17 +106,13 @@ function encodePartitionProduceData(w: Writer, v: number, x: PartitionProduceDat
   w.int32(x.index)
   if (v >= 9) w.compactNullableBytes(x.records)
   else w.nullableBytes(x.records)
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodePartitionProduceData(r: Reader, v: number): PartitionProduceData {
   const _index = r.int32()
   const _records = v >= 9 ? r.compactNullableBytes() : r.nullableBytes()
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     index: _index,
     records: _records,
@@ -230,9 +218,7 @@ function encodeTopicProduceResponse(w: Writer, v: number, x: TopicProduceRespons
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodePartitionProduceResponse(w, v, items[i]!)
   }
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeTopicProduceResponse(r: Reader, v: number): TopicProduceResponse {
@@ -245,9 +231,7 @@ function decodeTopicProduceResponse(r: Reader, v: number): TopicProduceResponse 
     for (let i = 0; i < n; i++) items.push(decodePartitionProduceResponse(r, v))
     _partitionResponses = items
   }
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     name: _name,
     topicId: _topicId,
@@ -369,17 +353,13 @@ function encodeBatchIndexAndErrorMessage(w: Writer, v: number, x: BatchIndexAndE
   w.int32(x.batchIndex)
   if (v >= 9) w.compactNullableString(x.batchIndexErrorMessage)
   else w.nullableString(x.batchIndexErrorMessage)
-  if (v >= 9) {
-    w.taggedFields(0)
-  }
+  if (v >= 9) w.taggedFields(0)
 }
 
 function decodeBatchIndexAndErrorMessage(r: Reader, v: number): BatchIndexAndErrorMessage {
   const _batchIndex = r.int32()
   const _batchIndexErrorMessage = v >= 9 ? r.compactNullableString() : r.nullableString()
-  if (v >= 9) {
-    skipTaggedFields(r)
-  }
+  if (v >= 9) skipTaggedFields(r)
   return {
     batchIndex: _batchIndex,
     batchIndexErrorMessage: _batchIndexErrorMessage,

@@ -14,16 +14,12 @@ export interface SaslAuthenticateRequest {
 function encodeSaslAuthenticateRequest(w: Writer, v: number, x: SaslAuthenticateRequest): void {
   if (v >= 2) w.compactBytes(x.authBytes)
   else w.bytes(x.authBytes)
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeSaslAuthenticateRequest(r: Reader, v: number): SaslAuthenticateRequest {
   const _authBytes = v >= 2 ? r.compactBytes() : r.bytes()
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     authBytes: _authBytes,
   }
@@ -48,9 +44,7 @@ function encodeSaslAuthenticateResponse(w: Writer, v: number, x: SaslAuthenticat
   if (v >= 2) w.compactBytes(x.authBytes)
   else w.bytes(x.authBytes)
   if (v >= 1) w.int64(x.sessionLifetimeMs ?? 0)
-  if (v >= 2) {
-    w.taggedFields(0)
-  }
+  if (v >= 2) w.taggedFields(0)
 }
 
 function decodeSaslAuthenticateResponse(r: Reader, v: number): SaslAuthenticateResponse {
@@ -58,9 +52,7 @@ function decodeSaslAuthenticateResponse(r: Reader, v: number): SaslAuthenticateR
   const _errorMessage = v >= 2 ? r.compactNullableString() : r.nullableString()
   const _authBytes = v >= 2 ? r.compactBytes() : r.bytes()
   const _sessionLifetimeMs = v >= 1 ? r.int64() : 0
-  if (v >= 2) {
-    skipTaggedFields(r)
-  }
+  if (v >= 2) skipTaggedFields(r)
   return {
     errorCode: _errorCode,
     errorMessage: _errorMessage,

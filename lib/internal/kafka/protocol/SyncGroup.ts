@@ -43,9 +43,7 @@ function encodeSyncGroupRequest(w: Writer, v: number, x: SyncGroupRequest): void
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeSyncGroupRequestAssignment(w, v, items[i]!)
   }
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeSyncGroupRequest(r: Reader, v: number): SyncGroupRequest {
@@ -62,9 +60,7 @@ function decodeSyncGroupRequest(r: Reader, v: number): SyncGroupRequest {
     for (let i = 0; i < n; i++) items.push(decodeSyncGroupRequestAssignment(r, v))
     _assignments = items
   }
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     groupId: _groupId,
     generationId: _generationId,
@@ -89,17 +85,13 @@ function encodeSyncGroupRequestAssignment(w: Writer, v: number, x: SyncGroupRequ
   else w.string(x.memberId)
   if (v >= 4) w.compactBytes(x.assignment)
   else w.bytes(x.assignment)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeSyncGroupRequestAssignment(r: Reader, v: number): SyncGroupRequestAssignment {
   const _memberId = v >= 4 ? r.compactString() : r.string()
   const _assignment = v >= 4 ? r.compactBytes() : r.bytes()
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     memberId: _memberId,
     assignment: _assignment,
@@ -127,9 +119,7 @@ function encodeSyncGroupResponse(w: Writer, v: number, x: SyncGroupResponse): vo
   if (v >= 5) w.compactNullableString(x.protocolName === undefined ? null : x.protocolName)
   if (v >= 4) w.compactBytes(x.assignment)
   else w.bytes(x.assignment)
-  if (v >= 4) {
-    w.taggedFields(0)
-  }
+  if (v >= 4) w.taggedFields(0)
 }
 
 function decodeSyncGroupResponse(r: Reader, v: number): SyncGroupResponse {
@@ -138,9 +128,7 @@ function decodeSyncGroupResponse(r: Reader, v: number): SyncGroupResponse {
   const _protocolType = v >= 5 ? r.compactNullableString() : null
   const _protocolName = v >= 5 ? r.compactNullableString() : null
   const _assignment = v >= 4 ? r.compactBytes() : r.bytes()
-  if (v >= 4) {
-    skipTaggedFields(r)
-  }
+  if (v >= 4) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     errorCode: _errorCode,

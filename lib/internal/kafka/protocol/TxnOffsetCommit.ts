@@ -44,9 +44,7 @@ function encodeTxnOffsetCommitRequest(w: Writer, v: number, x: TxnOffsetCommitRe
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeTxnOffsetCommitRequestTopic(w, v, items[i]!)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeTxnOffsetCommitRequest(r: Reader, v: number): TxnOffsetCommitRequest {
@@ -64,9 +62,7 @@ function decodeTxnOffsetCommitRequest(r: Reader, v: number): TxnOffsetCommitRequ
     for (let i = 0; i < n; i++) items.push(decodeTxnOffsetCommitRequestTopic(r, v))
     _topics = items
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     transactionalId: _transactionalId,
     groupId: _groupId,
@@ -101,9 +97,7 @@ function encodeTxnOffsetCommitRequestTopic(w: Writer, v: number, x: TxnOffsetCom
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeTxnOffsetCommitRequestPartition(w, v, items[i]!)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeTxnOffsetCommitRequestTopic(r: Reader, v: number): TxnOffsetCommitRequestTopic {
@@ -116,9 +110,7 @@ function decodeTxnOffsetCommitRequestTopic(r: Reader, v: number): TxnOffsetCommi
     for (let i = 0; i < n; i++) items.push(decodeTxnOffsetCommitRequestPartition(r, v))
     _partitions = items
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     name: _name,
     topicId: _topicId,
@@ -144,9 +136,7 @@ function encodeTxnOffsetCommitRequestPartition(w: Writer, v: number, x: TxnOffse
   if (v >= 2) w.int32(x.committedLeaderEpoch ?? -1)
   if (v >= 3) w.compactNullableString(x.committedMetadata)
   else w.nullableString(x.committedMetadata)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeTxnOffsetCommitRequestPartition(r: Reader, v: number): TxnOffsetCommitRequestPartition {
@@ -154,9 +144,7 @@ function decodeTxnOffsetCommitRequestPartition(r: Reader, v: number): TxnOffsetC
   const _committedOffset = r.int64()
   const _committedLeaderEpoch = v >= 2 ? r.int32() : -1
   const _committedMetadata = v >= 3 ? r.compactNullableString() : r.nullableString()
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     committedOffset: _committedOffset,
@@ -181,9 +169,7 @@ function encodeTxnOffsetCommitResponse(w: Writer, v: number, x: TxnOffsetCommitR
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeTxnOffsetCommitResponseTopic(w, v, items[i]!)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeTxnOffsetCommitResponse(r: Reader, v: number): TxnOffsetCommitResponse {
@@ -195,9 +181,7 @@ function decodeTxnOffsetCommitResponse(r: Reader, v: number): TxnOffsetCommitRes
     for (let i = 0; i < n; i++) items.push(decodeTxnOffsetCommitResponseTopic(r, v))
     _topics = items
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     throttleTimeMs: _throttleTimeMs,
     topics: _topics,
@@ -226,9 +210,7 @@ function encodeTxnOffsetCommitResponseTopic(w: Writer, v: number, x: TxnOffsetCo
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeTxnOffsetCommitResponsePartition(w, v, items[i]!)
   }
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeTxnOffsetCommitResponseTopic(r: Reader, v: number): TxnOffsetCommitResponseTopic {
@@ -241,9 +223,7 @@ function decodeTxnOffsetCommitResponseTopic(r: Reader, v: number): TxnOffsetComm
     for (let i = 0; i < n; i++) items.push(decodeTxnOffsetCommitResponsePartition(r, v))
     _partitions = items
   }
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     name: _name,
     topicId: _topicId,
@@ -262,17 +242,13 @@ export interface TxnOffsetCommitResponsePartition {
 function encodeTxnOffsetCommitResponsePartition(w: Writer, v: number, x: TxnOffsetCommitResponsePartition): void {
   w.int32(x.partitionIndex)
   w.int16(x.errorCode)
-  if (v >= 3) {
-    w.taggedFields(0)
-  }
+  if (v >= 3) w.taggedFields(0)
 }
 
 function decodeTxnOffsetCommitResponsePartition(r: Reader, v: number): TxnOffsetCommitResponsePartition {
   const _partitionIndex = r.int32()
   const _errorCode = r.int16()
-  if (v >= 3) {
-    skipTaggedFields(r)
-  }
+  if (v >= 3) skipTaggedFields(r)
   return {
     partitionIndex: _partitionIndex,
     errorCode: _errorCode,
