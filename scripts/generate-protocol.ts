@@ -290,6 +290,8 @@ export interface ApiModel {
   readonly key: number
   readonly minVersion: number
   readonly maxVersion: number
+  /** The request's latestVersionUnstable: brokers offer the highest version only when told to. */
+  readonly latestUnstable: boolean
   readonly request: MessageModel
   readonly response: MessageModel
 }
@@ -316,6 +318,7 @@ interface JsonMessage {
   readonly name: string
   readonly validVersions: string
   readonly flexibleVersions: string
+  readonly latestVersionUnstable?: boolean
   readonly fields: ReadonlyArray<JsonField>
   readonly commonStructs?: ReadonlyArray<{ readonly name: string; readonly fields: ReadonlyArray<JsonField> }>
 }
@@ -446,7 +449,8 @@ export const loadApis = (jar: string, only?: ReadonlyArray<string>, useUnzip?: b
     const request = parseMessage(`${api.name}Request.json`, requestJson, range)
     const response = parseMessage(`${api.name}Response.json`, responseJson, range)
     nameStructs(api.name, request, response)
-    return { name: api.name, key: requestJson.apiKey, minVersion: range.lo, maxVersion: range.hi, request, response }
+    const latestUnstable = requestJson.latestVersionUnstable === true
+    return { name: api.name, key: requestJson.apiKey, minVersion: range.lo, maxVersion: range.hi, latestUnstable, request, response }
   })
 }
 
@@ -1001,7 +1005,7 @@ export const emitApi = (api: ApiModel, version: string): string => {
     return c === true ? `() => ${flexible}` : c === false ? `() => ${before}` : `(v) => (${c} ? ${flexible} : ${before})`
   }
   lines.push(
-    `/** ${api.name} (API key ${api.key}), versions ${min} to ${max}. */`,
+    `/** ${api.name} (API key ${api.key}), versions ${min} to ${max}${api.latestUnstable ? ` (v${max} is unstable in Kafka ${version}: brokers offer it only when configured to)` : ""}. */`,
     `export const ${api.name}: Api<${req}, ${res}> = {`,
     `  name: "${api.name}",`,
     `  key: ${api.key},`,
@@ -1038,6 +1042,17 @@ export const emitApi = (api: ApiModel, version: string): string => {
 /** The source of lib/internal/kafka/protocol/index.ts. */
 export const emitIndex = (models: ReadonlyArray<ApiModel>, version: string): string => {
   const lines = header(version, "the request and response definitions of the APIs listed in the generator,")
+  // The coverage, for readers and the README: one line per API.
+  const flexibleFrom = (api: ApiModel) => {
+    const f = intersect(api.request.flexible, { lo: api.minVersion, hi: api.maxVersion })
+    return isEmpty(f) ? "none" : `v${f.lo}+`
+  }
+  lines.push("// Coverage: API (key) versions generated, flexible versions.")
+  for (const api of models) {
+    const versions = `${api.minVersion}-${api.maxVersion}${api.latestUnstable ? ` (v${api.maxVersion} unstable)` : ""}`
+    lines.push(`//   ${`${api.name} (${api.key})`.padEnd(30)} ${versions.padEnd(18)} flexible ${flexibleFrom(api)}`)
+  }
+  lines.push("")
   // Only the API constants and their request and response types: nested struct names repeat
   // across APIs (LeaderIdAndEpoch, Assignment), so they are imported from the API's own file.
   for (const api of models) lines.push(`import { ${api.name} } from "./${api.name}.ts"`)

@@ -100,7 +100,7 @@ function decodeInitProducerIdResponse(r: Reader, v: number): InitProducerIdRespo
   }
 }
 
-/** InitProducerId (API key 22), versions 0 to 6. */
+/** InitProducerId (API key 22), versions 0 to 6 (v6 is unstable in Kafka 4.4.0: brokers offer it only when configured to). */
 export const InitProducerId: Api<InitProducerIdRequest, InitProducerIdResponse> = {
   name: "InitProducerId",
   key: 22,

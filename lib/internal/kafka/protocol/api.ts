@@ -16,8 +16,14 @@ import { attempt, type Attempt, ProtocolError, type Reader, type Writer } from "
  * One Kafka API: its key, the versions generated, which header versions go with each, and the
  * codecs of its request and response bodies. The codecs throw {@link ProtocolError} on bad bytes
  * (see {@link tryDecodeResponse} for a non-throwing call) and on a version outside
- * `minVersion..maxVersion`; `bytes` and `records` fields of decoded values are views into the
- * decoded bytes.
+ * `minVersion..maxVersion`.
+ *
+ * Decoded values: every field the type has is filled, with the JSON default where the version
+ * lacks it; `bytes` and `records` fields are views into the decoded bytes (valid as long as those
+ * are); UUIDs are strings as Kafka prints them; int64s are numbers (see wire.ts); tagged fields
+ * this Kafka version does not define are skipped. Encoders take a field left undefined as its
+ * default, and refuse, as Kafka's Java client does, a non-default value in a version without the
+ * field unless the definition marks it ignorable.
  *
  * @since 0.2.0
  * @category models

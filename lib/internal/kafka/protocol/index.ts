@@ -2,6 +2,37 @@
 // (the request and response definitions of the APIs listed in the generator, in kafka-clients-4.4.0.jar).
 // Do not edit: change the generator and run `node scripts/generate-protocol.ts`.
 
+// Coverage: API (key) versions generated, flexible versions.
+//   ApiVersions (18)               0-5                flexible v3+
+//   Metadata (3)                   0-13               flexible v9+
+//   Produce (0)                    3-13               flexible v9+
+//   Fetch (1)                      4-18               flexible v12+
+//   ListOffsets (2)                1-11               flexible v6+
+//   FindCoordinator (10)           0-6                flexible v3+
+//   JoinGroup (11)                 0-9                flexible v6+
+//   SyncGroup (14)                 0-5                flexible v4+
+//   Heartbeat (12)                 0-4                flexible v4+
+//   LeaveGroup (13)                0-5                flexible v4+
+//   OffsetCommit (8)               2-10               flexible v8+
+//   OffsetFetch (9)                1-10               flexible v6+
+//   ConsumerGroupHeartbeat (68)    0-1                flexible v0+
+//   ConsumerGroupDescribe (69)     0-1                flexible v0+
+//   InitProducerId (22)            0-6 (v6 unstable)  flexible v2+
+//   AddPartitionsToTxn (24)        0-5                flexible v3+
+//   AddOffsetsToTxn (25)           0-4                flexible v3+
+//   EndTxn (26)                    0-5                flexible v3+
+//   TxnOffsetCommit (28)           0-6                flexible v3+
+//   CreateTopics (19)              2-7                flexible v5+
+//   DeleteTopics (20)              1-6                flexible v4+
+//   CreatePartitions (37)          0-3                flexible v2+
+//   DescribeConfigs (32)           1-4                flexible v4+
+//   DescribeGroups (15)            0-6                flexible v5+
+//   ListGroups (16)                0-5                flexible v3+
+//   DeleteGroups (42)              0-3                flexible v2+
+//   SaslHandshake (17)             0-1                flexible none
+//   SaslAuthenticate (36)          0-2                flexible v2+
+//   DescribeCluster (60)           0-2                flexible v0+
+
 import { ApiVersions } from "./ApiVersions.ts"
 import { Metadata } from "./Metadata.ts"
 import { Produce } from "./Produce.ts"
