@@ -811,6 +811,9 @@ const describeVersions = (field: FieldModel, range: Versions): string => {
   return parts.length === 0 ? "" : ` (${parts.join("; ")})`
 }
 
+/** The version parameter's name: `_v` where a struct's code does not depend on the version. */
+const usesV = (body: ReadonlyArray<string>): string => (body.some((line) => /\bv\b/.test(line)) ? "v" : "_v")
+
 const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
   // records are nullable in every version (Kafka's generator treats them so).
   const encodingOf = (field: FieldModel): Encoding => ({
@@ -821,7 +824,6 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
   const name = struct.tsName
   const what = JSON.stringify(message.name)
   const flex = intersect(message.flexible, range)
-  const flexCond = (field: FieldModel, within: Versions) => cond(field.flexible ?? message.flexible, within)
   const out: string[] = []
 
   // The interface.
@@ -845,7 +847,6 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
     const access = `x.${field.prop}`
     const value = optional ? orDefault(field, access, range) : access
     const reg = regular(field)
-    const isRecords = field.type.kind === "primitive" && field.type.name === "records"
     const nullableType = fieldType(field, range).endsWith("| null")
     const write = (inVersions: Versions): string[] => {
       const how = encodingOf(field)
@@ -895,7 +896,7 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
     }
     enc.push(...branch(fc, () => tags, () => []))
   }
-  out.push(`function encode${name}(w: Writer, v: number, x: ${name}): void {`, ...indent(enc), "}", "")
+  out.push(`function encode${name}(w: Writer, ${usesV(enc)}: number, x: ${name}): void {`, ...indent(enc), "}", "")
 
   // The decoder.
   const dec: string[] = []
@@ -937,7 +938,7 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
     dec.push(...branch(fc, () => tags, () => []))
   }
   dec.push("return {", ...fields.map((f) => `  ${f.prop}: _${f.prop},`), "}")
-  out.push(`function decode${name}(r: Reader, v: number): ${name} {`, ...indent(dec), "}", "")
+  out.push(`function decode${name}(r: Reader, ${usesV(dec)}: number): ${name} {`, ...indent(dec), "}", "")
 
   if (struct.needsIsDefault) {
     const checks = fields.map((f) => {

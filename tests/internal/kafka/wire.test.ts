@@ -98,6 +98,8 @@ test("int64 reads hi * 2^32 + lo; Long.MAX_VALUE and Long.MIN_VALUE survive as t
   }
   assert.equal(reader("7f ff ff ff ff ff ff ff").int64(), 2 ** 63)
   assert.equal(written((w) => w.int64(2 ** 63)), "7f ff ff ff ff ff ff ff")
+  assert.equal(written((w) => w.int64(2 ** 70)), "7f ff ff ff ff ff ff ff")
+  assert.equal(written((w) => w.int64(-(2 ** 70))), "80 00 00 00 00 00 00 00")
 })
 
 test("fixed-width integers, floats and booleans", () => {

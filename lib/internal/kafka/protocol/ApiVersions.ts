@@ -217,14 +217,14 @@ export interface SupportedFeatureKey {
   readonly maxVersion: number
 }
 
-function encodeSupportedFeatureKey(w: Writer, v: number, x: SupportedFeatureKey): void {
+function encodeSupportedFeatureKey(w: Writer, _v: number, x: SupportedFeatureKey): void {
   w.compactString(x.name)
   w.int16(x.minVersion)
   w.int16(x.maxVersion)
   w.taggedFields(0)
 }
 
-function decodeSupportedFeatureKey(r: Reader, v: number): SupportedFeatureKey {
+function decodeSupportedFeatureKey(r: Reader, _v: number): SupportedFeatureKey {
   const _name = r.compactString()
   const _minVersion = r.int16()
   const _maxVersion = r.int16()
@@ -246,14 +246,14 @@ export interface FinalizedFeatureKey {
   readonly minVersionLevel: number
 }
 
-function encodeFinalizedFeatureKey(w: Writer, v: number, x: FinalizedFeatureKey): void {
+function encodeFinalizedFeatureKey(w: Writer, _v: number, x: FinalizedFeatureKey): void {
   w.compactString(x.name)
   w.int16(x.maxVersionLevel)
   w.int16(x.minVersionLevel)
   w.taggedFields(0)
 }
 
-function decodeFinalizedFeatureKey(r: Reader, v: number): FinalizedFeatureKey {
+function decodeFinalizedFeatureKey(r: Reader, _v: number): FinalizedFeatureKey {
   const _name = r.compactString()
   const _maxVersionLevel = r.int16()
   const _minVersionLevel = r.int16()

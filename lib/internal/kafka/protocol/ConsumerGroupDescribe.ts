@@ -13,7 +13,7 @@ export interface ConsumerGroupDescribeRequest {
   readonly includeAuthorizedOperations: boolean
 }
 
-function encodeConsumerGroupDescribeRequest(w: Writer, v: number, x: ConsumerGroupDescribeRequest): void {
+function encodeConsumerGroupDescribeRequest(w: Writer, _v: number, x: ConsumerGroupDescribeRequest): void {
   {
     const items = x.groupIds
     w.compactArrayLength(items.length)
@@ -23,7 +23,7 @@ function encodeConsumerGroupDescribeRequest(w: Writer, v: number, x: ConsumerGro
   w.taggedFields(0)
 }
 
-function decodeConsumerGroupDescribeRequest(r: Reader, v: number): ConsumerGroupDescribeRequest {
+function decodeConsumerGroupDescribeRequest(r: Reader, _v: number): ConsumerGroupDescribeRequest {
   let _groupIds: ReadonlyArray<string>
   {
     const n = r.compactArrayLength(1)
@@ -260,7 +260,7 @@ export interface TopicPartitions {
   readonly partitions: ReadonlyArray<number>
 }
 
-function encodeTopicPartitions(w: Writer, v: number, x: TopicPartitions): void {
+function encodeTopicPartitions(w: Writer, _v: number, x: TopicPartitions): void {
   w.uuid(x.topicId)
   w.compactString(x.topicName)
   {
@@ -271,7 +271,7 @@ function encodeTopicPartitions(w: Writer, v: number, x: TopicPartitions): void {
   w.taggedFields(0)
 }
 
-function decodeTopicPartitions(r: Reader, v: number): TopicPartitions {
+function decodeTopicPartitions(r: Reader, _v: number): TopicPartitions {
   const _topicId = r.uuid()
   const _topicName = r.compactString()
   let _partitions: ReadonlyArray<number>

@@ -112,7 +112,7 @@ export interface ConsumerGroupHeartbeatRequestTopicPartitions {
   readonly partitions: ReadonlyArray<number>
 }
 
-function encodeConsumerGroupHeartbeatRequestTopicPartitions(w: Writer, v: number, x: ConsumerGroupHeartbeatRequestTopicPartitions): void {
+function encodeConsumerGroupHeartbeatRequestTopicPartitions(w: Writer, _v: number, x: ConsumerGroupHeartbeatRequestTopicPartitions): void {
   w.uuid(x.topicId)
   {
     const items = x.partitions
@@ -122,7 +122,7 @@ function encodeConsumerGroupHeartbeatRequestTopicPartitions(w: Writer, v: number
   w.taggedFields(0)
 }
 
-function decodeConsumerGroupHeartbeatRequestTopicPartitions(r: Reader, v: number): ConsumerGroupHeartbeatRequestTopicPartitions {
+function decodeConsumerGroupHeartbeatRequestTopicPartitions(r: Reader, _v: number): ConsumerGroupHeartbeatRequestTopicPartitions {
   const _topicId = r.uuid()
   let _partitions: ReadonlyArray<number>
   {
@@ -231,7 +231,7 @@ export interface ConsumerGroupHeartbeatResponseTopicPartitions {
   readonly partitions: ReadonlyArray<number>
 }
 
-function encodeConsumerGroupHeartbeatResponseTopicPartitions(w: Writer, v: number, x: ConsumerGroupHeartbeatResponseTopicPartitions): void {
+function encodeConsumerGroupHeartbeatResponseTopicPartitions(w: Writer, _v: number, x: ConsumerGroupHeartbeatResponseTopicPartitions): void {
   w.uuid(x.topicId)
   {
     const items = x.partitions
@@ -241,7 +241,7 @@ function encodeConsumerGroupHeartbeatResponseTopicPartitions(w: Writer, v: numbe
   w.taggedFields(0)
 }
 
-function decodeConsumerGroupHeartbeatResponseTopicPartitions(r: Reader, v: number): ConsumerGroupHeartbeatResponseTopicPartitions {
+function decodeConsumerGroupHeartbeatResponseTopicPartitions(r: Reader, _v: number): ConsumerGroupHeartbeatResponseTopicPartitions {
   const _topicId = r.uuid()
   let _partitions: ReadonlyArray<number>
   {

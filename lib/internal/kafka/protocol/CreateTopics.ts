@@ -321,7 +321,7 @@ export interface CreatableTopicConfigs {
   readonly isSensitive: boolean
 }
 
-function encodeCreatableTopicConfigs(w: Writer, v: number, x: CreatableTopicConfigs): void {
+function encodeCreatableTopicConfigs(w: Writer, _v: number, x: CreatableTopicConfigs): void {
   w.compactString(x.name)
   w.compactNullableString(x.value)
   w.bool(x.readOnly)
@@ -330,7 +330,7 @@ function encodeCreatableTopicConfigs(w: Writer, v: number, x: CreatableTopicConf
   w.taggedFields(0)
 }
 
-function decodeCreatableTopicConfigs(r: Reader, v: number): CreatableTopicConfigs {
+function decodeCreatableTopicConfigs(r: Reader, _v: number): CreatableTopicConfigs {
   const _name = r.compactString()
   const _value = r.compactNullableString()
   const _readOnly = r.bool()

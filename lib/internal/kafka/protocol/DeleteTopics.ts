@@ -80,13 +80,13 @@ export interface DeleteTopicState {
   readonly topicId: string
 }
 
-function encodeDeleteTopicState(w: Writer, v: number, x: DeleteTopicState): void {
+function encodeDeleteTopicState(w: Writer, _v: number, x: DeleteTopicState): void {
   w.compactNullableString(x.name)
   w.uuid(x.topicId)
   w.taggedFields(0)
 }
 
-function decodeDeleteTopicState(r: Reader, v: number): DeleteTopicState {
+function decodeDeleteTopicState(r: Reader, _v: number): DeleteTopicState {
   const _name = r.compactNullableString()
   const _topicId = r.uuid()
   skipTaggedFields(r)

@@ -161,13 +161,13 @@ export interface ReplicaState {
   readonly replicaEpoch: number
 }
 
-function encodeReplicaState(w: Writer, v: number, x: ReplicaState): void {
+function encodeReplicaState(w: Writer, _v: number, x: ReplicaState): void {
   w.int32(x.replicaId)
   w.int64(x.replicaEpoch)
   w.taggedFields(0)
 }
 
-function decodeReplicaState(r: Reader, v: number): ReplicaState {
+function decodeReplicaState(r: Reader, _v: number): ReplicaState {
   const _replicaId = r.int32()
   const _replicaEpoch = r.int64()
   skipTaggedFields(r)
@@ -645,13 +645,13 @@ export interface EpochEndOffset {
   readonly endOffset: number
 }
 
-function encodeEpochEndOffset(w: Writer, v: number, x: EpochEndOffset): void {
+function encodeEpochEndOffset(w: Writer, _v: number, x: EpochEndOffset): void {
   w.int32(x.epoch)
   w.int64(x.endOffset)
   w.taggedFields(0)
 }
 
-function decodeEpochEndOffset(r: Reader, v: number): EpochEndOffset {
+function decodeEpochEndOffset(r: Reader, _v: number): EpochEndOffset {
   const _epoch = r.int32()
   const _endOffset = r.int64()
   skipTaggedFields(r)
@@ -674,13 +674,13 @@ export interface LeaderIdAndEpoch {
   readonly leaderEpoch: number
 }
 
-function encodeLeaderIdAndEpoch(w: Writer, v: number, x: LeaderIdAndEpoch): void {
+function encodeLeaderIdAndEpoch(w: Writer, _v: number, x: LeaderIdAndEpoch): void {
   w.int32(x.leaderId)
   w.int32(x.leaderEpoch)
   w.taggedFields(0)
 }
 
-function decodeLeaderIdAndEpoch(r: Reader, v: number): LeaderIdAndEpoch {
+function decodeLeaderIdAndEpoch(r: Reader, _v: number): LeaderIdAndEpoch {
   const _leaderId = r.int32()
   const _leaderEpoch = r.int32()
   skipTaggedFields(r)
@@ -703,13 +703,13 @@ export interface SnapshotId {
   readonly epoch: number
 }
 
-function encodeSnapshotId(w: Writer, v: number, x: SnapshotId): void {
+function encodeSnapshotId(w: Writer, _v: number, x: SnapshotId): void {
   w.int64(x.endOffset)
   w.int32(x.epoch)
   w.taggedFields(0)
 }
 
-function decodeSnapshotId(r: Reader, v: number): SnapshotId {
+function decodeSnapshotId(r: Reader, _v: number): SnapshotId {
   const _endOffset = r.int64()
   const _epoch = r.int32()
   skipTaggedFields(r)
@@ -760,7 +760,7 @@ export interface NodeEndpoint {
   readonly rack: string | null
 }
 
-function encodeNodeEndpoint(w: Writer, v: number, x: NodeEndpoint): void {
+function encodeNodeEndpoint(w: Writer, _v: number, x: NodeEndpoint): void {
   w.int32(x.nodeId)
   w.compactString(x.host)
   w.int32(x.port)
@@ -768,7 +768,7 @@ function encodeNodeEndpoint(w: Writer, v: number, x: NodeEndpoint): void {
   w.taggedFields(0)
 }
 
-function decodeNodeEndpoint(r: Reader, v: number): NodeEndpoint {
+function decodeNodeEndpoint(r: Reader, _v: number): NodeEndpoint {
   const _nodeId = r.int32()
   const _host = r.compactString()
   const _port = r.int32()

@@ -152,7 +152,7 @@ export interface Coordinator {
   readonly errorMessage: string | null
 }
 
-function encodeCoordinator(w: Writer, v: number, x: Coordinator): void {
+function encodeCoordinator(w: Writer, _v: number, x: Coordinator): void {
   w.compactString(x.key)
   w.int32(x.nodeId)
   w.compactString(x.host)
@@ -162,7 +162,7 @@ function encodeCoordinator(w: Writer, v: number, x: Coordinator): void {
   w.taggedFields(0)
 }
 
-function decodeCoordinator(r: Reader, v: number): Coordinator {
+function decodeCoordinator(r: Reader, _v: number): Coordinator {
   const _key = r.compactString()
   const _nodeId = r.int32()
   const _host = r.compactString()

@@ -463,7 +463,7 @@ export interface OffsetFetchResponsePartitions {
   readonly errorCode: number
 }
 
-function encodeOffsetFetchResponsePartitions(w: Writer, v: number, x: OffsetFetchResponsePartitions): void {
+function encodeOffsetFetchResponsePartitions(w: Writer, _v: number, x: OffsetFetchResponsePartitions): void {
   w.int32(x.partitionIndex)
   w.int64(x.committedOffset)
   w.int32(x.committedLeaderEpoch)
@@ -472,7 +472,7 @@ function encodeOffsetFetchResponsePartitions(w: Writer, v: number, x: OffsetFetc
   w.taggedFields(0)
 }
 
-function decodeOffsetFetchResponsePartitions(r: Reader, v: number): OffsetFetchResponsePartitions {
+function decodeOffsetFetchResponsePartitions(r: Reader, _v: number): OffsetFetchResponsePartitions {
   const _partitionIndex = r.int32()
   const _committedOffset = r.int64()
   const _committedLeaderEpoch = r.int32()

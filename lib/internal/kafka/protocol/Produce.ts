@@ -374,13 +374,13 @@ export interface LeaderIdAndEpoch {
   readonly leaderEpoch: number
 }
 
-function encodeLeaderIdAndEpoch(w: Writer, v: number, x: LeaderIdAndEpoch): void {
+function encodeLeaderIdAndEpoch(w: Writer, _v: number, x: LeaderIdAndEpoch): void {
   w.int32(x.leaderId)
   w.int32(x.leaderEpoch)
   w.taggedFields(0)
 }
 
-function decodeLeaderIdAndEpoch(r: Reader, v: number): LeaderIdAndEpoch {
+function decodeLeaderIdAndEpoch(r: Reader, _v: number): LeaderIdAndEpoch {
   const _leaderId = r.int32()
   const _leaderEpoch = r.int32()
   skipTaggedFields(r)
@@ -407,7 +407,7 @@ export interface NodeEndpoint {
   readonly rack: string | null
 }
 
-function encodeNodeEndpoint(w: Writer, v: number, x: NodeEndpoint): void {
+function encodeNodeEndpoint(w: Writer, _v: number, x: NodeEndpoint): void {
   w.int32(x.nodeId)
   w.compactString(x.host)
   w.int32(x.port)
@@ -415,7 +415,7 @@ function encodeNodeEndpoint(w: Writer, v: number, x: NodeEndpoint): void {
   w.taggedFields(0)
 }
 
-function decodeNodeEndpoint(r: Reader, v: number): NodeEndpoint {
+function decodeNodeEndpoint(r: Reader, _v: number): NodeEndpoint {
   const _nodeId = r.int32()
   const _host = r.compactString()
   const _port = r.int32()

@@ -11,11 +11,11 @@ export interface SaslHandshakeRequest {
   readonly mechanism: string
 }
 
-function encodeSaslHandshakeRequest(w: Writer, v: number, x: SaslHandshakeRequest): void {
+function encodeSaslHandshakeRequest(w: Writer, _v: number, x: SaslHandshakeRequest): void {
   w.string(x.mechanism)
 }
 
-function decodeSaslHandshakeRequest(r: Reader, v: number): SaslHandshakeRequest {
+function decodeSaslHandshakeRequest(r: Reader, _v: number): SaslHandshakeRequest {
   const _mechanism = r.string()
   return {
     mechanism: _mechanism,
@@ -30,7 +30,7 @@ export interface SaslHandshakeResponse {
   readonly mechanisms: ReadonlyArray<string>
 }
 
-function encodeSaslHandshakeResponse(w: Writer, v: number, x: SaslHandshakeResponse): void {
+function encodeSaslHandshakeResponse(w: Writer, _v: number, x: SaslHandshakeResponse): void {
   w.int16(x.errorCode)
   {
     const items = x.mechanisms
@@ -39,7 +39,7 @@ function encodeSaslHandshakeResponse(w: Writer, v: number, x: SaslHandshakeRespo
   }
 }
 
-function decodeSaslHandshakeResponse(r: Reader, v: number): SaslHandshakeResponse {
+function decodeSaslHandshakeResponse(r: Reader, _v: number): SaslHandshakeResponse {
   const _errorCode = r.int16()
   let _mechanisms: ReadonlyArray<string>
   {
