@@ -1,7 +1,7 @@
 /**
  * Generates Partita's Kafka protocol codecs, lib/internal/kafka/protocol/<Api>.ts and index.ts,
  * from Kafka's own message definitions: the `common/message/*.json` files (JSON with //
- * comments) inside the kafka-clients jar that `scripts/kafka start` fetches into
+ * comments) inside the kafka-clients jar that `scripts/kafka fetch` (or `start`) puts into
  * .cache/kafka/libs. franz-go (generate/, pkg/kmsg) and Kafka's Java generator
  * (generator/src/main/java/org/apache/kafka/message) do the same; the wire rules followed here
  * are theirs.
@@ -136,7 +136,7 @@ const hasUnzip = (): boolean => {
 export const readDefinitions = (jar: string, names: ReadonlyArray<string>, useUnzip = hasUnzip()): Map<string, string> => {
   if (!existsSync(jar)) {
     throw new Error(
-      `${jar} is missing: run \`scripts/kafka start\` once (it fetches the Kafka jars with Maven), then regenerate`,
+      `${jar} is missing: run \`scripts/kafka fetch\` (it fetches the Kafka jars with Maven), then run this again`,
     )
   }
   const texts = new Map<string, string>()

@@ -19,7 +19,7 @@ const here = import.meta.dirname ?? new URL(".", import.meta.url).pathname
 
 test("Kafka's Java message classes read every generated request and response version and write back the same bytes", () => {
   const jar = defaultJar()
-  assert.ok(existsSync(jar), `${jar} is missing: run \`scripts/kafka start\` once (it fetches the Kafka jars with Maven)`)
+  assert.ok(existsSync(jar), `${jar} is missing: run \`scripts/kafka fetch\` (it fetches the Kafka jars with Maven)`)
   const rounds = Number(process.env.PARTITA_PROTOCOL_ROUNDS ?? 4)
   const random = seeded(447)
   const cases = new Writer(1 << 16)
