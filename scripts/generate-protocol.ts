@@ -436,22 +436,31 @@ export const loadApis = (jar: string, only?: ReadonlyArray<string>, useUnzip?: b
   const chosen = apis.filter((api) => only === undefined || only.includes(api.name))
   const files = chosen.flatMap((api) => [`${api.name}Request.json`, `${api.name}Response.json`])
   const texts = readDefinitions(jar, files, useUnzip)
-  return chosen.map((api) => {
-    const requestJson = parseCommentedJson(texts.get(`${api.name}Request.json`)!) as JsonMessage
-    const responseJson = parseCommentedJson(texts.get(`${api.name}Response.json`)!) as JsonMessage
-    const valid = parseVersions(requestJson.validVersions)
-    const responseValid = parseVersions(responseJson.validVersions)
-    if (valid.lo !== responseValid.lo || valid.hi !== responseValid.hi) {
-      throw new Error(`${api.name}: request and response validVersions differ`)
-    }
-    const range = { lo: Math.max(valid.lo, api.oldest39), hi: valid.hi }
-    if (isEmpty(range)) throw new Error(`${api.name}: no version is both in the jar and accepted by Kafka 3.9`)
-    const request = parseMessage(`${api.name}Request.json`, requestJson, range)
-    const response = parseMessage(`${api.name}Response.json`, responseJson, range)
-    nameStructs(api.name, request, response)
-    const latestUnstable = requestJson.latestVersionUnstable === true
-    return { name: api.name, key: requestJson.apiKey, minVersion: range.lo, maxVersion: range.hi, latestUnstable, request, response }
-  })
+  return chosen.map((api) =>
+    buildApi(api, texts.get(`${api.name}Request.json`)!, texts.get(`${api.name}Response.json`)!)
+  )
+}
+
+/** The model of one API from the text of its two definitions (for {@link loadApis}, and tests). */
+export const buildApi = (
+  api: { readonly name: string; readonly oldest39: number },
+  requestText: string,
+  responseText: string,
+): ApiModel => {
+  const requestJson = parseCommentedJson(requestText) as JsonMessage
+  const responseJson = parseCommentedJson(responseText) as JsonMessage
+  const valid = parseVersions(requestJson.validVersions)
+  const responseValid = parseVersions(responseJson.validVersions)
+  if (valid.lo !== responseValid.lo || valid.hi !== responseValid.hi) {
+    throw new Error(`${api.name}: request and response validVersions differ`)
+  }
+  const range = { lo: Math.max(valid.lo, api.oldest39), hi: valid.hi }
+  if (isEmpty(range)) throw new Error(`${api.name}: no version is both in the jar and accepted by Kafka 3.9`)
+  const request = parseMessage(`${api.name}Request.json`, requestJson, range)
+  const response = parseMessage(`${api.name}Response.json`, responseJson, range)
+  nameStructs(api.name, request, response)
+  const latestUnstable = requestJson.latestVersionUnstable === true
+  return { name: api.name, key: requestJson.apiKey, minVersion: range.lo, maxVersion: range.hi, latestUnstable, request, response }
 }
 
 /**
