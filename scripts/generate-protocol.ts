@@ -338,6 +338,7 @@ const parseMessage = (file: string, json: JsonMessage, range: Versions): Message
   const parseType = (field: JsonField): TypeModel => {
     const isArray = field.type.startsWith("[]")
     const name = isArray ? field.type.slice(2) : field.type
+    if (name.startsWith("[]")) throw new Error(`${file}: field ${field.name}: arrays of arrays are not supported`)
     let element: TypeModel
     if (primitives.has(name)) element = { kind: "primitive", name: name as Primitive }
     else if (field.fields !== undefined) element = { kind: "struct", struct: newStruct(name, field.fields) }
@@ -348,7 +349,6 @@ const parseMessage = (file: string, json: JsonMessage, range: Versions): Message
       else if (shared !== undefined) element = { kind: "struct", struct: newStruct(name, shared.fields) }
       else throw new Error(`${file}: field ${field.name} has unknown type ${field.type}`)
     }
-    if (name.startsWith("[]")) throw new Error(`${file}: field ${field.name}: arrays of arrays are not supported`)
     return isArray ? { kind: "array", element } : element
   }
   const parseField = (field: JsonField): FieldModel => {
@@ -802,7 +802,9 @@ const nonDefault = (field: FieldModel, e: string): string | undefined => {
 
 /** `e`, or the field's default where it is undefined (`??` would replace a null too). */
 const orDefault = (field: FieldModel, e: string, range: Versions): string =>
-  fieldType(field, range).endsWith("| null") ? `${e} === undefined ? ${defaultSource(field)} : ${e}` : `${e} ?? ${defaultSource(field)}`
+  fieldType(field, range).endsWith("| null") && defaultSource(field) !== "null"
+    ? `${e} === undefined ? ${defaultSource(field)} : ${e}`
+    : `${e} ?? ${defaultSource(field)}`
 
 const jsdoc = (text: string): string => text.replace(/\*\//g, "*\\/")
 

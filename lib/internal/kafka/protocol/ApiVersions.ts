@@ -20,7 +20,7 @@ export interface ApiVersionsRequest {
 function encodeApiVersionsRequest(w: Writer, v: number, x: ApiVersionsRequest): void {
   if (v >= 3) w.compactString(x.clientSoftwareName ?? "")
   if (v >= 3) w.compactString(x.clientSoftwareVersion ?? "")
-  if (v >= 5) w.compactNullableString(x.clusterId === undefined ? null : x.clusterId)
+  if (v >= 5) w.compactNullableString(x.clusterId ?? null)
   if (v >= 5) w.int32(x.nodeId ?? -1)
   if (v >= 3) w.taggedFields(0)
 }

@@ -45,7 +45,7 @@ function encodeConsumerGroupHeartbeatRequest(w: Writer, v: number, x: ConsumerGr
       for (let i = 0; i < items.length; i++) w.compactString(items[i]!)
     }
   }
-  if (v >= 1) w.compactNullableString(x.subscribedTopicRegex === undefined ? null : x.subscribedTopicRegex)
+  if (v >= 1) w.compactNullableString(x.subscribedTopicRegex ?? null)
   else if (x.subscribedTopicRegex !== undefined && x.subscribedTopicRegex !== null) fieldNotInVersion("ConsumerGroupHeartbeatRequest", "subscribedTopicRegex", v)
   w.compactNullableString(x.serverAssignor)
   {

@@ -87,7 +87,7 @@ function encodeDeletableGroupResult(w: Writer, v: number, x: DeletableGroupResul
   if (v >= 2) w.compactString(x.groupId)
   else w.string(x.groupId)
   w.int16(x.errorCode)
-  if (v >= 3) w.compactNullableString(x.errorMessage === undefined ? null : x.errorMessage)
+  if (v >= 3) w.compactNullableString(x.errorMessage ?? null)
   if (v >= 2) w.taggedFields(0)
 }
 

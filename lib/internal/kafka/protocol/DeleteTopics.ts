@@ -152,7 +152,7 @@ function encodeDeletableTopicResult(w: Writer, v: number, x: DeletableTopicResul
   }
   if (v >= 6) w.uuid(x.topicId ?? zeroUuid)
   w.int16(x.errorCode)
-  if (v >= 5) w.compactNullableString(x.errorMessage === undefined ? null : x.errorMessage)
+  if (v >= 5) w.compactNullableString(x.errorMessage ?? null)
   if (v >= 4) w.taggedFields(0)
 }
 

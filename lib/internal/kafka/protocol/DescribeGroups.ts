@@ -101,7 +101,7 @@ export interface DescribedGroup {
 
 function encodeDescribedGroup(w: Writer, v: number, x: DescribedGroup): void {
   w.int16(x.errorCode)
-  if (v >= 6) w.compactNullableString(x.errorMessage === undefined ? null : x.errorMessage)
+  if (v >= 6) w.compactNullableString(x.errorMessage ?? null)
   else if (x.errorMessage !== undefined && x.errorMessage !== null) fieldNotInVersion("DescribeGroupsResponse", "errorMessage", v)
   if (v >= 5) w.compactString(x.groupId)
   else w.string(x.groupId)
@@ -170,8 +170,8 @@ function encodeDescribedGroupMember(w: Writer, v: number, x: DescribedGroupMembe
   if (v >= 5) w.compactString(x.memberId)
   else w.string(x.memberId)
   if (v >= 4) {
-    if (v >= 5) w.compactNullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
-    else w.nullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
+    if (v >= 5) w.compactNullableString(x.groupInstanceId ?? null)
+    else w.nullableString(x.groupInstanceId ?? null)
   }
   if (v >= 5) w.compactString(x.clientId)
   else w.string(x.clientId)

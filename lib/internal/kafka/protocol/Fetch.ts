@@ -71,7 +71,7 @@ function encodeFetchRequest(w: Writer, v: number, x: FetchRequest): void {
     if (x.clusterId !== undefined && x.clusterId !== null) {
       w.unsignedVarint(0)
       const at = w.beginSized()
-      w.compactNullableString(x.clusterId === undefined ? null : x.clusterId)
+      w.compactNullableString(x.clusterId ?? null)
       w.endSized(at)
     }
     if (v >= 15 && (x.replicaState !== undefined && (x.replicaState === null || !isDefaultReplicaState(x.replicaState)))) {

@@ -24,8 +24,8 @@ function encodeHeartbeatRequest(w: Writer, v: number, x: HeartbeatRequest): void
   if (v >= 4) w.compactString(x.memberId)
   else w.string(x.memberId)
   if (v >= 3) {
-    if (v >= 4) w.compactNullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
-    else w.nullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
+    if (v >= 4) w.compactNullableString(x.groupInstanceId ?? null)
+    else w.nullableString(x.groupInstanceId ?? null)
   } else {
     if (x.groupInstanceId !== undefined && x.groupInstanceId !== null) fieldNotInVersion("HeartbeatRequest", "groupInstanceId", v)
   }

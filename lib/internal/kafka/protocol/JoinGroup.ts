@@ -33,8 +33,8 @@ function encodeJoinGroupRequest(w: Writer, v: number, x: JoinGroupRequest): void
   if (v >= 6) w.compactString(x.memberId)
   else w.string(x.memberId)
   if (v >= 5) {
-    if (v >= 6) w.compactNullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
-    else w.nullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
+    if (v >= 6) w.compactNullableString(x.groupInstanceId ?? null)
+    else w.nullableString(x.groupInstanceId ?? null)
   } else {
     if (x.groupInstanceId !== undefined && x.groupInstanceId !== null) fieldNotInVersion("JoinGroupRequest", "groupInstanceId", v)
   }
@@ -46,7 +46,7 @@ function encodeJoinGroupRequest(w: Writer, v: number, x: JoinGroupRequest): void
     else w.arrayLength(items.length)
     for (let i = 0; i < items.length; i++) encodeJoinGroupRequestProtocol(w, v, items[i]!)
   }
-  if (v >= 8) w.compactNullableString(x.reason === undefined ? null : x.reason)
+  if (v >= 8) w.compactNullableString(x.reason ?? null)
   if (v >= 6) w.taggedFields(0)
 }
 
@@ -130,7 +130,7 @@ function encodeJoinGroupResponse(w: Writer, v: number, x: JoinGroupResponse): vo
   if (v >= 2) w.int32(x.throttleTimeMs ?? 0)
   w.int16(x.errorCode)
   w.int32(x.generationId)
-  if (v >= 7) w.compactNullableString(x.protocolType === undefined ? null : x.protocolType)
+  if (v >= 7) w.compactNullableString(x.protocolType ?? null)
   if (v >= 6) {
     if (v >= 7) w.compactNullableString(x.protocolName)
     else w.compactString(x.protocolName === null ? nullNotAllowed("JoinGroupResponse", "protocolName", v) : x.protocolName)
@@ -196,8 +196,8 @@ function encodeJoinGroupResponseMember(w: Writer, v: number, x: JoinGroupRespons
   if (v >= 6) w.compactString(x.memberId)
   else w.string(x.memberId)
   if (v >= 5) {
-    if (v >= 6) w.compactNullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
-    else w.nullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
+    if (v >= 6) w.compactNullableString(x.groupInstanceId ?? null)
+    else w.nullableString(x.groupInstanceId ?? null)
   }
   if (v >= 6) w.compactBytes(x.metadata)
   else w.bytes(x.metadata)

@@ -70,7 +70,7 @@ function encodeMemberIdentity(w: Writer, v: number, x: MemberIdentity): void {
   else w.string(x.memberId)
   if (v >= 4) w.compactNullableString(x.groupInstanceId)
   else w.nullableString(x.groupInstanceId)
-  if (v >= 5) w.compactNullableString(x.reason === undefined ? null : x.reason)
+  if (v >= 5) w.compactNullableString(x.reason ?? null)
   if (v >= 4) w.taggedFields(0)
 }
 

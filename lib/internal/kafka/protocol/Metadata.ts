@@ -125,8 +125,8 @@ function encodeMetadataResponse(w: Writer, v: number, x: MetadataResponse): void
     for (let i = 0; i < items.length; i++) encodeMetadataResponseBroker(w, v, items[i]!)
   }
   if (v >= 2) {
-    if (v >= 9) w.compactNullableString(x.clusterId === undefined ? null : x.clusterId)
-    else w.nullableString(x.clusterId === undefined ? null : x.clusterId)
+    if (v >= 9) w.compactNullableString(x.clusterId ?? null)
+    else w.nullableString(x.clusterId ?? null)
   }
   if (v >= 1) w.int32(x.controllerId ?? -1)
   {
@@ -191,8 +191,8 @@ function encodeMetadataResponseBroker(w: Writer, v: number, x: MetadataResponseB
   else w.string(x.host)
   w.int32(x.port)
   if (v >= 1) {
-    if (v >= 9) w.compactNullableString(x.rack === undefined ? null : x.rack)
-    else w.nullableString(x.rack === undefined ? null : x.rack)
+    if (v >= 9) w.compactNullableString(x.rack ?? null)
+    else w.nullableString(x.rack ?? null)
   }
   if (v >= 9) w.taggedFields(0)
 }

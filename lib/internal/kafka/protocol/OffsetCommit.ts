@@ -28,8 +28,8 @@ function encodeOffsetCommitRequest(w: Writer, v: number, x: OffsetCommitRequest)
   if (v >= 8) w.compactString(x.memberId)
   else w.string(x.memberId)
   if (v >= 7) {
-    if (v >= 8) w.compactNullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
-    else w.nullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
+    if (v >= 8) w.compactNullableString(x.groupInstanceId ?? null)
+    else w.nullableString(x.groupInstanceId ?? null)
   } else {
     if (x.groupInstanceId !== undefined && x.groupInstanceId !== null) fieldNotInVersion("OffsetCommitRequest", "groupInstanceId", v)
   }

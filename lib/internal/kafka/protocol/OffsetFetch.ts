@@ -148,7 +148,7 @@ export interface OffsetFetchRequestGroup {
 
 function encodeOffsetFetchRequestGroup(w: Writer, v: number, x: OffsetFetchRequestGroup): void {
   w.compactString(x.groupId)
-  if (v >= 9) w.compactNullableString(x.memberId === undefined ? null : x.memberId)
+  if (v >= 9) w.compactNullableString(x.memberId ?? null)
   if (v >= 9) w.int32(x.memberEpoch ?? -1)
   {
     const items = x.topics

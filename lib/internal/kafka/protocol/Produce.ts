@@ -274,8 +274,8 @@ function encodePartitionProduceResponse(w: Writer, v: number, x: PartitionProduc
     }
   }
   if (v >= 8) {
-    if (v >= 9) w.compactNullableString(x.errorMessage === undefined ? null : x.errorMessage)
-    else w.nullableString(x.errorMessage === undefined ? null : x.errorMessage)
+    if (v >= 9) w.compactNullableString(x.errorMessage ?? null)
+    else w.nullableString(x.errorMessage ?? null)
   }
   if ((v < 10) && x.currentLeader !== undefined && (x.currentLeader === null || !isDefaultLeaderIdAndEpoch(x.currentLeader))) fieldNotInVersion("ProduceResponse", "currentLeader", v)
   if (v >= 9) {

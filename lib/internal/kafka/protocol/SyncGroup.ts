@@ -30,13 +30,13 @@ function encodeSyncGroupRequest(w: Writer, v: number, x: SyncGroupRequest): void
   if (v >= 4) w.compactString(x.memberId)
   else w.string(x.memberId)
   if (v >= 3) {
-    if (v >= 4) w.compactNullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
-    else w.nullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
+    if (v >= 4) w.compactNullableString(x.groupInstanceId ?? null)
+    else w.nullableString(x.groupInstanceId ?? null)
   } else {
     if (x.groupInstanceId !== undefined && x.groupInstanceId !== null) fieldNotInVersion("SyncGroupRequest", "groupInstanceId", v)
   }
-  if (v >= 5) w.compactNullableString(x.protocolType === undefined ? null : x.protocolType)
-  if (v >= 5) w.compactNullableString(x.protocolName === undefined ? null : x.protocolName)
+  if (v >= 5) w.compactNullableString(x.protocolType ?? null)
+  if (v >= 5) w.compactNullableString(x.protocolName ?? null)
   {
     const items = x.assignments
     if (v >= 4) w.compactArrayLength(items.length)
@@ -115,8 +115,8 @@ export interface SyncGroupResponse {
 function encodeSyncGroupResponse(w: Writer, v: number, x: SyncGroupResponse): void {
   if (v >= 1) w.int32(x.throttleTimeMs ?? 0)
   w.int16(x.errorCode)
-  if (v >= 5) w.compactNullableString(x.protocolType === undefined ? null : x.protocolType)
-  if (v >= 5) w.compactNullableString(x.protocolName === undefined ? null : x.protocolName)
+  if (v >= 5) w.compactNullableString(x.protocolType ?? null)
+  if (v >= 5) w.compactNullableString(x.protocolName ?? null)
   if (v >= 4) w.compactBytes(x.assignment)
   else w.bytes(x.assignment)
   if (v >= 4) w.taggedFields(0)

@@ -36,7 +36,7 @@ function encodeTxnOffsetCommitRequest(w: Writer, v: number, x: TxnOffsetCommitRe
   else if (x.generationIdOrMemberEpoch !== undefined && x.generationIdOrMemberEpoch !== -1) fieldNotInVersion("TxnOffsetCommitRequest", "generationIdOrMemberEpoch", v)
   if (v >= 3) w.compactString(x.memberId ?? "")
   else if (x.memberId !== undefined && x.memberId !== "") fieldNotInVersion("TxnOffsetCommitRequest", "memberId", v)
-  if (v >= 3) w.compactNullableString(x.groupInstanceId === undefined ? null : x.groupInstanceId)
+  if (v >= 3) w.compactNullableString(x.groupInstanceId ?? null)
   else if (x.groupInstanceId !== undefined && x.groupInstanceId !== null) fieldNotInVersion("TxnOffsetCommitRequest", "groupInstanceId", v)
   {
     const items = x.topics
