@@ -403,6 +403,8 @@ const parseMessage = (file: string, json: JsonMessage, range: Versions): Message
         if (!isEmpty(intersect(field.tagged, struct.range))) markIsDefault(field.type.struct)
       }
     }
+    const tags = struct.fields.filter((f) => f.tag !== undefined).map((f) => f.tag!)
+    if (new Set(tags).size !== tags.length) throw new Error(`${file}: struct ${struct.jsonName} uses a tag twice`)
     // Every element of an array must take at least one byte, so that a length can be checked
     // against the bytes left: a struct in a non-flexible version needs a field of its own.
     for (let v = struct.range.lo; v <= Math.min(struct.range.hi, range.hi); v++) {

@@ -133,3 +133,24 @@ test("generated code puts each field where Kafka's rules say, version by version
   api.encodeRequest(w, 3, { ...value, legacy: null })
   assert.equal((api.decodeRequest(new Reader(w.finish()), 3) as { legacy: unknown }).legacy, null)
 })
+
+test("the generator refuses definitions it cannot encode faithfully, naming the file and field", () => {
+  const define = (fields: string) =>
+    `{ "apiKey": 1, "type": "request", "name": "BadRequest", "validVersions": "0-1", "flexibleVersions": "1+", "fields": [${fields}] }`
+  const ok = `{ "apiKey": 1, "type": "response", "name": "BadResponse", "validVersions": "0-1", "flexibleVersions": "1+", "fields": [] }`
+  const cases: Array<[string, RegExp]> = [
+    [`{ "name": "X", "type": "Mystery", "versions": "0+" }`, /BadRequest\.json: field X has unknown type Mystery/],
+    [`{ "name": "X", "type": "int32", "versions": "1+", "taggedVersions": "1+" }`, /field X has taggedVersions but no tag/],
+    [`{ "name": "X", "type": "int32", "versions": "1+", "taggedVersions": "1-1", "tag": 0 }`, /taggedVersions must be open-ended/],
+    [
+      `{ "name": "X", "type": "int32", "versions": "1+", "taggedVersions": "1+", "tag": 0 },
+       { "name": "Y", "type": "int32", "versions": "1+", "taggedVersions": "1+", "tag": 0 }`,
+      /struct BadRequest uses a tag twice/,
+    ],
+    [`{ "name": "X", "type": "[][]int32", "versions": "0+" }`, /arrays of arrays are not supported/],
+    [`{ "name": "X", "type": "int32" }`, /field X has no versions/],
+  ]
+  for (const [fields, message] of cases) {
+    assert.throws(() => buildApi({ name: "Bad", oldest39: 0 }, define(fields), ok), message)
+  }
+})
