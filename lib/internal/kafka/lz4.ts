@@ -88,7 +88,12 @@ const decodeBlock = (
     }
     if (i + literals > end) throw new CodecError("lz4", "literals run past the block")
     if (out + literals > outEnd) throw new CodecError("lz4", overflow)
-    output.set(input.subarray(i, i + literals), out)
+    if (literals < 32) {
+      // Short runs: a loop beats creating a subarray for set().
+      for (let k = 0; k < literals; k++) output[out + k] = input[i + k]!
+    } else {
+      output.set(input.subarray(i, i + literals), out)
+    }
     i += literals
     out += literals
     if (i === end) return out // the last sequence has literals only
@@ -108,10 +113,11 @@ const decodeBlock = (
     length += MIN_MATCH
     if (out + length > outEnd) throw new CodecError("lz4", overflow)
     let from = out - offset
-    if (offset >= length) {
+    if (offset >= length && length >= 32) {
       output.copyWithin(out, from, from + length)
       out += length
     } else {
+      // Short or overlapping (a repeated pattern): byte by byte, as the format defines it.
       for (let k = 0; k < length; k++) output[out++] = output[from++]!
     }
   }

@@ -472,10 +472,35 @@ export class BatchRecord implements ConsumerRecord {
   }
 
   get key(): Uint8Array | null {
-    return this.field({ at: this.at }, "key")
+    const bytes = this.bytes
+    const at = this.at
+    const b = bytes[at]!
+    // The usual case: a one-byte length. Anything else takes the checked path.
+    if (b < 0x80 && at < this.end) {
+      const length = (b >>> 1) ^ -(b & 1)
+      if (length === -1) return null
+      if (length >= 0 && length <= this.end - at - 1) return bytes.subarray(at + 1, at + 1 + length)
+    }
+    return this.field({ at }, "key")
   }
 
   get value(): Uint8Array | null {
+    const bytes = this.bytes
+    const end = this.end
+    let at = this.at
+    let b = bytes[at]!
+    if (b < 0x80 && at < end) {
+      const keyLength = (b >>> 1) ^ -(b & 1)
+      if (keyLength >= -1 && keyLength <= end - at - 1) {
+        at += 1 + (keyLength > 0 ? keyLength : 0)
+        b = bytes[at]!
+        if (b < 0x80 && at < end) {
+          const length = (b >>> 1) ^ -(b & 1)
+          if (length === -1) return null
+          if (length >= 0 && length <= end - at - 1) return bytes.subarray(at + 1, at + 1 + length)
+        }
+      }
+    }
     const cursor = { at: this.at }
     this.field(cursor, "key")
     return this.field(cursor, "value")

@@ -69,7 +69,11 @@ const decodeBlockInto = (input: Uint8Array, start: number, end: number, output: 
       }
       n += 1
       if (i + n > end || out + n > outEnd) throw new CodecError("snappy", "literal runs past the block or its announced length")
-      output.set(input.subarray(i, i + n), out)
+      if (n < 32) {
+        for (let k = 0; k < n; k++) output[out + k] = input[i + k]!
+      } else {
+        output.set(input.subarray(i, i + n), out)
+      }
       i += n
       out += n
       continue
@@ -94,11 +98,11 @@ const decodeBlockInto = (input: Uint8Array, start: number, end: number, output: 
     if (offset === 0 || offset > out - outStart) throw new CodecError("snappy", `copy offset ${offset} points before the block`)
     if (out + n > outEnd) throw new CodecError("snappy", "copy runs past the announced length")
     let from = out - offset
-    if (offset >= n) {
+    if (offset >= n && n >= 32) {
       output.copyWithin(out, from, from + n)
       out += n
     } else {
-      // An overlapping copy repeats a short pattern: byte by byte, as the format defines it.
+      // Short, or overlapping (a repeated pattern): byte by byte, as the format defines it.
       for (let k = 0; k < n; k++) output[out++] = output[from++]!
     }
   }
