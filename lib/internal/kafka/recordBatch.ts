@@ -785,10 +785,17 @@ const checkFraming = (bytes: Uint8Array, start: number, end: number, count: numb
   const cursor = { at: start }
   for (let i = 0; i < count; i++) {
     let length: number
-    try {
-      length = readVarint(bytes, cursor, end)
-    } catch (error) {
-      return `record ${i} of ${count}: ${(error as Malformed).detail}`
+    const b = bytes[cursor.at]!
+    if (b < 0x80 && cursor.at < end) {
+      // A one-byte length (records under 64 bytes): no call, no try.
+      cursor.at++
+      length = (b >>> 1) ^ -(b & 1)
+    } else {
+      try {
+        length = readVarint(bytes, cursor, end)
+      } catch (error) {
+        return `record ${i} of ${count}: ${(error as Malformed).detail}`
+      }
     }
     // attributes, timestamp delta, offset delta, key length, value length, header count
     if (length < 6) return `record ${i} of ${count} has length ${length}, less than the 6 bytes a record takes`

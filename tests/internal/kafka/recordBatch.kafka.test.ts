@@ -2,6 +2,8 @@
  * The record batch codec against Kafka's own code, without a network client of ours:
  * - Java's console producer writes records (every codec, idempotent as Java's producer is by
  *   default) through the shared broker; we decode the partition's log segment file.
+ * - kafkajs writes an aborted and a committed transaction; the broker writes the markers and
+ *   its aborted-transaction index, and read-committed decoding of the segment drops the aborted one.
  * - We write a log segment of batches we encoded (every codec, idempotent and transactional, a
  *   commit marker); Kafka's DumpLogSegments and Kafka's client classes decode and validate it,
  *   and report a CRC problem once a byte is corrupted.
@@ -194,3 +196,53 @@ test("Kafka's DumpLogSegments and client classes read a segment we encoded, and 
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+/** A partition's aborted transactions as the broker indexes them (`.txnindex`: 34-byte entries). */
+const readTxnIndex = (file: string): Array<{ producerId: number; firstOffset: number }> => {
+  const bytes = fs.readFileSync(file)
+  const entries: Array<{ producerId: number; firstOffset: number }> = []
+  for (let at = 0; at + 34 <= bytes.length; at += 34) {
+    entries.push({ producerId: Number(bytes.readBigInt64BE(at + 2)), firstOffset: Number(bytes.readBigInt64BE(at + 10)) })
+  }
+  return entries
+}
+
+kafkaTest("read-committed drops a transaction the broker aborted, by its own markers and aborted-transaction index", async (brokers) => {
+  const kafka = new Kafka({ brokers: [...brokers], clientId: "record-batch-txn", logLevel: logLevel.NOTHING })
+  const admin = kafka.admin()
+  await admin.connect()
+  const topic = uniqueName("records-txn")
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true })
+    const logDir = brokerLogDir(brokers, topic)
+    const producer = kafka.producer({ transactionalId: topic, idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    const aborted = await producer.transaction()
+    await aborted.send({ topic, messages: [{ value: "aborted 0" }, { value: "aborted 1" }] })
+    await aborted.abort()
+    const committed = await producer.transaction()
+    await committed.send({ topic, messages: [{ value: "committed 3" }] })
+    await committed.commit()
+    await producer.disconnect()
+    const plain = kafka.producer()
+    await plain.connect()
+    await plain.send({ topic, messages: [{ value: "plain 5" }] })
+    await plain.disconnect()
+
+    const partitionDir = path.join(await logDir, `${topic}-0`)
+    const segment = new Uint8Array(fs.readFileSync(path.join(partitionDir, "00000000000000000000.log")))
+    const abortedTransactions = readTxnIndex(path.join(partitionDir, "00000000000000000000.txnindex"))
+    assert.equal(abortedTransactions.length, 1)
+    assert.equal(abortedTransactions[0]!.firstOffset, 0)
+    const values = (isolation: "read-committed" | "read-uncommitted") => {
+      const decoded = readRecordBatches(segment, { topic, partition: 0, isolation, abortedTransactions })
+      assert.equal(decoded.nextOffset, 6, "offsets 2 and 4 are the broker's abort and commit markers")
+      return decoded.batches.flatMap((batch) => [...batch].map((r) => `${r.offset}:${Buffer.from(r.value!).toString()}`))
+    }
+    assert.deepEqual(values("read-committed"), ["3:committed 3", "5:plain 5"])
+    assert.deepEqual(values("read-uncommitted"), ["0:aborted 0", "1:aborted 1", "3:committed 3", "5:plain 5"])
+  } finally {
+    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined)
+    await admin.disconnect()
+  }
+}, { timeoutMs: 90_000 })
