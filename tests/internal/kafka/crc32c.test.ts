@@ -1,4 +1,5 @@
 import assert from "node:assert/strict"
+import { Buffer } from "node:buffer"
 import { test } from "node:test"
 import { crc32c, crc32cUpdate } from "../../../lib/internal/kafka/crc32c.ts"
 
@@ -28,15 +29,21 @@ test("crc32c gives the published check value and RFC 3720's iSCSI vectors", () =
   assert.equal(crc32c(iscsiRead), 0xd9963a56)
 })
 
-test("crc32c agrees with the bitwise definition at every length and alignment around its 8-byte steps", () => {
+test("crc32c agrees with the bitwise definition at every length and alignment around its 16-byte word steps", () => {
   const bytes = Uint8Array.from({ length: 4096 }, (_, i) => (i * 167 + 13) & 0xff)
-  for (let start = 0; start < 9; start++) {
-    for (const length of [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4000]) {
+  for (let start = 0; start < 17; start++) {
+    for (const length of [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 66, 67, 79, 80, 81, 1000, 4000]) {
       const slice = bytes.subarray(start, start + length)
       assert.equal(crc32c(bytes, start, start + length), bitwise(slice), `start ${start}, length ${length}`)
       assert.equal(crc32c(slice), bitwise(slice))
     }
   }
+  // A view whose buffer starts unaligned, and one over a Node Buffer's shared pool.
+  const odd = new Uint8Array(new ArrayBuffer(1003), 3, 1000)
+  odd.set(bytes.subarray(0, 1000))
+  assert.equal(crc32c(odd), bitwise(bytes.subarray(0, 1000)))
+  const pooled = Buffer.from(bytes.subarray(5, 205))
+  assert.equal(crc32c(pooled), bitwise(bytes.subarray(5, 205)))
 })
 
 test("crc32cUpdate continues a checksum across pieces", () => {
