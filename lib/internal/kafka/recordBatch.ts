@@ -135,9 +135,10 @@ const writeVarlong = (bytes: Uint8Array, at: number, value: number): number => {
 }
 
 /**
- * A cursor over one records section for the parsing that is not on the per-record fast path
- * (multi-byte varints, header lists, framing checks). `end` bounds every read; a read past it
- * or a varint too long throws `Malformed`, which callers turn into a `RecordBatchError`.
+ * What the checked readers below throw (multi-byte varints, header lists, framing checks: the
+ * paths off the per-record fast path). `end` bounds every read; a read past it or a varint too
+ * long throws this, and the caller, which knows the topic-partition and offset, turns it into a
+ * `RecordBatchError`. It never leaves this module.
  */
 class Malformed {
   readonly detail: string
