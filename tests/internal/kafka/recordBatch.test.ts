@@ -122,6 +122,22 @@ test("key, value and headers are views into the fetched bytes, read only when as
   assert.equal(Buffer.from(record.value!).toString(), "value")
 })
 
+test("batches inside a larger response buffer, at an odd offset, decode to views of that buffer", () => {
+  for (const compression of codecs) {
+    const records = variedRecords(30)
+    const batch = encodeRecordBatch(records, { compression })
+    const response = new Uint8Array(batch.length + 1001)
+    response.fill(0xee)
+    response.set(batch, 777)
+    const records777 = response.subarray(777, 777 + batch.length)
+    assert.deepEqual(decodeAll(records777), expected(records), compression)
+    if (compression === "none") {
+      const first = [...readRecordBatches(records777, at).batches[0]!].find((r) => r.value !== null && r.value.length > 0)!
+      assert.equal(first.value!.buffer, response.buffer)
+    }
+  }
+})
+
 test("a log-append-time batch gives every record the batch's max timestamp, as Java does", () => {
   const data = encodeRecordBatch([{ key: null, value: null, timestamp: 10 }, { key: null, value: null, timestamp: 20 }])
   const view = new DataView(data.buffer, data.byteOffset)
