@@ -24,7 +24,7 @@ import { Metadata } from "../../../lib/internal/kafka/protocol/Metadata.ts"
 import { SaslHandshake } from "../../../lib/internal/kafka/protocol/SaslHandshake.ts"
 import { zeroUuid } from "../../../lib/internal/kafka/protocol/wire.ts"
 import { TransportError } from "../../../lib/TransportError.ts"
-import { fakeBroker, proxy, responseFrame } from "../../fixtures/brokerProxy.ts"
+import { fakeBroker, proxy, responseFrame, silentServer } from "../../fixtures/brokerProxy.ts"
 import { kafkaSecuredTest, kafkaTest, type SecuredKafka, uniqueName } from "../../fixtures/services.ts"
 
 /** Every log line, as JSON, at every level. */
@@ -207,11 +207,11 @@ kafkaTest("Connection times out a request not answered in time, as REQUEST_TIMED
       Effect.gen(function* () {
         const connection = yield* Connection.make({ broker: through.address, requestTimeout: "30 seconds" })
         through.hold()
-        const sentBefore = through.bytesFromClients()
+        const sentBefore = through.framesFromClients()
         const first = yield* Effect.forkChild(connection.request(ApiVersions, software))
         const second = yield* Effect.forkChild(connection.request(ApiVersions, software, { timeout: "90 seconds" }))
-        yield* Effect.promise(() => through.until(() => through.bytesFromClients() > sentBefore))
-        yield* Effect.promise(() => through.until(() => connection.inFlight() === 2))
+        yield* Effect.promise(() => through.until(() => through.framesFromClients() === sentBefore + 2))
+        assert.equal(connection.inFlight(), 2)
         yield* TestClock.adjust("29 seconds")
         assert.equal(connection.isOpen(), true, "not yet")
         yield* TestClock.adjust("1 second")
@@ -242,9 +242,9 @@ kafkaTest("Connection fails the request in flight with a retriable NETWORK_EXCEP
       Effect.gen(function* () {
         const connection = yield* Connection.make({ broker: through.address })
         through.hold()
-        const sentBefore = through.bytesFromClients()
+        const sentBefore = through.framesFromClients()
         const inFlight = yield* Effect.forkChild(connection.request(ApiVersions, software))
-        yield* Effect.promise(() => through.until(() => through.bytesFromClients() > sentBefore))
+        yield* Effect.promise(() => through.until(() => through.framesFromClients() === sentBefore + 1))
         through.cut()
         const error = failure(yield* Fiber.await(inFlight))
         assert.equal(error.code, "NETWORK_EXCEPTION")
@@ -275,8 +275,9 @@ kafkaTest("Closing the connection's scope closes its socket and fails the reques
       yield* Effect.scoped(Effect.gen(function* () {
         const connection = yield* Connection.make({ broker: through.address })
         through.hold()
+        const sentBefore = through.framesFromClients()
         pending = yield* Effect.forkIn(connection.request(ApiVersions, software), outer)
-        yield* Effect.promise(() => through.until(() => connection.inFlight() === 1))
+        yield* Effect.promise(() => through.until(() => through.framesFromClients() === sentBefore + 1))
       }))
       const error = failure(yield* Fiber.await(pending!))
       assert.equal(error.code, "NETWORK_EXCEPTION")
@@ -298,6 +299,30 @@ test("Connection fails fast with a retriable NETWORK_EXCEPTION when nothing list
   assert.equal(error.code, "NETWORK_EXCEPTION")
   assert.equal(error.retriable, true)
   assert.match(error.message, new RegExp(`Cannot connect to Kafka at ${address}: .*check that the broker runs`))
+})
+
+test("Connection gives up a connection not established within connectTimeout, and closes its socket", async () => {
+  const silent = await silentServer()
+  try {
+    const exit = await run(
+      Effect.gen(function* () {
+        const opening = yield* Effect.forkChild(Connection.make({ broker: silent.address, tls: true, connectTimeout: "5 seconds" }))
+        yield* Effect.promise(() => silent.until(() => silent.accepted() === 1))
+        yield* TestClock.adjust("4 seconds")
+        assert.equal(silent.open(), 1, "still waiting for the handshake")
+        yield* TestClock.adjust("1 second")
+        const error = failure(yield* Fiber.await(opening))
+        assert.equal(error.code, "NETWORK_EXCEPTION")
+        assert.equal(error.retriable, true)
+        assert.match(error.message, new RegExp(`Cannot connect to Kafka at ${silent.address} within 5s`))
+      }),
+      Layer.merge(quiet, TestClock.layer()),
+    )
+    succeeded(exit)
+    await silent.until(() => silent.open() === 0)
+  } finally {
+    await silent.close()
+  }
 })
 
 // The secured listener: SCRAM-SHA-512 over TLS with the throw-away CA.
