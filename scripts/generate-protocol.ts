@@ -1,7 +1,7 @@
 /**
  * Generates Partita's Kafka protocol codecs, lib/internal/kafka/protocol/<Api>.ts and index.ts,
  * from Kafka's own message definitions: the `common/message/*.json` files (JSON with //
- * comments) inside the kafka-clients jar that `scripts/kafka start` fetches into
+ * comments) inside the kafka-clients jar that `scripts/kafka fetch` (or `start`) puts into
  * .cache/kafka/libs. franz-go (generate/, pkg/kmsg) and Kafka's Java generator
  * (generator/src/main/java/org/apache/kafka/message) do the same; the wire rules followed here
  * are theirs.
@@ -136,7 +136,7 @@ const hasUnzip = (): boolean => {
 export const readDefinitions = (jar: string, names: ReadonlyArray<string>, useUnzip = hasUnzip()): Map<string, string> => {
   if (!existsSync(jar)) {
     throw new Error(
-      `${jar} is missing: run \`scripts/kafka start\` once (it fetches the Kafka jars with Maven), then regenerate`,
+      `${jar} is missing: run \`scripts/kafka fetch\` (it fetches the Kafka jars with Maven), then run this again`,
     )
   }
   const texts = new Map<string, string>()
@@ -290,6 +290,8 @@ export interface ApiModel {
   readonly key: number
   readonly minVersion: number
   readonly maxVersion: number
+  /** The request's latestVersionUnstable: brokers offer the highest version only when told to. */
+  readonly latestUnstable: boolean
   readonly request: MessageModel
   readonly response: MessageModel
 }
@@ -316,6 +318,7 @@ interface JsonMessage {
   readonly name: string
   readonly validVersions: string
   readonly flexibleVersions: string
+  readonly latestVersionUnstable?: boolean
   readonly fields: ReadonlyArray<JsonField>
   readonly commonStructs?: ReadonlyArray<{ readonly name: string; readonly fields: ReadonlyArray<JsonField> }>
 }
@@ -335,6 +338,7 @@ const parseMessage = (file: string, json: JsonMessage, range: Versions): Message
   const parseType = (field: JsonField): TypeModel => {
     const isArray = field.type.startsWith("[]")
     const name = isArray ? field.type.slice(2) : field.type
+    if (name.startsWith("[]")) throw new Error(`${file}: field ${field.name}: arrays of arrays are not supported`)
     let element: TypeModel
     if (primitives.has(name)) element = { kind: "primitive", name: name as Primitive }
     else if (field.fields !== undefined) element = { kind: "struct", struct: newStruct(name, field.fields) }
@@ -345,7 +349,6 @@ const parseMessage = (file: string, json: JsonMessage, range: Versions): Message
       else if (shared !== undefined) element = { kind: "struct", struct: newStruct(name, shared.fields) }
       else throw new Error(`${file}: field ${field.name} has unknown type ${field.type}`)
     }
-    if (name.startsWith("[]")) throw new Error(`${file}: field ${field.name}: arrays of arrays are not supported`)
     return isArray ? { kind: "array", element } : element
   }
   const parseField = (field: JsonField): FieldModel => {
@@ -400,6 +403,8 @@ const parseMessage = (file: string, json: JsonMessage, range: Versions): Message
         if (!isEmpty(intersect(field.tagged, struct.range))) markIsDefault(field.type.struct)
       }
     }
+    const tags = struct.fields.filter((f) => f.tag !== undefined).map((f) => f.tag!)
+    if (new Set(tags).size !== tags.length) throw new Error(`${file}: struct ${struct.jsonName} uses a tag twice`)
     // Every element of an array must take at least one byte, so that a length can be checked
     // against the bytes left: a struct in a non-flexible version needs a field of its own.
     for (let v = struct.range.lo; v <= Math.min(struct.range.hi, range.hi); v++) {
@@ -433,21 +438,31 @@ export const loadApis = (jar: string, only?: ReadonlyArray<string>, useUnzip?: b
   const chosen = apis.filter((api) => only === undefined || only.includes(api.name))
   const files = chosen.flatMap((api) => [`${api.name}Request.json`, `${api.name}Response.json`])
   const texts = readDefinitions(jar, files, useUnzip)
-  return chosen.map((api) => {
-    const requestJson = parseCommentedJson(texts.get(`${api.name}Request.json`)!) as JsonMessage
-    const responseJson = parseCommentedJson(texts.get(`${api.name}Response.json`)!) as JsonMessage
-    const valid = parseVersions(requestJson.validVersions)
-    const responseValid = parseVersions(responseJson.validVersions)
-    if (valid.lo !== responseValid.lo || valid.hi !== responseValid.hi) {
-      throw new Error(`${api.name}: request and response validVersions differ`)
-    }
-    const range = { lo: Math.max(valid.lo, api.oldest39), hi: valid.hi }
-    if (isEmpty(range)) throw new Error(`${api.name}: no version is both in the jar and accepted by Kafka 3.9`)
-    const request = parseMessage(`${api.name}Request.json`, requestJson, range)
-    const response = parseMessage(`${api.name}Response.json`, responseJson, range)
-    nameStructs(api.name, request, response)
-    return { name: api.name, key: requestJson.apiKey, minVersion: range.lo, maxVersion: range.hi, request, response }
-  })
+  return chosen.map((api) =>
+    buildApi(api, texts.get(`${api.name}Request.json`)!, texts.get(`${api.name}Response.json`)!)
+  )
+}
+
+/** The model of one API from the text of its two definitions (for {@link loadApis}, and tests). */
+export const buildApi = (
+  api: { readonly name: string; readonly oldest39: number },
+  requestText: string,
+  responseText: string,
+): ApiModel => {
+  const requestJson = parseCommentedJson(requestText) as JsonMessage
+  const responseJson = parseCommentedJson(responseText) as JsonMessage
+  const valid = parseVersions(requestJson.validVersions)
+  const responseValid = parseVersions(responseJson.validVersions)
+  if (valid.lo !== responseValid.lo || valid.hi !== responseValid.hi) {
+    throw new Error(`${api.name}: request and response validVersions differ`)
+  }
+  const range = { lo: Math.max(valid.lo, api.oldest39), hi: valid.hi }
+  if (isEmpty(range)) throw new Error(`${api.name}: no version is both in the jar and accepted by Kafka 3.9`)
+  const request = parseMessage(`${api.name}Request.json`, requestJson, range)
+  const response = parseMessage(`${api.name}Response.json`, responseJson, range)
+  nameStructs(api.name, request, response)
+  const latestUnstable = requestJson.latestVersionUnstable === true
+  return { name: api.name, key: requestJson.apiKey, minVersion: range.lo, maxVersion: range.hi, latestUnstable, request, response }
 }
 
 /**
@@ -506,8 +521,9 @@ export const defaultValue = (field: FieldModel): unknown => {
   }
 }
 
+/** A struct with every field it has in the generated range at its default. */
 export const defaultStruct = (struct: StructModel): Record<string, unknown> =>
-  Object.fromEntries(struct.fields.map((f) => [f.prop, defaultValue(f)]))
+  Object.fromEntries(struct.fields.filter((f) => !isEmpty(intersect(f.versions, struct.range))).map((f) => [f.prop, defaultValue(f)]))
 
 /** A field's default as TypeScript source. */
 const defaultSource = (field: FieldModel): string => {
@@ -637,35 +653,72 @@ const chooseExpr = (c: Cond, a: string, b: string): string => {
   return `${c} ? ${wrap(a)} : ${wrap(b)}`
 }
 
+const always: Versions = { lo: 0, hi: Infinity }
+
+/** The versions of `within` outside `set`, as one range (the hull, if they fall on both sides). */
+const outside = (set: Versions, within: Versions): Versions => {
+  const i = intersect(set, within)
+  if (isEmpty(i)) return within
+  if (i.lo > within.lo && i.hi < within.hi) return within
+  if (i.lo > within.lo) return { lo: within.lo, hi: i.lo - 1 }
+  if (i.hi < within.hi) return { lo: i.hi + 1, hi: within.hi }
+  return none
+}
+
+/**
+ * Statements for "v in set" and "v not in set", knowing v is in `within`; each side is built for
+ * the versions it covers, so the tests nested in it do not repeat what is already known.
+ */
+const branchOn = (set: Versions, within: Versions, a: (w: Versions) => string[], b: (w: Versions) => string[]): string[] =>
+  branch(cond(set, within), () => a(intersect(set, within)), () => b(outside(set, within)))
+
+/** The same for expressions. */
+const chooseOn = (set: Versions, within: Versions, a: (w: Versions) => string, b: (w: Versions) => string): string => {
+  const c = cond(set, within)
+  if (c === true) return a(within)
+  if (c === false) return b(within)
+  return chooseExpr(c, a(intersect(set, within)), b(outside(set, within)))
+}
+
 /** One statement or a block per line, on one line when it fits: `for (...) stmt`. */
 const loopOver = (head: string, body: ReadonlyArray<string>): string[] =>
   body.length === 1 ? [`${head} ${body[0]}`] : [`${head} {`, ...indent(body), "}"]
 
+/** How a field is encoded: in which versions compactly (`flexible`) and where null is allowed. */
+interface Encoding {
+  readonly flexible: Versions
+  readonly nullable: Versions
+}
+
 /**
- * Statements writing `e`, a value of type t, where `flex` and `nullable` say in which versions
- * the encoding is flexible and null allowed; `eNonNull` is `e` where null is not.
+ * Statements writing `e`, a value of type t, in the versions `within`; `eNonNull` is `e` where
+ * null is not allowed.
  */
-const writeStmts = (t: TypeModel, flex: Cond, nullable: Cond, e: string, eNonNull = e): string[] => {
+const writeStmts = (t: TypeModel, how: Encoding, within: Versions, e: string, eNonNull = e): string[] => {
   if (t.kind === "struct") {
     const encode = `encode${t.struct.tsName}`
-    return branch(
-      nullable,
+    return branchOn(
+      how.nullable,
+      within,
       () => ["{", `  const item = ${e}`, "  if (item === null) w.int8(-1)", "  else {", "    w.int8(1)", `    ${encode}(w, v, item)`, "  }", "}"],
       () => [`${encode}(w, v, ${eNonNull})`],
     )
   }
   if (t.kind === "array") {
-    const length = (n: string) => branch(flex, () => [`w.compactArrayLength(${n})`], () => [`w.arrayLength(${n})`])
-    const loop = loopOver("for (let i = 0; i < items.length; i++)", writeStmts(t.element, flex, false, "items[i]!"))
-    return branch(
-      nullable,
-      () => [
+    const element: Encoding = { flexible: how.flexible, nullable: none }
+    const length = (n: string, w: Versions) =>
+      branchOn(how.flexible, w, () => [`w.compactArrayLength(${n})`], () => [`w.arrayLength(${n})`])
+    const loop = (w: Versions) => loopOver("for (let i = 0; i < items.length; i++)", writeStmts(t.element, element, w, "items[i]!"))
+    return branchOn(
+      how.nullable,
+      within,
+      (w) => [
         "{",
         `  const items = ${e}`,
-        ...indent(branch("items === null", () => length("null"), () => [...length("items.length"), ...loop])),
+        ...indent(branch("items === null", () => length("null", w), () => [...length("items.length", w), ...loop(w)])),
         "}",
       ],
-      () => ["{", `  const items = ${eNonNull}`, ...indent(length("items.length")), ...indent(loop), "}"],
+      (w) => ["{", `  const items = ${eNonNull}`, ...indent(length("items.length", w)), ...indent(loop(w)), "}"],
     )
   }
   const method = (flexible: boolean, canBeNull: boolean): string => {
@@ -676,22 +729,21 @@ const writeStmts = (t: TypeModel, flex: Cond, nullable: Cond, e: string, eNonNul
   switch (t.name) {
     case "string":
     case "bytes":
-    case "records":
-      return branch(
-        flex,
-        () => branch(nullable, () => [`w.${method(true, true)}(${e})`], () => [`w.${method(true, false)}(${eNonNull})`]),
-        () => branch(nullable, () => [`w.${method(false, true)}(${e})`], () => [`w.${method(false, false)}(${eNonNull})`]),
-      )
+    case "records": {
+      const write = (flexible: boolean) => (w: Versions) =>
+        branchOn(how.nullable, w, () => [`w.${method(flexible, true)}(${e})`], () => [`w.${method(flexible, false)}(${eNonNull})`])
+      return branchOn(how.flexible, within, write(true), write(false))
+    }
     default:
       return [`w.${t.name}(${eNonNull})`]
   }
 }
 
-/** An expression reading a non-array value of type t (conditions as for {@link writeStmts}). */
-const readExpr = (t: TypeModel, flex: Cond, nullable: Cond): string => {
+/** An expression reading a non-array value of type t in the versions `within`. */
+const readExpr = (t: TypeModel, how: Encoding, within: Versions): string => {
   if (t.kind === "struct") {
     const decode = `decode${t.struct.tsName}(r, v)`
-    return chooseExpr(nullable, `r.int8() < 0 ? null : ${decode}`, decode)
+    return chooseOn(how.nullable, within, () => `r.int8() < 0 ? null : ${decode}`, () => decode)
   }
   if (t.kind === "array") throw new Error("readExpr: array")
   switch (t.name) {
@@ -700,10 +752,11 @@ const readExpr = (t: TypeModel, flex: Cond, nullable: Cond): string => {
     case "records": {
       const kind = t.name === "string" ? "String" : "Bytes"
       const plain = kind === "String" ? "string" : "bytes"
-      return chooseExpr(
-        flex,
-        chooseExpr(nullable, `r.compactNullable${kind}()`, `r.compact${kind}()`),
-        chooseExpr(nullable, `r.nullable${kind}()`, `r.${plain}()`),
+      return chooseOn(
+        how.flexible,
+        within,
+        (w) => chooseOn(how.nullable, w, () => `r.compactNullable${kind}()`, () => `r.compact${kind}()`),
+        (w) => chooseOn(how.nullable, w, () => `r.nullable${kind}()`, () => `r.${plain}()`),
       )
     }
     default:
@@ -711,22 +764,23 @@ const readExpr = (t: TypeModel, flex: Cond, nullable: Cond): string => {
   }
 }
 
-/** Statements reading a value of type t into `target`. */
-const readStmts = (t: TypeModel, flex: Cond, nullable: Cond, target: string): string[] => {
-  if (t.kind !== "array") return [`${target} = ${readExpr(t, flex, nullable)}`]
+/** Statements reading a value of type t into `target`, in the versions `within`. */
+const readStmts = (t: TypeModel, how: Encoding, within: Versions, target: string): string[] => {
+  if (t.kind !== "array") return [`${target} = ${readExpr(t, how, within)}`]
   const compact = minSize(t.element, true)
   const classic = minSize(t.element, false)
-  const length = chooseExpr(
-    flex,
-    chooseExpr(nullable, `r.compactNullableArrayLength(${compact})`, `r.compactArrayLength(${compact})`),
-    chooseExpr(nullable, `r.nullableArrayLength(${classic})`, `r.arrayLength(${classic})`),
+  const length = chooseOn(
+    how.flexible,
+    within,
+    (w) => chooseOn(how.nullable, w, () => `r.compactNullableArrayLength(${compact})`, () => `r.compactArrayLength(${compact})`),
+    (w) => chooseOn(how.nullable, w, () => `r.nullableArrayLength(${classic})`, () => `r.arrayLength(${classic})`),
   )
   const fill = [
     `const items: ${tsType(t.element)}[] = []`,
-    `for (let i = 0; i < n; i++) items.push(${readExpr(t.element, flex, false)})`,
+    `for (let i = 0; i < n; i++) items.push(${readExpr(t.element, { flexible: how.flexible, nullable: none }, within)})`,
     `${target} = items`,
   ]
-  if (nullable === false) return ["{", `  const n = ${length}`, ...indent(fill), "}"]
+  if (cond(how.nullable, within) === false) return ["{", `  const n = ${length}`, ...indent(fill), "}"]
   return ["{", `  const n = ${length}`, `  if (n < 0) ${target} = null`, "  else {", ...indent(fill, "    "), "  }", "}"]
 }
 
@@ -748,6 +802,12 @@ const nonDefault = (field: FieldModel, e: string): string | undefined => {
   }
 }
 
+/** `e`, or the field's default where it is undefined (`??` would replace a null too). */
+const orDefault = (field: FieldModel, e: string, range: Versions): string =>
+  fieldType(field, range).endsWith("| null") && defaultSource(field) !== "null"
+    ? `${e} === undefined ? ${defaultSource(field)} : ${e}`
+    : `${e} ?? ${defaultSource(field)}`
+
 const jsdoc = (text: string): string => text.replace(/\*\//g, "*\\/")
 
 const describeVersions = (field: FieldModel, range: Versions): string => {
@@ -764,12 +824,19 @@ const describeVersions = (field: FieldModel, range: Versions): string => {
   return parts.length === 0 ? "" : ` (${parts.join("; ")})`
 }
 
+/** The version parameter's name: `_v` where a struct's code does not depend on the version. */
+const usesV = (body: ReadonlyArray<string>): string => (body.some((line) => /\bv\b/.test(line)) ? "v" : "_v")
+
 const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
+  // records are nullable in every version (Kafka's generator treats them so).
+  const encodingOf = (field: FieldModel): Encoding => ({
+    flexible: field.flexible ?? message.flexible,
+    nullable: field.type.kind === "primitive" && field.type.name === "records" ? always : field.nullable,
+  })
   const range = struct.range
   const name = struct.tsName
   const what = JSON.stringify(message.name)
   const flex = intersect(message.flexible, range)
-  const flexCond = (field: FieldModel, within: Versions) => cond(field.flexible ?? message.flexible, within)
   const out: string[] = []
 
   // The interface.
@@ -791,17 +858,16 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
   for (const field of fields) {
     const optional = isOptional(field, range)
     const access = `x.${field.prop}`
-    const value = optional ? `${access} ?? ${defaultSource(field)}` : access
+    const value = optional ? orDefault(field, access, range) : access
     const reg = regular(field)
-    const isRecords = field.type.kind === "primitive" && field.type.name === "records"
     const nullableType = fieldType(field, range).endsWith("| null")
     const write = (inVersions: Versions): string[] => {
-      const nullC = isRecords ? true : cond(field.nullable, inVersions)
+      const how = encodingOf(field)
       // Nullable in other versions but not in these: null is refused, not sent as garbage.
-      const guarded = nullableType && nullC !== true
+      const guarded = nullableType && cond(how.nullable, inVersions) !== true
         ? `${access} === null ? nullNotAllowed(${what}, ${JSON.stringify(field.prop)}, v) : ${value}`
         : value
-      return writeStmts(field.type, cond(field.flexible ?? message.flexible, inVersions), nullC, value, guarded)
+      return writeStmts(field.type, how, inVersions, value, guarded)
     }
     const regCond = cond(reg, range)
     const absent = notCond(field.versions, range)
@@ -836,16 +902,14 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
       tags.push("w.taggedFields(count)")
       for (const f of taggedFields) {
         const inTagged = intersect(f.tagged, flex)
-        const isRecords = f.type.kind === "primitive" && f.type.name === "records"
-        const nullC = isRecords ? true : cond(f.nullable, inTagged)
-        const value = `x.${f.prop} ?? ${defaultSource(f)}`
-        tags.push(`if (${present(f)}) {`, `  w.unsignedVarint(${f.tag})`, "  const at = w.beginSized()", ...indent(writeStmts(f.type, true, nullC, value)), "  w.endSized(at)", "}")
+        const value = orDefault(f, `x.${f.prop}`, range)
+        const how = { flexible: always, nullable: encodingOf(f).nullable }
+        tags.push(`if (${present(f)}) {`, `  w.unsignedVarint(${f.tag})`, "  const at = w.beginSized()", ...indent(writeStmts(f.type, how, inTagged, value)), "  w.endSized(at)", "}")
       }
     }
-    if (fc === true) enc.push(...tags)
-    else enc.push(`if (${fc}) {`, ...indent(tags), "}")
+    enc.push(...branch(fc, () => tags, () => []))
   }
-  out.push(`function encode${name}(w: Writer, v: number, x: ${name}): void {`, ...indent(enc), "}", "")
+  out.push(`function encode${name}(w: Writer, ${usesV(enc)}: number, x: ${name}): void {`, ...indent(enc), "}", "")
 
   // The decoder.
   const dec: string[] = []
@@ -854,19 +918,17 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
     const reg = intersect(regular(field), range)
     const regCond = cond(reg, range)
     const type = fieldType(field, range)
-    const isRecords = field.type.kind === "primitive" && field.type.name === "records"
-    const flexC = cond(field.flexible ?? message.flexible, reg)
-    const nullC = isRecords ? true : cond(field.nullable, reg)
+    const how = encodingOf(field)
     const tagged = !isEmpty(intersect(field.tagged, range))
     if (regCond === false) {
       dec.push(`let ${local}: ${type} = ${defaultSource(field)}`)
     } else if (field.type.kind !== "array" && !tagged) {
-      const expr = readExpr(field.type, flexC, nullC)
+      const expr = readExpr(field.type, how, reg)
       dec.push(`const ${local} = ${regCond === true ? expr : chooseExpr(regCond, expr, defaultSource(field))}`)
     } else if (!tagged) {
-      dec.push(`let ${local}: ${type}`, ...branch(regCond, () => readStmts(field.type, flexC, nullC, local), () => [`${local} = ${defaultSource(field)}`]))
+      dec.push(`let ${local}: ${type}`, ...branch(regCond, () => readStmts(field.type, how, reg, local), () => [`${local} = ${defaultSource(field)}`]))
     } else {
-      dec.push(`let ${local}: ${type} = ${defaultSource(field)}`, ...branch(regCond, () => readStmts(field.type, flexC, nullC, local), () => []))
+      dec.push(`let ${local}: ${type} = ${defaultSource(field)}`, ...branch(regCond, () => readStmts(field.type, how, reg, local), () => []))
     }
   }
   if (fc !== false) {
@@ -877,9 +939,8 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
       tags.push("  switch (tag) {")
       for (const f of taggedFields) {
         const c = cond(f.tagged, flex)
-        const isRecords = f.type.kind === "primitive" && f.type.name === "records"
-        const nullC = isRecords ? true : cond(f.nullable, intersect(f.tagged, flex))
-        const body = ["const end = r.pushLimit(size)", ...readStmts(f.type, true, nullC, `_${f.prop}`), "r.popLimit(end)"]
+        const how = { flexible: always, nullable: encodingOf(f).nullable }
+        const body = ["const end = r.pushLimit(size)", ...readStmts(f.type, how, intersect(f.tagged, flex), `_${f.prop}`), "r.popLimit(end)"]
         tags.push(`    case ${f.tag}: {`)
         if (c === true) tags.push(...indent(body, "      "), "      break")
         else tags.push(`      if (${c}) {`, ...indent(body, "        "), "      } else r.skip(size)", "      break")
@@ -887,11 +948,10 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
       }
       tags.push("    default:", "      r.skip(size)", "  }", "}")
     }
-    if (fc === true) dec.push(...tags)
-    else dec.push(`if (${fc}) {`, ...indent(tags), "}")
+    dec.push(...branch(fc, () => tags, () => []))
   }
   dec.push("return {", ...fields.map((f) => `  ${f.prop}: _${f.prop},`), "}")
-  out.push(`function decode${name}(r: Reader, v: number): ${name} {`, ...indent(dec), "}", "")
+  out.push(`function decode${name}(r: Reader, ${usesV(dec)}: number): ${name} {`, ...indent(dec), "}", "")
 
   if (struct.needsIsDefault) {
     const checks = fields.map((f) => {
@@ -906,7 +966,7 @@ const emitStruct = (message: MessageModel, struct: StructModel): string[] => {
 const header = (version: string, sources: string): string[] => [
   `// Generated by scripts/generate-protocol.ts from Kafka ${version}'s message definitions`,
   `// (${sources} in kafka-clients-${version}.jar).`,
-  "// Do not edit: change the generator and run `node scripts/generate-protocol.ts`.",
+  "// Do not edit: change the generator and run `node scripts/generate-protocol.ts` (Node 22.6+, or bun).",
   "",
 ]
 
@@ -953,22 +1013,22 @@ export const emitApi = (api: ApiModel, version: string): string => {
   const min = api.minVersion
   const max = api.maxVersion
   const check = (what: string) => `if (v < ${min} || v > ${max}) throw unsupportedVersion("${what}", v, ${min}, ${max})`
-  const reqFlex = api.request.flexible.lo
-  const resFlex = api.response.flexible.lo
-  // (v) => the header version, for an API whose flexible versions start at flexLo.
-  const headerVersion = (flexLo: number, flexible: number, before: number) =>
-    flexLo <= min ? `() => ${flexible}` : flexLo > max ? `() => ${before}` : `(v) => (v >= ${flexLo} ? ${flexible} : ${before})`
+  // (v) => the header version, from the message's flexible versions.
+  const headerVersion = (message: MessageModel, flexible: number, before: number) => {
+    const c = cond(message.flexible, { lo: min, hi: max })
+    return c === true ? `() => ${flexible}` : c === false ? `() => ${before}` : `(v) => (${c} ? ${flexible} : ${before})`
+  }
   lines.push(
-    `/** ${api.name} (API key ${api.key}), versions ${min} to ${max}. */`,
+    `/** ${api.name} (API key ${api.key}), versions ${min} to ${max}${api.latestUnstable ? ` (v${max} is unstable in Kafka ${version}: brokers offer it only when configured to)` : ""}. */`,
     `export const ${api.name}: Api<${req}, ${res}> = {`,
     `  name: "${api.name}",`,
     `  key: ${api.key},`,
     `  minVersion: ${min},`,
     `  maxVersion: ${max},`,
-    `  requestHeaderVersion: ${headerVersion(reqFlex, 2, 1)},`,
+    `  requestHeaderVersion: ${headerVersion(api.request, 2, 1)},`,
     ...(api.name === "ApiVersions"
       ? ["  // Always 0: a client reads this response before it knows which versions the broker speaks.", "  responseHeaderVersion: () => 0,"]
-      : [`  responseHeaderVersion: ${headerVersion(resFlex, 1, 0)},`]),
+      : [`  responseHeaderVersion: ${headerVersion(api.response, 1, 0)},`]),
     "  encodeRequest: (w, v, x) => {",
     `    ${check(`${api.name}Request`)}`,
     `    encode${req}(w, v, x)`,
@@ -996,6 +1056,17 @@ export const emitApi = (api: ApiModel, version: string): string => {
 /** The source of lib/internal/kafka/protocol/index.ts. */
 export const emitIndex = (models: ReadonlyArray<ApiModel>, version: string): string => {
   const lines = header(version, "the request and response definitions of the APIs listed in the generator,")
+  // The coverage, for readers and the README: one line per API.
+  const flexibleFrom = (api: ApiModel) => {
+    const f = intersect(api.request.flexible, { lo: api.minVersion, hi: api.maxVersion })
+    return isEmpty(f) ? "none" : `v${f.lo}+`
+  }
+  lines.push("// Coverage: API (key) versions generated, flexible versions.")
+  for (const api of models) {
+    const versions = `${api.minVersion}-${api.maxVersion}${api.latestUnstable ? ` (v${api.maxVersion} unstable)` : ""}`
+    lines.push(`//   ${`${api.name} (${api.key})`.padEnd(30)} ${versions.padEnd(18)} flexible ${flexibleFrom(api)}`)
+  }
+  lines.push("")
   // Only the API constants and their request and response types: nested struct names repeat
   // across APIs (LeaderIdAndEpoch, Assignment), so they are imported from the API's own file.
   for (const api of models) lines.push(`import { ${api.name} } from "./${api.name}.ts"`)
@@ -1040,4 +1111,12 @@ const main = (args: ReadonlyArray<string>): void => {
 }
 
 const invoked = process.argv[1] === undefined ? "" : pathToFileURL(resolve(process.argv[1])).href
-if (invoked === import.meta.url) main(process.argv.slice(2))
+if (invoked === import.meta.url) {
+  try {
+    main(process.argv.slice(2))
+  } catch (error) {
+    // A missing jar or a definition this generator cannot handle: the message says which.
+    console.error(`generate-protocol: ${(error as Error).message}`)
+    process.exit(1)
+  }
+}

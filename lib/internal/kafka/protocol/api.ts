@@ -7,8 +7,6 @@
  * A request on the wire is: int32 size, request header, request body. A response: int32 size,
  * response header, response body. The size prefix is the connection's (Writer.reserveInt32 /
  * patchInt32); the rest is here and in the generated files.
- *
- * @since 0.2.0
  */
 import { attempt, type Attempt, ProtocolError, type Reader, type Writer } from "./wire.ts"
 
@@ -16,11 +14,14 @@ import { attempt, type Attempt, ProtocolError, type Reader, type Writer } from "
  * One Kafka API: its key, the versions generated, which header versions go with each, and the
  * codecs of its request and response bodies. The codecs throw {@link ProtocolError} on bad bytes
  * (see {@link tryDecodeResponse} for a non-throwing call) and on a version outside
- * `minVersion..maxVersion`; `bytes` and `records` fields of decoded values are views into the
- * decoded bytes.
+ * `minVersion..maxVersion`.
  *
- * @since 0.2.0
- * @category models
+ * Decoded values: every field the type has is filled, with the JSON default where the version
+ * lacks it; `bytes` and `records` fields are views into the decoded bytes (valid as long as those
+ * are); UUIDs are strings as Kafka prints them; int64s are numbers (see wire.ts); tagged fields
+ * this Kafka version does not define are skipped. Encoders take a field left undefined as its
+ * default, and refuse, as Kafka's Java client does, a non-default value in a version without the
+ * field unless the definition marks it ignorable.
  */
 export interface Api<Req, Res> {
   /** The API's name in Kafka's message definitions, e.g. "ApiVersions". */
@@ -43,25 +44,16 @@ export interface Api<Req, Res> {
 
 /**
  * The request type of an {@link Api}.
- *
- * @since 0.2.0
- * @category models
  */
 export type RequestOf<A> = A extends Api<infer Req, unknown> ? Req : never
 
 /**
  * The response type of an {@link Api}.
- *
- * @since 0.2.0
- * @category models
  */
 export type ResponseOf<A> = A extends Api<unknown, infer Res> ? Res : never
 
 /**
  * The fields of a request header (RequestHeader.json, versions 1 and 2).
- *
- * @since 0.2.0
- * @category models
  */
 export interface RequestHeader {
   readonly apiKey: number
@@ -73,9 +65,6 @@ export interface RequestHeader {
 /**
  * Writes a request header. The client id keeps its int16 length even in header v2: brokers
  * must read an ApiVersions request's header before they know which versions the client speaks.
- *
- * @since 0.2.0
- * @category codecs
  */
 export const encodeRequestHeader = (writer: Writer, headerVersion: 1 | 2, header: RequestHeader): void => {
   writer.int16(header.apiKey)
@@ -88,9 +77,6 @@ export const encodeRequestHeader = (writer: Writer, headerVersion: 1 | 2, header
 /**
  * Reads a request header (the inverse of {@link encodeRequestHeader}; for tests and fakes).
  * Tagged fields in a v2 header are skipped.
- *
- * @since 0.2.0
- * @category codecs
  */
 export const decodeRequestHeader = (reader: Reader, headerVersion: 1 | 2): RequestHeader => {
   reader.what = `RequestHeader v${headerVersion}`
@@ -104,9 +90,6 @@ export const decodeRequestHeader = (reader: Reader, headerVersion: 1 | 2): Reque
 
 /**
  * The fields of a response header (ResponseHeader.json).
- *
- * @since 0.2.0
- * @category models
  */
 export interface ResponseHeader {
   readonly correlationId: number
@@ -114,9 +97,6 @@ export interface ResponseHeader {
 
 /**
  * Writes a response header (for tests and fakes).
- *
- * @since 0.2.0
- * @category codecs
  */
 export const encodeResponseHeader = (writer: Writer, headerVersion: 0 | 1, header: ResponseHeader): void => {
   writer.int32(header.correlationId)
@@ -125,9 +105,6 @@ export const encodeResponseHeader = (writer: Writer, headerVersion: 0 | 1, heade
 
 /**
  * Reads a response header; tagged fields in a v1 header are skipped (none are defined).
- *
- * @since 0.2.0
- * @category codecs
  */
 export const decodeResponseHeader = (reader: Reader, headerVersion: 0 | 1): ResponseHeader => {
   reader.what = `ResponseHeader v${headerVersion}`
@@ -148,18 +125,12 @@ export const skipTaggedFields = (reader: Reader): void => {
 /**
  * Decodes a response body without throwing: a ProtocolError comes back as a value, for callers
  * at the Effect boundary.
- *
- * @since 0.2.0
- * @category codecs
  */
 export const tryDecodeResponse = <Req, Res>(api: Api<Req, Res>, reader: Reader, version: number): Attempt<Res> =>
   attempt(() => api.decodeResponse(reader, version))
 
 /**
  * Decodes a request body without throwing (for fakes and tests).
- *
- * @since 0.2.0
- * @category codecs
  */
 export const tryDecodeRequest = <Req, Res>(api: Api<Req, Res>, reader: Reader, version: number): Attempt<Req> =>
   attempt(() => api.decodeRequest(reader, version))

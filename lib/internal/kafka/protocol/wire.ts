@@ -13,8 +13,6 @@
  * hi * 2^32 + lo: exact to ±2^53, which no offset or millisecond timestamp comes near, and free
  * of a BigInt per record. Beyond 2^53 they round (Long.MAX_VALUE reads as 2^63, and 2^63 and
  * above write as Long.MAX_VALUE, so the default "no high watermark" survives a round trip).
- *
- * @since 0.2.0
  */
 
 const TWO_32 = 4_294_967_296
@@ -24,9 +22,6 @@ const TWO_63 = 9_223_372_036_854_775_808
  * The one error the protocol codecs throw: bytes that do not decode as the message they should
  * be (truncated, a length past the end, a varint too long), or a value that cannot be encoded in
  * the version asked for.
- *
- * @since 0.2.0
- * @category errors
  */
 export class ProtocolError extends Error {
   readonly _tag = "ProtocolError"
@@ -35,9 +30,6 @@ export class ProtocolError extends Error {
 
 /**
  * The result of {@link attempt}: a value, or the ProtocolError that stopped it.
- *
- * @since 0.2.0
- * @category models
  */
 export type Attempt<A> =
   | { readonly ok: true; readonly value: A }
@@ -46,9 +38,6 @@ export type Attempt<A> =
 /**
  * Runs a codec call and returns its ProtocolError as a value instead of throwing it, for callers
  * that turn it into a typed Effect failure. Anything else thrown is a bug and is rethrown.
- *
- * @since 0.2.0
- * @category constructors
  */
 export const attempt = <A>(run: () => A): Attempt<A> => {
   try {
@@ -123,9 +112,6 @@ export const uuidFromString = (text: string): Uint8Array => {
 /**
  * A growable byte writer. `finish` returns a view of the bytes written (no copy); the writer may
  * be reused after `reset`, which invalidates views handed out before.
- *
- * @since 0.2.0
- * @category models
  */
 export class Writer {
   private buffer: Uint8Array
@@ -197,11 +183,16 @@ export class Writer {
     this.int32(value)
   }
 
-  /** An int64 from a number (see the module note: exact to ±2^53, 2^63 and above clamp to Long.MAX_VALUE). */
+  /** An int64 from a number (see the module note: exact to ±2^53, beyond ±2^63 clamped to Long's range). */
   int64(value: number): void {
     if (value >= TWO_63) {
       this.int32(0x7fffffff)
       this.int32(0xffffffff)
+      return
+    }
+    if (value < -TWO_63) {
+      this.int32(0x80000000)
+      this.int32(0)
       return
     }
     const hi = Math.floor(value / TWO_32)
@@ -386,9 +377,6 @@ export class Writer {
  * throws ProtocolError naming the message (`what`, set by the API's decoder), the item read
  * and the byte it stood at. `bytesView` and the bytes/records reads return subarrays of the
  * input, not copies: they stay valid as long as the input does.
- *
- * @since 0.2.0
- * @category models
  */
 export class Reader {
   readonly buffer: Uint8Array
