@@ -655,16 +655,6 @@ export const make = (options: Options): Effect.Effect<Connection, TransportError
     return connection
   })
 
-/**
- * SaslHandshake has no flexible versions, so its headers are v1 and v0. Held here until the
- * generated codec says so itself (h/protocol b6c4df8 gives it the flexible headers, v2 and v1).
- */
-const saslHandshake: typeof SaslHandshake = {
-  ...SaslHandshake,
-  requestHeaderVersion: () => 1,
-  responseHeaderVersion: () => 0,
-}
-
 /** SaslHandshake v1 for the mechanism, then SaslAuthenticate for each token of the exchange. */
 const authenticate = (
   broker: string,
@@ -674,7 +664,7 @@ const authenticate = (
   Effect.gen(function* () {
     const mechanism = Sasl.mechanismName(credentials.mechanism)
     // v1: the tokens then travel in SaslAuthenticate requests, not as raw bytes on the socket.
-    const handshake = yield* request(saslHandshake, { mechanism }, { version: 1 })
+    const handshake = yield* request(SaslHandshake, { mechanism }, { version: 1 })
     if (handshake.errorCode !== 0) {
       const code = TransportError.nameOfCode(handshake.errorCode)
       return yield* Effect.fail(
