@@ -29,7 +29,7 @@ import { attempt, type Attempt, type ProtocolError, Reader, Writer } from "./pro
 import * as Sasl from "./sasl.ts"
 
 /**
- * @since 0.1.0
+ * @since 0.2.0
  * @category models
  */
 export interface Options {
@@ -59,7 +59,7 @@ export interface Options {
 }
 
 /**
- * @since 0.1.0
+ * @since 0.2.0
  * @category models
  */
 export const defaults = {
@@ -72,7 +72,7 @@ export const defaults = {
 } as const
 
 /**
- * @since 0.1.0
+ * @since 0.2.0
  * @category models
  */
 export interface RequestOptions {
@@ -89,7 +89,7 @@ export interface VersionRange {
 }
 
 /**
- * @since 0.1.0
+ * @since 0.2.0
  * @category models
  */
 export interface Connection {
@@ -448,7 +448,7 @@ const unsupportedVersion = 35
  * Opens a connection in the current scope: the socket, ApiVersions, then SASL when credentials
  * are given. Closing the scope closes the socket and fails every request still in flight.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category constructors
  */
 export const make = (options: Options): Effect.Effect<Connection, TransportError.TransportError, Scope.Scope> =>

@@ -17,7 +17,7 @@ import * as Scram from "./scram.ts"
 /**
  * Credentials for SASL: the mechanism, as Kafka's `sasl.mechanism` names it in lower case.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category models
  */
 export interface SaslCredentials {

@@ -61,6 +61,13 @@ const flip = <A>(effect: Effect.Effect<A, TransportError>): Effect.Effect<Transp
   Effect.flatMap(Effect.exit(effect), (exit) =>
     Exit.isFailure(exit) ? Effect.succeed(failure(exit)) : Effect.die(new Error("expected a failure")))
 
+/** Lets other fibers run until `condition` holds: no clock involved, so TestClock stays still. */
+const settled = (condition: () => boolean) =>
+  Effect.yieldNow.pipe(
+    Effect.repeat({ until: condition, times: 1000 }),
+    Effect.flatMap(() => condition() ? Effect.void : Effect.die(new Error("the condition never held"))),
+  )
+
 /** An ApiVersions answer listing `ranges`, at `version`. */
 const apiVersionsAnswer = (version: number, correlationId: number, errorCode: number, ranges: ReadonlyArray<readonly [number, number, number]>) =>
   responseFrame(ApiVersions, version, correlationId, {
@@ -137,6 +144,44 @@ test("Connection holds requests beyond maxInFlight until answers come, without f
     succeeded(exit)
     assert.equal(most, maxInFlight, `never more than ${maxInFlight} unanswered at the broker`)
     assert.equal(fake.received.length, total + 1)
+  } finally {
+    await fake.close()
+  }
+})
+
+test("Connection: a request timed out while waiting for a slot, or abandoned by its caller, leaves the connection usable", async () => {
+  const held: Array<() => void> = []
+  const fake = await fakeBroker((request, reply) => {
+    const answer = apiVersionsAnswer(request.version, request.correlationId, 0, [[18, 0, 3]])
+    if (request.correlationId === 0) return answer
+    held.push(() => reply(answer))
+    return undefined
+  })
+  try {
+    const exit = await run(
+      Effect.gen(function* () {
+        const connection = yield* Connection.make({ broker: fake.address, maxInFlight: 1 })
+        const first = yield* Effect.forkChild(connection.request(ApiVersions, software))
+        yield* Effect.promise(() => fake.until(() => held.length === 1))
+        const waiting = yield* Effect.forkChild(connection.request(ApiVersions, software, { timeout: "5 seconds" }))
+        yield* settled(() => connection.inFlight() === 2)
+        yield* TestClock.adjust("5 seconds")
+        const timedOut = failure(yield* Fiber.await(waiting))
+        assert.equal(timedOut.code, "REQUEST_TIMED_OUT")
+        assert.match(timedOut.message, /waited for a slot/)
+        assert.equal(connection.isOpen(), true, "nothing was sent out of order")
+        // The caller of the sent request goes away: its answer, when it comes, is dropped.
+        yield* Fiber.interrupt(first)
+        held.shift()!()
+        const next = yield* Effect.forkChild(connection.request(ApiVersions, software))
+        yield* Effect.promise(() => fake.until(() => held.length === 1))
+        held.shift()!()
+        assert.equal(succeeded(yield* Fiber.await(next)).errorCode, 0)
+        assert.deepEqual(fake.received.map((request) => request.correlationId), [0, 1, 3], "the timed-out request never went out")
+      }),
+      Layer.merge(quiet, TestClock.layer()),
+    )
+    succeeded(exit)
   } finally {
     await fake.close()
   }
@@ -537,8 +582,10 @@ kafkaTest("Connection round-trips ApiVersions, Metadata, CreateTopics, DeleteTop
     if (topics.length > deletes.length) {
       yield* connection.request(DeleteTopics, { topics: topics.slice(deletes.length).map((name) => ({ name, topicId: zeroUuid })), timeoutMs: 30_000 })
     }
-    return covered
+    const expected = [ApiVersions, Metadata, CreateTopics, DeleteTopics, DescribeConfigs, ListOffsets, FindCoordinator, ListGroups, DescribeCluster]
+      .flatMap((api) => sharedVersions(connection, api).map((version) => `${api.name} v${version}`))
+    return { covered, expected }
   }))
-  const covered = succeeded(exit)
-  assert.ok(covered.length > 40, `covered ${covered.join(", ")}`)
+  const { covered, expected } = succeeded(exit)
+  assert.deepEqual([...new Set(covered)].sort(), [...expected].sort(), "every shared version of every API made a round trip")
 }, { timeoutMs: 60_000 })
