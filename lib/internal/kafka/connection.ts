@@ -43,7 +43,11 @@ export interface Options {
    * host unless it is an IP address. Default: plaintext.
    */
   readonly tls?: true | tls.ConnectionOptions | undefined
-  /** SASL credentials; authentication happens before the connection is handed out. */
+  /**
+   * SASL credentials; authentication happens before the connection is handed out. There is no
+   * re-authentication (KIP-368): a broker with `connections.max.reauth.ms` set closes the
+   * connection when the session ends, which callers see as a lost connection.
+   */
   readonly sasl?: Sasl.SaslCredentials | undefined
   /** How long opening the socket (and the TLS handshake) may take. Default 10 seconds. */
   readonly connectTimeout?: Duration.Input | undefined
@@ -274,6 +278,8 @@ class Wire {
   }
 
   private onFrame(frame: Uint8Array): void {
+    // The rest of a chunk after a protocol error is not read.
+    if (this.closedWith !== undefined) return
     const pending = this.sent.shift()
     const correlationId = frame.length >= 4
       ? ((frame[0]! << 24) | (frame[1]! << 16) | (frame[2]! << 8) | frame[3]!)
@@ -365,10 +371,17 @@ const hostAndPort = (broker: string): { readonly host: string; readonly port: nu
   return { host: host.replace(/^\[(.*)\]$/, "$1"), port: colon < 0 ? 9092 : Number(broker.slice(colon + 1)) }
 }
 
-/** Opens the socket; the TLS handshake, when asked for, is part of it. */
-const openSocket = (options: Options, timeout: Duration.Duration): Effect.Effect<net.Socket, TransportError.TransportError> => {
+/**
+ * Opens the socket (the TLS handshake, when asked for, is part of it) and puts a Wire on it in
+ * the same callback, so no error or close event falls between the two unheard.
+ */
+const openWire = (
+  options: Options,
+  timeout: Duration.Duration,
+  attach: (socket: net.Socket) => Wire,
+): Effect.Effect<Wire, TransportError.TransportError> => {
   const { host, port } = hostAndPort(options.broker)
-  const open = Effect.callback<net.Socket, TransportError.TransportError>((resume) => {
+  const open = Effect.callback<Wire, TransportError.TransportError>((resume) => {
     const useTls = options.tls
     const socket = useTls === undefined
       ? net.connect({ host, port })
@@ -393,7 +406,7 @@ const openSocket = (options: Options, timeout: Duration.Duration): Effect.Effect
       socket.off("error", onError)
       socket.setNoDelay(true)
       socket.setKeepAlive(true)
-      resume(Effect.succeed(socket))
+      resume(Effect.succeed(attach(socket)))
     })
     return Effect.sync(() => socket.destroy())
   })
@@ -456,22 +469,24 @@ export const make = (options: Options): Effect.Effect<Connection, TransportError
     const broker = options.broker
     const clientId = options.clientId ?? defaults.clientId
     const requestTimeout = Duration.fromInputUnsafe(options.requestTimeout ?? defaults.requestTimeout)
-    const socket = yield* Effect.acquireRelease(
-      openSocket(options, Duration.fromInputUnsafe(options.connectTimeout ?? defaults.connectTimeout)),
-      (socket) => Effect.sync(() => socket.destroy()),
+    const closing = () =>
+      TransportError.make(
+        "NETWORK_EXCEPTION",
+        "request",
+        `The connection to Kafka at ${broker} was closed while the request was in flight: retry on a new connection`,
+      )
+    const wire = yield* Effect.acquireRelease(
+      openWire(
+        options,
+        Duration.fromInputUnsafe(options.connectTimeout ?? defaults.connectTimeout),
+        (socket) =>
+          new Wire(socket, broker, options.maxInFlight ?? defaults.maxInFlight, options.maxResponseBytes ?? defaults.maxResponseBytes),
+      ),
+      (wire) => Effect.sync(() => wire.close(closing())),
     )
-    const wire = new Wire(
-      socket,
-      broker,
-      options.maxInFlight ?? defaults.maxInFlight,
-      options.maxResponseBytes ?? defaults.maxResponseBytes,
-    )
+    // Closing says so in the log (the release above only makes sure the socket is closed).
     const shutdown = Effect.suspend(() =>
-      wire.close(TransportError.make(
-          "NETWORK_EXCEPTION",
-          "request",
-          `The connection to Kafka at ${broker} was closed while the request was in flight: retry on a new connection`,
-        ))
+      wire.close(closing())
         ? Effect.logDebug(`Closed the connection to Kafka at ${broker}`).pipe(Effect.annotateLogs({ broker }))
         : Effect.void
     )
