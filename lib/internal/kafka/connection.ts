@@ -430,6 +430,7 @@ const protocolError = (broker: string, apiName: string, version: number, error: 
   )
 
 /** Reads a frame (correlation id first) as `api`'s response at `version`, its body at `bodyVersion`. */
+// deno-lint-ignore no-explicit-any
 const decodeFrame = <Res>(frame: Uint8Array, api: Api<any, Res>, version: number, bodyVersion: number): Attempt<Res> =>
   attempt(() => {
     const reader = new Reader(frame)
@@ -540,6 +541,7 @@ export const make = (options: Options): Effect.Effect<Connection, TransportError
         })
       })
 
+    // deno-lint-ignore no-explicit-any
     const decodeAs = <Res>(api: Api<any, Res>, version: number, frame: Uint8Array, bodyVersion = version) => {
       const decoded = decodeFrame(frame, api, version, bodyVersion)
       return decoded.ok ? Effect.succeed(decoded.value) : Effect.fail(protocolError(broker, api.name, version, decoded.error))
