@@ -170,13 +170,17 @@ export const kafkaErrors = [
  * Conditions a client finds before the broker could answer, which Kafka's protocol has no code
  * for: `[name, retriable]`. `SSL_AUTHENTICATION_FAILED` is a TLS handshake the client refused (the
  * broker's certificate is not trusted, or not for the name connected to), as Kafka's Java client
- * names it (`SslAuthenticationException`); it does not heal by retrying.
+ * names it (`SslAuthenticationException`); it does not heal by retrying. `PROTOCOL_ERROR` is a
+ * broker's answer the client cannot read (bytes that do not decode as the response asked for, a
+ * correlation id out of order, a frame over the size limit, as a plaintext client reading a TLS
+ * listener's alert sees): the same broker would answer the same way again.
  *
  * @since 0.1.0
  * @category models
  */
 export const clientErrors = [
   ["SSL_AUTHENTICATION_FAILED", false],
+  ["PROTOCOL_ERROR", false],
 ] as const
 
 /**
