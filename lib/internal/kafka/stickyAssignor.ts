@@ -24,6 +24,8 @@
  * partitions).
  */
 
+import type { ConsumerProtocolSubscription } from "./protocol/ConsumerProtocolSubscription.ts"
+
 /** The assignor names on the wire (JoinGroup protocol names), as Kafka's Java consumer uses them. */
 export const cooperativeStickyName = "cooperative-sticky"
 export const rangeName = "range"
@@ -42,6 +44,8 @@ export interface Member {
   readonly ownedPartitions: ReadonlyArray<TopicPartitions>
   /** The generation those were assigned in, -1 when unknown (see {@link generationOf}). */
   readonly generation: number
+  /** The member's group.instance.id (static membership), which orders members for range. */
+  readonly groupInstanceId?: string | null | undefined
 }
 
 /** What an assignor returns: every member's partitions (sorted by topic, then partition). */
@@ -76,6 +80,19 @@ export const generationOf = (subscription: { readonly generationId?: number | un
   if (data === null || data.length < 4) return -1
   return new DataView(data.buffer, data.byteOffset, data.byteLength).getInt32(0)
 }
+
+/** A member from its decoded JoinGroup metadata (a ConsumerProtocolSubscription of any version). */
+export const memberFromSubscription = (
+  memberId: string,
+  subscription: ConsumerProtocolSubscription,
+  groupInstanceId: string | null = null,
+): Member => ({
+  memberId,
+  topics: subscription.topics,
+  ownedPartitions: subscription.ownedPartitions ?? [],
+  generation: generationOf(subscription),
+  groupInstanceId,
+})
 
 /** The topics sorted and deduplicated, with their partition counts (unknown topics dropped). */
 const topicIndex = (partitionsPerTopic: ReadonlyMap<string, number>) => {
@@ -310,16 +327,27 @@ export const assignCooperativeSticky = (
   return { assignment: toAssignment(sorted, owner, now, index), transfers }
 }
 
+/** Java's RangeAssignor order (AbstractPartitionAssignor.MemberInfo): static members first. */
+const byInstanceThenId = (a: Member, b: Member): number => {
+  const x = a.groupInstanceId ?? null
+  const y = b.groupInstanceId ?? null
+  if (x !== null && y !== null) return x < y ? -1 : x > y ? 1 : byId(a, b)
+  if (x !== null) return -1
+  if (y !== null) return 1
+  return byId(a, b)
+}
+
 /**
- * Kafka's RangeAssignor (eager): per topic, its subscribers sorted by member id take consecutive
- * ranges, the first `partitions % subscribers` one more. Owned partitions play no part; an eager
+ * Kafka's RangeAssignor (eager) without racks: per topic, its subscribers in Java's order (static
+ * members by group.instance.id, then the others by member id) take consecutive ranges, the first
+ * `partitions % subscribers` one more. Owned partitions play no part; an eager
  * member revokes everything before it joins.
  */
 export const assignRange = (
   members: ReadonlyArray<Member>,
   partitionsPerTopic: ReadonlyMap<string, number>,
 ): GroupAssignment => {
-  const sorted = [...members].sort(byId)
+  const sorted = [...members].sort(byInstanceThenId)
   const index = topicIndex(partitionsPerTopic)
   const owner = new Int32Array(index.total).fill(-1)
   for (let t = 0; t < index.topics.length; t++) {

@@ -8,7 +8,7 @@
 // partitions); int32 members, per member (string id, int32-length subscription bytes,
 // int32-length assignment bytes: Partita's own assignment of that member, to decode and echo).
 // OUT: per group: per member (string: the echoed subscription, string: the echoed assignment);
-// int32 rounds; per round: per member in IN's order (bytes assignment, bytes next subscription).
+// per member, string: RangeAssignor's assignment; int32 rounds; per round: per member in IN's order (bytes assignment, bytes next subscription).
 // Rounds repeat, each member owning what the last gave it at the next generation, until a round
 // changes nothing (at most 6).
 import java.io.ByteArrayOutputStream;
@@ -27,6 +27,7 @@ import java.util.stream.Collectors;
 import org.apache.kafka.clients.consumer.ConsumerPartitionAssignor.Assignment;
 import org.apache.kafka.clients.consumer.ConsumerPartitionAssignor.Subscription;
 import org.apache.kafka.clients.consumer.CooperativeStickyAssignor;
+import org.apache.kafka.clients.consumer.RangeAssignor;
 import org.apache.kafka.clients.consumer.internals.ConsumerProtocol;
 import org.apache.kafka.common.TopicPartition;
 
@@ -86,6 +87,9 @@ public class StickyAssignorCheck {
       for (Subscription s : subscriptions.values())
         for (String topic : s.topics()) if (partitionsPerTopic.containsKey(topic)) subscribed.put(topic, partitionsPerTopic.get(topic));
       partitionsPerTopic = subscribed;
+      // RangeAssignor, once: it ignores what members own.
+      Map<String, List<TopicPartition>> range = new RangeAssignor().assign(partitionsPerTopic, subscriptions);
+      for (String id : subscriptions.keySet()) writeString(out, partitions(range.getOrDefault(id, List.of())));
       List<ByteBuffer[]> rounds = new ArrayList<>();
       int generation = subscriptions.values().stream().mapToInt(s -> s.generationId().orElse(-1)).max().orElse(-1);
       for (int round = 0; round < 6; round++) {
