@@ -2,6 +2,11 @@
  * A private Kafka broker for the scenarios that kill or freeze the broker (F4, F5): started with
  * `scripts/kafka` on a free port with its own state directory, so the shared broker on 9092 is
  * never touched. `stop` always leaves it dead and its directory removed.
+ *
+ * CI starts one such broker before the tests (.ci/run) and names it in PARTITA_FAULTS_BROKER_PORT
+ * and PARTITA_FAULTS_BROKER_DIR, so that each runtime's F4 and F5 do not pay for a broker start
+ * and format (a CA and a certificate each time): `start` then returns that one, and `stop`
+ * leaves it running and thawed for the next scenario.
  */
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -42,7 +47,10 @@ export class PrivateBroker {
   readonly dir: string
   private readonly env: Record<string, string>
 
-  private constructor(port: number, dir: string) {
+  readonly shared: boolean
+
+  private constructor(port: number, dir: string, shared = false) {
+    this.shared = shared
     this.port = port
     this.dir = dir
     this.env = {
@@ -55,6 +63,13 @@ export class PrivateBroker {
 
   /** Starts a broker on a free port; resolves once it answers metadata requests. */
   static async start(): Promise<PrivateBroker> {
+    const sharedPort = process.env["PARTITA_FAULTS_BROKER_PORT"]
+    const sharedDir = process.env["PARTITA_FAULTS_BROKER_DIR"]
+    if (sharedPort && sharedDir) {
+      const shared = new PrivateBroker(Number(sharedPort), sharedDir, true)
+      await shared.startAgain()
+      return shared
+    }
     const broker = new PrivateBroker(await freePorts(), fs.mkdtempSync(path.join(os.tmpdir(), "partita-faults-kafka-")))
     await broker.startAgain()
     return broker
@@ -97,8 +112,13 @@ export class PrivateBroker {
     }
   }
 
-  /** Stops the broker (thawing it first) and removes its state. */
+  /** Stops the broker (thawing it first) and removes its state; a shared one is left thawed and running. */
   async stop(): Promise<void> {
+    if (this.shared) {
+      if (this.alive()) this.signal("SIGCONT")
+      await this.startAgain()
+      return
+    }
     if (this.alive()) {
       try {
         this.signal("SIGCONT")
