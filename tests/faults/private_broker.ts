@@ -8,39 +8,14 @@
  * and format (a CA and a certificate each time): `start` then returns that one, and `stop`
  * leaves it running and thawed for the next scenario.
  */
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import process from "node:process"
-
-const script = new URL("../../scripts/kafka", import.meta.url).pathname
-
-const portFree = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const server = net.createServer()
-    server.once("error", () => resolve(false))
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
-  })
+import { freePorts, runScript } from "../fixtures/scriptedKafka.ts"
 
 /** A port whose two successors (the controller's, the SASL_SSL listener's) are free too. */
-const freePorts = async (): Promise<number> => {
-  for (let tries = 0; tries < 50; tries++) {
-    const port = 20_000 + Math.floor(Math.random() * 20_000)
-    if ((await portFree(port)) && (await portFree(port + 1)) && (await portFree(port + 2))) return port
-  }
-  throw new Error("No three free consecutive ports for a private Kafka broker")
-}
-
-const run = (args: ReadonlyArray<string>, env: Record<string, string>): Promise<{ code: number; output: string }> =>
-  new Promise((resolve) => {
-    const child = spawn("bash", [script, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
-    let output = ""
-    child.stdout.on("data", (chunk) => (output += chunk))
-    child.stderr.on("data", (chunk) => (output += chunk))
-    child.once("close", (code) => resolve({ code: code ?? 1, output }))
-  })
+const freeBrokerPorts = (): Promise<number> => freePorts(3)
 
 export class PrivateBroker {
   readonly port: number
@@ -70,7 +45,7 @@ export class PrivateBroker {
       await shared.startAgain()
       return shared
     }
-    const broker = new PrivateBroker(await freePorts(), fs.mkdtempSync(path.join(os.tmpdir(), "partita-faults-kafka-")))
+    const broker = new PrivateBroker(await freeBrokerPorts(), fs.mkdtempSync(path.join(os.tmpdir(), "partita-faults-kafka-")))
     await broker.startAgain()
     return broker
   }
@@ -81,7 +56,7 @@ export class PrivateBroker {
 
   /** (Re)starts the broker on the same port and data; resolves once it answers. */
   async startAgain(): Promise<void> {
-    const { code, output } = await run(["start"], this.env)
+    const { code, output } = await runScript(["start"], this.env)
     if (code !== 0) throw new Error(`scripts/kafka start failed (${code}):\n${output.slice(-3000)}`)
   }
 
@@ -125,7 +100,7 @@ export class PrivateBroker {
       } catch {
         // Gone meanwhile.
       }
-      await run(["stop"], this.env)
+      await runScript(["stop"], this.env)
       if (this.alive()) this.signal("SIGKILL")
     }
     fs.rmSync(this.dir, { recursive: true, force: true })
