@@ -293,6 +293,13 @@ export class Scenario {
     await sleep(10)
     fs.closeSync(this.runnerLog)
     if (process.env["PARTITA_FAULTS_KEEP"] !== "1") fs.rmSync(this.dir, { recursive: true, force: true })
-    else console.log(`fault logs kept in ${this.dir}`)
+    else {
+      // The children's own output too (logs, warnings, a defect's cause), one file per stream.
+      for (const member of this.members) {
+        fs.writeFileSync(path.join(this.dir, `${member.id}.stdout`), member.process.stdout())
+        fs.writeFileSync(path.join(this.dir, `${member.id}.stderr`), member.process.stderr())
+      }
+      console.log(`fault logs kept in ${this.dir}`)
+    }
   }
 }
