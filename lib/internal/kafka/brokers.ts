@@ -141,7 +141,9 @@ export interface Brokers {
   ) => Effect.Effect<ReadonlyMap<string, TopicMetadata>, TransportError.TransportError>
   /**
    * The leader of a partition, refreshing metadata as needed; while an election runs it retries
-   * on the schedule and then fails with a retriable `LEADER_NOT_AVAILABLE`.
+   * on the schedule and then fails with a retriable `LEADER_NOT_AVAILABLE`. A partition beyond
+   * the cached count is asked for once more (partitions may have been added), then fails with
+   * `UNKNOWN_TOPIC_OR_PARTITION` naming it.
    */
   readonly leaderFor: (tp: TopicPartition) => Effect.Effect<Leader, TransportError.TransportError>
   /**
@@ -392,7 +394,9 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
       controllerId = response.controllerId ?? -1
       for (const topic of response.topics) {
         if (topic.errorCode !== 0 || topic.name === null) continue
-        const previous = topicCache.get(topic.name)?.metadata
+        const cachedTopic = topicCache.get(topic.name)?.metadata
+        // A topic deleted and created again under the same name starts its epochs over.
+        const previous = cachedTopic !== undefined && cachedTopic.topicId === (topic.topicId ?? "") ? cachedTopic : undefined
         const partitions = [...topic.partitions]
           .sort((a, b) => a.partitionIndex - b.partitionIndex)
           .map((p): PartitionMetadata => {
@@ -491,13 +495,14 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
     const topicsRetrying = (topics: ReadonlyArray<string>) =>
       retrying(topicsOnce(topics), (error) => error.retriable && error.code !== "UNKNOWN_TOPIC_OR_PARTITION")
 
-    const leaderOnce = (tp: TopicPartition): Effect.Effect<Leader, TransportError.TransportError> =>
+    const leaderOnce = (tp: TopicPartition, refetched = false): Effect.Effect<Leader, TransportError.TransportError> =>
       Effect.gen(function* () {
         const topic = (yield* topicsOnce([tp.topic])).get(tp.topic)!
         const partition = topic.partitions[tp.partition]
         if (partition === undefined || partition.partition !== tp.partition) {
-          // Partitions may have been added since the answer cached.
+          // Partitions may have been added since the answer cached: ask once more, then it is an answer.
           topicCache.get(tp.topic)!.stale = true
+          if (!refetched) return yield* leaderOnce(tp, true)
           return yield* Effect.fail(new TransportError.TransportError({
             code: "UNKNOWN_TOPIC_OR_PARTITION",
             retriable: true,
@@ -524,8 +529,7 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
       })
 
     const leaderFor = (tp: TopicPartition) =>
-      retrying(leaderOnce(tp), (error) =>
-        error.retriable && (error.code !== "UNKNOWN_TOPIC_OR_PARTITION" || error.partition !== undefined))
+      retrying(leaderOnce(tp), (error) => error.retriable && error.code !== "UNKNOWN_TOPIC_OR_PARTITION")
 
     const invalidate = (topic: string, hint?: LeaderHint): Effect.Effect<void> =>
       Effect.sync(() => {
