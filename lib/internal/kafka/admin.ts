@@ -14,6 +14,10 @@
  *
  * Retriable answers are retried on the pool's kind of bounded schedule; every failure is a
  * `TransportError` naming what it was about.
+ *
+ * Not done (yet): describeGroups uses the classic DescribeGroups only (a KIP-848 consumer group
+ * needs ConsumerGroupDescribe); no alterConfigs, deleteRecords or offset alteration; listGroups
+ * takes no state or type filter.
  */
 import { Duration, Effect, Schedule } from "effect"
 import type { CommittedOffset, TopicDescription, TopicPartition } from "../../Transport.ts"

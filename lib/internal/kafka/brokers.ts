@@ -18,6 +18,11 @@
  * Every connection and fiber lives in the scope `make` runs in: closing it closes them all.
  * State is plain maps in that closure, changed only between effects (one fiber at a time runs),
  * with a permit per broker and one for metadata so concurrent callers share one request.
+ *
+ * Not done (yet): idle connections are not closed (Java's `connections.max.idle.ms`); metadata
+ * is refreshed on demand only, never in the background; one permit serializes every metadata
+ * refresh, so callers for different topics wait for each other's request; topics are asked
+ * for by name, not by id.
  */
 import { Clock, Deferred, Duration, Effect, Exit, Schedule, Scope, Semaphore } from "effect"
 import * as TransportError from "../../TransportError.ts"
