@@ -7,7 +7,7 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
 import { inspect } from "node:util"
-import { Cause, Effect, Exit, Fiber, Layer, References, Schedule, type Scope } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Redacted, References, Schedule, type Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import type { Connection } from "../../../lib/internal/kafka/connection.ts"
@@ -20,7 +20,7 @@ import { Metadata, type MetadataResponse } from "../../../lib/internal/kafka/pro
 import { zeroUuid } from "../../../lib/internal/kafka/protocol/wire.ts"
 import { TransportError } from "../../../lib/TransportError.ts"
 import { fakeBroker, responseFrame } from "../../fixtures/brokerProxy.ts"
-import { kafkaTest, uniqueName } from "../../fixtures/services.ts"
+import { kafkaSecuredTest, kafkaTest, uniqueName } from "../../fixtures/services.ts"
 
 const quiet = Layer.succeed(References.MinimumLogLevel, "None")
 
@@ -330,4 +330,57 @@ test("Brokers retries an unreachable cluster on its schedule (driven by TestCloc
     assert.equal(error.retriable, true)
   }).pipe(Effect.provide(TestClock.layer())))
   succeeded(exit)
+})
+
+kafkaSecuredTest("Brokers routes over the secured listener: every connection does TLS with the custom CA and SCRAM-SHA-512", async (secured) => {
+  const exit = await run(Effect.gen(function* () {
+    const brokers = yield* Brokers.make({
+      bootstrap: secured.brokers,
+      tls: { ca: secured.ca },
+      sasl: { mechanism: "scram-sha-512", username: secured.username, password: Redacted.make(secured.password) },
+    })
+    yield* brokers.topics([])
+    const [nodeId, node] = [...brokers.nodes()][0]!
+    const connection = yield* brokers.connection(nodeId)
+    assert.equal(connection.broker, `${node.host}:${node.port}`)
+    assert.ok(secured.brokers.includes(connection.broker), "the node's address is the secured listener's")
+    const coordinator = yield* brokers.coordinatorFor({ type: "group", id: uniqueName("brokers-secured") })
+    assert.ok(coordinator.isOpen())
+  }))
+  succeeded(exit)
+})
+
+test("Brokers forgets a coordinator on invalidateCoordinator and looks it up again", async () => {
+  let port = 0
+  let lookups = 0
+  const fake = await fakeBroker((request) => {
+    if (request.apiKey === ApiVersions.key) return apiVersionsFrame(request.version, request.correlationId)
+    if (request.apiKey === Metadata.key) {
+      return responseFrame(Metadata, request.version, request.correlationId, metadataAnswer(port, "t", 1, 1))
+    }
+    lookups++
+    // First COORDINATOR_LOAD_IN_PROGRESS (retried on the schedule), then node 1, then node 2.
+    const answer = lookups === 1
+      ? { key: "g", nodeId: -1, host: "", port: -1, errorCode: 14, errorMessage: null }
+      : { key: "g", nodeId: lookups === 2 ? 1 : 2, host: "127.0.0.1", port, errorCode: 0, errorMessage: null }
+    return responseFrame(FindCoordinator, request.version, request.correlationId, { throttleTimeMs: 0, coordinators: [answer] })
+  })
+  port = Number(fake.address.split(":")[1])
+  try {
+    const exit = await run(Effect.gen(function* () {
+      const brokers = yield* Brokers.make({ bootstrap: [fake.address], retry: Schedule.recurs(3) as never })
+      const key = { type: "group", id: "g" } as const
+      const first = yield* brokers.coordinatorFor(key)
+      assert.equal(lookups, 2, "COORDINATOR_LOAD_IN_PROGRESS was retried")
+      assert.equal(yield* brokers.coordinatorFor(key), first, "cached")
+      yield* brokers.invalidateCoordinator(key)
+      const second = yield* brokers.coordinatorFor(key)
+      assert.equal(lookups, 3)
+      assert.notEqual(second, first, "node 2's connection, not node 1's")
+    }))
+    succeeded(exit)
+    await fake.until(() => fake.open() === 0)
+  } finally {
+    await fake.close()
+  }
 })
