@@ -380,7 +380,9 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
     })
 
     /** Puts a Metadata answer into the cache (partition by partition, leader epochs permitting). */
-    const absorb = (response: MetadataResponse, now: number): void => {
+    /** Puts the answer into the cache; returns a line for each partition whose leader moved. */
+    const absorb = (response: MetadataResponse, now: number): Array<string> => {
+      const moves: Array<string> = []
       if (response.brokers.length > 0) {
         nodesFetchedAt = now
         nodes.clear()
@@ -416,9 +418,13 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
             }
             const cached = previous?.partitions[p.partitionIndex]
             // An answer from a broker behind on an election must not undo a newer one.
-            return cached !== undefined && fresh.leaderEpoch >= 0 && cached.leaderEpoch > fresh.leaderEpoch
-              ? cached
-              : fresh
+            if (cached !== undefined && fresh.leaderEpoch >= 0 && cached.leaderEpoch > fresh.leaderEpoch) return cached
+            if (cached !== undefined && cached.leaderId !== fresh.leaderId) {
+              moves.push(
+                `Partition ${topic.name}/${fresh.partition} is led by broker ${fresh.leaderId} now (epoch ${fresh.leaderEpoch}), was ${cached.leaderId} (epoch ${cached.leaderEpoch})`,
+              )
+            }
+            return fresh
           })
         topicCache.set(topic.name, {
           metadata: { name: topic.name, topicId: topic.topicId ?? "", isInternal: topic.isInternal ?? false, partitions },
@@ -426,6 +432,7 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
           stale: false,
         })
       }
+      return moves
     }
 
     /** One Metadata request for these topics (none: only the brokers), into the cache. */
@@ -441,7 +448,8 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
           const code = TransportError.nameOfCode(response.errorCode!)
           return yield* Effect.fail(kafkaError(code, "metadata", `Kafka at ${broker.broker} refused a Metadata request (${code})`))
         }
-        absorb(response, yield* Clock.currentTimeMillis)
+        const moves = absorb(response, yield* Clock.currentTimeMillis)
+        for (const line of moves) yield* Effect.logDebug(line).pipe(Effect.annotateLogs({ broker: broker.broker }))
         for (const topic of response.topics) {
           if (topic.errorCode !== 0 && topic.name !== null) topicCache.delete(topic.name)
         }
