@@ -384,3 +384,37 @@ test("Brokers forgets a coordinator on invalidateCoordinator and looks it up aga
     await fake.close()
   }
 })
+
+test("Brokers treats a lost connection as stale metadata: the next leaderFor asks another known broker, without an invalidate", async () => {
+  const ports = { a: 0, b: 0 }
+  const answer = (request: { apiKey: number; version: number; correlationId: number }, leader: number, epoch: number) => {
+    if (request.apiKey === ApiVersions.key) return apiVersionsFrame(request.version, request.correlationId)
+    return responseFrame(Metadata, request.version, request.correlationId, {
+      ...metadataAnswer(0, "t", epoch, leader),
+      brokers: [{ nodeId: 1, host: "127.0.0.1", port: ports.a, rack: null }, { nodeId: 2, host: "127.0.0.1", port: ports.b, rack: null }],
+    })
+  }
+  // Broker 1 says it leads (epoch 1); broker 2, asked after broker 1 is gone, that it does (epoch 2).
+  const a = await fakeBroker((request) => answer(request, 1, 1))
+  const b = await fakeBroker((request) => answer(request, 2, 2))
+  ports.a = Number(a.address.split(":")[1])
+  ports.b = Number(b.address.split(":")[1])
+  try {
+    const exit = await run(Effect.gen(function* () {
+      const brokers = yield* Brokers.make({ bootstrap: [a.address] })
+      assert.deepEqual(yield* brokers.leaderFor({ topic: "t", partition: 0 }), { nodeId: 1, leaderEpoch: 1 })
+      const one = yield* brokers.connection(1)
+      yield* Effect.promise(() => a.close())
+      yield* one.closed
+      // Let the pool's watcher of the connection run.
+      yield* Effect.repeat(Effect.yieldNow, { times: 10 })
+      assert.deepEqual(yield* brokers.leaderFor({ topic: "t", partition: 0 }), { nodeId: 2, leaderEpoch: 2 })
+    }))
+    succeeded(exit)
+    assert.ok(b.received.some((r) => r.apiKey === Metadata.key), "broker 2 was asked")
+    await b.until(() => b.open() === 0)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})
