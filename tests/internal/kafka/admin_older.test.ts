@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict"
 import { inspect } from "node:util"
-import { Cause, Effect, Exit, Layer, References } from "effect"
+import { Cause, Effect, Exit, Layer, References, Schedule } from "effect"
 import * as Admin from "../../../lib/internal/kafka/admin.ts"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import { Metadata } from "../../../lib/internal/kafka/protocol/Metadata.ts"
@@ -14,6 +14,7 @@ import { OffsetCommit } from "../../../lib/internal/kafka/protocol/OffsetCommit.
 import { OffsetFetch } from "../../../lib/internal/kafka/protocol/OffsetFetch.ts"
 import { Produce } from "../../../lib/internal/kafka/protocol/Produce.ts"
 import { encodeRecordBatch } from "../../../lib/internal/kafka/recordBatch.ts"
+import * as TransportError from "../../../lib/TransportError.ts"
 import { OlderBroker } from "../../fixtures/scriptedKafka.ts"
 import { scriptedKafkaTest, uniqueName } from "../../fixtures/services.ts"
 
@@ -56,14 +57,22 @@ scriptedKafkaTest("Brokers and Admin on Kafka 3.9: topics, configs, offsets, a g
       assert.equal(byTime!.offset, 3)
 
       const group = uniqueName("older-group")
-      const coordinator = yield* brokers.coordinatorFor({ type: "group", id: group })
-      const committed = yield* coordinator.request(OffsetCommit, {
-        groupId: group,
-        generationIdOrMemberEpoch: -1,
-        memberId: "",
-        topics: [{ name: topic, partitions: [{ partitionIndex: 1, committedOffset: 2, committedMetadata: "m" }] }],
+      // The broker has just started: the offsets topic's coordinator may still be loading
+      // (COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR), so the commit retries on those.
+      const commit = Effect.gen(function* () {
+        const coordinator = yield* brokers.coordinatorFor({ type: "group", id: group })
+        const answer = yield* coordinator.request(OffsetCommit, {
+          groupId: group,
+          generationIdOrMemberEpoch: -1,
+          memberId: "",
+          topics: [{ name: topic, partitions: [{ partitionIndex: 1, committedOffset: 2, committedMetadata: "m" }] }],
+        })
+        const code = answer.topics[0]!.partitions[0]!.errorCode
+        if (code === 0) return
+        yield* brokers.invalidateCoordinator({ type: "group", id: group })
+        return yield* Effect.fail(TransportError.make(TransportError.nameOfCode(code), "commit", inspect(answer, { depth: 5 })))
       })
-      assert.ok(committed.topics[0]!.partitions.every((p) => p.errorCode === 0), inspect(committed))
+      yield* Effect.retry(commit, { while: (error) => error.retriable, schedule: Schedule.spaced("200 millis").pipe(Schedule.upTo({ times: 50 })) })
       assert.deepEqual(yield* admin.committedOffsets(group, [{ topic, partition: 0 }, { topic, partition: 1 }]), [
         { topic, partition: 1, offset: 2, metadata: "m" },
       ])
