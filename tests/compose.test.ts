@@ -23,9 +23,28 @@ const compose = parse(read("compose.yaml")) as Compose
  */
 const scriptProperties = (): Map<string, string> => {
   const script = read("scripts/kafka")
-  const body = script.split(`cat >"$SERVER_PROPS" <<EOF\n`)[1]?.split("\nEOF")[0]
-  assert.ok(body !== undefined, "scripts/kafka writes server.properties from a heredoc")
-  const values = { HOST: "127.0.0.1", PORT: "9092", CONTROLLER_PORT: "9093", SASL_SSL_PORT: "9094", DATA: "/data" }
+  const head = script.split(`cat >"$SERVER_PROPS" <<EOF\n`)[1]?.split("\nEOF")[0]
+  assert.ok(head !== undefined, "scripts/kafka writes server.properties from a heredoc")
+  // The single broker appends `replication_config 1 1` and `common_config`: their heredocs, less
+  // the ones for Kafka before 4.0 (`((KAFKA_MAJOR >= 4)) ||`), since compose runs the 4.x pin.
+  const heredocsOf = (fn: string): string => {
+    const body = script.split(`\n${fn}() {\n`)[1]?.split("\n}\n")[0]
+    assert.ok(body !== undefined, `scripts/kafka defines ${fn}`)
+    return [...body.matchAll(/^(.*)cat <<'?EOF'?\n([\s\S]*?)\nEOF$/gm)]
+      .filter((match) => !match[1]!.includes("KAFKA_MAJOR >= 4)) ||"))
+      .map((match) => match[2]!)
+      .join("\n")
+  }
+  const body = [head, heredocsOf("replication_config"), heredocsOf("common_config")].join("\n")
+  const values = {
+    HOST: "127.0.0.1",
+    PORT: "9092",
+    CONTROLLER_PORT: "9093",
+    SASL_SSL_PORT: "9094",
+    DATA: "/data",
+    replicas: "1",
+    min_isr: "1",
+  }
   const lines = body.split("\n").filter((line) => line.trim() !== "" && !line.startsWith("#"))
   const withoutSecured = (value: string) => value.split(",").filter((entry) => !entry.startsWith("SASL_SSL:")).join(",")
   return new Map(lines.map((line) => {
