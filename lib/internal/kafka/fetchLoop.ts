@@ -26,14 +26,14 @@
  * synchronous step between Effect yields, so there are no locks.
  *
  * Not done yet (gaps, listed so nobody assumes them): fetch sessions (KIP-227; every request is
- * a full fetch, which costs request bytes at 1024 partitions but no correctness); the KIP-951
- * `currentLeader` hint in responses is not used (metadata is refetched instead); no follower
+ * a full fetch, which costs request bytes at 1024 partitions but no correctness); no follower
  * fetching (KIP-392); no jitter in the backoff.
  */
 import { Cause, Duration, Effect, Result, Scope, Stream } from "effect"
 import type { ConsumerRecord, PartitionClaim, TopicPartition } from "../../Transport.ts"
 import * as TransportError from "../../TransportError.ts"
 import { Signal } from "../signal.ts"
+import type { Brokers, Leader, LeaderHint } from "./brokers.ts"
 import type { Connection } from "./connection.ts"
 import { Fetch, type FetchRequest, type FetchResponse } from "./protocol/Fetch.ts"
 import { ListOffsets } from "./protocol/ListOffsets.ts"
@@ -47,13 +47,7 @@ import {
   type RecordIterator,
 } from "./recordBatch.ts"
 
-/**
- * The leader of a partition, as metadata says.
- */
-export interface Leader {
-  readonly nodeId: number
-  readonly leaderEpoch: number
-}
+export type { Leader } from "./brokers.ts"
 
 /**
  * What the fetch loop needs of the connection pool and metadata (brokers.ts offers all of it;
@@ -66,8 +60,11 @@ export interface Routing {
   readonly connection: (nodeId: number) => Effect.Effect<Connection, TransportError.TransportError>
   /** The topic's id (Fetch v13+ names topics by id); `zeroUuid` when metadata has none. */
   readonly topicId: (topic: string) => Effect.Effect<string, TransportError.TransportError>
-  /** Marks what is known about the topic stale: the next `leaderFor` refetches it. */
-  readonly invalidate: (topic: string) => Effect.Effect<void>
+  /**
+   * Marks what is known about the topic stale: the next `leaderFor` refetches it, unless the
+   * hint (KIP-951 `currentLeader` of the error response) names a newer leader.
+   */
+  readonly invalidate: (topic: string, hint?: LeaderHint) => Effect.Effect<void>
 }
 
 /**
@@ -282,20 +279,16 @@ interface Node {
 }
 
 /**
- * Adapts a pool with brokers.ts' shape to the narrow `Routing` the loop uses.
+ * The `Routing` of a brokers.ts pool (topic ids from its metadata cache).
+ *
+ * @since 0.2.0
+ * @category constructors
  */
-export const fromBrokers = (brokers: {
-  readonly connection: (nodeId: number) => Effect.Effect<Connection, TransportError.TransportError>
-  readonly leaderFor: (tp: TopicPartition) => Effect.Effect<Leader, TransportError.TransportError>
-  readonly topics: (
-    topics: ReadonlyArray<string>,
-  ) => Effect.Effect<ReadonlyMap<string, { readonly topicId?: string | undefined }>, TransportError.TransportError>
-  readonly invalidate: (topic: string) => Effect.Effect<void>
-}): Routing => ({
+export const fromBrokers = (brokers: Brokers): Routing => ({
   leaderFor: brokers.leaderFor,
   connection: brokers.connection,
   topicId: (topic) => Effect.map(brokers.topics([topic]), (known) => known.get(topic)?.topicId ?? zeroUuid),
-  invalidate: (topic) => brokers.invalidate(topic),
+  invalidate: brokers.invalidate,
 })
 
 /**
@@ -445,7 +438,8 @@ export const make = (routing: Routing, options: Options = {}): Effect.Effect<Fet
       claim: Claim,
       code: TransportError.KafkaErrorName,
       fetchOffset: number,
-      stale: Set<string>,
+      hint: LeaderHint | undefined,
+      stale: Map<string, Array<LeaderHint | undefined>>,
       forks: Array<Effect.Effect<void>>,
     ): void => {
       if (code === "OFFSET_OUT_OF_RANGE") {
@@ -456,7 +450,9 @@ export const make = (routing: Routing, options: Options = {}): Effect.Effect<Fet
       if (rerouting.has(code)) {
         claim.leader = undefined
         claim.failures++
-        stale.add(claim.topic)
+        let hints = stale.get(claim.topic)
+        if (hints === undefined) stale.set(claim.topic, hints = [])
+        hints.push(hint)
         return
       }
       if (TransportError.isRetriable(code)) {
@@ -476,9 +472,10 @@ export const make = (routing: Routing, options: Options = {}): Effect.Effect<Fet
       version: number,
       sent: ReadonlyArray<{ readonly claim: Claim; readonly generation: number; readonly offset: number }>,
       names: ReadonlyMap<string, string>,
-    ): { stale: Set<string>; forks: Array<Effect.Effect<void>> } => {
-      const stale = new Set<string>()
+    ): { stale: Map<string, Array<LeaderHint | undefined>>; forks: Array<Effect.Effect<void>> } => {
+      const stale = new Map<string, Array<LeaderHint | undefined>>()
       const forks: Array<Effect.Effect<void>> = []
+      const endpoints = response.nodeEndpoints?.map((node) => ({ nodeId: node.nodeId, host: node.host, port: node.port, rack: node.rack }))
       const inRequest = new Map<string, (typeof sent)[number]>()
       for (const entry of sent) inRequest.set(entry.claim.key, entry)
       for (const topicResponse of response.responses) {
@@ -491,7 +488,11 @@ export const make = (routing: Routing, options: Options = {}): Effect.Effect<Fet
           // Revoked, reassigned or sought since the request went out: its answer is dropped.
           if (!current(claim, generation)) continue
           if (data.errorCode !== 0) {
-            onPartitionError(claim, TransportError.nameOfCode(data.errorCode), offset, stale, forks)
+            const leader = data.currentLeader
+            const hint = leader !== undefined && leader.leaderId >= 0
+              ? { partition: data.partitionIndex, leaderId: leader.leaderId, leaderEpoch: leader.leaderEpoch, endpoints }
+              : undefined
+            onPartitionError(claim, TransportError.nameOfCode(data.errorCode), offset, hint, stale, forks)
             continue
           }
           claim.failures = 0
@@ -558,7 +559,12 @@ export const make = (routing: Routing, options: Options = {}): Effect.Effect<Fet
         Effect.flatMap(({ stale, forks }) =>
           Effect.gen(function*() {
             node.failures = 0
-            for (const topic of stale) yield* routing.invalidate(topic)
+            for (const [topic, hints] of stale) {
+              // With hints for every stale partition of the topic, the cache takes the new
+              // leaders from them; without, metadata is fetched again.
+              if (hints.includes(undefined)) yield* routing.invalidate(topic)
+              else for (const hint of hints) yield* routing.invalidate(topic, hint)
+            }
             for (const fork of forks) yield* Effect.forkIn(fork, scope)
           })
         ),

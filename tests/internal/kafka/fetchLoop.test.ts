@@ -8,8 +8,9 @@
 import assert from "node:assert/strict"
 import { Buffer } from "node:buffer"
 import { test } from "node:test"
-import { Cause, Effect, Exit, Layer, Logger, References, type Scope, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Logger, References, type Scope, Stream } from "effect"
 import { Kafka, logLevel } from "kafkajs"
+import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import * as Connection from "../../../lib/internal/kafka/connection.ts"
 import * as FetchLoop from "../../../lib/internal/kafka/fetchLoop.ts"
 import { ApiVersions } from "../../../lib/internal/kafka/protocol/ApiVersions.ts"
@@ -342,6 +343,33 @@ kafkaTest("FetchLoop resumes after a cut connection without losing or repeating 
     } finally {
       await broker.close()
     }
+  })
+})
+
+kafkaTest("FetchLoop over brokers.ts: records flow, and a revoked partition's stream ends while the others go on", async (brokers) => {
+  await withTopic(brokers, 2, async (topic, kafka) => {
+    await produce(kafka, topic, [0, 1].map((partition) => ({ partition, from: 0, count: 5 })))
+    await run(Effect.gen(function*() {
+      const pool = yield* Brokers.make({ bootstrap: brokers })
+      const loop = yield* FetchLoop.make(FetchLoop.fromBrokers(pool), { maxWait: "20 millis" })
+      const [zero, one] = yield* loop.assign([0, 1].map((partition) => ({ topic, partition, offset: 0 })))
+      const p0 = yield* puller(zero!)
+      const p1 = yield* puller(one!)
+      yield* p0.upTo(5)
+      yield* p1.upTo(5)
+      p0.records.forEach((record, i) => checkRecord(record, topic, 0, i))
+      // A pull waiting for more when the partition is revoked ends: the stream is over.
+      const waiting = yield* Effect.forkChild(Effect.exit(p0.next))
+      yield* loop.revoke([zero!])
+      const ended = yield* Fiber.join(waiting)
+      assert.ok(Exit.isFailure(ended) && Cause.isDone(Cause.squash(ended.cause)), "the revoked stream ended")
+      assert.equal(loop.position(zero!), undefined)
+      assert.deepEqual(yield* Stream.runCollect(zero!.records), [])
+      yield* Effect.promise(() => produce(kafka, topic, [0, 1].map((partition) => ({ partition, from: 5, count: 5 }))))
+      yield* p1.upTo(10)
+      p1.records.forEach((record, i) => checkRecord(record, topic, 1, i))
+      assert.equal(p0.records.length, 5)
+    }))
   })
 })
 
