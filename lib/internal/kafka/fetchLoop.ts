@@ -25,9 +25,13 @@
  * The loop's state is plain mutable objects owned by the loop's scope; every change to it is a
  * synchronous step between Effect yields, so there are no locks.
  *
+ * Records are views into the Fetch response they came in: one claim's unpulled chunk keeps that
+ * whole response alive (at most `maxBytes`), as the Transport contract allows; copy to keep.
+ *
  * Not done yet (gaps, listed so nobody assumes them): fetch sessions (KIP-227; every request is
- * a full fetch, which costs request bytes at 1024 partitions but no correctness); no follower
- * fetching (KIP-392); no jitter in the backoff.
+ * a full fetch, which costs request bytes at 1024 partitions but no correctness); no log
+ * truncation detection (KIP-320: `lastFetchedEpoch` is not sent, so `divergingEpoch` never
+ * comes); no follower fetching (KIP-392); no jitter in the backoff.
  */
 import { Cause, Duration, Effect, Result, Scope, Stream } from "effect"
 import type { ConsumerRecord, PartitionClaim, TopicPartition } from "../../Transport.ts"
