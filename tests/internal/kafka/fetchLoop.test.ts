@@ -187,7 +187,11 @@ kafkaTest("FetchLoop fetches one batch ahead: a claim whose records are not pull
       for (const partition of [0, 1, 2]) {
         assert.deepEqual(fetchesOf(routing, topic, partition).length, 1, `partition ${partition} was fetched once`)
       }
-      assert.ok(fetchesOf(routing, topic, 3).length >= 10)
+      // A fetch session: after the first, requests are incremental and list only what changed,
+      // and the partitions that have no room are dropped from the session.
+      assert.equal(routing.fetches[0]!.sessionEpoch, 0)
+      assert.ok(routing.fetches.slice(2).every((fetch) => fetch.sessionEpoch > 0 && fetch.partitions.length === 0))
+      assert.deepEqual([...routing.fetches[1]!.forgotten].sort(), [0, 1, 2].map((p) => `${topic}/${p}`))
       // Pulling partition 0's batch gives it room: its next Fetch starts after the batch.
       const pulled = yield* puller(claims[0]!)
       yield* pulled.next
@@ -378,7 +382,9 @@ kafkaTest("FetchLoop over brokers.ts: records flow, and a revoked partition's st
 const utf8 = (s: string) => new TextEncoder().encode(s)
 
 /** A scripted broker that knows ApiVersions and Fetch v4-12, answering Fetches with `answer`. */
-const scripted = (answer: (nth: number, version: number) => { errorCode: number; records: Uint8Array | null }) => {
+const scripted = (
+  answer: (nth: number, version: number) => { errorCode: number; records: Uint8Array | null; topError?: number; sessionId?: number },
+) => {
   let fetches = 0
   return fakeBroker((request) => {
     if (request.apiKey === ApiVersions.key) {
@@ -389,11 +395,11 @@ const scripted = (answer: (nth: number, version: number) => { errorCode: number;
       } as never)
     }
     if (request.apiKey === Fetch.key) {
-      const { errorCode, records } = answer(fetches++, request.version)
+      const { errorCode, records, topError = 0, sessionId = 0 } = answer(fetches++, request.version)
       return responseFrame(Fetch, request.version, request.correlationId, {
         throttleTimeMs: 0,
-        errorCode: 0,
-        sessionId: 0,
+        errorCode: topError,
+        sessionId,
         responses: [{
           topic: "scripted",
           partitions: [{ partitionIndex: 0, errorCode, highWatermark: 10, lastStableOffset: 10, logStartOffset: 0, abortedTransactions: null, records }],
@@ -467,6 +473,30 @@ test("FetchLoop re-routes a partition whose leader moved: metadata is invalidate
       assert.deepEqual(pulled.records.map((r) => text(r.value)), ["x", "y"])
       assert.equal(counts.invalidate, 2, "NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH each invalidate metadata")
       assert.equal(counts.leaderFor, 3, "and each leads to a new leader lookup")
+    }))
+    await fake.until(() => fake.open() === 0)
+  } finally {
+    await fake.close()
+  }
+})
+
+test("FetchLoop starts a new fetch session when the broker forgot its session, without losing a record", async () => {
+  const fake = await scripted((nth) =>
+    nth === 0
+      ? { errorCode: 0, records: batchAt(0, ["x"]), sessionId: 7 }
+      : nth === 1
+      ? { errorCode: 0, records: null, topError: 70, sessionId: 0 }
+      : { errorCode: 0, records: nth === 2 ? batchAt(1, ["y"]) : null, sessionId: 8 }
+  )
+  try {
+    await run(Effect.gen(function*() {
+      const { routing, counts } = yield* scriptedRouting(fake.address)
+      const loop = yield* FetchLoop.make(routing, { maxWait: "10 millis" })
+      const [claim] = yield* loop.assign([{ topic: "scripted", partition: 0, offset: 0 }])
+      const pulled = yield* puller(claim!)
+      yield* pulled.upTo(2)
+      assert.deepEqual(pulled.records.map((r) => [r.offset, text(r.value)]), [[0, "x"], [1, "y"]])
+      assert.equal(counts.invalidate, 0, "a lost session is not a metadata problem")
     }))
     await fake.until(() => fake.open() === 0)
   } finally {
