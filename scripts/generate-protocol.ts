@@ -68,6 +68,17 @@ export const apis: ReadonlyArray<{ readonly name: string; readonly oldest39: num
   { name: "DescribeCluster", oldest39: 0 },
 ]
 
+/**
+ * The "data" messages generated: not APIs but payloads that API messages carry as opaque bytes,
+ * with an int16 version in front (api.ts's Data). The classic consumer protocol puts these in
+ * JoinGroup's protocol metadata and SyncGroup's assignments (ConsumerProtocol.java). Every version
+ * the jar lists is generated: they are read and written by clients, never by a broker.
+ */
+export const dataMessages: ReadonlyArray<{ readonly name: string }> = [
+  { name: "ConsumerProtocolSubscription" },
+  { name: "ConsumerProtocolAssignment" },
+]
+
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 export const defaultOutDir = join(root, "lib/internal/kafka/protocol")
 
@@ -313,7 +324,7 @@ interface JsonField {
 }
 
 interface JsonMessage {
-  readonly apiKey: number
+  readonly apiKey?: number
   readonly type: string
   readonly name: string
   readonly validVersions: string
@@ -456,6 +467,7 @@ export const buildApi = (
   if (valid.lo !== responseValid.lo || valid.hi !== responseValid.hi) {
     throw new Error(`${api.name}: request and response validVersions differ`)
   }
+  if (requestJson.apiKey === undefined) throw new Error(`${api.name}Request.json has no apiKey`)
   const range = { lo: Math.max(valid.lo, api.oldest39), hi: valid.hi }
   if (isEmpty(range)) throw new Error(`${api.name}: no version is both in the jar and accepted by Kafka 3.9`)
   const request = parseMessage(`${api.name}Request.json`, requestJson, range)
@@ -463,6 +475,37 @@ export const buildApi = (
   nameStructs(api.name, request, response)
   const latestUnstable = requestJson.latestVersionUnstable === true
   return { name: api.name, key: requestJson.apiKey, minVersion: range.lo, maxVersion: range.hi, latestUnstable, request, response }
+}
+
+/** One generated data message (see {@link dataMessages}). */
+export interface DataModel {
+  readonly name: string
+  readonly minVersion: number
+  readonly maxVersion: number
+  readonly message: MessageModel
+}
+
+/** Reads the definitions of every message in {@link dataMessages} and builds their models. */
+export const loadData = (jar: string, useUnzip?: boolean): DataModel[] => {
+  const texts = readDefinitions(jar, dataMessages.map((data) => `${data.name}.json`), useUnzip)
+  return dataMessages.map((data) => buildData(data.name, texts.get(`${data.name}.json`)!))
+}
+
+/** The model of one data message from the text of its definition. */
+export const buildData = (name: string, text: string): DataModel => {
+  const json = parseCommentedJson(text) as JsonMessage
+  const file = `${name}.json`
+  if (json.type !== "data") throw new Error(`${file}: type is "${json.type}", not "data"`)
+  if (json.name !== name) throw new Error(`${file}: defines ${json.name}, not ${name}`)
+  const range = parseVersions(json.validVersions)
+  if (isEmpty(range) || range.hi === Infinity) throw new Error(`${file}: bad validVersions "${json.validVersions}"`)
+  const message = parseMessage(file, json, range)
+  // The top struct's interface shares its name with the Data constant (a type and a value).
+  const reserved = new Set(["Data", "Reader", "Writer", "ProtocolError"])
+  for (const struct of message.structs.slice(1)) {
+    if (reserved.has(struct.jsonName) || struct.jsonName === name) struct.tsName = name + struct.jsonName
+  }
+  return { name, minVersion: range.lo, maxVersion: range.hi, message }
 }
 
 /**
@@ -970,11 +1013,13 @@ const header = (version: string, sources: string): string[] => [
   "",
 ]
 
-/** The source of lib/internal/kafka/protocol/<Api>.ts. */
-export const emitApi = (api: ApiModel, version: string): string => {
-  const lines = header(version, `common/message/${api.request.file} and ${api.response.file}`)
+/**
+ * The codecs and default values of the structs of `messages`, and the import lines they need
+ * (with `apiImports` from api.ts besides the helpers the code uses).
+ */
+const emitMessages = (messages: ReadonlyArray<MessageModel>, apiImports: string[]): { imports: string[]; body: string[] } => {
   const body: string[] = []
-  for (const message of [api.request, api.response]) {
+  for (const message of messages) {
     for (const struct of message.structs) body.push(...emitStruct(message, struct))
   }
   // Default values, one frozen object per struct shared by every decode that needs it (decoded
@@ -993,11 +1038,10 @@ export const emitApi = (api: ApiModel, version: string): string => {
       "",
     )
   }
-  for (const message of [api.request, api.response]) {
+  for (const message of messages) {
     for (const struct of message.structs) if (struct.needsDefault) emitDefault(struct)
   }
   const text = body.join("\n")
-  const apiImports = ["type Api", "unsupportedVersion"]
   if (text.includes("fieldNotInVersion(")) apiImports.push("fieldNotInVersion")
   if (text.includes("nullNotAllowed(")) apiImports.push("nullNotAllowed")
   if (text.includes("skipTaggedFields(")) apiImports.push("skipTaggedFields")
@@ -1005,9 +1049,15 @@ export const emitApi = (api: ApiModel, version: string): string => {
   if (/\bemptyArray\b/.test(text)) wireImports.unshift("emptyArray")
   if (/\bemptyBytes\b/.test(text)) wireImports.unshift("emptyBytes")
   if (/\bzeroUuid\b/.test(text)) wireImports.push("zeroUuid")
-  lines.push(`import { ${apiImports.join(", ")} } from "./api.ts"`)
-  lines.push(`import { ${wireImports.join(", ")} } from "./wire.ts"`, "")
-  lines.push(...body)
+  const imports = [`import { ${apiImports.join(", ")} } from "./api.ts"`, `import { ${wireImports.join(", ")} } from "./wire.ts"`, ""]
+  return { imports, body }
+}
+
+/** The source of lib/internal/kafka/protocol/<Api>.ts. */
+export const emitApi = (api: ApiModel, version: string): string => {
+  const lines = header(version, `common/message/${api.request.file} and ${api.response.file}`)
+  const { imports, body } = emitMessages([api.request, api.response], ["type Api", "unsupportedVersion"])
+  lines.push(...imports, ...body)
   const req = api.request.top.tsName
   const res = api.response.top.tsName
   const min = api.minVersion
@@ -1053,9 +1103,40 @@ export const emitApi = (api: ApiModel, version: string): string => {
   return lines.join("\n")
 }
 
+/** The source of lib/internal/kafka/protocol/<Data>.ts, for a data message. */
+export const emitData = (data: DataModel, version: string): string => {
+  const lines = header(version, `common/message/${data.message.file}`)
+  const { imports, body } = emitMessages([data.message], ["type Data", "unsupportedVersion"])
+  lines.push(...imports, ...body)
+  const name = data.name
+  const top = data.message.top.tsName
+  const min = data.minVersion
+  const max = data.maxVersion
+  const check = `if (v < ${min} || v > ${max}) throw unsupportedVersion("${name}", v, ${min}, ${max})`
+  lines.push(
+    `/** ${name}, versions ${min} to ${max}: a data message, carried as bytes with its version in front (api.ts's encodeVersionPrefixed). */`,
+    `export const ${name}: Data<${top}> = {`,
+    `  name: "${name}",`,
+    `  minVersion: ${min},`,
+    `  maxVersion: ${max},`,
+    "  encode: (w, v, x) => {",
+    `    ${check}`,
+    `    encode${top}(w, v, x)`,
+    "  },",
+    "  decode: (r, v) => {",
+    `    ${check}`,
+    `    r.what = \`${name} v\${v}\``,
+    `    return decode${top}(r, v)`,
+    "  },",
+    "}",
+    "",
+  )
+  return lines.join("\n")
+}
+
 /** The source of lib/internal/kafka/protocol/index.ts. */
-export const emitIndex = (models: ReadonlyArray<ApiModel>, version: string): string => {
-  const lines = header(version, "the request and response definitions of the APIs listed in the generator,")
+export const emitIndex = (models: ReadonlyArray<ApiModel>, data: ReadonlyArray<DataModel>, version: string): string => {
+  const lines = header(version, "the definitions of the APIs and data messages listed in the generator,")
   // The coverage, for readers and the README: one line per API.
   const flexibleFrom = (api: ApiModel) => {
     const f = intersect(api.request.flexible, { lo: api.minVersion, hi: api.maxVersion })
@@ -1070,6 +1151,7 @@ export const emitIndex = (models: ReadonlyArray<ApiModel>, version: string): str
   // Only the API constants and their request and response types: nested struct names repeat
   // across APIs (LeaderIdAndEpoch, Assignment), so they are imported from the API's own file.
   for (const api of models) lines.push(`import { ${api.name} } from "./${api.name}.ts"`)
+  for (const d of data) lines.push(`import { ${d.name} } from "./${d.name}.ts"`)
   lines.push("")
   for (const api of models) {
     lines.push(`export { ${api.name}, type ${api.request.top.tsName}, type ${api.response.top.tsName} } from "./${api.name}.ts"`)
@@ -1079,6 +1161,11 @@ export const emitIndex = (models: ReadonlyArray<ApiModel>, version: string): str
   lines.push(`export const apis = [${models.map((a) => a.name).join(", ")}] as const`, "")
   lines.push("/** The generated APIs by key. */")
   lines.push("export const apisByKey: ReadonlyMap<number, (typeof apis)[number]> = new Map(apis.map((api) => [api.key, api]))", "")
+  // The data messages' top structs share their names with their constants: one export gives both.
+  for (const d of data) lines.push(`export { ${d.name} } from "./${d.name}.ts"`)
+  lines.push("")
+  lines.push("/** Every generated data message (payloads API messages carry as version-prefixed bytes), in the generator's order. */")
+  lines.push(`export const dataMessages = [${data.map((d) => d.name).join(", ")}] as const`, "")
   return lines.join("\n")
 }
 
@@ -1087,9 +1174,11 @@ export const generate = (options: { readonly jar?: string; readonly useUnzip?: b
   const version = kafkaVersion()
   const jar = options.jar ?? defaultJar(version)
   const models = loadApis(jar, undefined, options.useUnzip)
+  const data = loadData(jar, options.useUnzip)
   const files = new Map<string, string>()
   for (const api of models) files.set(`${api.name}.ts`, emitApi(api, version))
-  files.set("index.ts", emitIndex(models, version))
+  for (const d of data) files.set(`${d.name}.ts`, emitData(d, version))
+  files.set("index.ts", emitIndex(models, data, version))
   return files
 }
 

@@ -3,13 +3,17 @@
 // not parse to the last byte. Run by tests/internal/kafka/protocol_java.test.ts as a single-file
 // program: java -cp '.cache/kafka/libs/*' ProtocolCheck.java CASES_FILE
 // CASES_FILE holds, per case: int16 api key, int16 version, int8 0 (request) or 1 (response),
-// int32 length, the body's bytes.
+// int32 length, the body's bytes. Data messages have negative keys: -1 ConsumerProtocolSubscription,
+// -2 ConsumerProtocolAssignment (side 0).
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import org.apache.kafka.common.protocol.ApiKeys;
+import org.apache.kafka.common.message.ConsumerProtocolAssignment;
+import org.apache.kafka.common.message.ConsumerProtocolSubscription;
 import org.apache.kafka.common.protocol.ApiMessage;
+import org.apache.kafka.common.protocol.Message;
 import org.apache.kafka.common.protocol.ByteBufferAccessor;
 import org.apache.kafka.common.protocol.ObjectSerializationCache;
 
@@ -23,11 +27,15 @@ public class ProtocolCheck {
       byte side = in.get();
       byte[] bytes = new byte[in.getInt()];
       in.get(bytes);
-      ApiKeys api = ApiKeys.forId(key);
-      String what = api.name + (side == 0 ? "Request" : "Response") + " v" + version;
+      ApiKeys api = key >= 0 ? ApiKeys.forId(key) : null;
+      String what = key == -1 ? "ConsumerProtocolSubscription v" + version
+          : key == -2 ? "ConsumerProtocolAssignment v" + version
+          : api.name + (side == 0 ? "Request" : "Response") + " v" + version;
       cases++;
       try {
-        ApiMessage message = side == 0 ? api.messageType.newRequest() : api.messageType.newResponse();
+        Message message = key == -1 ? new ConsumerProtocolSubscription()
+            : key == -2 ? new ConsumerProtocolAssignment()
+            : side == 0 ? api.messageType.newRequest() : api.messageType.newResponse();
         ByteBuffer buffer = ByteBuffer.wrap(bytes);
         message.read(new ByteBufferAccessor(buffer), version);
         if (buffer.hasRemaining()) throw new RuntimeException(buffer.remaining() + " bytes left unread");

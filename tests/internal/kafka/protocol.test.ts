@@ -4,18 +4,19 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { test } from "node:test"
-import type { Api } from "../../../lib/internal/kafka/protocol/api.ts"
+import { type Api, type Data, decodeVersionPrefixed, encodeVersionPrefixed, tryDecodeVersionPrefixed } from "../../../lib/internal/kafka/protocol/api.ts"
 import { ApiVersions } from "../../../lib/internal/kafka/protocol/ApiVersions.ts"
-import { apis } from "../../../lib/internal/kafka/protocol/index.ts"
+import { apis, ConsumerProtocolAssignment, ConsumerProtocolSubscription, dataMessages } from "../../../lib/internal/kafka/protocol/index.ts"
 import { Reader, Writer } from "../../../lib/internal/kafka/protocol/wire.ts"
 import {
   apis as generatorList,
+  dataMessages as generatorDataList,
   defaultJar,
   defaultOutDir,
   generatedFilesIn,
   readDefinitions,
 } from "../../../scripts/generate-protocol.ts"
-import { apiModels, seeded, valueOf } from "./protocolValues.ts"
+import { apiModels, dataModels, seeded, valueOf } from "./protocolValues.ts"
 
 const root = join(import.meta.dirname ?? new URL(".", import.meta.url).pathname, "../../..")
 
@@ -126,6 +127,49 @@ test("every request and response of every version survives encode, decode and en
     }
   }
   assert.ok(cases > 1000, `${cases} cases`)
+})
+
+test("every version of every data message survives encode, decode and encode again, with and without its version prefix", () => {
+  assert.deepEqual(
+    dataMessages.map((data) => data.name),
+    generatorDataList.map((data) => data.name),
+  )
+  const random = seeded(33)
+  const rounds = Number(process.env.PARTITA_PROTOCOL_ROUNDS ?? 4) * 4
+  for (const [i, data] of (dataMessages as ReadonlyArray<Data<unknown>>).entries()) {
+    const model = dataModels()[i]!
+    assert.deepEqual([data.minVersion, data.maxVersion], [model.minVersion, model.maxVersion], data.name)
+    for (let v = data.minVersion; v <= data.maxVersion; v++) {
+      for (let round = 0; round < rounds; round++) {
+        const value = valueOf(model.message.top, v, random)
+        const writer = new Writer(16)
+        data.encode(writer, v, value)
+        const bytes = writer.finish().slice()
+        const reader = new Reader(bytes)
+        assert.deepStrictEqual(data.decode(reader, v), value, `${data.name} v${v}`)
+        assert.equal(reader.remaining, 0, `${data.name} v${v}: the decoder reads every byte`)
+        const prefixed = encodeVersionPrefixed(data, v, value)
+        assert.deepEqual([...prefixed.subarray(2)], [...bytes], `${data.name} v${v}: the body follows the version`)
+        assert.deepStrictEqual(decodeVersionPrefixed(data, prefixed), { version: v, value }, `${data.name} v${v}`)
+      }
+    }
+  }
+})
+
+test("a data message of a newer version is read as the newest generated; one below the lowest is refused", () => {
+  const subscription = { topics: ["a", "b"], userData: null, ownedPartitions: [{ topic: "a", partitions: [0, 2] }], generationId: 7, rackId: "r1" }
+  const v3 = encodeVersionPrefixed(ConsumerProtocolSubscription, 3, subscription)
+  // A v9 from a future client: the v3 fields, then fields this side does not know.
+  const v9 = Uint8Array.from([0, 9, ...v3.subarray(2), 1, 2, 3, 4])
+  assert.deepStrictEqual(decodeVersionPrefixed(ConsumerProtocolSubscription, v9), { version: 9, value: subscription })
+  const old = tryDecodeVersionPrefixed(ConsumerProtocolAssignment, Uint8Array.from([0xff, 0xff, 0, 0, 0, 0]))
+  assert.ok(!old.ok && /ConsumerProtocolAssignment: version -1 is below the lowest known, 0/.test(old.error.message))
+  const short = tryDecodeVersionPrefixed(ConsumerProtocolAssignment, Uint8Array.from([0, 3, 0, 0, 0, 5]))
+  assert.ok(!short.ok && short.error.name === "ProtocolError", "a truncated body is a ProtocolError")
+  assert.throws(
+    () => encodeVersionPrefixed(ConsumerProtocolAssignment, 4, { assignedPartitions: [], userData: null }),
+    (error: Error) => error.name === "ProtocolError" && /only versions 0 to 3 are generated/.test(error.message),
+  )
 })
 
 test("a tagged field longer than 127 bytes moves its value to make room for a longer size", () => {

@@ -7,12 +7,14 @@ import { uuidToString } from "../../../lib/internal/kafka/protocol/wire.ts"
 import {
   type ApiModel,
   contains,
+  type DataModel,
   defaultJar,
   defaultValue,
   type FieldModel,
   intersect,
   isEmpty,
   loadApis,
+  loadData,
   type StructModel,
   type TypeModel,
 } from "../../../scripts/generate-protocol.ts"
@@ -103,3 +105,8 @@ let models: ApiModel[] | undefined
 
 /** The generator's model of every generated API, read once from the kafka-clients jar. */
 export const apiModels = (): ApiModel[] => (models ??= loadApis(defaultJar()))
+
+let data: DataModel[] | undefined
+
+/** The generator's model of every generated data message, read once from the kafka-clients jar. */
+export const dataModels = (): DataModel[] => (data ??= loadData(defaultJar()))

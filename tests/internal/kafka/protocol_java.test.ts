@@ -4,11 +4,11 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { test } from "node:test"
-import type { Api } from "../../../lib/internal/kafka/protocol/api.ts"
-import { apis } from "../../../lib/internal/kafka/protocol/index.ts"
+import type { Api, Data } from "../../../lib/internal/kafka/protocol/api.ts"
+import { apis, dataMessages } from "../../../lib/internal/kafka/protocol/index.ts"
 import { Writer } from "../../../lib/internal/kafka/protocol/wire.ts"
 import { defaultJar } from "../../../scripts/generate-protocol.ts"
-import { apiModels, seeded, valueOf } from "./protocolValues.ts"
+import { apiModels, dataModels, seeded, valueOf } from "./protocolValues.ts"
 
 // The round trips in protocol.test.ts show the codecs agree with themselves; this shows they
 // agree with Kafka: its own generated message classes (the same JSON, Kafka's Java generator)
@@ -17,7 +17,7 @@ import { apiModels, seeded, valueOf } from "./protocolValues.ts"
 
 const here = import.meta.dirname ?? new URL(".", import.meta.url).pathname
 
-test("Kafka's Java message classes read every generated request and response version and write back the same bytes", () => {
+test("Kafka's Java message classes read every generated request, response and data message version and write back the same bytes", () => {
   const jar = defaultJar()
   assert.ok(existsSync(jar), `${jar} is missing: run \`scripts/kafka fetch\` (it fetches the Kafka jars with Maven)`)
   const rounds = Number(process.env.PARTITA_PROTOCOL_ROUNDS ?? 4)
@@ -38,6 +38,21 @@ test("Kafka's Java message classes read every generated request and response ver
           cases.bytes(body.finish())
           count++
         }
+      }
+    }
+  }
+  // Data messages, keyed -1, -2, … in the generator's order (ProtocolCheck.java knows them).
+  for (const [i, data] of (dataMessages as ReadonlyArray<Data<unknown>>).entries()) {
+    const model = dataModels()[i]!
+    for (let v = data.minVersion; v <= data.maxVersion; v++) {
+      for (let round = 0; round < rounds * 4; round++) {
+        const body = new Writer()
+        data.encode(body, v, valueOf(model.message.top, v, random))
+        cases.int16(-1 - i)
+        cases.int16(v)
+        cases.int8(0)
+        cases.bytes(body.finish())
+        count++
       }
     }
   }

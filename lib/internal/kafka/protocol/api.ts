@@ -8,7 +8,7 @@
  * response header, response body. The size prefix is the connection's (Writer.reserveInt32 /
  * patchInt32); the rest is here and in the generated files.
  */
-import { attempt, type Attempt, ProtocolError, type Reader, type Writer } from "./wire.ts"
+import { attempt, type Attempt, ProtocolError, Reader, Writer } from "./wire.ts"
 
 /**
  * One Kafka API: its key, the versions generated, which header versions go with each, and the
@@ -134,6 +134,52 @@ export const tryDecodeResponse = <Req, Res>(api: Api<Req, Res>, reader: Reader, 
  */
 export const tryDecodeRequest = <Req, Res>(api: Api<Req, Res>, reader: Reader, version: number): Attempt<Req> =>
   attempt(() => api.decodeRequest(reader, version))
+
+/**
+ * A data message (`"type": "data"` in Kafka's definitions): a payload that API messages carry as
+ * opaque bytes, such as the classic consumer protocol's subscription (JoinGroup protocol metadata)
+ * and assignment (SyncGroup). Its codecs are generated like an API's and follow the same rules;
+ * on the wire it goes with its int16 version in front ({@link encodeVersionPrefixed}).
+ */
+export interface Data<T> {
+  /** The message's name in Kafka's definitions, e.g. "ConsumerProtocolSubscription". */
+  readonly name: string
+  readonly minVersion: number
+  readonly maxVersion: number
+  readonly encode: (writer: Writer, version: number, value: T) => void
+  readonly decode: (reader: Reader, version: number) => T
+}
+
+/**
+ * A data message as its own bytes: int16 version, then the body in that version
+ * (Kafka's MessageUtil.toVersionPrefixedByteBuffer).
+ */
+export const encodeVersionPrefixed = <T>(data: Data<T>, version: number, value: T, writer: Writer = new Writer(64)): Uint8Array => {
+  if (version < data.minVersion || version > data.maxVersion) throw unsupportedVersion(data.name, version, data.minVersion, data.maxVersion)
+  writer.int16(version)
+  data.encode(writer, version, value)
+  return writer.finish()
+}
+
+/**
+ * Reads a version-prefixed data message as Kafka's ConsumerProtocol does: a version above the
+ * highest generated is read as the highest (newer versions may only append fields, so their
+ * prefix is an older version's message) and bytes after it are left unread; a version below the
+ * lowest is refused. `version` is the one on the wire.
+ */
+export const decodeVersionPrefixed = <T>(data: Data<T>, bytes: Uint8Array): { readonly version: number; readonly value: T } => {
+  const reader = new Reader(bytes)
+  reader.what = data.name
+  const version = reader.int16()
+  if (version < data.minVersion) {
+    throw new ProtocolError(`Cannot decode ${data.name}: version ${version} is below the lowest known, ${data.minVersion}`)
+  }
+  return { version, value: data.decode(reader, Math.min(version, data.maxVersion)) }
+}
+
+/** {@link decodeVersionPrefixed} without throwing, for callers at the Effect boundary. */
+export const tryDecodeVersionPrefixed = <T>(data: Data<T>, bytes: Uint8Array): Attempt<{ readonly version: number; readonly value: T }> =>
+  attempt(() => decodeVersionPrefixed(data, bytes))
 
 /** The error a generated codec throws for a version it was not generated for. */
 export const unsupportedVersion = (what: string, version: number, min: number, max: number): ProtocolError =>
