@@ -59,13 +59,17 @@ export interface Member {
 }
 
 export const member = (
-  brokers: Group.GroupBrokers,
+  broker: string,
   options: Group.Options,
-  behaviour: { readonly acknowledge: boolean } = { acknowledge: true },
+  behaviour: { readonly acknowledge?: boolean; readonly route?: () => string } = {},
 ): Effect.Effect<Member, TransportError, Scope.Scope> =>
   Effect.gen(function* () {
     const outer = yield* Effect.scope
     const scope = yield* Scope.fork(outer)
+    // Each member has connections of its own, as each Kafka consumer does: the broker answers a
+    // connection's requests in order, so a JoinGroup waiting for a rebalance would hold back the
+    // heartbeats of every other member sharing its connection.
+    const brokers = yield* groupBrokers(broker, behaviour.route === undefined ? {} : { route: behaviour.route }).pipe(Scope.provide(scope))
     const group = yield* Group.join(brokers, options).pipe(Scope.provide(scope))
     const events: Array<Recorded> = []
     const holding = new Set<string>()
@@ -77,7 +81,7 @@ export const member = (
           events.push(recorded)
           if (event._tag === "Assigned") for (const tp of event.partitions) holding.add(key(tp))
           else if (event.lost) for (const tp of event.partitions) holding.delete(key(tp))
-          if (event._tag === "Revoked" && (behaviour.acknowledge || event.lost)) {
+          if (event._tag === "Revoked" && (behaviour.acknowledge !== false || event.lost)) {
             recorded.ackAt = yield* Clock.currentTimeMillis
             for (const tp of event.partitions) holding.delete(key(tp))
             yield* event.acknowledge
@@ -142,8 +146,7 @@ export const groupSuite = (suite: SuiteOptions): void => {
       const broker = suite.broker()
       const topic = yield* createTopic(broker, 4)
       const group = uniqueName("g")
-      const brokers = yield* groupBrokers(broker)
-      const a = yield* member(brokers, options(group, topic))
+      const a = yield* member(broker, options(group, topic))
       yield* a.until("A holds every partition", () => a.holds().length === 4)
       assert.equal(a.group.protocol, protocol)
       assert.deepEqual(a.holds(), partitionsOf(topic, 4))
@@ -167,7 +170,7 @@ export const groupSuite = (suite: SuiteOptions): void => {
 
       // A member joining later starts where the group committed.
       yield* a.close
-      const b = yield* member(brokers, options(group, topic))
+      const b = yield* member(broker, options(group, topic))
       yield* b.until("B holds every partition", () => b.holds().length === 4)
       const starts = b.events.flatMap((e) => e.event._tag === "Assigned" ? e.event.partitions : [])
       assert.deepEqual(
@@ -182,10 +185,9 @@ export const groupSuite = (suite: SuiteOptions): void => {
       const broker = suite.broker()
       const topic = yield* createTopic(broker, 4)
       const group = uniqueName("g")
-      const brokers = yield* groupBrokers(broker)
-      const a = yield* member(brokers, options(group, topic))
+      const a = yield* member(broker, options(group, topic))
       yield* a.until("A holds every partition", () => a.holds().length === 4)
-      const b = yield* member(brokers, options(group, topic))
+      const b = yield* member(broker, options(group, topic))
       yield* b.until("B holds two partitions", () => b.holds().length === 2)
       yield* a.until("A holds two partitions", () => a.holds().length === 2)
 
@@ -227,11 +229,10 @@ export const unacknowledgedIsFenced = (suite: SuiteOptions): void =>
       const broker = suite.broker()
       const topic = yield* createTopic(broker, 2)
       const group = uniqueName("g")
-      const brokers = yield* groupBrokers(broker)
       const base = { group, topics: [topic], protocol: suite.protocol, ...suite.memberOptions }
-      const a = yield* member(brokers, { ...base, rebalanceTimeout: "3 seconds" }, { acknowledge: false })
+      const a = yield* member(broker, { ...base, rebalanceTimeout: "3 seconds" }, { acknowledge: false })
       yield* a.until("A holds every partition", () => a.holds().length === 2)
-      const b = yield* member(brokers, base)
+      const b = yield* member(broker, base)
       yield* a.until("A is asked to revoke", () => a.events.some((e) => e.event._tag === "Revoked"))
       const asked = a.events.find((e) => e.event._tag === "Revoked")!.event.partitions[0]!
       // Still A's until acknowledged: a commit passes.
@@ -260,14 +261,12 @@ export const silentIsFenced = (suite: SuiteOptions): void =>
       const group = uniqueName("g")
       const held = yield* Effect.acquireRelease(Effect.promise(() => proxy(broker)), (p) => Effect.promise(() => p.close()))
       let via = held.address
-      const silentBrokers = yield* groupBrokers(broker, { route: () => via })
-      const brokers = yield* groupBrokers(broker)
       const base = { group, topics: [topic], protocol: suite.protocol, ...suite.memberOptions }
-      const a = yield* member(silentBrokers, base)
+      const a = yield* member(broker, base, { route: () => via })
       yield* a.until("A holds every partition", () => a.holds().length === 2)
       const mine = a.group.owned()[0]!
       held.hold()
-      const b = yield* member(brokers, base)
+      const b = yield* member(broker, base)
       yield* b.until("B holds every partition", () => b.holds().length === 2)
       // A hears again: its next request finds out it was removed.
       via = broker
