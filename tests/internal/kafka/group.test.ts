@@ -6,8 +6,12 @@
  * acknowledge a revocation was not fenced within 40 s with a 3 s rebalance timeout on 4.4
  * (groupSuite.ts' unacknowledgedIsFenced, not run until that is understood).
  */
-import { kafkaTest } from "../../fixtures/services.ts"
-import { groupSuite } from "./groupSuite.ts"
+import assert from "node:assert/strict"
+import { Effect } from "effect"
+import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
+import * as Group from "../../../lib/internal/kafka/group.ts"
+import { kafkaTest, uniqueName } from "../../fixtures/services.ts"
+import { createTopic, groupSuite, member, run } from "./groupSuite.ts"
 
 let broker = ""
 const suite = {
@@ -21,3 +25,16 @@ const suite = {
 }
 
 groupSuite(suite)
+
+kafkaTest("Group over brokers.ts (fromBrokers): the protocol defaults to KIP-848 on Kafka 4.4; a member gets every partition and commits", ([broker]) =>
+  run(Effect.gen(function* () {
+    const topic = yield* createTopic(broker!, 2)
+    const pool = yield* Brokers.make({ bootstrap: [broker!] })
+    const brokers = Effect.flatMap(Effect.succeed(pool), (b) => Group.fromBrokers(b, {}))
+    const a = yield* member(broker!, { group: uniqueName("g"), topics: [topic] }, { brokers })
+    yield* a.until("A holds every partition", () => a.holds().length === 2)
+    assert.equal(a.group.protocol, "consumer", "Kafka 4.4 speaks KIP-848, so it is the default")
+    yield* a.group.commit([{ topic, partition: 1, offset: 9, metadata: "x" }])
+    assert.deepEqual(yield* a.group.committed([{ topic, partition: 1 }]), [{ topic, partition: 1, offset: 9, metadata: "x" }])
+    yield* a.close
+  })), { timeoutMs: 60_000 })

@@ -61,7 +61,12 @@ export interface Member {
 export const member = (
   broker: string,
   options: Group.Options,
-  behaviour: { readonly acknowledge?: boolean; readonly route?: () => string } = {},
+  behaviour: {
+    readonly acknowledge?: boolean
+    readonly route?: () => string
+    /** The member's brokers (default: the small stand-in of fixtures/groupBrokers.ts). */
+    readonly brokers?: Effect.Effect<Group.GroupBrokers, TransportError, Scope.Scope>
+  } = {},
 ): Effect.Effect<Member, TransportError, Scope.Scope> =>
   Effect.gen(function* () {
     const outer = yield* Effect.scope
@@ -69,7 +74,7 @@ export const member = (
     // Each member has connections of its own, as each Kafka consumer does: the broker answers a
     // connection's requests in order, so a JoinGroup waiting for a rebalance would hold back the
     // heartbeats of every other member sharing its connection.
-    const brokers = yield* groupBrokers(broker, behaviour.route === undefined ? {} : { route: behaviour.route }).pipe(Scope.provide(scope))
+    const brokers = yield* (behaviour.brokers ?? groupBrokers(broker, behaviour.route === undefined ? {} : { route: behaviour.route })).pipe(Scope.provide(scope))
     const group = yield* Group.join(brokers, options).pipe(Scope.provide(scope))
     const events: Array<Recorded> = []
     const holding = new Set<string>()
