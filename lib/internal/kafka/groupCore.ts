@@ -1,7 +1,7 @@
 /**
- * What both group protocols share (group.ts is the entry point): the member's state, the events,
- * commits and committed offsets. Consumer group membership: one member of a Kafka consumer group, on whichever group protocol
- * its coordinator speaks, behind one surface close to `Transport.Subscription` (events of
+ * What both group protocols share (group.ts is the entry point): the member's state, events,
+ * commits and committed offsets. A member of a Kafka consumer group, on whichever protocol its
+ * coordinator speaks, offers one surface close to `Transport.Subscription` (events of
  * Assigned/Revoked with acknowledge, commit, committed), without fetching: an `Assigned` event
  * carries each partition's committed offset (OffsetFetch), and the fetch loop starts there.
  *
@@ -16,10 +16,18 @@
  * after the acknowledge, on every member, leader or not: on KIP-848 the next heartbeat reports
  * the smaller owned set only then; on classic the member rejoins only then.
  *
- * Not done yet (see the report of issue 12): OffsetFetch/OffsetCommit go out at v9 at most
- * (topic names; v10 takes topic ids); regex subscriptions; rack-aware assignment; a member that
- * cannot reach its coordinator for a session does not drop its partitions on its own before the
- * broker tells it so.
+ * Not done yet (gaps, also in the report of issue 12):
+ * - OffsetFetch/OffsetCommit go out at v9 at most (topic names; v10 takes topic ids).
+ * - No regex subscriptions, no rack-aware assignment, no change of subscription while joined.
+ * - KIP-848: a target partition whose topic id is not in the cached metadata is skipped until
+ *   the coordinator sends a changed assignment (metadata is not refetched for it).
+ * - A member cut off from its coordinator for a whole session keeps its partitions until the
+ *   broker tells it it was fenced (Java drops them on its own after the session timeout).
+ * - Classic: a member waits for Partita's acknowledge without a deadline of its own (the
+ *   coordinator's rebalance timeout removes it, which its heartbeats then report as lost).
+ * - Static membership (instanceId) is sent and leaves as static members do (epoch -2, no
+ *   LeaveGroup), but no test covers it yet.
+ * - `events` is one stream over one queue: it is meant to be run once.
  */
 import { type Cause, Deferred, Duration, Effect, Queue, Schedule, Stream } from "effect"
 import type { CommittedOffset, OffsetCommit as OffsetToCommit, TopicPartition } from "../../Transport.ts"
@@ -42,7 +50,7 @@ export interface TopicInfo {
 
 /**
  * The narrow slice of brokers.ts membership uses: the group's coordinator, and topic metadata.
- * brokers.ts' `Brokers` is adapted to it by {@link fromBrokers}-style code at the call site.
+ * brokers.ts' `Brokers` is adapted to it by group.ts' `fromBrokers`.
  */
 export interface GroupBrokers {
   readonly coordinatorFor: (key: GroupKey) => Effect.Effect<Connection, TransportError.TransportError>
