@@ -226,7 +226,9 @@ export const groupSuite = (suite: SuiteOptions): void => {
 /**
  * KIP-848's fencing without waiting 45 s (the broker's minimum session timeout): a member that
  * never acknowledges its revocation is fenced once its rebalance timeout passes, its partitions
- * go to the other member, and its commit with the old epoch fails, non-retriable.
+ * go to the other member, and its commit with the old epoch fails, non-retriable. Not run yet:
+ * on Kafka 4.4 the fencing did not always come within 40 s (passed on Node, failed on Bun and
+ * Deno in one run), to be understood before it is part of group.test.ts.
  */
 export const unacknowledgedIsFenced = (suite: SuiteOptions): void =>
   suite.declare(`Group (${suite.protocol}): a member that does not acknowledge its revocation within the rebalance timeout is fenced: its commits fail, the other member gets everything`, () =>
