@@ -47,7 +47,12 @@ export interface Process {
   readonly waitForLine: (pattern: RegExp, timeoutMs: number) => Promise<string>
 }
 
-/** Spawns `file` on this runtime (`bun file`, `deno run -A file`, `node file`). */
+const isBun = (globalThis as { readonly Bun?: unknown }).Bun !== undefined
+
+/**
+ * Spawns `file` on this runtime (`bun file`, `deno run -A file`, `node file`), with `gc()` exposed
+ * on V8 (Bun has `Bun.gc`) so the app can report its heap after a collection.
+ */
 export const spawnTs = (file: string, env: Record<string, string>): Process => {
   const deno = (globalThis as unknown as { readonly Deno?: DenoApi }).Deno
   const childEnv = { ...process.env, NO_COLOR: "1", ...env } as Record<string, string>
@@ -59,7 +64,7 @@ export const spawnTs = (file: string, env: Record<string, string>): Process => {
   let kill: (signal: Signal) => void
   let exited: Promise<number | string>
   if (deno !== undefined) {
-    const child = new deno.Command(deno.execPath(), { args: ["run", "-A", file], env: childEnv, stdin: "null", stdout: "piped", stderr: "piped" }).spawn()
+    const child = new deno.Command(deno.execPath(), { args: ["run", "-A", "--v8-flags=--expose-gc", file], env: childEnv, stdin: "null", stdout: "piped", stderr: "piped" }).spawn()
     const pump = async (stream: ReadableStream<Uint8Array<ArrayBuffer>>, append: (text: string) => void) => {
       for await (const text of stream.pipeThrough(new TextDecoderStream())) {
         append(text)
@@ -80,7 +85,7 @@ export const spawnTs = (file: string, env: Record<string, string>): Process => {
       return status.signal ?? status.code
     })
   } else {
-    const child = spawn(process.execPath, [file], { env: childEnv, stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawn(process.execPath, [...(isBun ? [] : ["--expose-gc"]), file], { env: childEnv, stdio: ["ignore", "pipe", "pipe"] })
     child.stdout.setEncoding("utf8").on("data", (text: string) => ((stdout += text), changed()))
     child.stderr.setEncoding("utf8").on("data", (text: string) => ((stderr = (stderr + text).slice(-200_000)), changed()))
     pid = child.pid!
