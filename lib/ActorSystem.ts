@@ -41,6 +41,7 @@
 import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Schedule, Scope } from "effect"
 import type { Actor } from "./Actor.ts"
 import * as DeadLetter from "./internal/deadLetter.ts"
+import * as DenoFiberContext from "./internal/denoFiberContext.ts"
 import * as PartitionActor from "./internal/partitionActor.ts"
 import { measureLag, report } from "./internal/systemHealth.ts"
 import {
@@ -396,6 +397,8 @@ const launch = (
   onIncomplete: (error: ShutdownDeadlineExceeded) => Effect.Effect<void>,
 ) =>
   Effect.gen(function*() {
+    // On Deno, long-lived fibers (one per partition) otherwise keep a resource per suspension.
+    yield* Effect.sync(DenoFiberContext.install)
     yield* validate(actors)
     const settings = settingsOf(options)
     const transport = yield* Transport
