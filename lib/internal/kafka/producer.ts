@@ -31,13 +31,16 @@
  * for the answers; records still unanswered then fail.
  *
  * Not done yet: throttling (`throttleTimeMs` is not honoured), transactions, Produce v13
- * (topic ids: requests go out at v12 at most, by topic name), KIP-951 leader hints.
+ * (topic ids: requests go out at v12 at most, by topic name). KIP-951 leader hints in an answer
+ * are handed to the pool, which then needs no Metadata round trip.
  */
 import { Deferred, Duration, Effect, Exit, Scope } from "effect"
 import type { Acks, ProducerRecord, RecordMetadata, TopicPartition } from "../../Transport.ts"
 import * as TransportError from "../../TransportError.ts"
 import { partitionForKey } from "../partitioner.ts"
 import { Accumulator, addSequence, type Batch, type PartitionQueue, recordSize } from "./accumulator.ts"
+import type * as Brokers from "./brokers.ts"
+import { staleMetadataErrors } from "./brokers.ts"
 import type { Compression } from "./compression.ts"
 import type { Connection } from "./connection.ts"
 import { InitProducerId } from "./protocol/InitProducerId.ts"
@@ -60,9 +63,29 @@ export interface Cluster {
   readonly connection: (nodeId: number) => Effect.Effect<Connection, TransportError.TransportError>
   /** Any live broker, for InitProducerId. */
   readonly any: Effect.Effect<Connection, TransportError.TransportError>
-  /** Marks a topic's metadata stale: the next `leaderFor` refetches it. */
-  readonly invalidate: (topic: string) => Effect.Effect<void>
+  /** Marks a topic's metadata stale: the next `leaderFor` refetches it (or takes the KIP-951 hint). */
+  readonly invalidate: (topic: string, hint?: Brokers.LeaderHint) => Effect.Effect<void>
 }
+
+/**
+ * The producer's view of the broker pool.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const fromBrokers = (brokers: Brokers.Brokers): Cluster => ({
+  partitionCount: (topic) =>
+    Effect.flatMap(brokers.topics([topic]), (topics) => {
+      const found = topics.get(topic)
+      return found === undefined
+        ? Effect.fail(TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", "send", `Cannot produce to ${topic}: the cluster has no such topic`))
+        : Effect.succeed(found.partitions.length)
+    }),
+  leaderFor: (tp) => Effect.map(brokers.leaderFor(tp), (leader) => leader.nodeId),
+  connection: brokers.connection,
+  any: brokers.any,
+  invalidate: brokers.invalidate,
+})
 
 /**
  * @since 0.2.0
@@ -154,20 +177,9 @@ export interface KafkaProducer {
   readonly metrics: () => Metrics
 }
 
-/** Errors after which the topic's leaders must be looked up again. */
-const staleMetadata: ReadonlySet<TransportError.KafkaErrorName> = new Set<TransportError.KafkaErrorName>([
-  "NOT_LEADER_OR_FOLLOWER",
-  "UNKNOWN_TOPIC_OR_PARTITION",
-  "LEADER_NOT_AVAILABLE",
-  "FENCED_LEADER_EPOCH",
-  "UNKNOWN_LEADER_EPOCH",
-  "KAFKA_STORAGE_ERROR",
-  "NETWORK_EXCEPTION",
-  "REQUEST_TIMED_OUT",
-  "BROKER_NOT_AVAILABLE",
-  "UNKNOWN_TOPIC_ID",
-  "INCONSISTENT_TOPIC_ID",
-])
+/** Errors after which the partition's leader is looked up again: brokers.ts's, and a timeout. */
+const staleMetadata = (code: TransportError.KafkaErrorName): boolean =>
+  staleMetadataErrors.has(code) || code === "REQUEST_TIMED_OUT"
 
 /** The idempotence errors that need a new epoch (Java's `TransactionManager.handleFailedBatch`). */
 const sequenceErrors: ReadonlySet<TransportError.KafkaErrorName> = new Set<TransportError.KafkaErrorName>([
@@ -311,7 +323,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     batch.lastError = error
     if (now >= batch.deadline || closing && flushing === 0) return fail(batch, timedOut(batch, error))
     if (batch.uncertain && !isIdempotent(batch.queue)) return fail(batch, error)
-    if (staleMetadata.has(error.code)) batch.queue.leader = undefined
+    if (staleMetadata(error.code)) batch.queue.leader = undefined
     accumulator.requeue(batch, now + backoffMs)
   }
 
@@ -331,7 +343,9 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     for (const topic of response.responses) {
       for (const partition of topic.partitionResponses) byPartition.set(`${partition.index}\u0000${topic.name}`, partition)
     }
-    const stale = new Set<string>()
+    /** Per stale topic, the leader hints of its partitions; `undefined` once one has none (refetch). */
+    const stale = new Map<string, Array<Brokers.LeaderHint> | undefined>()
+    const endpoints = response.nodeEndpoints?.map((node) => ({ nodeId: node.nodeId, host: node.host, port: node.port, rack: node.rack }))
     for (const batch of batches) {
       const queue = batch.queue
       const answer = byPartition.get(`${queue.partition}\u0000${queue.topic}`)
@@ -361,7 +375,16 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
         continue
       }
       if (error.retriable) {
-        if (staleMetadata.has(code)) stale.add(queue.topic)
+        if (staleMetadata(code)) {
+          // KIP-951: a NOT_LEADER_OR_FOLLOWER answer may name the new leader, saving a Metadata round trip.
+          const leader = answer.currentLeader
+          const hints = stale.has(queue.topic) ? stale.get(queue.topic) : []
+          if (leader === undefined || leader.leaderId < 0) stale.set(queue.topic, undefined)
+          else if (hints !== undefined) {
+            hints.push({ partition: queue.partition, leaderId: leader.leaderId, leaderEpoch: leader.leaderEpoch, ...(endpoints ? { endpoints } : {}) })
+            stale.set(queue.topic, hints)
+          }
+        }
         metrics.retries++
         retry(batch, error, now)
         continue
@@ -444,7 +467,10 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
         return handleLost(sendable, errorOfExit(answer, node), true, at)
       }
       const stale = handleResponse(sendable, answer.value, at)
-      for (const topic of stale) yield* cluster.invalidate(topic)
+      for (const [topic, hints] of stale) {
+        if (hints === undefined) yield* cluster.invalidate(topic)
+        else for (const hint of hints) yield* cluster.invalidate(topic, hint)
+      }
     }).pipe(
       Effect.ensuring(Effect.sync(() => {
         inFlightByNode.set(node, (inFlightByNode.get(node) ?? 1) - 1)
