@@ -10,13 +10,20 @@
  */
 import assert from "node:assert/strict"
 import process from "node:process"
+import { test } from "node:test"
 import { Cause, Effect, Exit, Fiber, Layer, References, type Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import * as Producer from "../../../lib/internal/kafka/producer.ts"
+import { decodeRequestHeader } from "../../../lib/internal/kafka/protocol/api.ts"
+import { ApiVersions } from "../../../lib/internal/kafka/protocol/ApiVersions.ts"
+import { InitProducerId } from "../../../lib/internal/kafka/protocol/InitProducerId.ts"
+import { Produce } from "../../../lib/internal/kafka/protocol/Produce.ts"
+import { Reader } from "../../../lib/internal/kafka/protocol/wire.ts"
+import { decodeRecordBatches } from "../../../lib/internal/kafka/recordBatch.ts"
 import type { ProducerRecord, RecordMetadata } from "../../../lib/Transport.ts"
 import { refusesBatch, TransportError } from "../../../lib/TransportError.ts"
-import { proxy } from "../../fixtures/brokerProxy.ts"
+import { fakeBroker, proxy, responseFrame } from "../../fixtures/brokerProxy.ts"
 import { runJava } from "../../fixtures/kafkaTools.ts"
 import { createTopic, readBack, testCluster, withConnection } from "../../fixtures/producerCluster.ts"
 import { kafkaTest, uniqueName } from "../../fixtures/services.ts"
@@ -281,4 +288,130 @@ kafkaTest("Producer: a partition's first batch waits `linger` under TestClock, a
     assert.equal(metadataOf((yield* Fiber.join(one))[0]!).offset, 10)
     assert.equal(cluster.produceRequests(), before + 1)
   }).pipe(Effect.provide(TestClock.layer())))
+})
+
+/** What the scripted broker saw of one Produce request's batch. */
+interface SeenBatch {
+  readonly producerId: number
+  readonly producerEpoch: number
+  readonly baseSequence: number
+  readonly values: ReadonlyArray<string | null>
+}
+
+/**
+ * A fake broker that answers Produce for partition 0 of topic `t` with the next planned error
+ * (0 once the plan is used up), keeping a log whose offsets grow only on success, and
+ * InitProducerId with id 1000 and the next epoch (a bump names the id and epoch it bumps).
+ */
+const scriptedBroker = async (plan: Array<{ code: number; recordErrors?: ReadonlyArray<{ batchIndex: number; batchIndexErrorMessage: string | null }> }>) => {
+  const seen: Array<SeenBatch> = []
+  const inits: Array<{ producerId: number | undefined; producerEpoch: number | undefined }> = []
+  let epoch = -1
+  let logEnd = 0
+  const fake = await fakeBroker((request) => {
+    if (request.apiKey === ApiVersions.key) {
+      return responseFrame(ApiVersions, request.version, request.correlationId, {
+        errorCode: 0,
+        apiKeys: [
+          { apiKey: ApiVersions.key, minVersion: 0, maxVersion: 4 },
+          { apiKey: Produce.key, minVersion: 3, maxVersion: 12 },
+          { apiKey: InitProducerId.key, minVersion: 0, maxVersion: 5 },
+        ],
+        throttleTimeMs: 0,
+      } as never)
+    }
+    const reader = new Reader(request.frame)
+    if (request.apiKey === InitProducerId.key) {
+      decodeRequestHeader(reader, InitProducerId.requestHeaderVersion(request.version))
+      const body = InitProducerId.decodeRequest(reader, request.version)
+      inits.push({ producerId: body.producerId, producerEpoch: body.producerEpoch })
+      epoch++
+      return responseFrame(InitProducerId, request.version, request.correlationId, {
+        throttleTimeMs: 0,
+        errorCode: 0,
+        producerId: 1000,
+        producerEpoch: epoch,
+      })
+    }
+    decodeRequestHeader(reader, Produce.requestHeaderVersion(request.version))
+    const body = Produce.decodeRequest(reader, request.version)
+    const records = body.topicData[0]!.partitionData[0]!.records!
+    const batch = decodeRecordBatches(records, { topic: "t", partition: 0 }).batches[0]!
+    const values = [...batch].map((record) => text(record.value))
+    seen.push({ producerId: batch.producerId, producerEpoch: batch.producerEpoch, baseSequence: batch.baseSequence, values })
+    const next = plan.shift() ?? { code: 0 }
+    const baseOffset = next.code === 0 || next.code === 46 ? logEnd : -1
+    if (next.code === 0) logEnd += values.length
+    return responseFrame(Produce, request.version, request.correlationId, {
+      responses: [{
+        name: "t",
+        partitionResponses: [{
+          index: 0,
+          errorCode: next.code,
+          baseOffset,
+          logAppendTimeMs: -1,
+          logStartOffset: 0,
+          recordErrors: next.recordErrors ?? [],
+          errorMessage: null,
+        }],
+      }],
+      throttleTimeMs: 0,
+    })
+  })
+  return { fake, seen, inits }
+}
+
+test("Producer retries with the same sequence, takes DUPLICATE_SEQUENCE_NUMBER as written, bumps the epoch after OUT_OF_ORDER_SEQUENCE_NUMBER and UNKNOWN_PRODUCER_ID, and names the record at fault", async () => {
+  const { fake, seen, inits } = await scriptedBroker([
+    { code: 6 }, // NOT_LEADER_OR_FOLLOWER: the same batch again
+    { code: 0 },
+    { code: 46 }, // DUPLICATE_SEQUENCE_NUMBER: written before
+    { code: 45 }, // OUT_OF_ORDER_SEQUENCE_NUMBER: fails, and a new epoch follows
+    { code: 0 },
+    { code: 87, recordErrors: [{ batchIndex: 1, batchIndexErrorMessage: "keyless record on a compacted topic" }] },
+    { code: 59 }, // UNKNOWN_PRODUCER_ID: a new epoch, then the batch again
+  ])
+  try {
+    await run(Effect.gen(function*() {
+      const cluster = yield* testCluster(fake.address, { t: 1 })
+      const producer = yield* Producer.make(cluster, { linger: 0, retryBackoff: "1 millis" })
+      const send = (...values: Array<string>) =>
+        producer.sendEach(values.map((value) => ({ topic: "t", partition: 0, key: null, value: bytes(value) })))
+
+      // NOT_LEADER_OR_FOLLOWER, then success: sent twice with one sequence.
+      assert.deepEqual((yield* send("a", "b")).map((o) => metadataOf(o).offset), [0, 1])
+      assert.deepEqual(seen.slice(0, 2), [
+        { producerId: 1000, producerEpoch: 0, baseSequence: 0, values: ["a", "b"] },
+        { producerId: 1000, producerEpoch: 0, baseSequence: 0, values: ["a", "b"] },
+      ])
+      // DUPLICATE_SEQUENCE_NUMBER: success.
+      assert.equal((yield* send("c")).map(metadataOf).length, 1)
+      assert.equal(seen[2]!.baseSequence, 2)
+      // OUT_OF_ORDER_SEQUENCE_NUMBER: fails; the next batch goes under a bumped epoch from 0.
+      const outOfOrder = errorOf((yield* send("d"))[0]!)
+      assert.equal(outOfOrder.code, "OUT_OF_ORDER_SEQUENCE_NUMBER")
+      assert.equal(outOfOrder.partition, 0)
+      assert.equal((yield* send("e")).map(metadataOf).length, 1)
+      assert.deepEqual(seen[4], { producerId: 1000, producerEpoch: 1, baseSequence: 0, values: ["e"] })
+      assert.deepEqual(inits, [{ producerId: -1, producerEpoch: -1 }, { producerId: 1000, producerEpoch: 0 }], "KIP-360: the bump names the id and epoch")
+      // INVALID_RECORD naming record 1: every record fails, record 1 with the broker's reason.
+      const refused = (yield* send("f", "g", "h")).map(errorOf)
+      assert.deepEqual(refused.map((e) => [e.code, refusesBatch(e)]), [["INVALID_RECORD", true], ["INVALID_RECORD", true], ["INVALID_RECORD", true]])
+      assert.match(refused[1]!.message, /refused record 1 of its batch \(INVALID_RECORD\): keyless record on a compacted topic/)
+      assert.match(refused[0]!.message, /for another record in it: record 1: keyless record/)
+      // The refused batch gave its sequence numbers back ("i" goes at 1, as "f" did);
+      // UNKNOWN_PRODUCER_ID: a new epoch, and the batch goes again, sequence 0 under it.
+      assert.equal((yield* send("i")).map(metadataOf).length, 1)
+      assert.deepEqual(seen.slice(5).map((b) => [b.producerEpoch, b.baseSequence, b.values]), [
+        [1, 1, ["f", "g", "h"]],
+        [1, 1, ["i"]],
+        [2, 0, ["i"]],
+      ])
+      assert.equal(producer.producerId().epoch, 2)
+      assert.equal(producer.metrics().producerIds, 3)
+    }))
+    await fake.until(() => fake.open() === 0)
+  } finally {
+    await fake.close()
+  }
 })
