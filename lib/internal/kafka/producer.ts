@@ -256,10 +256,14 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
   const inFlightByNode = new Map<number, number>()
   let requestsInFlight = 0
   const roundRobin = new Map<string, number>()
+  const partitionCounts = new Map<string, { readonly count: Exit.Exit<number, TransportError.TransportError>; readonly at: number }>()
+  const countsMaxAgeMs = 1000
   const metrics = { requests: 0, batches: 0, retries: 0, producerIds: 0 }
   const drainedWaiters: Array<() => void> = []
 
   let signalled = false
+  /** When the sender's pending alarm goes off (see `sender`). */
+  let alarmAt = Number.NEGATIVE_INFINITY
   let waiter: Deferred.Deferred<void> | undefined
   const wake = () => {
     signalled = true
@@ -630,12 +634,14 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       }
       const current = Deferred.makeUnsafe<void>()
       waiter = current
+      // One alarm per earlier deadline, not a race per wait: the sender waits once per wake,
+      // tens of thousands of times a second under load. A stale alarm costs one idle pass.
       const next = accumulator.nextDeadline(at)
-      if (Number.isFinite(next)) {
-        yield* Effect.raceFirst(Deferred.await(current), Effect.sleep(Duration.millis(Math.max(0, next - at))))
-      } else {
-        yield* Deferred.await(current)
+      if (Number.isFinite(next) && (next < alarmAt || alarmAt <= at)) {
+        alarmAt = next
+        yield* Effect.forkIn(Effect.andThen(Effect.sleep(Duration.millis(Math.max(0, next - at))), Effect.sync(wake)), scope)
       }
+      yield* Deferred.await(current)
       waiter = undefined
     }
   })
@@ -659,7 +665,25 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
         return Effect.succeed(results)
       }
       const topics = [...new Set(records.map((record) => record.topic))]
-      return Effect.forEach(topics, (topic) => Effect.exit(cluster.partitionCount(topic))).pipe(
+      return Effect.clockWith((clock) => {
+        // Partition counts are asked of the pool at most once a second per topic: its lookup is an
+        // effect with retries, too dear for every one-record call of a thousand fibers.
+        const started = clock.currentTimeMillisUnsafe()
+        const cached = topics.map((topic) => {
+          const entry = partitionCounts.get(topic)
+          return entry !== undefined && started - entry.at < countsMaxAgeMs ? entry.count : undefined
+        })
+        return cached.every((count) => count !== undefined)
+          ? Effect.succeed(cached)
+          : Effect.forEach(topics, (topic, i) =>
+            cached[i] !== undefined ? Effect.succeed(cached[i]) : Effect.exit(cluster.partitionCount(topic)).pipe(
+              Effect.tap((exit) =>
+                Effect.sync(() => {
+                  if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at: started })
+                })
+              ),
+            ))
+      }).pipe(
         Effect.flatMap((counts) =>
           Effect.clockWith((clock) => {
             const at = clock.currentTimeMillisUnsafe()
