@@ -415,3 +415,30 @@ test("Producer retries with the same sequence, takes DUPLICATE_SEQUENCE_NUMBER a
     await fake.close()
   }
 })
+
+kafkaTest("Producer: closing its scope sends what is lingering and waits for the answer; later calls fail saying it is closed", async ([broker]) => {
+  const topic = uniqueName("producer-close")
+  await run(Effect.gen(function*() {
+    const cluster = yield* testCluster(broker!)
+    yield* createTopic(yield* cluster.any, topic, 1)
+    yield* cluster.partitionCount(topic) // cached: the call below appends without a round trip
+    const outer = yield* Effect.scope
+    let producer: Producer.KafkaProducer | undefined
+    let sending: Fiber.Fiber<ReadonlyArray<Exit.Exit<RecordMetadata, TransportError>>> | undefined
+    yield* Effect.scoped(Effect.gen(function*() {
+      producer = yield* Producer.make(cluster, { linger: "1 hour" })
+      sending = yield* Effect.forkIn(producer.sendEach([{ topic, key: null, value: bytes("lingering") }]), outer)
+      yield* Effect.yieldNow.pipe(Effect.repeat({ times: 50 }))
+      assert.equal(cluster.produceRequests(), 0, "still lingering")
+    }))
+    // The scope closed: the record was sent, not dropped, and answered before the close ended
+    // (what is unanswered when the close ends fails with "closed before it was acknowledged").
+    assert.equal(cluster.produceRequests(), 1)
+    assert.equal(metadataOf((yield* Fiber.join(sending!))[0]!).offset, 0)
+    const late = errorOf((yield* producer!.sendEach([{ topic, key: null, value: bytes("late") }]))[0]!)
+    assert.match(late.message, /the producer is closed/)
+    assert.equal(late.topic, topic)
+    const { records } = yield* readBack(yield* cluster.any, topic, 0, 1)
+    assert.deepEqual(records.map((r) => text(r.value)), ["lingering"])
+  }))
+})
