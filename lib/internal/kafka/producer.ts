@@ -31,7 +31,10 @@
  * for the answers; records still unanswered then fail.
  *
  * Not done yet: throttling (`throttleTimeMs` is not honoured), transactions, Produce v13
- * (topic ids: requests go out at v12 at most, by topic name). KIP-951 leader hints in an answer
+ * (topic ids: requests go out at v12 at most, by topic name); one batch per partition in flight
+ * (not Java's five), which bounds a single hot partition's throughput to a batch per round
+ * trip; leader moves are tested only with a scripted NOT_LEADER_OR_FOLLOWER, not on the
+ * 3-node cluster. KIP-951 leader hints in an answer
  * are handed to the pool, which then needs no Metadata round trip.
  */
 import { Deferred, Duration, Effect, Exit, Scope } from "effect"
