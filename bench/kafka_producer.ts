@@ -43,7 +43,7 @@ const workers = async (count: number, send: (id: number) => Promise<void>): Prom
   return count / ((performance.now() - started) / 1000)
 }
 
-const ours = async (topic: string): Promise<{ rate: number; perRequest: number }> =>
+const ours = (topic: string): Promise<{ rate: number; perRequest: number }> =>
   Effect.runPromise(Effect.scoped(Effect.gen(function*() {
     const producer = yield* Producer.make(Producer.fromBrokers(yield* Brokers.make({ bootstrap: [broker] })))
     let next = 0
