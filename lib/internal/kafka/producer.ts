@@ -642,7 +642,14 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       const next = accumulator.nextDeadline(at)
       if (Number.isFinite(next) && (next < alarmAt || alarmAt <= at)) {
         alarmAt = next
-        yield* Effect.forkIn(Effect.andThen(Effect.sleep(Duration.millis(Math.max(0, next - at))), Effect.sync(wake)), scope)
+        const target = next
+        const ring = Effect.sync(() => {
+          // A timer may ring a little before the clock reads `target`: forget it either way, so
+          // the next pass arms again whatever the time reads (else the sender would sleep on).
+          if (alarmAt === target) alarmAt = Number.NEGATIVE_INFINITY
+          wake()
+        })
+        yield* Effect.forkIn(Effect.andThen(Effect.sleep(Duration.millis(Math.max(0, next - at))), ring), scope)
       }
       yield* Deferred.await(current)
       waiter = undefined
