@@ -161,6 +161,8 @@ export interface Metrics {
   readonly retries: number
   /** InitProducerId requests answered: the first id, then each epoch bump or reset. */
   readonly producerIds: number
+  /** Records handed over and not yet answered. */
+  readonly waiting: number
 }
 
 /**
@@ -790,7 +792,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     sendEach,
     flush,
     producerId: () => ({ id: producerId, epoch: producerEpoch }),
-    metrics: () => ({ ...metrics }),
+    metrics: () => ({ ...metrics, waiting: accumulator.pending }),
   } satisfies KafkaProducer
 })
 

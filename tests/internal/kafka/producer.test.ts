@@ -280,6 +280,9 @@ kafkaTest("Producer: a partition's first batch waits `linger` under TestClock, a
     const before = cluster.produceRequests()
 
     const one = yield* Effect.forkChild(producer.sendEach([{ topic, key: null, value: bytes("one") }]))
+    // Appended at the clock's current time, before it moves (no clock involved in waiting).
+    yield* Effect.yieldNow.pipe(Effect.repeat({ until: () => producer.metrics().waiting === 1, times: 10_000 }))
+    assert.equal(producer.metrics().waiting, 1)
     yield* settle
     yield* TestClock.adjust("49 millis")
     yield* settle
