@@ -15,7 +15,11 @@ import { Transport } from "../lib/Transport.ts"
 import { eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
 import { type Child, startChild } from "./fixtures/child.ts"
 import { run, text } from "./fixtures/effect.ts"
+import { reportOpenHandles } from "./fixtures/openHandles.ts"
 import { kafkaTest, uniqueName } from "./fixtures/services.ts"
+
+// Under Node this file's process once outlived its tests by about 10 minutes in a full run: say what holds it.
+reportOpenHandles("tests/ActorSystem.kafka.test.ts")
 
 const Event = Schema.Struct({ id: Schema.Number })
 type Event = typeof Event.Type
