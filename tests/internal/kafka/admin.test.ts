@@ -6,31 +6,15 @@
  */
 import assert from "node:assert/strict"
 import { inspect } from "node:util"
-import { Cause, Effect, Exit, Layer, References, type Scope } from "effect"
+import { Effect } from "effect"
 import * as Admin from "../../../lib/internal/kafka/admin.ts"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import { OffsetCommit } from "../../../lib/internal/kafka/protocol/OffsetCommit.ts"
 import { Produce } from "../../../lib/internal/kafka/protocol/Produce.ts"
 import { encodeRecordBatch } from "../../../lib/internal/kafka/recordBatch.ts"
 import { TransportError } from "../../../lib/TransportError.ts"
+import { flip, run, succeeded } from "../../fixtures/kafkaEffects.ts"
 import { kafkaTest, uniqueName } from "../../fixtures/services.ts"
-
-const quiet = Layer.succeed(References.MinimumLogLevel, "None")
-
-const run = <A, E>(effect: Effect.Effect<A, E, Scope.Scope>): Promise<Exit.Exit<A, E>> =>
-  Effect.runPromiseExit(Effect.scoped(effect).pipe(Effect.provide(quiet)))
-
-const succeeded = <A, E>(exit: Exit.Exit<A, E>): A => {
-  assert.ok(Exit.isSuccess(exit), Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "")
-  return exit.value
-}
-
-const flip = <A>(effect: Effect.Effect<A, TransportError>): Effect.Effect<TransportError> =>
-  Effect.flatMap(Effect.exit(effect), (exit) => {
-    if (Exit.isSuccess(exit)) return Effect.die(new Error("expected a failure"))
-    const error = Cause.squash(exit.cause)
-    return error instanceof TransportError ? Effect.succeed(error) : Effect.die(new Error(`a TransportError, got ${inspect(error)}`))
-  })
 
 const setup = (bootstrap: ReadonlyArray<string>) =>
   Effect.gen(function* () {

@@ -6,8 +6,7 @@
  */
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { inspect } from "node:util"
-import { Cause, Effect, Exit, Fiber, Layer, Redacted, References, Schedule, type Scope } from "effect"
+import { Effect, Exit, Fiber, Redacted, Schedule } from "effect"
 import { TestClock } from "effect/testing"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import type { Connection } from "../../../lib/internal/kafka/connection.ts"
@@ -18,26 +17,9 @@ import { DeleteTopics } from "../../../lib/internal/kafka/protocol/DeleteTopics.
 import { FindCoordinator } from "../../../lib/internal/kafka/protocol/FindCoordinator.ts"
 import { Metadata, type MetadataResponse } from "../../../lib/internal/kafka/protocol/Metadata.ts"
 import { zeroUuid } from "../../../lib/internal/kafka/protocol/wire.ts"
-import { TransportError } from "../../../lib/TransportError.ts"
 import { fakeBroker, responseFrame } from "../../fixtures/brokerProxy.ts"
+import { flip, run, succeeded } from "../../fixtures/kafkaEffects.ts"
 import { kafkaSecuredTest, kafkaTest, uniqueName } from "../../fixtures/services.ts"
-
-const quiet = Layer.succeed(References.MinimumLogLevel, "None")
-
-const run = <A, E>(effect: Effect.Effect<A, E, Scope.Scope>): Promise<Exit.Exit<A, E>> =>
-  Effect.runPromiseExit(Effect.scoped(effect).pipe(Effect.provide(quiet)))
-
-const succeeded = <A, E>(exit: Exit.Exit<A, E>): A => {
-  assert.ok(Exit.isSuccess(exit), Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "")
-  return exit.value
-}
-
-const flip = <A>(effect: Effect.Effect<A, TransportError>): Effect.Effect<TransportError> =>
-  Effect.flatMap(Effect.exit(effect), (exit) => {
-    if (Exit.isSuccess(exit)) return Effect.die(new Error("expected a failure"))
-    const error = Cause.squash(exit.cause)
-    return error instanceof TransportError ? Effect.succeed(error) : Effect.die(new Error(`a TransportError, got ${inspect(error)}`))
-  })
 
 /** Creates a topic through the pool (the admin module has its own tests) and deletes it with the scope. */
 const createTopic = (brokers: Brokers.Brokers, name: string, partitions: number) =>
