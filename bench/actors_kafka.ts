@@ -7,7 +7,7 @@
  * decoded, like for like with the raw loop (what a JSON schema adds per record is measured on the
  * memory transport, in `actors_memory`). Cases:
  * - raw kafkajs: `eachBatch`, `resolveOffset` per batch, one commit at the end, no work per record;
- * - transport subscription: `KafkaTransport` without actors (each claim's stream drained and
+ * - transport subscription: `KafkaJsTransport` without actors (each claim's stream drained and
  *   counted, one commit at the end): what the transport alone costs;
  * - actor: one actor with every option at its default (the headline);
  * - actor, mailbox never full: the same with a mailbox as large as the data, so the partition is
@@ -44,7 +44,7 @@ await produceRaw(topic, total, partitions)
 const ends = await resources.ends(topic)
 const probe = instrument(Context.get(await kafka.context(), Transport.Transport))
 
-/** The baseline: kafkajs with nothing in between, set up as `KafkaTransport` sets up its consumer. */
+/** The baseline: kafkajs with nothing in between, set up as `KafkaJsTransport` sets up its consumer. */
 const raw = async (): Promise<Measurement> => {
   const group = resources.group("raw")
   const start = mark()

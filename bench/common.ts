@@ -26,7 +26,7 @@ import process from "node:process"
 import kafkajs from "kafkajs"
 import type { Admin, Kafka as KafkaClient, LogEntry } from "kafkajs"
 import { Context, Deferred, Effect, Exit, Layer, Logger, ManagedRuntime, Metric, References, type Scope, Stream } from "effect"
-import { Actor, ActorSystem, ErrorPolicy, KafkaTransport, MemoryTransport, type Producer, Transport } from "../mod.ts"
+import { Actor, ActorSystem, ErrorPolicy, KafkaJsTransport, MemoryTransport, type Producer, Transport } from "../mod.ts"
 
 // kafkajs is CommonJS: its default import is `module.exports` on every runtime.
 const { Kafka, logLevel: KafkaLogLevel } = kafkajs
@@ -593,7 +593,7 @@ export const uniqueName = (what: string): string =>
 
 /**
  * Where kafkajs says a consumer joined its group, by group id: kafkajs logs "Consumer has joined
- * the group" in the same tick as its `GROUP_JOIN` event, and `KafkaTransport` forwards that line
+ * the group" in the same tick as its `GROUP_JOIN` event, and `KafkaJsTransport` forwards that line
  * to Effect's logger at Debug. Join times of Partita's consumers and of raw kafkajs ones are
  * thus taken at the same point.
  */
@@ -628,7 +628,7 @@ export const loggingLayer = Layer.mergeAll(
 /** A Kafka transport on the bench's broker, built once for the whole bench. */
 export const kafkaRuntime = () =>
   ManagedRuntime.make(
-    KafkaTransport.layer({ brokers: config.brokers, clientId: "partita-bench" }).pipe(
+    KafkaJsTransport.layer({ brokers: config.brokers, clientId: "partita-bench" }).pipe(
       Layer.provideMerge(loggingLayer),
     ),
   )
@@ -699,7 +699,7 @@ export const instrument = (transport: Transport.Transport["Service"]) => {
         warnedNoJoin = true
         console.error(
           `   [Warn] no kafkajs "joined the group" line reached the bench logger for "${group}": windows start at ` +
-            "the Assigned event instead, which is later; check how KafkaTransport forwards kafkajs' logs",
+            "the Assigned event instead, which is later; check how KafkaJsTransport forwards kafkajs' logs",
         )
       }
       return assignedAt.get(group)
@@ -749,7 +749,7 @@ export const kafkaResources = () => {
       const client = await connected()
       await client.createTopics({ topics: [{ topic: name, numPartitions: partitions }], waitForLeaders: false })
       topics.add(name)
-      // Not kafkajs' wait for leaders: right after the broker starts it gives up (see KafkaTransport.createTopic).
+      // Not kafkajs' wait for leaders: right after the broker starts it gives up (see KafkaJsTransport.createTopic).
       for (const deadline = Date.now() + 30_000; ; await new Promise((resolve) => setTimeout(resolve, 50))) {
         const found = await client.fetchTopicMetadata({ topics: [name] }).then((metadata) => metadata.topics[0]?.partitions ?? [], () => [])
         if (found.length === partitions && found.every((partition) => partition.leader >= 0)) return name

@@ -1,6 +1,6 @@
 /**
  * Issue 3's figure: the raw throughput of each transport on a plain produce-then-consume run,
- * `MemoryTransport` and `KafkaTransport` side by side.
+ * `MemoryTransport` and `KafkaJsTransport` side by side.
  *
  * Every round, for each transport: a fresh 3-partition topic (a fresh broker, for memory), then
  * - produce: the records through `Transport.send`, one call of `BENCH_BATCH` records (default
@@ -102,7 +102,7 @@ const cases: ReadonlyArray<Case> = [
 
 await runBench({
   name: "transports",
-  title: "MemoryTransport vs KafkaTransport: produce through send, consume through a subscription",
+  title: "MemoryTransport vs KafkaJsTransport: produce through send, consume through a subscription",
   records: total,
   notes: [
     `${partitions} partitions, values {"id":n} (8-13 bytes), no keys, send calls of ${batch} records, acks all`,

@@ -9,7 +9,7 @@ import { Kafka, logLevel } from "kafkajs"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
-import * as KafkaTransport from "../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import { RecordContext } from "../lib/RecordContext.ts"
 import { Transport } from "../lib/Transport.ts"
 import { eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
@@ -25,7 +25,7 @@ const Event = Schema.Struct({ id: Schema.Number })
 type Event = typeof Event.Type
 class StoreError extends Data.TaggedError("StoreError")<{ readonly reason: string }> {}
 
-const kafka = (brokers: ReadonlyArray<string>) => KafkaTransport.layer({ brokers: [...brokers], clientId: "actor-tests" })
+const kafka = (brokers: ReadonlyArray<string>) => KafkaJsTransport.layer({ brokers: [...brokers], clientId: "actor-tests" })
 const consumer = { sessionTimeout: "6 seconds", heartbeatInterval: "500 millis", rebalanceTimeout: "10 seconds" } as const
 
 const createTopics = (...specs: ReadonlyArray<readonly [prefix: string, partitions: number]>) =>
@@ -612,7 +612,7 @@ kafkaTest("On Kafka, a consumer that crashed without restart joins again once it
       const last = yield* system.health
       assert.ok(last.members[0]!.member && last.members[0]!.rejoins === 0, JSON.stringify(last.members))
     }),
-    KafkaTransport.layer({
+    KafkaJsTransport.layer({
       brokers: [...brokers],
       clientId: "actor-tests",
       retry: { retries: 1, initialRetryTime: 100, restartOnFailure: () => Promise.resolve(false) },

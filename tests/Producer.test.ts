@@ -2,7 +2,7 @@ import assert from "node:assert/strict"
 import { test } from "node:test"
 import { Cause, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import * as KafkaTransport from "../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import * as MemoryTransport from "../lib/MemoryTransport.ts"
 import * as Producer from "../lib/Producer.ts"
 import { Transport } from "../lib/Transport.ts"
@@ -153,7 +153,7 @@ const transports: ReadonlyArray<{
   { name: "memory", layer: () => MemoryTransport.layer(), test: (name, body) => test(name, body) },
   {
     name: "kafka",
-    layer: () => KafkaTransport.layerFromEnv(),
+    layer: () => KafkaJsTransport.layerFromEnv(),
     test: (name, body) => kafkaTest(name, () => body(), { timeoutMs: 60_000 }),
   },
 ]

@@ -7,7 +7,7 @@ import { Effect, Layer, Schema } from "effect"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
-import * as KafkaTransport from "../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import * as Producer from "../lib/Producer.ts"
 import * as Tracing from "../lib/Tracing.ts"
 import { Transport } from "../lib/Transport.ts"
@@ -56,7 +56,7 @@ kafkaJaegerTest("A two-hop pipeline on Kafka shows up in Jaeger as one trace wit
       yield* eventually(60, "the second hop", () => done)
     }).pipe(Effect.scoped),
     Layer.mergeAll(Producer.layer(), Tracing.layerOtlp({ endpoint, serviceName: service, exportInterval: "200 millis" })).pipe(
-      Layer.provideMerge(KafkaTransport.layer({ brokers: [...brokers], clientId: "tracing-e2e" })),
+      Layer.provideMerge(KafkaJsTransport.layer({ brokers: [...brokers], clientId: "tracing-e2e" })),
     ),
   )
 

@@ -13,7 +13,7 @@ import assert from "node:assert/strict"
 import process from "node:process"
 import { Duration, Effect } from "effect"
 import { Kafka, logLevel } from "kafkajs"
-import * as KafkaTransport from "../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import { type ProducerRecord, Transport } from "../lib/Transport.ts"
 import { startConsumer } from "./fixtures/consume.ts"
 import { bytes, run, text } from "./fixtures/effect.ts"
@@ -129,7 +129,7 @@ scriptedKafkaTest(
     try {
       const brokers = await cluster.brokers()
       assert.equal(brokers.length, 3)
-      await run(scenario(cluster, brokers), KafkaTransport.layer({ brokers }))
+      await run(scenario(cluster, brokers), KafkaJsTransport.layer({ brokers }))
     } finally {
       await cluster.stop()
     }

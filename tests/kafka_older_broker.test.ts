@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict"
 import { after } from "node:test"
-import * as KafkaTransport from "../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import { OlderBroker } from "./fixtures/scriptedKafka.ts"
 import { scriptedKafkaTest } from "./fixtures/services.ts"
 import { transportContract } from "./transport_contract.ts"
@@ -44,7 +44,7 @@ transportContract({
   features: { transactions: true, faultInjection: false, clockDriven: false },
   layer: () => {
     if (broker === undefined) throw new Error(`The Kafka ${version} broker has not started`)
-    return KafkaTransport.layer({ brokers: [broker.address] })
+    return KafkaJsTransport.layer({ brokers: [broker.address] })
   },
   test: declare,
 })

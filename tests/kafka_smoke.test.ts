@@ -1,6 +1,6 @@
 /**
  * Smoke tests of the real broker through kafkajs itself, on every runtime the suite runs on.
- * They prove the ground the KafkaTransport stands on: topic admin, a keyed record with headers,
+ * They prove the ground the KafkaJsTransport stands on: topic admin, a keyed record with headers,
  * a consumer group that commits, and a new member that resumes after the committed offset.
  */
 import assert from "node:assert/strict"

@@ -1,6 +1,6 @@
 /**
  * The transport contract suite: what every `Transport` promises, run against each of them
- * (`MemoryTransport.test.ts`, `KafkaTransport.test.ts`). Watermill's universal Pub/Sub tests are
+ * (`MemoryTransport.test.ts`, `KafkaJsTransport.test.ts`). Watermill's universal Pub/Sub tests are
  * the model. Where a transport legitimately differs, its `features` decide what runs.
  */
 import assert from "node:assert/strict"

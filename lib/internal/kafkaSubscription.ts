@@ -1,6 +1,6 @@
 /**
- * `KafkaTransport.subscribe`: a consumer group membership on one kafkajs consumer, its claims fed
- * by `eachBatch`, and revocation mapped onto kafkajs' eager rebalances (see `KafkaTransport`'s
+ * `KafkaJsTransport.subscribe`: a consumer group membership on one kafkajs consumer, its claims fed
+ * by `eachBatch`, and revocation mapped onto kafkajs' eager rebalances (see `KafkaJsTransport`'s
  * module documentation for how and why).
  */
 import kafkajs from "kafkajs"

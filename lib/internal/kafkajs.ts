@@ -1,5 +1,5 @@
 /**
- * The kafkajs boundary of `KafkaTransport`, shared by its producer and subscription parts:
+ * The kafkajs boundary of `KafkaJsTransport`, shared by its producer and subscription parts:
  * kafkajs errors into `TransportError`s (once, here), bytes and headers each way, consumed
  * messages into `ConsumerRecord`s, and kafkajs' log lines into Effect's logger.
  */
@@ -7,7 +7,7 @@ import { Buffer } from "node:buffer"
 import kafkajs from "kafkajs"
 import type { IHeaders, Kafka as KafkaClient, KafkaMessage, LogEntry } from "kafkajs"
 import { type Context, Effect, LogLevel } from "effect"
-import type { defaults, Options } from "../KafkaTransport.ts"
+import type { defaults, Options } from "../KafkaJsTransport.ts"
 import type { ConsumerRecord, Header, TopicPartition } from "../Transport.ts"
 import * as TransportError from "../TransportError.ts"
 import type { JoinGate } from "./joinGate.ts"

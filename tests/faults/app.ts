@@ -30,7 +30,7 @@ import { Data, type Duration, Effect, Exit, Layer, Schedule, Schema, Stream } fr
 import * as Actor from "../../lib/Actor.ts"
 import * as ActorSystem from "../../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
-import * as KafkaTransport from "../../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../../lib/KafkaJsTransport.ts"
 import * as Main from "../../lib/Main.ts"
 import { Producer } from "../../lib/Producer.ts"
 import { RecordContext } from "../../lib/RecordContext.ts"
@@ -282,7 +282,7 @@ const program = Effect.scoped(Effect.gen(function*() {
   return yield* system.failure
 })).pipe(
   Effect.provide(logging.pipe(
-    Layer.provide(KafkaTransport.layer({ brokers: env("KAFKA_BROKERS").split(","), clientId: member, logLevel: "warn" })),
+    Layer.provide(KafkaJsTransport.layer({ brokers: env("KAFKA_BROKERS").split(","), clientId: member, logLevel: "warn" })),
   )),
 )
 

@@ -8,7 +8,7 @@
  */
 import { Effect, ManagedRuntime } from "effect"
 import { Kafka, logLevel } from "kafkajs"
-import * as KafkaTransport from "../../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../../lib/KafkaJsTransport.ts"
 import { type ProducerRecord, Transport } from "../../lib/Transport.ts"
 import type { DerivedRecord, TopicRecord } from "./history.ts"
 import { type Scenario, sleep } from "./runner.ts"
@@ -35,7 +35,7 @@ export class Broker {
   constructor(brokers: ReadonlyArray<string>, keys = 64) {
     this.brokers = brokers
     this.keys = keys
-    this.runtime = ManagedRuntime.make(KafkaTransport.layer({ brokers: [...brokers], clientId: "faults-test", logLevel: "nothing" }))
+    this.runtime = ManagedRuntime.make(KafkaJsTransport.layer({ brokers: [...brokers], clientId: "faults-test", logLevel: "nothing" }))
     this.kafka = new Kafka({ clientId: "faults-witness", brokers: [...brokers], logLevel: logLevel.NOTHING })
   }
 

@@ -7,7 +7,7 @@ import * as Actor from "../../lib/Actor.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
 import * as DeadLetter from "../../lib/internal/deadLetter.ts"
 import type { PartitionStatus } from "../../lib/internal/partitionActor.ts"
-import * as KafkaTransport from "../../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../../lib/KafkaJsTransport.ts"
 import * as MemoryTransport from "../../lib/MemoryTransport.ts"
 import * as Producer from "../../lib/Producer.ts"
 import { type ConsumerRecord, type ProducerRecord, Transport } from "../../lib/Transport.ts"
@@ -271,7 +271,7 @@ kafkaTest("encodedSize is never less than what the broker counts against max.mes
         yield* transport.send([record])
       }
     }),
-    KafkaTransport.layer({ brokers: [...brokers], clientId: "dead-letter-tests" }),
+    KafkaJsTransport.layer({ brokers: [...brokers], clientId: "dead-letter-tests" }),
   ))
 
 test("A stop while a letter waits to be tried again ends the wait: the record is interrupted, not dead-lettered", () =>

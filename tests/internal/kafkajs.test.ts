@@ -2,7 +2,7 @@ import assert from "node:assert/strict"
 import { test } from "node:test"
 import { Effect, Layer, Logger, References } from "effect"
 import kafkajs, { type LogEntry } from "kafkajs"
-import * as KafkaTransport from "../../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../../lib/KafkaJsTransport.ts"
 import { lineOf, nonRetriable, severityOf } from "../../lib/internal/kafkajs.ts"
 import * as TransportError from "../../lib/TransportError.ts"
 import { run } from "../fixtures/effect.ts"
@@ -50,7 +50,7 @@ test("An unreachable broker logs one warning line per connection attempt, and th
     lines.push({ level, text: parts.map(String).join(" ") })
   })
   const captured = Layer.mergeAll(Logger.layer([capture]), Layer.succeed(References.MinimumLogLevel, "Info"))
-  const transport = KafkaTransport.layer({
+  const transport = KafkaJsTransport.layer({
     brokers: ["127.0.0.1:1"],
     connectionTimeout: "200 millis",
     retry: { retries: 2, initialRetryTime: 20, maxRetryTime: 100 },

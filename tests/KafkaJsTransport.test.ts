@@ -22,7 +22,7 @@ import {
   type Scope,
   Stream,
 } from "effect"
-import * as KafkaTransport from "../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import {
   type GroupEvent,
   type PartitionClaim,
@@ -36,7 +36,7 @@ import { lossySockets } from "./fixtures/lossySockets.ts"
 import { kafkaTest, uniqueName } from "./fixtures/services.ts"
 import { transportContract } from "./transport_contract.ts"
 
-const layer = (options?: KafkaTransport.Options) => KafkaTransport.layerFromEnv(options)
+const layer = (options?: KafkaJsTransport.Options) => KafkaJsTransport.layerFromEnv(options)
 
 transportContract({
   name: "kafka",
@@ -48,7 +48,7 @@ transportContract({
 const it = (
   name: string,
   body: Effect.Effect<void, unknown, Transport | Scope.Scope>,
-  options?: KafkaTransport.Options,
+  options?: KafkaJsTransport.Options,
 ) => kafkaTest(`kafka transport: ${name}`, () => run(body, layer(options)), { timeoutMs: 60_000 })
 
 const within = <A, E, R>(seconds: number, what: string, effect: Effect.Effect<A, E, R>) =>
@@ -101,7 +101,7 @@ const quickGroup = {
   rebalanceTimeout: "20 seconds",
 } as const
 
-test("KafkaTransport.config reads KAFKA_ variables, the SASL password as Redacted", async () => {
+test("KafkaJsTransport.config reads KAFKA_ variables, the SASL password as Redacted", async () => {
   const provider = ConfigProvider.fromEnv({
     env: {
       KAFKA_BROKERS: "kafka-1:9092, kafka-2:9092,",
@@ -112,11 +112,11 @@ test("KafkaTransport.config reads KAFKA_ variables, the SASL password as Redacte
       KAFKA_SASL_PASSWORD: "s3cret",
     },
   })
-  const options = await Effect.runPromise(KafkaTransport.config.parse(provider))
+  const options = await Effect.runPromise(KafkaJsTransport.config.parse(provider))
   assert.deepEqual(options.brokers, ["kafka-1:9092", "kafka-2:9092"])
   assert.equal(options.clientId, "billing")
   assert.equal(options.ssl, true)
-  const sasl = options.sasl as KafkaTransport.SaslCredentials
+  const sasl = options.sasl as KafkaJsTransport.SaslCredentials
   assert.equal(sasl.mechanism, "scram-sha-512")
   assert.equal(sasl.username, "partita")
   assert.ok(Redacted.isRedacted(sasl.password))
@@ -126,10 +126,10 @@ test("KafkaTransport.config reads KAFKA_ variables, the SASL password as Redacte
   const withoutPassword = ConfigProvider.fromEnv({
     env: { KAFKA_BROKERS: "kafka-1:9092", KAFKA_SASL_MECHANISM: "plain", KAFKA_SASL_USERNAME: "partita" },
   })
-  const exit = await Effect.runPromiseExit(KafkaTransport.config.parse(withoutPassword))
+  const exit = await Effect.runPromiseExit(KafkaJsTransport.config.parse(withoutPassword))
   assert.equal(exit._tag, "Failure", "a SASL mechanism needs a password")
   const minimal = await Effect.runPromise(
-    KafkaTransport.config.parse(ConfigProvider.fromEnv({ env: { KAFKA_BROKERS: "127.0.0.1:9092" } })),
+    KafkaJsTransport.config.parse(ConfigProvider.fromEnv({ env: { KAFKA_BROKERS: "127.0.0.1:9092" } })),
   )
   assert.deepEqual(minimal, { brokers: ["127.0.0.1:9092"] })
 })

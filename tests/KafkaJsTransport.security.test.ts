@@ -22,7 +22,7 @@ import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
 import { fromKafkaJS } from "../lib/internal/kafkajs.ts"
-import * as KafkaTransport from "../lib/KafkaTransport.ts"
+import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import * as Producer from "../lib/Producer.ts"
 import * as Tracing from "../lib/Tracing.ts"
 import { Transport } from "../lib/Transport.ts"
@@ -59,7 +59,7 @@ const assertNoSecret = (secrets: ReadonlyArray<string>, where: string, texts: Re
   })
 }
 
-const credentials = (secured: SecuredKafka, password = secured.password): KafkaTransport.SaslCredentials => ({
+const credentials = (secured: SecuredKafka, password = secured.password): KafkaJsTransport.SaslCredentials => ({
   mechanism: "scram-sha-512",
   username: secured.username,
   password: Redacted.make(password),
@@ -117,7 +117,7 @@ const countingProxy = (target: string): Promise<Proxy> =>
  * the exit and how long building took.
  */
 const connect = async (
-  options: KafkaTransport.Options,
+  options: KafkaJsTransport.Options,
   logs: ReturnType<typeof captureLogs>,
   recorder: ReturnType<typeof makeRecorder>,
 ) => {
@@ -126,7 +126,7 @@ const connect = async (
     Effect.scoped(Effect.asVoid(Effect.gen(function* () {
       return yield* Transport
     }))).pipe(
-      Effect.provide(KafkaTransport.layer({ clientId: "security-tests", logLevel: "debug", ...options })),
+      Effect.provide(KafkaJsTransport.layer({ clientId: "security-tests", logLevel: "debug", ...options })),
       Effect.provide(Layer.merge(logs.layer, recorder.layer)),
     ),
   )
@@ -154,7 +154,7 @@ kafkaSecuredTest(
     const logs = captureLogs()
     const recorder = makeRecorder()
     const seen: Array<string> = []
-    const transport = KafkaTransport.layer({
+    const transport = KafkaJsTransport.layer({
       brokers: [...secured.brokers],
       clientId: "security-tests",
       ssl: { ca: secured.ca },
@@ -278,7 +278,7 @@ kafkaSecuredTest(
         yield* transport.createTopic({ topic, partitions: 2 })
         return yield* transport.describeTopic(topic)
       })).pipe(
-        Effect.provide(KafkaTransport.layerFromEnv({ clientId: "security-tests" })),
+        Effect.provide(KafkaJsTransport.layerFromEnv({ clientId: "security-tests" })),
         Effect.provide(ConfigProvider.layer(env)),
         Effect.provideService(References.MinimumLogLevel, "None"),
       ),
@@ -288,14 +288,14 @@ kafkaSecuredTest(
   },
 )
 
-test("KafkaTransport.config reads KAFKA_SSL_CA_FILE into ssl.ca, and says which file it cannot read", async () => {
+test("KafkaJsTransport.config reads KAFKA_SSL_CA_FILE into ssl.ca, and says which file it cannot read", async () => {
   const dir = mkdtempSync(join(tmpdir(), "partita-ca-"))
   try {
     const caFile = join(dir, "ca.pem")
     const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     writeFileSync(caFile, pem)
     const parse = (env: Record<string, string>) =>
-      Effect.runPromiseExit(KafkaTransport.config.parse(ConfigProvider.fromEnv({ env: { KAFKA_BROKERS: "kafka-1:9093", ...env } })))
+      Effect.runPromiseExit(KafkaJsTransport.config.parse(ConfigProvider.fromEnv({ env: { KAFKA_BROKERS: "kafka-1:9093", ...env } })))
 
     const read = await parse({ KAFKA_SSL_CA_FILE: caFile })
     assert.ok(Exit.isSuccess(read), Exit.isFailure(read) ? Cause.pretty(read.cause) : "")

@@ -126,13 +126,13 @@
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { KafkaTransport, Transport } from "partita"
+ * import { KafkaJsTransport, Transport } from "partita"
  *
  * const program = Effect.gen(function*() {
  *   const transport = yield* Transport.Transport
  *   yield* transport.createTopic({ topic: "greetings", partitions: 3 })
  *   yield* transport.send([{ topic: "greetings", key: null, value: new TextEncoder().encode("hi") }])
- * }).pipe(Effect.provide(KafkaTransport.layerFromEnv()))
+ * }).pipe(Effect.provide(KafkaJsTransport.layerFromEnv()))
  * ```
  *
  * @since 0.1.0
