@@ -2,7 +2,8 @@
  * Partita: an embeddable actor runtime for Kafka data pipelines, on Effect.
  *
  * Records flow through a `Transport`: the embedded in-process broker (`MemoryTransport`, the
- * default, with Kafka's semantics) or a real cluster (`KafkaJsTransport`).
+ * default, with Kafka's semantics) or a real cluster (`KafkaTransport` on Partita's own client,
+ * or `KafkaJsTransport` on kafkajs).
  *
  * @example
  * ```ts
@@ -28,6 +29,7 @@ export * as ActorSystem from "./lib/ActorSystem.ts"
 export * as Codec from "./lib/Codec.ts"
 export * as ErrorPolicy from "./lib/ErrorPolicy.ts"
 export * as KafkaJsTransport from "./lib/KafkaJsTransport.ts"
+export * as KafkaTransport from "./lib/KafkaTransport.ts"
 export * as Main from "./lib/Main.ts"
 export * as MemoryTransport from "./lib/MemoryTransport.ts"
 export * as Ordering from "./lib/Ordering.ts"

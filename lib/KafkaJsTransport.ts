@@ -151,17 +151,14 @@ import type {
   Sender,
   TopicMessages,
 } from "kafkajs"
-import { readFile } from "node:fs/promises"
 import {
   Cause,
   Clock,
   Config,
-  ConfigProvider,
   Duration,
   Effect,
   Exit,
   Layer,
-  Option,
   Redacted,
   References,
   Schedule,
@@ -181,6 +178,7 @@ import {
   toBuffer,
   toHeaders,
 } from "./internal/kafkajs.ts"
+import * as KafkaEnv from "./internal/kafkaEnv.ts"
 import { subscribe } from "./internal/kafkaSubscription.ts"
 import { defaultSocketFactory, gated, type JoinGate } from "./internal/joinGate.ts"
 import { verifyBrokerCertificate } from "./internal/tlsCheck.ts"
@@ -1106,26 +1104,6 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 export const layer = (options: Options = {}): Layer.Layer<Transport, TransportError.TransportError> =>
   Layer.effect(Transport, make(options))
 
-/** The PEM file `KAFKA_SSL_CA_FILE` names, read when the config is; a file that cannot be is a `ConfigError`. */
-const caFile = Config.option(Config.String("KAFKA_SSL_CA_FILE")).pipe(
-  Config.mapEffect(Option.match({
-    onNone: () => Effect.succeed(Option.none<string>()),
-    onSome: (path) =>
-      Effect.tryPromise({
-        try: () => readFile(path, "utf8"),
-        catch: (error) =>
-          new Config.ConfigError(
-            new ConfigProvider.SourceError({
-              message: `Cannot read the CA certificates in KAFKA_SSL_CA_FILE "${path}": ${
-                error instanceof Error ? error.message : String(error)
-              }`,
-              cause: error,
-            }),
-          ),
-      }).pipe(Effect.map(Option.some)),
-  })),
-)
-
 /**
  * The options the environment gives: `KAFKA_BROKERS` (comma separated, required),
  * `KAFKA_CLIENT_ID`, `KAFKA_SSL` (a boolean), `KAFKA_SSL_CA_FILE` (a PEM file of the CA
@@ -1137,44 +1115,7 @@ const caFile = Config.option(Config.String("KAFKA_SSL_CA_FILE")).pipe(
  * @since 0.1.0
  * @category configuration
  */
-export const config: Config.Config<Options> = Config.all({
-  brokers: Config.String("KAFKA_BROKERS").pipe(
-    Config.map((value) => value.split(",").map((broker) => broker.trim()).filter((broker) => broker !== "")),
-  ),
-  clientId: Config.option(Config.String("KAFKA_CLIENT_ID")),
-  ssl: Config.all({ enabled: Config.option(Config.Boolean("KAFKA_SSL")), ca: caFile }).pipe(
-    Config.mapEffect(({ enabled, ca }): Effect.Effect<Option.Option<boolean | { readonly ca: string }>, Config.ConfigError> => {
-      if (Option.isNone(ca)) return Effect.succeed(enabled)
-      if (Option.isSome(enabled) && !enabled.value) {
-        return Effect.fail(
-          new Config.ConfigError(
-            new ConfigProvider.SourceError({
-              message: "KAFKA_SSL_CA_FILE is set but KAFKA_SSL=false: a CA file is for TLS, unset one of them",
-            }),
-          ),
-        )
-      }
-      return Effect.succeed(Option.some({ ca: ca.value }))
-    }),
-  ),
-  sasl: Config.option(Config.Literals(["plain", "scram-sha-256", "scram-sha-512"], "KAFKA_SASL_MECHANISM"))
-    .pipe(
-      Config.flatMap(Option.match({
-        onNone: () => Config.succeed(Option.none<SaslCredentials>()),
-        onSome: (mechanism) =>
-          Config.all({
-            username: Config.String("KAFKA_SASL_USERNAME"),
-            password: Config.Redacted("KAFKA_SASL_PASSWORD"),
-          })
-            .pipe(Config.map((credentials) => Option.some<SaslCredentials>({ mechanism, ...credentials }))),
-      })),
-    ),
-}).pipe(Config.map(({ brokers, clientId, ssl, sasl }): Options => ({
-  brokers,
-  ...(Option.isSome(clientId) ? { clientId: clientId.value } : {}),
-  ...(Option.isSome(ssl) ? { ssl: ssl.value } : {}),
-  ...(Option.isSome(sasl) ? { sasl: sasl.value } : {}),
-})))
+export const config: Config.Config<Options> = KafkaEnv.config
 
 /**
  * The Kafka transport with its options read from a `Config`.
@@ -1199,12 +1140,4 @@ export const layerConfig = (
 export const layerFromEnv = (
   options: Options = {},
 ): Layer.Layer<Transport, TransportError.TransportError | Config.ConfigError> =>
-  layerConfig(Config.map(config, (fromEnv): Options => ({
-    ...options,
-    ...fromEnv,
-    ...(fromEnv.ssl === true && options.ssl !== undefined && options.ssl !== false
-      ? { ssl: options.ssl }
-      : typeof fromEnv.ssl === "object" && typeof options.ssl === "object"
-      ? { ssl: { ...options.ssl, ...fromEnv.ssl } }
-      : {}),
-  })))
+  layerConfig(Config.map(KafkaEnv.config, (fromEnv) => KafkaEnv.withEnv(options, fromEnv)))

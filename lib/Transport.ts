@@ -3,8 +3,9 @@
  *
  * Actors never talk to a Kafka client. They talk to `Transport`, and the layer provided decides
  * where records go: `MemoryTransport.layer()` (an embedded broker with Kafka's semantics, the
- * default) or `KafkaJsTransport.layer()` (a real cluster through kafkajs). Both pass one contract
- * suite (`tests/transport_contract.ts`); where they legitimately differ, `features` says so.
+ * default), `KafkaTransport.layer()` (a real cluster through Partita's own Kafka client) or
+ * `KafkaJsTransport.layer()` (a real cluster through kafkajs). All pass one contract suite
+ * (`tests/transport_contract.ts`); where they legitimately differ, `features` says so.
  *
  * Offsets are JavaScript numbers: safe up to 2^53, which is centuries of records at millions a
  * second. Keys, values and header values are bytes; encoding belongs to `Producer` and `Actor`.

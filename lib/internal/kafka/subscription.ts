@@ -1,0 +1,167 @@
+/**
+ * `Transport.subscribe` on Partita's own client: a group member (group.ts) and a fetch loop
+ * (fetchLoop.ts), joined so that the transport contract holds.
+ *
+ * - `Assigned`: the group says which partitions are this member's and where the group left
+ *   them; a partition never committed starts at the reset position (ListOffsets, read-committed
+ *   under read-committed isolation, so `latest` is the last stable offset). The fetch loop is
+ *   given the partitions at those offsets, and its claims go out in one `Assigned` event.
+ * - `Revoked`: the fetch loop ends the claims' streams first (what was fetched and not pulled is
+ *   dropped), then the event goes out; the group releases the partitions only when Partita runs
+ *   `acknowledge`, on the KIP-848 protocol and the classic one alike, leader or not. A revocation
+ *   the group reports as lost (the member was fenced) looks the same to Partita: its commits for
+ *   those partitions fail, and acknowledging it lets the member rejoin.
+ * - The fetch loop talks to each broker on a connection of the subscription's own: a Fetch
+ *   long-polls (up to `maxWait`), and a broker answers one connection's requests in order, so a
+ *   shared connection would hold every produce and metadata request behind it. Membership has
+ *   its own coordinator connection for the same reason (group.ts' `fromBrokers`).
+ * - Closing the subscription's scope leaves the group first (the member's finalizer was added
+ *   last), then ends the fetch loop and closes the connections.
+ */
+import { Effect, Scope, Stream } from "effect"
+import type {
+  GroupEvent,
+  OffsetCommit,
+  PartitionClaim,
+  SubscribeOptions,
+  Subscription,
+  TopicPartition,
+} from "../../Transport.ts"
+import * as TransportError from "../../TransportError.ts"
+import type * as Admin from "./admin.ts"
+import type * as Brokers from "./brokers.ts"
+import * as Connection from "./connection.ts"
+import * as FetchLoop from "./fetchLoop.ts"
+import * as Group from "./group.ts"
+import { keyOf } from "./groupCore.ts"
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options extends SubscribeOptions {
+  /** Options of every connection the subscription opens (its own `clientId` wins). */
+  readonly connection: Omit<Connection.Options, "broker">
+  /** The group protocol; default: KIP-848 where the coordinator has it, else classic. */
+  readonly protocol?: Group.Protocol | undefined
+  /** Static membership (`group.instance.id`). */
+  readonly instanceId?: string | undefined
+  /** Passed to the fetch loop (its `maxWait`, byte limits). */
+  readonly fetch?: Omit<FetchLoop.Options, "isolation" | "reset" | "maxBatchSize"> | undefined
+}
+
+/**
+ * The fetch loop's routing with connections of its own, one per broker, opened in `scope` on
+ * first use and opened again once closed.
+ */
+const ownConnections = (
+  brokers: Brokers.Brokers,
+  options: Omit<Connection.Options, "broker">,
+  scope: Scope.Scope,
+): FetchLoop.Routing => {
+  const open = new Map<number, Connection.Connection>()
+  const connection = (nodeId: number): Effect.Effect<Connection.Connection, TransportError.TransportError> =>
+    Effect.suspend(() => {
+      const cached = open.get(nodeId)
+      if (cached !== undefined && cached.isOpen()) return Effect.succeed(cached)
+      // The pool's connection names the broker's address as the cluster advertises it.
+      return Effect.flatMap(brokers.connection(nodeId), (pooled) =>
+        Effect.tap(
+          Connection.make({ ...options, broker: pooled.broker }).pipe(Scope.provide(scope)),
+          (made) =>
+            Effect.sync(() => {
+              open.set(nodeId, made)
+            }),
+        ))
+    })
+  return { ...FetchLoop.fromBrokers(brokers), connection }
+}
+
+/**
+ * Joins the group for as long as the current scope is open.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const subscribe = (
+  brokers: Brokers.Brokers,
+  admin: Admin.Admin,
+  options: Options,
+): Effect.Effect<Subscription, TransportError.TransportError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const connectionOptions = options.clientId === undefined
+      ? options.connection
+      : { ...options.connection, clientId: options.clientId }
+    const isolation = options.isolation ?? "read-committed"
+    const reset = options.reset ?? "earliest"
+    const parent = yield* Effect.scope
+    const fetchScope = yield* Scope.fork(parent)
+    const loop = yield* FetchLoop.make(ownConnections(brokers, connectionOptions, fetchScope), {
+      ...options.fetch,
+      isolation,
+      reset,
+      ...(options.maxBatchSize === undefined ? {} : { maxBatchSize: options.maxBatchSize }),
+    })
+    const groupBrokers = yield* Group.fromBrokers(brokers, connectionOptions)
+    const member = yield* Group.join(groupBrokers, {
+      group: options.group,
+      topics: options.topics,
+      protocol: options.protocol,
+      instanceId: options.instanceId,
+      sessionTimeout: options.sessionTimeout,
+      heartbeatInterval: options.heartbeatInterval,
+      rebalanceTimeout: options.rebalanceTimeout,
+    })
+
+    /** Where partitions the group never committed start: the reset position, per partition. */
+    const resetOffsets = (partitions: ReadonlyArray<TopicPartition>) =>
+      partitions.length === 0
+        ? Effect.succeed(new Map<string, number>())
+        : Effect.map(
+          admin.listOffsets(partitions.map((tp) => ({ ...tp, spec: reset })), {
+            readCommitted: isolation === "read-committed",
+          }),
+          (listed) => new Map(listed.map((found) => [keyOf(found), found.offset ?? 0] as const)),
+        )
+
+    const onEvent = (event: Group.GroupEvent): Effect.Effect<GroupEvent, TransportError.TransportError> => {
+      if (event._tag === "Revoked") {
+        return Effect.as(loop.revoke(event.partitions), {
+          _tag: "Revoked",
+          partitions: event.partitions,
+          acknowledge: event.acknowledge,
+        })
+      }
+      return Effect.gen(function*() {
+        const fresh = event.partitions.filter((assigned) => assigned.startOffset === undefined)
+        const resets = yield* resetOffsets(fresh)
+        const claims: ReadonlyArray<PartitionClaim> = yield* loop.assign(event.partitions.map((assigned) => ({
+          topic: assigned.topic,
+          partition: assigned.partition,
+          offset: assigned.startOffset ?? resets.get(keyOf(assigned)) ?? 0,
+        })))
+        return { _tag: "Assigned", claims }
+      })
+    }
+
+    const notHeld = (tp: TopicPartition, operation: string) =>
+      TransportError.make(
+        "ILLEGAL_GENERATION",
+        operation,
+        `Member ${member.memberId()} of group "${options.group}" does not hold ${tp.topic}/${tp.partition}`,
+      )
+
+    return {
+      group: options.group,
+      get memberId() {
+        return member.memberId()
+      },
+      events: Stream.mapEffect(member.events, onEvent),
+      commit: (offsets: ReadonlyArray<OffsetCommit>) => member.commit(offsets),
+      committed: (partitions) => member.committed(partitions),
+      pause: loop.pause,
+      resume: loop.resume,
+      seek: (tp, offset) =>
+        Effect.suspend(() => loop.position(tp) === undefined ? Effect.fail(notHeld(tp, "seek")) : loop.seek(tp, offset)),
+    } satisfies Subscription
+  })
