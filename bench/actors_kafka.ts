@@ -11,7 +11,10 @@
  *   counted, one commit at the end): what the transport alone costs;
  * - actor: one actor with every option at its default (the headline);
  * - actor, mailbox never full: the same with a mailbox as large as the data, so the partition is
- *   never paused: what backpressure costs on Kafka.
+ *   never paused: what backpressure costs on Kafka;
+ * - subscription, own client / actor, own client: the same two on `KafkaTransport`, Partita's own
+ *   Kafka client (issue 12's targets: ≥ 2× and ≥ 1.2× raw kafkajs). Its windows start at the
+ *   `Assigned` event (there is no kafkajs join line), which comes after the join.
  * A window runs from the moment kafkajs joined the group to the moment every partition's end was
  * committed; the join itself is reported apart (`join s`).
  *
@@ -38,11 +41,13 @@ import {
 const total = records(200_000)
 const partitions = 3
 const kafka = kafkaRuntime()
+const own = kafkaRuntime("own")
 const resources = kafkaResources()
 const topic = await resources.topic("actors", partitions)
 await produceRaw(topic, total, partitions)
 const ends = await resources.ends(topic)
 const probe = instrument(Context.get(await kafka.context(), Transport.Transport))
+const ownProbe = instrument(Context.get(await own.context(), Transport.Transport), { kafkajsJoin: false })
 
 /** The baseline: kafkajs with nothing in between, set up as `KafkaJsTransport` sets up its consumer. */
 const raw = async (): Promise<Measurement> => {
@@ -88,6 +93,8 @@ const raw = async (): Promise<Measurement> => {
 
 const scoped = (program: Effect.Effect<Measurement, unknown, Scope.Scope>) =>
   kafka.runPromise(Effect.scoped(program))
+const ownScoped = (program: Effect.Effect<Measurement, unknown, Scope.Scope>) =>
+  own.runPromise(Effect.scoped(program))
 
 const cases: ReadonlyArray<Case> = [
   { name: "raw kafkajs", run: async () => ({ "raw kafkajs": await raw() }) },
@@ -96,6 +103,22 @@ const cases: ReadonlyArray<Case> = [
     run: async () => ({
       "transport subscription": await scoped(
         consumeWithSubscription({ probe, topic, group: resources.group("subscription"), ends }),
+      ),
+    }),
+  },
+  {
+    name: "subscription, own client",
+    run: async () => ({
+      "subscription, own client": await ownScoped(
+        consumeWithSubscription({ probe: ownProbe, topic, group: resources.group("own-subscription"), ends }),
+      ),
+    }),
+  },
+  {
+    name: "actor, own client",
+    run: async () => ({
+      "actor, own client": await ownScoped(
+        consumeWithActors({ probe: ownProbe, topic, group: resources.group("own-actor"), ends, value: Codec.bytes }),
       ),
     }),
   },
@@ -138,11 +161,14 @@ await runBench({
   cases,
   ratios: [
     { numerator: "actor", denominator: "raw kafkajs", target: 0.9 },
+    { numerator: "subscription, own client", denominator: "raw kafkajs", target: 2 },
+    { numerator: "actor, own client", denominator: "raw kafkajs", target: 1.2 },
     { numerator: "actor, mailbox never full", denominator: "raw kafkajs" },
     { numerator: "transport subscription", denominator: "raw kafkajs" },
   ],
   teardown: async () => {
     await kafka.dispose()
+    await own.dispose()
     await resources.cleanup()
   },
 })

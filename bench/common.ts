@@ -26,7 +26,7 @@ import process from "node:process"
 import kafkajs from "kafkajs"
 import type { Admin, Kafka as KafkaClient, LogEntry } from "kafkajs"
 import { Context, Deferred, Effect, Exit, Layer, Logger, ManagedRuntime, Metric, References, type Scope, Stream } from "effect"
-import { Actor, ActorSystem, ErrorPolicy, KafkaJsTransport, MemoryTransport, type Producer, Transport } from "../mod.ts"
+import { Actor, ActorSystem, ErrorPolicy, KafkaJsTransport, KafkaTransport, MemoryTransport, type Producer, Transport } from "../mod.ts"
 
 // kafkajs is CommonJS: its default import is `module.exports` on every runtime.
 const { Kafka, logLevel: KafkaLogLevel } = kafkajs
@@ -626,11 +626,13 @@ export const loggingLayer = Layer.mergeAll(
 )
 
 /** A Kafka transport on the bench's broker, built once for the whole bench. */
-export const kafkaRuntime = () =>
+export const kafkaRuntime = (client: "kafkajs" | "own" = "kafkajs") =>
   ManagedRuntime.make(
-    KafkaJsTransport.layer({ brokers: config.brokers, clientId: "partita-bench" }).pipe(
-      Layer.provideMerge(loggingLayer),
-    ),
+    (client === "own"
+      ? KafkaTransport.layer({ brokers: config.brokers, clientId: "partita-bench" })
+      : KafkaJsTransport.layer({ brokers: config.brokers, clientId: "partita-bench" })).pipe(
+        Layer.provideMerge(loggingLayer),
+      ),
   )
 
 /**
@@ -638,7 +640,12 @@ export const kafkaRuntime = () =>
  * assignment arrived and what it committed: the end of a consume window is "every partition
  * committed up to its end", seen at the moment the commit returns, with no polling.
  */
-export const instrument = (transport: Transport.Transport["Service"]) => {
+export const instrument = (
+  transport: Transport.Transport["Service"],
+  /** Whether kafkajs announces the group join (KafkaJsTransport); otherwise windows start at `Assigned`. */
+  options: { readonly kafkajsJoin?: boolean } = {},
+) => {
+  const kafkajsJoin = options.kafkajsJoin ?? transport.name !== "memory"
   const assignedAt = new Map<string, Mark>()
   let warnedNoJoin = false
   const committed = new Map<string, Map<number, number>>()
@@ -694,7 +701,7 @@ export const instrument = (transport: Transport.Transport["Service"]) => {
      */
     joinedAt: (group: string): Mark | undefined => {
       const joined = joins.get(group)
-      if (joined !== undefined || transport.name === "memory") return joined ?? assignedAt.get(group)
+      if (joined !== undefined || !kafkajsJoin) return joined ?? assignedAt.get(group)
       if (!warnedNoJoin) {
         warnedNoJoin = true
         console.error(

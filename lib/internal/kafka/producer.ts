@@ -489,16 +489,33 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       })),
     )
 
+  /** Consecutive metadata answers that a queue's topic does not exist. */
+  const unknownTopicAnswers = new Map<PartitionQueue, number>()
+  const unknownTopicRetries = 4
+
   const lookUpLeader = (queue: PartitionQueue) =>
     cluster.leaderFor({ topic: queue.topic, partition: queue.partition }).pipe(
       Effect.exit,
       Effect.flatMap((exit) =>
         Effect.gen(function*() {
-          if (Exit.isSuccess(exit)) queue.leader = exit.value
-          else {
+          if (Exit.isSuccess(exit)) {
+            queue.leader = exit.value
+            unknownTopicAnswers.delete(queue)
+          } else {
             const error = errorOfExit(exit, undefined)
             const at = yield* now
-            if (!error.retriable) for (const batch of [...queue.batches]) fail(batch, error)
+            // A topic the metadata keeps saying is not there (deleted, or never created) fails
+            // its records after a few answers, as franz-go's `UnknownTopicRetries`, instead of
+            // holding them for the whole delivery timeout.
+            const unknown = error.code === "UNKNOWN_TOPIC_OR_PARTITION"
+              ? (unknownTopicAnswers.get(queue) ?? 0) + 1
+              : 0
+            if (unknown > 0) unknownTopicAnswers.set(queue, unknown)
+            else unknownTopicAnswers.delete(queue)
+            if (!error.retriable || unknown >= unknownTopicRetries) {
+              unknownTopicAnswers.delete(queue)
+              for (const batch of [...queue.batches]) fail(batch, error)
+            }
             else if (queue.batches[0] !== undefined) {
               queue.batches[0].lastError = error
               queue.batches[0].retryAt = at + backoffMs

@@ -8,9 +8,11 @@
  *   given the partitions at those offsets, and its claims go out in one `Assigned` event.
  * - `Revoked`: the fetch loop ends the claims' streams first (what was fetched and not pulled is
  *   dropped), then the event goes out; the group releases the partitions only when Partita runs
- *   `acknowledge`, on the KIP-848 protocol and the classic one alike, leader or not. A revocation
- *   the group reports as lost (the member was fenced) looks the same to Partita: its commits for
- *   those partitions fail, and acknowledging it lets the member rejoin.
+ *   `acknowledge`, on the KIP-848 protocol and the classic one alike, leader or not.
+ * - Removal: when the coordinator fenced the member (it did not acknowledge a revocation within
+ *   the rebalance timeout, or was not heard from within the session timeout), its partitions
+ *   are already someone else's: the claims end and `events` fails with `UNKNOWN_MEMBER_ID`
+ *   saying which, as on the other transports; the caller subscribes again.
  * - The fetch loop talks to each broker on a connection of the subscription's own: a Fetch
  *   long-polls (up to `maxWait`), and a broker answers one connection's requests in order, so a
  *   shared connection would hold every produce and metadata request behind it. Membership has
@@ -18,7 +20,7 @@
  * - Closing the subscription's scope leaves the group first (the member's finalizer was added
  *   last), then ends the fetch loop and closes the connections.
  */
-import { Effect, Scope, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Scope, Stream } from "effect"
 import type {
   GroupEvent,
   OffsetCommit,
@@ -124,12 +126,71 @@ export const subscribe = (
           (listed) => new Map(listed.map((found) => [keyOf(found), found.offset ?? 0] as const)),
         )
 
+    const rebalanceTimeoutMs = Duration.toMillis(
+      Duration.fromInputUnsafe(options.rebalanceTimeout ?? Group.defaults.rebalanceTimeout),
+    )
+    /** Revocations handed out and not yet acknowledged, and the slowest acknowledged one since the last loss. */
+    let unacknowledged = 0
+    let slowestRevocationMs = 0
+    /** Fails `events` once this member knows it was removed. */
+    const removal = yield* Deferred.make<never, TransportError.TransportError>()
+
+    const removed = (partitions: ReadonlyArray<TopicPartition>) => {
+      const late = unacknowledged > 0 || slowestRevocationMs > rebalanceTimeoutMs
+      const reason = late
+        ? `it did not acknowledge a revocation within the rebalance timeout (${rebalanceTimeoutMs} ms${
+          unacknowledged > 0 ? "" : `; it took ${slowestRevocationMs} ms`
+        })`
+        : "the coordinator fenced it (not heard from within the session timeout)"
+      slowestRevocationMs = 0
+      return TransportError.make(
+        "UNKNOWN_MEMBER_ID",
+        "subscribe",
+        `Member ${member.memberId()} was removed from group "${options.group}" and lost ${
+          partitions.map((tp) => `${tp.topic}/${tp.partition}`).join(", ")
+        }: ${reason}; subscribe again to rejoin`,
+      )
+    }
+
     const onEvent = (event: Group.GroupEvent): Effect.Effect<GroupEvent, TransportError.TransportError> => {
+      if (event._tag === "Revoked" && event.lost) {
+        // The partitions are someone else's already. The contract (and the other transports)
+        // end a removed member's subscription: the caller learns it lost the group and joins
+        // again on its own schedule. Not acknowledging keeps the group from rejoining by
+        // itself before this subscription's scope closes.
+        return Effect.andThen(loop.revoke(event.partitions), Effect.fail(removed(event.partitions)))
+      }
       if (event._tag === "Revoked") {
-        return Effect.as(loop.revoke(event.partitions), {
-          _tag: "Revoked",
-          partitions: event.partitions,
-          acknowledge: event.acknowledge,
+        return Effect.gen(function*() {
+          yield* loop.revoke(event.partitions)
+          const revokedAt = yield* Clock.currentTimeMillis
+          unacknowledged++
+          let done = false
+          const acknowledge = Effect.andThen(
+            Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              Effect.sync(() => {
+                if (done) return
+                done = true
+                unacknowledged--
+                slowestRevocationMs = Math.max(slowestRevocationMs, now - revokedAt)
+              })),
+            event.acknowledge,
+          )
+          // The coordinator removes a member that has not acknowledged within the rebalance
+          // timeout, and gives its partitions to others at once; the member hears of it only at
+          // its next heartbeat (up to the broker's interval later). So it gives up here, at the
+          // deadline: the claims end and `events` fails, and nothing is handled meanwhile by
+          // a member that no longer owns it.
+          yield* Effect.sleep(Duration.millis(rebalanceTimeoutMs)).pipe(
+            Effect.andThen(Effect.suspend(() =>
+              done ? Effect.void : Effect.andThen(
+                loop.revoke(member.owned()),
+                Deferred.fail(removal, removed(event.partitions)),
+              )
+            )),
+            Effect.forkIn(parent),
+          )
+          return { _tag: "Revoked", partitions: event.partitions, acknowledge } satisfies GroupEvent
         })
       }
       return Effect.gen(function*() {
@@ -156,7 +217,7 @@ export const subscribe = (
       get memberId() {
         return member.memberId()
       },
-      events: Stream.mapEffect(member.events, onEvent),
+      events: Stream.mapEffect(member.events, onEvent).pipe(Stream.interruptWhen(Deferred.await(removal))),
       commit: (offsets: ReadonlyArray<OffsetCommit>) => member.commit(offsets),
       committed: (partitions) => member.committed(partitions),
       pause: loop.pause,

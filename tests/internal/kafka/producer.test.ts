@@ -13,6 +13,7 @@ import process from "node:process"
 import { test } from "node:test"
 import { Cause, Effect, Exit, Fiber, Layer, References, type Scope } from "effect"
 import { TestClock } from "effect/testing"
+import * as Admin from "../../../lib/internal/kafka/admin.ts"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import * as Producer from "../../../lib/internal/kafka/producer.ts"
 import { decodeRequestHeader } from "../../../lib/internal/kafka/protocol/api.ts"
@@ -226,6 +227,23 @@ kafkaTest("Producer: a record too large for the topic fails alone with MESSAGE_T
     assert.equal(metadataOf(next[0]!).offset, 0)
   }))
 })
+
+kafkaTest("Producer: records for a topic deleted meanwhile fail with UNKNOWN_TOPIC_OR_PARTITION after a few metadata answers, not after the delivery timeout", async ([broker]) => {
+  const topic = uniqueName("producer-deleted")
+  await run(Effect.gen(function*() {
+    const brokers = yield* Brokers.make({ bootstrap: [broker!] })
+    const admin = Admin.make(brokers)
+    yield* admin.createTopics([{ topic, partitions: 1 }])
+    // Ten minutes: were the records held for the delivery timeout, the test would time out.
+    const producer = yield* Producer.make(Producer.fromBrokers(brokers), { deliveryTimeout: "10 minutes" })
+    metadataOf((yield* producer.sendEach([{ topic, key: null, value: bytes("before") }]))[0]!)
+    yield* admin.deleteTopics([topic])
+    const [outcome] = yield* producer.sendEach([{ topic, key: null, value: bytes("after") }])
+    const error = errorOf(outcome!)
+    assert.equal(error.code, "UNKNOWN_TOPIC_OR_PARTITION")
+    assert.match(error.message, new RegExp(topic))
+  }))
+}, { timeoutMs: 60_000 })
 
 kafkaTest("Producer: gzip, snappy, lz4 and zstd batches are read by Kafka's console consumer", async ([broker]) => {
   const topic = uniqueName("producer-codecs")
