@@ -95,7 +95,7 @@ const startProfile = async (name: string): Promise<() => Promise<void>> => {
 }
 
 /** A full collection, so one case's garbage is not collected during the next one's clock. */
-const collectGarbage = (): void => {
+export const collectGarbage = (): void => {
   const global = globalThis as { Bun?: { gc?: (force: boolean) => void }; gc?: () => void }
   if (global.Bun?.gc !== undefined) global.Bun.gc(true)
   else global.gc?.()
@@ -152,7 +152,7 @@ export interface Summary {
   readonly samples: ReadonlyArray<number>
 }
 
-const summarize = (samples: ReadonlyArray<number>): Summary => ({
+export const summarize = (samples: ReadonlyArray<number>): Summary => ({
   median: median(samples),
   min: Math.min(...samples),
   max: Math.max(...samples),
@@ -242,6 +242,17 @@ export interface BenchResult {
   readonly measures: ReadonlyArray<MeasureResult>
   readonly ratios: ReadonlyArray<RatioResult>
   readonly targets: ReadonlyArray<TargetResult>
+  /** Figures that are not rates (heap per partition, say), with their unit and bound. */
+  readonly readings?: ReadonlyArray<Reading> | undefined
+}
+
+/** A figure that is not a rate: a median over rounds, with an upper bound when it has a target. */
+export interface Reading {
+  readonly name: string
+  readonly unit: string
+  readonly value: Summary
+  readonly atMost?: number | undefined
+  readonly met?: boolean | undefined
 }
 
 export const ratioName = (spec: RatioSpec): string => `${spec.numerator} / ${spec.denominator}`
@@ -521,8 +532,29 @@ export const suiteTable = (results: ReadonlyArray<BenchResult>): string => {
         }),
       ])
     }
+    const readings = [...new Set([...byRuntime.values()].flatMap((r) => (r.readings ?? []).map((m) => m.name)))]
+    for (const name of readings) {
+      const first = [...byRuntime.values()].flatMap((r) => r.readings ?? []).find((m) => m.name === name)!
+      rows.push([
+        take(),
+        `${name}, ${first.unit}${first.atMost === undefined ? "" : ` (≤ ${first.atMost})`}`,
+        ...runtimes.map((runtimeName) => {
+          const reading = byRuntime.get(runtimeName)?.readings?.find((m) => m.name === name)
+          if (reading === undefined) return ""
+          const cell = `${Math.round(reading.value.median)} (${Math.round(reading.value.min)}–${Math.round(reading.value.max)})`
+          return reading.met === false ? `${cell} MISSED` : cell
+        }),
+      ])
+    }
   }
   return table(["bench (records)", "measure", ...runtimes], rows)
+}
+
+/** Writes a bench result for `bench/run` (for benches that do not go through `runBench`). */
+export const writeResult = (result: BenchResult): void => {
+  if (config.out === undefined) return
+  mkdirSync(dirname(config.out), { recursive: true })
+  writeFileSync(config.out, JSON.stringify(result, null, 2) + "\n")
 }
 
 /** Reads bench results written by `runBench`. */

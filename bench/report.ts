@@ -37,6 +37,9 @@ const missed = results.flatMap((result) => [
       Math.round(target.median)
     } records/s, target ≥ ${target.atLeast}`
   ),
+  ...(result.readings ?? []).filter((reading) => reading.met === false).map((reading) =>
+    `${result.bench} on ${result.runtime}: ${reading.name} = ${Math.round(reading.value.median)} ${reading.unit}, target ≤ ${reading.atMost}`
+  ),
 ])
 if (missed.length > 0) console.log(`\nmissed targets:\n${missed.map((line) => `  ${line}`).join("\n")}`)
 if (failures.length > 0) console.log(`\nfailed:\n${failures.map((line) => `  ${line}`).join("\n")}`)
