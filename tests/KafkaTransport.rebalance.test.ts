@@ -30,7 +30,7 @@ rebalanceSuite({ label: "KIP-848 on Kafka 4.4", protocol: "consumer", declare: o
  * The member is a subscription over brokers.ts whose coordinator is reached through the proxy
  * (KafkaTransport dials the addresses the cluster advertises, so there is no place to put one).
  */
-onKafka4("KIP-848 fencing: a member that stalls mid-rebalance past its rebalance timeout is fenced; its commits are refused typed, non-retriable, and never move the offsets; it is told it lost its partitions and rejoins", (broker) =>
+onKafka4("KIP-848 fencing: a member that stalls mid-rebalance past its rebalance timeout (8 s) is fenced; its commits are refused typed, non-retriable, and never move the offsets; it is told it lost its partitions and rejoins", (broker) =>
   run(Effect.gen(function* () {
     const world = makeWorld()
     const count = 4
@@ -42,7 +42,7 @@ onKafka4("KIP-848 fencing: a member that stalls mid-rebalance past its rebalance
       ...pool,
       coordinatorFor: (key) => Effect.map(pool.coordinatorFor(key), (connection) => ({ ...connection, broker: held.address })),
     }
-    const options = { ...subscribeOptions(group, records.topic), rebalanceTimeout: "3 seconds" as const }
+    const options = { ...subscribeOptions(group, records.topic), rebalanceTimeout: "8 seconds" as const }
 
     let stalled = false
     const refusals: Array<TransportError> = []
