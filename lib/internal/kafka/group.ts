@@ -57,14 +57,21 @@ export const fromBrokers = (
   // same scope has left (its finalizer runs first), even those opened after the member joined.
   Effect.map(Effect.flatMap(Effect.scope, (parent) => Scope.fork(parent)), (scope) => {
     const own = new Map<string, Connection.Connection>()
+    // The member's own connection, while open, is used without asking the pool: the pool's
+    // answer could only say the coordinator moved, which the coordinator's own errors say
+    // (NOT_COORDINATOR and the like invalidate it), and at close the pool may no longer answer.
+    // Its connections are opened lazily into the scope it was made in, so one opened after the
+    // member joined closes before the member's finalizer runs, and a lookup then waited for the
+    // leave's whole timeout: the group kept the partitions for a session timeout (45 s on KIP-848).
     const coordinatorFor = (key: GroupKey) =>
-      Effect.flatMap(brokers.coordinatorFor(key), (pooled) => {
+      Effect.suspend(() => {
         const cached = own.get(key.id)
-        if (cached !== undefined && cached.isOpen() && cached.broker === pooled.broker) return Effect.succeed(cached)
-        return Effect.tap(
-          Connection.make({ ...connectionOptions, broker: pooled.broker }).pipe(Scope.provide(scope)),
-          (connection) => Effect.sync(() => own.set(key.id, connection)),
-        )
+        if (cached !== undefined && cached.isOpen()) return Effect.succeed(cached)
+        return Effect.flatMap(brokers.coordinatorFor(key), (pooled) =>
+          Effect.tap(
+            Connection.make({ ...connectionOptions, broker: pooled.broker }).pipe(Scope.provide(scope)),
+            (connection) => Effect.sync(() => own.set(key.id, connection)),
+          ))
       })
     const info = (metadata: Brokers.TopicMetadata): TopicInfo => ({ topicId: metadata.topicId, partitions: metadata.partitions.length })
     return {

@@ -235,8 +235,17 @@ export const fetchCommitted = (
     }))
 }
 
-/** Per-partition commit answers that the same commit may pass once the member's state settles. */
-const commitRetriable: ReadonlySet<string> = new Set(["STALE_MEMBER_EPOCH", "REBALANCE_IN_PROGRESS"])
+/**
+ * Per-partition commit answers that the same commit may pass once the member's state settles:
+ * KIP-848's epoch moved on under the commit (a heartbeat answer), or a classic round is under
+ * way. ILLEGAL_GENERATION is among them because a cooperative round moves the generation while
+ * the member keeps partitions: from the JoinGroup answer to the SyncGroup answer the group is at
+ * a generation the member does not know yet, and a commit of a partition it keeps, with the
+ * generation it knows, is refused. Retrying is safe: each attempt reads the member's generation
+ * again and first checks that the partitions are still its own in the same incarnation, so a
+ * member that was really fenced (its heartbeat says so, and it loses everything) is refused here.
+ */
+const commitRetriable: ReadonlySet<string> = new Set(["STALE_MEMBER_EPOCH", "REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION"])
 
 /**
  * Commits owned partitions' offsets with the member's id and epoch/generation, so that the
@@ -246,56 +255,77 @@ const commitRetriable: ReadonlySet<string> = new Set(["STALE_MEMBER_EPOCH", "REB
 export const commitOffsets = (
   core: Core,
   offsets: ReadonlyArray<OffsetToCommit>,
-): Effect.Effect<void, TransportError.TransportError> => {
-  const operation = "commit"
-  const attemptOnce = Effect.suspend(() => {
-    for (const offset of offsets) {
-      if (!core.owned.has(keyOf(offset))) {
-        return Effect.fail(TransportError.make(
-          core.epoch < 0 ? "UNKNOWN_MEMBER_ID" : "ILLEGAL_GENERATION",
-          operation,
-          `Member ${core.memberId} of group "${core.options.group}" does not hold ${keyOf(offset)}: it was revoked or lost, so its offset is not this member's to commit`,
-        ))
+): Effect.Effect<void, TransportError.TransportError> =>
+  Effect.suspend(() => {
+    const operation = "commit"
+    // A commit belongs to the membership it was made in: once the member lost everything
+    // (fenced) and rejoined, a retry must not land under the new epoch, even for a partition it
+    // got back.
+    const incarnation = core.incarnation
+    /** Refusals made here, not by the broker: final, never retried. */
+    const refusedHere = new Set<TransportError.TransportError>()
+    const refuse = (code: TransportError.KafkaErrorName, message: string) => {
+      const error = TransportError.make(code, operation, message)
+      refusedHere.add(error)
+      return Effect.fail(error)
+    }
+    const attemptOnce = Effect.suspend(() => {
+      if (incarnation !== core.incarnation) {
+        return refuse(
+          "UNKNOWN_MEMBER_ID",
+          `Member ${core.memberId} of group "${core.options.group}" was fenced while committing ${offsets.map(keyOf).join(", ")}: these offsets belong to a membership that is gone, and the partitions' next owner starts from the group's last commit`,
+        )
       }
-    }
-    if (offsets.length === 0) return Effect.void
-    const epoch = core.epoch
-    const memberId = core.memberId
-    const topics = new Map<string, Array<{ partitionIndex: number; committedOffset: number; committedMetadata: string | null }>>()
-    for (const o of offsets) {
-      const list = topics.get(o.topic) ?? []
-      list.push({ partitionIndex: o.partition, committedOffset: o.offset, committedMetadata: o.metadata ?? "" })
-      topics.set(o.topic, list)
-    }
-    return onCoordinator(core, (connection) =>
-      Effect.gen(function* () {
-        const version = Math.min(yield* connection.versionFor(OffsetCommit), offsetApiMaxVersion)
-        const response = yield* connection.request(OffsetCommit, {
-          groupId: core.options.group,
-          generationIdOrMemberEpoch: epoch,
-          memberId,
-          groupInstanceId: version >= 7 ? core.options.instanceId ?? null : null,
-          topics: [...topics].map(([name, partitions]) => ({ name, partitions })),
-        }, { version })
-        for (const topic of response.topics) {
-          for (const p of topic.partitions) {
-            if (p.errorCode !== 0) {
-              return yield* Effect.fail(errorOf(
-                p.errorCode,
-                operation,
-                `Cannot commit ${topic.name}/${p.partitionIndex} for member ${memberId} (epoch ${epoch}) of group "${core.options.group}"`,
-              ))
+      for (const offset of offsets) {
+        if (!core.owned.has(keyOf(offset))) {
+          return refuse(
+            core.epoch < 0 ? "UNKNOWN_MEMBER_ID" : "ILLEGAL_GENERATION",
+            `Member ${core.memberId} of group "${core.options.group}" does not hold ${keyOf(offset)}: it was revoked or lost, so its offset is not this member's to commit`,
+          )
+        }
+      }
+      if (offsets.length === 0) return Effect.void
+      const epoch = core.epoch
+      const memberId = core.memberId
+      const topics = new Map<string, Array<{ partitionIndex: number; committedOffset: number; committedMetadata: string | null }>>()
+      for (const o of offsets) {
+        const list = topics.get(o.topic) ?? []
+        list.push({ partitionIndex: o.partition, committedOffset: o.offset, committedMetadata: o.metadata ?? "" })
+        topics.set(o.topic, list)
+      }
+      return onCoordinator(core, (connection) =>
+        Effect.gen(function* () {
+          const version = Math.min(yield* connection.versionFor(OffsetCommit), offsetApiMaxVersion)
+          const response = yield* connection.request(OffsetCommit, {
+            groupId: core.options.group,
+            generationIdOrMemberEpoch: epoch,
+            memberId,
+            groupInstanceId: version >= 7 ? core.options.instanceId ?? null : null,
+            topics: [...topics].map(([name, partitions]) => ({ name, partitions })),
+          }, { version })
+          for (const topic of response.topics) {
+            for (const p of topic.partitions) {
+              if (p.errorCode !== 0) {
+                return yield* Effect.fail(errorOf(
+                  p.errorCode,
+                  operation,
+                  `Cannot commit ${topic.name}/${p.partitionIndex} for member ${memberId} (epoch ${epoch}) of group "${core.options.group}"`,
+                ))
+              }
             }
           }
-        }
-      }))
+        }))
+    })
+    // The epoch moves on under a commit (a heartbeat answer) or a rebalance is under way: the
+    // same commit passes once that settles, as long as the partitions are still this member's.
+    // A round lasts at most the rebalance timeout, so that bounds the wait.
+    return attemptOnce.pipe(
+      Effect.retry({
+        schedule: Schedule.spaced("200 millis").pipe(Schedule.upTo({ duration: Duration.millis(core.rebalanceTimeoutMs) })),
+        while: (error) => !refusedHere.has(error) && commitRetriable.has(error.code),
+      }),
+    )
   })
-  // The epoch moves on under a commit (a heartbeat answer) or a rebalance is under way: the same
-  // commit passes once that settles, as long as the partitions are still this member's.
-  return attemptOnce.pipe(
-    Effect.retry({ schedule: Schedule.spaced("200 millis"), times: 15, while: (error) => commitRetriable.has(error.code) }),
-  )
-}
 
 const groupByTopic = (partitions: ReadonlyArray<TopicPartition>): Map<string, Array<number>> => {
   const byTopic = new Map<string, Array<number>>()

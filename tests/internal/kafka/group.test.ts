@@ -1,18 +1,17 @@
 /**
  * Consumer group membership on Kafka 4.4's KIP-848 protocol (ConsumerGroupHeartbeat), against
  * the real broker: the shared suite (groupSuite.ts) and membership over brokers.ts. The broker's
- * heartbeat interval (5 s) paces these tests. Fencing is not covered here yet: a member that
- * stops heartbeating is fenced only after the broker's minimum session timeout (45 s), too long
- * for this file (group.classic.test.ts covers it on the classic protocol), and fencing by an
- * unacknowledged revocation (groupSuite.ts' unacknowledgedIsFenced) passed on one runtime and
- * not on two others: Kafka 4.4 did not always fence within 40 s with a 3 s rebalance timeout.
+ * heartbeat interval (5 s) paces these tests. Fencing by an unacknowledged revocation is covered
+ * (groupSuite.ts' unacknowledgedIsFenced: the rebalance timeout is the member's own); a member
+ * that stops heartbeating is fenced only after the broker's minimum session timeout (45 s), too
+ * long for this file (group.classic.test.ts covers it on the classic protocol).
  */
 import assert from "node:assert/strict"
 import { Effect } from "effect"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import * as Group from "../../../lib/internal/kafka/group.ts"
 import { kafkaTest, uniqueName } from "../../fixtures/services.ts"
-import { createTopic, groupSuite, member, run } from "./groupSuite.ts"
+import { createTopic, groupSuite, member, run, unacknowledgedIsFenced } from "./groupSuite.ts"
 
 let broker = ""
 const suite = {
@@ -26,6 +25,7 @@ const suite = {
 }
 
 groupSuite(suite)
+unacknowledgedIsFenced(suite)
 
 kafkaTest("Group over brokers.ts (fromBrokers): the protocol defaults to KIP-848 on Kafka 4.4; a member gets every partition and commits", ([broker]) =>
   run(Effect.gen(function* () {
