@@ -22,7 +22,8 @@
  * dead-lettered there), DEFECT_RATE and DEFECT_PARTITIONS (handler calls that die), HANG ("key,..."
  * whose handler never returns), DELIVERY, OUTPUT (a topic each handled record is copied to),
  * MAILBOX, SHUTDOWN_DEADLINE, DRAIN_DEADLINE, COMMIT_MILLIS, COMMIT_RECORDS, SESSION_TIMEOUT,
- * MAX_RESTARTS, RESTART_MILLIS, STATS_MILLIS, STATS_GC (1: a full collection before each heap reading).
+ * MAX_RESTARTS, RESTART_MILLIS, STATS_MILLIS, STATS_GC (1: a full collection before each heap reading),
+ * TRANSPORT (`kafka`, the default: KafkaTransport; `kafkajs`: KafkaJsTransport).
  */
 import * as fs from "node:fs"
 import process from "node:process"
@@ -31,6 +32,7 @@ import * as Actor from "../../lib/Actor.ts"
 import * as ActorSystem from "../../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
 import * as KafkaJsTransport from "../../lib/KafkaJsTransport.ts"
+import * as KafkaTransport from "../../lib/KafkaTransport.ts"
 import * as Main from "../../lib/Main.ts"
 import { Producer } from "../../lib/Producer.ts"
 import { RecordContext } from "../../lib/RecordContext.ts"
@@ -282,7 +284,11 @@ const program = Effect.scoped(Effect.gen(function*() {
   return yield* system.failure
 })).pipe(
   Effect.provide(logging.pipe(
-    Layer.provide(KafkaJsTransport.layer({ brokers: env("KAFKA_BROKERS").split(","), clientId: member, logLevel: "warn" })),
+    Layer.provide(
+      env("TRANSPORT", "kafka") === "kafkajs"
+        ? KafkaJsTransport.layer({ brokers: env("KAFKA_BROKERS").split(","), clientId: member, logLevel: "warn" })
+        : KafkaTransport.layer({ brokers: env("KAFKA_BROKERS").split(","), clientId: member }),
+    ),
   )),
 )
 

@@ -16,7 +16,17 @@ export const partitions = 8
 export const runtimeName = (): string =>
   process.versions["bun"] !== undefined ? "bun" : "Deno" in globalThis ? "deno" : "node"
 
+/**
+ * The Kafka transports every scenario runs on: `kafka` (KafkaTransport, Partita's own client) and
+ * `kafkajs` (KafkaJsTransport); `PARTITA_FAULTS_TRANSPORTS` narrows them. The test's own producer
+ * and read-back stay on kafkajs, apart from the system under test.
+ */
+export const transports: ReadonlyArray<string> = (process.env["PARTITA_FAULTS_TRANSPORTS"] ?? "kafka kafkajs")
+  .split(/[\s,]+/).filter((name) => name !== "")
+
 export interface Context {
+  /** The transport the actor apps run on (`kafka` or `kafkajs`). */
+  readonly transport: string
   readonly scenario: Scenario
   readonly broker: Broker
   readonly brokers: ReadonlyArray<string>
@@ -36,6 +46,15 @@ export const faultTest = (
   name: string,
   body: (context: Context) => Promise<void>,
   options: { readonly timeoutMs?: number; readonly env?: Record<string, string>; readonly privateBroker?: boolean } = {},
+): void => {
+  for (const transport of transports) scenarioTest(`${name} [${transport}]`, transport, body, options)
+}
+
+const scenarioTest = (
+  name: string,
+  transport: string,
+  body: (context: Context) => Promise<void>,
+  options: { readonly timeoutMs?: number; readonly env?: Record<string, string>; readonly privateBroker?: boolean },
 ): void =>
   kafkaTest(name, async (sharedBrokers) => {
     const started = Date.now()
@@ -44,11 +63,11 @@ export const faultTest = (
     const id = name.split(" ")[0]!.toLowerCase()
     const topic = uniqueName(`faults-${id}`)
     const group = uniqueName(`faults-${id}`)
-    const scenario = new Scenario(id, { KAFKA_BROKERS: brokers.join(","), TOPIC: topic, GROUP: group, ...options.env })
+    const scenario = new Scenario(id, { KAFKA_BROKERS: brokers.join(","), TOPIC: topic, GROUP: group, TRANSPORT: transport, ...options.env })
     const broker = new Broker(brokers)
     try {
       await broker.createTopic(topic, partitions)
-      await body({ scenario, broker, brokers, topic, group, started, privateBroker })
+      await body({ transport, scenario, broker, brokers, topic, group, started, privateBroker })
     } finally {
       await scenario.close()
       await broker.close()
@@ -97,7 +116,7 @@ export const checkHistory = async (
 export const report = (context: Context, scenario: string, report: Report | undefined, extra: Record<string, string | number> = {}): void => {
   const fields = Object.entries({ ...extra, cpu_ms: cpuMillis(context), seconds: ((Date.now() - context.started) / 1000).toFixed(1) })
     .map(([k, v]) => `${k}=${v}`)
-  console.log(`[faults] ${scenario} ${runtimeName()} ${report === undefined ? "" : figures(report) + " "}${fields.join(" ")}`)
+  console.log(`[faults] ${scenario} ${runtimeName()} ${context.transport} ${report === undefined ? "" : figures(report) + " "}${fields.join(" ")}`)
 }
 
 /** The CPU time (ms) the members had used when they were signalled to stop, summed over members. */
