@@ -1,0 +1,241 @@
+/**
+ * Transactions of the Kafka client against the real brokers: Kafka 4.4 (transactions v2,
+ * KIP-890: no AddPartitionsToTxn or AddOffsetsToTxn, an epoch per transaction) and Kafka 3.9
+ * (the classic path), the same promises on both: committed records are read by a
+ * read-committed fetch loop and aborted ones never; offsets sent with a transaction reach the
+ * group only when it commits; a second producer with the id fences the first; a TxnOffsetCommit
+ * with a stale generation of a real group member (KIP-447) is refused, typed and non-retriable;
+ * a transaction whose send failed aborts and the next one commits.
+ *
+ * The 3.9 broker is the shared one `PARTITA_KAFKA_OLDER_*` name (as .ci/run exports them), or
+ * one this file starts through scripts/kafka and stops.
+ */
+import assert from "node:assert/strict"
+import { after } from "node:test"
+import { Effect, Schedule, type Scope, Stream } from "effect"
+import * as Admin from "../../../lib/internal/kafka/admin.ts"
+import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
+import * as FetchLoop from "../../../lib/internal/kafka/fetchLoop.ts"
+import { OffsetFetch } from "../../../lib/internal/kafka/protocol/OffsetFetch.ts"
+import * as Transactions from "../../../lib/internal/kafka/transactions.ts"
+import type { ConsumerRecord, ProducerRecord } from "../../../lib/Transport.ts"
+import type { TransportError } from "../../../lib/TransportError.ts"
+import { flip, run, succeeded } from "../../fixtures/kafkaEffects.ts"
+import { createTopic } from "../../fixtures/producerCluster.ts"
+import { OlderBroker } from "../../fixtures/scriptedKafka.ts"
+import { kafkaTest, scriptedKafkaTest, uniqueName } from "../../fixtures/services.ts"
+import { member } from "./groupSuite.ts"
+
+const bytes = (text: string) => new TextEncoder().encode(text)
+const text = (value: Uint8Array | null) => (value === null ? null : new TextDecoder().decode(value))
+const record = (topic: string, value: string): ProducerRecord => ({ topic, partition: 0, key: null, value: bytes(value) })
+
+/** The values a read-committed fetch loop reads from partition 0, once it has `count` of them. */
+const readCommitted = (brokers: Brokers.Brokers, topic: string, count: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const loop = yield* FetchLoop.make(FetchLoop.fromBrokers(brokers), { isolation: "read-committed", maxWait: "100 millis" })
+    const [claim] = yield* loop.assign([{ topic, partition: 0, offset: 0 }])
+    const pull = yield* Stream.toPull(claim!.records)
+    const records: Array<ConsumerRecord> = []
+    while (records.length < count) for (const batch of yield* pull) records.push(...batch)
+    return records.map((r) => text(r.value))
+  })).pipe(
+    Effect.timeoutOrElse({ duration: "20 seconds", orElse: () => Effect.die(new Error(`fewer than ${count} committed records in ${topic} within 20 s`)) }),
+  )
+
+/** The group's committed offset of partition 0, polled until `until` holds (offsets land a moment after a commit). */
+const committedOf = (admin: Admin.Admin, group: string, topic: string, until: (offset: number | undefined) => boolean) =>
+  admin.committedOffsets(group, [{ topic, partition: 0 }]).pipe(
+    Effect.map((offsets) => offsets[0]?.offset),
+    Effect.repeat({ until, schedule: Schedule.spaced("50 millis") }),
+    Effect.timeoutOrElse({ duration: "10 seconds", orElse: () => Effect.die(new Error(`group ${group}: the committed offset never became what was expected`)) }),
+  )
+
+/** Partition 0's committed offset as OffsetFetch v7 answers without `requireStable`: pending transactional offsets not counted. */
+const committedUnstable = (brokers: Brokers.Brokers, group: string, topic: string) =>
+  Effect.gen(function*() {
+    const coordinator = yield* brokers.coordinatorFor({ type: "group", id: group })
+    const answer = yield* coordinator.request(OffsetFetch, { groupId: group, topics: [{ name: topic, partitionIndexes: [0] }], requireStable: false }, { version: 7 })
+    const partition = answer.topics?.[0]?.partitions[0]
+    assert.equal(partition?.errorCode, 0)
+    return partition!.committedOffset
+  })
+
+const nonRetriable = (error: TransportError, codes: ReadonlySet<string>, what: string) => {
+  assert.equal(error.retriable, false, `${what}: ${error.code} is not retriable`)
+  assert.ok(codes.has(error.code), `${what}: ${error.code} (${error.message})`)
+}
+
+interface Target {
+  readonly name: string
+  readonly declare: (name: string, body: (address: string) => Promise<void>) => void
+  readonly protocol: Transactions.Protocol
+  /** The group protocols to join with there. */
+  readonly groupProtocols: ReadonlyArray<"consumer" | "classic">
+}
+
+const withCluster = <A, E>(address: string, body: (brokers: Brokers.Brokers, admin: Admin.Admin) => Effect.Effect<A, E, Scope.Scope>) =>
+  Effect.gen(function*() {
+    const brokers = yield* Brokers.make({ bootstrap: [address] })
+    return yield* body(brokers, Admin.make(brokers))
+  })
+
+const suite = (target: Target) => {
+  target.declare(`Transactions on ${target.name} (${target.protocol}): a committed transaction's records and offsets are visible, an aborted one's never`, async (address) => {
+    succeeded(await run(withCluster(address, (brokers, admin) =>
+      Effect.gen(function*() {
+        const topic = uniqueName("txn-out")
+        const source = uniqueName("txn-in")
+        const group = uniqueName("txn-group")
+        yield* createTopic(yield* brokers.any, topic, 1)
+        yield* createTopic(yield* brokers.any, source, 1)
+        const producer = yield* Transactions.make(brokers, { transactionalId: uniqueName("txn-id") })
+        assert.equal(producer.protocol, target.protocol)
+        const start = producer.producerId()
+        assert.ok(start.id >= 0 && start.epoch >= 0, "InitProducerId gave an id and epoch")
+
+        const aborted = yield* producer.begin
+        assert.equal((yield* flip(producer.begin)).code, "INVALID_TXN_STATE", "one transaction at a time")
+        yield* aborted.send([record(topic, "aborted-0"), record(topic, "aborted-1")])
+        yield* aborted.sendOffsets(group, [{ topic: source, partition: 0, offset: 5 }])
+        yield* aborted.abort
+        assert.equal((yield* flip(aborted.send([record(topic, "late")]))).code, "INVALID_TXN_STATE", "an ended transaction takes nothing more")
+
+        const committed = yield* producer.begin
+        const metadata = yield* committed.send([record(topic, "committed-0"), record(topic, "committed-1"), record(topic, "committed-2")])
+        assert.deepEqual(metadata.map((m) => m.topic), [topic, topic, topic])
+        const offsets = metadata.map((m) => m.offset)
+        assert.ok(offsets[0]! >= 3 && offsets[1] === offsets[0]! + 1 && offsets[2] === offsets[0]! + 2, `in order after the aborted records and their marker: ${offsets}`)
+        yield* committed.sendOffsets(group, [{ topic: source, partition: 0, offset: 7, metadata: "m" }])
+        // Not committed yet: the group's offset is still none (read without `requireStable`,
+        // which would answer UNSTABLE_OFFSET_COMMIT while the transaction is open).
+        assert.equal(yield* committedUnstable(brokers, group, source), -1)
+        yield* committed.commit
+
+        assert.deepEqual(yield* readCommitted(brokers, topic, 3), ["committed-0", "committed-1", "committed-2"])
+        assert.equal(yield* committedOf(admin, group, source, (offset) => offset !== undefined), 7)
+        assert.deepEqual(yield* admin.committedOffsets(group, [{ topic: source, partition: 0 }]), [{ topic: source, partition: 0, offset: 7, metadata: "m" }])
+
+        const metrics = producer.metrics()
+        // Requests answered, retries included (CONCURRENT_TRANSACTIONS while the last one's markers are written).
+        assert.ok(metrics.endTxn >= 2 && metrics.txnOffsetCommit >= 2, JSON.stringify(metrics))
+        if (target.protocol === "v2") {
+          assert.equal(metrics.addPartitionsToTxn, 0, "Produce v12 adds partitions (KIP-890)")
+          assert.equal(metrics.addOffsetsToTxn, 0, "TxnOffsetCommit v5 adds the group (KIP-890)")
+          assert.deepEqual(producer.producerId(), { id: start.id, epoch: start.epoch + 2 }, "each EndTxn bumped the epoch")
+        } else {
+          assert.ok(metrics.addPartitionsToTxn >= 2, "AddPartitionsToTxn in each transaction")
+          assert.ok(metrics.addOffsetsToTxn >= 2, "AddOffsetsToTxn in each transaction")
+          assert.deepEqual(producer.producerId(), start, "the epoch stays")
+        }
+      }))))
+  })
+
+  target.declare(`Transactions on ${target.name}: a second producer with the id fences the first, whose sends after that are never visible`, async (address) => {
+    succeeded(await run(withCluster(address, (brokers) =>
+      Effect.gen(function*() {
+        const topic = uniqueName("txn-fence")
+        yield* createTopic(yield* brokers.any, topic, 1)
+        const transactionalId = uniqueName("txn-fenced")
+        const first = yield* Transactions.make(brokers, { transactionalId })
+        const open = yield* first.begin
+        yield* open.send([record(topic, "before-fence")])
+
+        const second = yield* Transactions.make(brokers, { transactionalId })
+        const fenced = yield* flip(open.send([record(topic, "after-fence")]))
+        nonRetriable(fenced, Transactions.fatalErrors, "the fenced producer's send")
+        nonRetriable(yield* flip(open.commit), Transactions.fatalErrors, "its commit")
+        nonRetriable(yield* flip(first.begin), Transactions.fatalErrors, "its next begin")
+        yield* open.abort // the fencing aborted it already: not an error
+
+        const next = yield* second.begin
+        yield* next.send([record(topic, "from-second")])
+        yield* next.commit
+        assert.deepEqual(yield* readCommitted(brokers, topic, 1), ["from-second"])
+      }))))
+  })
+
+  for (const groupProtocol of target.groupProtocols) {
+    target.declare(`Transactions on ${target.name}: TxnOffsetCommit with a ${groupProtocol} member's stale generation is refused by the group, non-retriable (KIP-447)`, async (address) => {
+      succeeded(await run(withCluster(address, (brokers, admin) =>
+        Effect.gen(function*() {
+          const topic = uniqueName("txn-447")
+          const group = uniqueName("txn-447-group")
+          yield* createTopic(yield* brokers.any, topic, 1)
+          const joined = yield* member(address, {
+            group,
+            topics: [topic],
+            protocol: groupProtocol,
+            sessionTimeout: "6 seconds",
+            heartbeatInterval: "500 millis",
+            rebalanceTimeout: "10 seconds",
+          })
+          yield* joined.until("the member holds the partition", () => joined.holds().length === 1)
+          const current = { memberId: joined.group.memberId(), generationId: joined.group.generation() }
+          assert.ok(current.generationId >= 1, `a generation: ${current.generationId}`)
+          const producer = yield* Transactions.make(brokers, { transactionalId: uniqueName("txn-447-id") })
+
+          const valid = yield* producer.begin
+          yield* valid.sendOffsets(group, [{ topic, partition: 0, offset: 3 }], current)
+          yield* valid.commit
+          assert.equal(yield* committedOf(admin, group, topic, (offset) => offset !== undefined), 3)
+
+          const zombie = yield* producer.begin
+          const refused = yield* flip(zombie.sendOffsets(group, [{ topic, partition: 0, offset: 9 }], { ...current, generationId: current.generationId - 1 }))
+          nonRetriable(refused, new Set(["ILLEGAL_GENERATION", "FENCED_MEMBER_EPOCH", "STALE_MEMBER_EPOCH", "UNKNOWN_MEMBER_ID"]), "a stale generation")
+          assert.equal((yield* flip(zombie.commit)).retriable, false, "the transaction cannot commit")
+          yield* zombie.abort
+          assert.deepEqual(yield* admin.committedOffsets(group, [{ topic, partition: 0 }]), [{ topic, partition: 0, offset: 3, metadata: "" }])
+          yield* joined.close
+        }))))
+    })
+  }
+
+  target.declare(`Transactions on ${target.name}: after a send the broker refused, the transaction cannot commit, aborts, and the next one commits`, async (address) => {
+    succeeded(await run(withCluster(address, (brokers) =>
+      Effect.gen(function*() {
+        const topic = uniqueName("txn-refused")
+        yield* createTopic(yield* brokers.any, topic, 1, [{ name: "max.message.bytes", value: "2000" }])
+        const producer = yield* Transactions.make(brokers, { transactionalId: uniqueName("txn-refused-id") })
+        const failing = yield* producer.begin
+        yield* failing.send([record(topic, "written-then-aborted")])
+        const tooLarge = yield* flip(failing.send([record(topic, "x".repeat(5000))]))
+        assert.ok(["MESSAGE_TOO_LARGE", "RECORD_LIST_TOO_LARGE"].includes(tooLarge.code), tooLarge.message)
+        const commit = yield* flip(failing.commit)
+        assert.equal(commit.code, tooLarge.code, "commit names the failure")
+        assert.equal(commit.retriable, false)
+        yield* failing.abort
+
+        const next = yield* producer.begin
+        yield* next.send([record(topic, "after-abort")])
+        yield* next.commit
+        assert.deepEqual(yield* readCommitted(brokers, topic, 1), ["after-abort"])
+        if (target.protocol === "classic") assert.equal(producer.metrics().initProducerId, 2, "the abort after a failed send bumped the epoch (KIP-360)")
+      }))))
+  })
+}
+
+suite({
+  name: "Kafka 4.4",
+  protocol: "v2",
+  groupProtocols: ["consumer", "classic"],
+  declare: (name, body) => kafkaTest(name, ([broker]) => body(broker!), { timeoutMs: 60_000 }),
+})
+
+let started: Promise<OlderBroker> | undefined
+let older: OlderBroker | undefined
+after(async () => {
+  await started?.catch(() => undefined)
+  await older?.stop()
+})
+
+suite({
+  name: "Kafka 3.9",
+  protocol: "classic",
+  groupProtocols: ["classic"],
+  declare: (name, body) =>
+    scriptedKafkaTest(name, async () => {
+      started ??= OlderBroker.start("3.9").then((b) => (older = b))
+      await body((await started).address)
+    }, { timeoutMs: 90_000 }),
+})
