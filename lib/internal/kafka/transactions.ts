@@ -30,8 +30,10 @@
  * group checks them as it checks a member's own commit: one transactional producer per group
  * member serves all its partitions, and a zombie whose generation is stale is refused
  * (`ILLEGAL_GENERATION`, `FENCED_MEMBER_EPOCH`, `UNKNOWN_MEMBER_ID`, ...: non-retriable, and the
- * transaction can only be aborted). Without `member`: generation -1 and member "" (pre-KIP-447,
- * fenced only by the transactional id). After `commit`, the offsets are applied by the group
+ * transaction can only be aborted). Kafka 4.4's KIP-848 groups answer ILLEGAL_GENERATION too, and
+ * accept an older epoch for a partition the member still holds: a zombie is refused for the
+ * partitions that moved away from it, which is what matters. Without `member`: generation -1 and
+ * member "" (pre-KIP-447, fenced only by the transactional id). After `commit`, the offsets are applied by the group
  * coordinator when the commit marker reaches `__consumer_offsets`, a moment later: an OffsetFetch
  * right after may still see the old ones (or UNSTABLE_OFFSET_COMMIT with `requireStable`). Nothing
  * here waits for that; the transport does.
@@ -44,7 +46,7 @@
  * about 30 s in all. Any other failure of `send` or `sendOffsets` leaves the transaction
  * abortable: `commit` then fails naming that failure, and `abort` works.
  */
-import { Deferred, Duration, Effect, Exit, Schedule, Scope, Semaphore } from "effect"
+import { Duration, Effect, Exit, Schedule, type Scope, Semaphore } from "effect"
 import type * as Transport from "../../Transport.ts"
 import type { OffsetCommit, ProducerRecord, RecordMetadata, TopicPartition } from "../../Transport.ts"
 import * as TransportError from "../../TransportError.ts"

@@ -30,18 +30,21 @@ const bytes = (text: string) => new TextEncoder().encode(text)
 const text = (value: Uint8Array | null) => (value === null ? null : new TextDecoder().decode(value))
 const record = (topic: string, value: string): ProducerRecord => ({ topic, partition: 0, key: null, value: bytes(value) })
 
-/** The values a read-committed fetch loop reads from partition 0, once it has `count` of them. */
-const readCommitted = (brokers: Brokers.Brokers, topic: string, count: number) =>
+/** The values a read-committed fetch loop reads from a partition, once it has `count` of them. */
+const readCommitted = (brokers: Brokers.Brokers, topic: string, count: number, partition = 0) =>
   Effect.scoped(Effect.gen(function*() {
     const loop = yield* FetchLoop.make(FetchLoop.fromBrokers(brokers), { isolation: "read-committed", maxWait: "100 millis" })
-    const [claim] = yield* loop.assign([{ topic, partition: 0, offset: 0 }])
+    const [claim] = yield* loop.assign([{ topic, partition, offset: 0 }])
     const pull = yield* Stream.toPull(claim!.records)
     const records: Array<ConsumerRecord> = []
     while (records.length < count) for (const batch of yield* pull) records.push(...batch)
-    return records.map((r) => text(r.value))
+    return records.map((r) => ({ offset: r.offset, value: text(r.value) }))
   })).pipe(
-    Effect.timeoutOrElse({ duration: "20 seconds", orElse: () => Effect.die(new Error(`fewer than ${count} committed records in ${topic} within 20 s`)) }),
+    Effect.timeoutOrElse({ duration: "20 seconds", orElse: () => Effect.die(new Error(`fewer than ${count} committed records in ${topic}/${partition} within 20 s`)) }),
   )
+
+const readValues = (brokers: Brokers.Brokers, topic: string, count: number) =>
+  Effect.map(readCommitted(brokers, topic, count), (records) => records.map((r) => r.value))
 
 /** The group's committed offset of partition 0, polled until `until` holds (offsets land a moment after a commit). */
 const committedOf = (admin: Admin.Admin, group: string, topic: string, until: (offset: number | undefined) => boolean) =>
@@ -65,6 +68,8 @@ const nonRetriable = (error: TransportError, codes: ReadonlySet<string>, what: s
   assert.equal(error.retriable, false, `${what}: ${error.code} is not retriable`)
   assert.ok(codes.has(error.code), `${what}: ${error.code} (${error.message})`)
 }
+
+const memberOptions = { sessionTimeout: "6 seconds", heartbeatInterval: "500 millis", rebalanceTimeout: "10 seconds" } as const
 
 interface Target {
   readonly name: string
@@ -112,7 +117,7 @@ const suite = (target: Target) => {
         assert.equal(yield* committedUnstable(brokers, group, source), -1)
         yield* committed.commit
 
-        assert.deepEqual(yield* readCommitted(brokers, topic, 3), ["committed-0", "committed-1", "committed-2"])
+        assert.deepEqual(yield* readValues(brokers, topic, 3), ["committed-0", "committed-1", "committed-2"])
         assert.equal(yield* committedOf(admin, group, source, (offset) => offset !== undefined), 7)
         assert.deepEqual(yield* admin.committedOffsets(group, [{ topic: source, partition: 0 }]), [{ topic: source, partition: 0, offset: 7, metadata: "m" }])
 
@@ -151,7 +156,7 @@ const suite = (target: Target) => {
         const next = yield* second.begin
         yield* next.send([record(topic, "from-second")])
         yield* next.commit
-        assert.deepEqual(yield* readCommitted(brokers, topic, 1), ["from-second"])
+        assert.deepEqual(yield* readValues(brokers, topic, 1), ["from-second"])
       }))))
   })
 
@@ -161,35 +166,68 @@ const suite = (target: Target) => {
         Effect.gen(function*() {
           const topic = uniqueName("txn-447")
           const group = uniqueName("txn-447-group")
-          yield* createTopic(yield* brokers.any, topic, 1)
-          const joined = yield* member(address, {
-            group,
-            topics: [topic],
-            protocol: groupProtocol,
-            sessionTimeout: "6 seconds",
-            heartbeatInterval: "500 millis",
-            rebalanceTimeout: "10 seconds",
-          })
-          yield* joined.until("the member holds the partition", () => joined.holds().length === 1)
-          const current = { memberId: joined.group.memberId(), generationId: joined.group.generation() }
-          assert.ok(current.generationId >= 1, `a generation: ${current.generationId}`)
+          yield* createTopic(yield* brokers.any, topic, 2)
+          const first = yield* member(address, { group, topics: [topic], protocol: groupProtocol, ...memberOptions })
+          yield* first.until("the first member holds both partitions", () => first.holds().length === 2)
+          const stale = { memberId: first.group.memberId(), generationId: first.group.generation() }
+          assert.ok(stale.generationId >= 1, `a generation: ${stale.generationId}`)
+          // A second member joins and takes a partition over: the group moves on, and the first
+          // member's generation (epoch) with it. Committing for the moved partition with the old
+          // generation is what a zombie does.
+          const other = yield* member(address, { group, topics: [topic], protocol: groupProtocol, ...memberOptions })
+          yield* first.until("a partition moved", () => first.holds().length === 1 && other.holds().length === 1 && first.group.generation() > stale.generationId)
+          const current = { memberId: first.group.memberId(), generationId: first.group.generation() }
+          const kept = Number(first.holds()[0]!.split("/").pop())
+          const moved = 1 - kept
           const producer = yield* Transactions.make(brokers, { transactionalId: uniqueName("txn-447-id") })
 
           const valid = yield* producer.begin
-          yield* valid.sendOffsets(group, [{ topic, partition: 0, offset: 3 }], current)
+          yield* valid.sendOffsets(group, [{ topic, partition: kept, offset: 3 }], current)
           yield* valid.commit
-          assert.equal(yield* committedOf(admin, group, topic, (offset) => offset !== undefined), 3)
+          const committed = () => admin.committedOffsets(group, [{ topic, partition: 0 }, { topic, partition: 1 }])
+          yield* committed().pipe(
+            Effect.repeat({ until: (offsets) => offsets.length === 1, schedule: Schedule.spaced("50 millis") }),
+            Effect.timeout("10 seconds"),
+          )
 
           const zombie = yield* producer.begin
-          const refused = yield* flip(zombie.sendOffsets(group, [{ topic, partition: 0, offset: 9 }], { ...current, generationId: current.generationId - 1 }))
+          const refused = yield* flip(zombie.sendOffsets(group, [{ topic, partition: moved, offset: 9 }], stale))
           nonRetriable(refused, new Set(["ILLEGAL_GENERATION", "FENCED_MEMBER_EPOCH", "STALE_MEMBER_EPOCH", "UNKNOWN_MEMBER_ID"]), "a stale generation")
           assert.equal((yield* flip(zombie.commit)).retriable, false, "the transaction cannot commit")
           yield* zombie.abort
-          assert.deepEqual(yield* admin.committedOffsets(group, [{ topic, partition: 0 }]), [{ topic, partition: 0, offset: 3, metadata: "" }])
-          yield* joined.close
+          assert.deepEqual(yield* committed(), [{ topic, partition: kept, offset: 3, metadata: "" }])
+          yield* other.close
+          yield* first.close
         }))))
     })
   }
+
+  target.declare(`Transactions on ${target.name}: sends from many fibers share one transaction, each call's records in order where the reader finds them`, async (address) => {
+    succeeded(await run(withCluster(address, (brokers) =>
+      Effect.gen(function*() {
+        const topic = uniqueName("txn-fibers")
+        yield* createTopic(yield* brokers.any, topic, 3)
+        const producer = yield* Transactions.make(brokers, { transactionalId: uniqueName("txn-fibers-id") })
+        const txn = yield* producer.begin
+        const calls = Array.from({ length: 20 }, (_, call) =>
+          Array.from({ length: 5 }, (_, i): ProducerRecord => ({ topic, key: bytes(`key-${call}`), value: bytes(`call-${call}-${i}`) })))
+        const answers = yield* Effect.forEach(calls, (records) => txn.send(records), { concurrency: "unbounded" })
+        yield* txn.commit
+        const written = new Map<number, Array<{ offset: number; value: string | null }>>()
+        answers.forEach((metadata, call) => {
+          // One key per call: one partition, offsets in the call's order.
+          assert.ok(metadata.every((m) => m.partition === metadata[0]!.partition), `call ${call} on one partition`)
+          metadata.forEach((m, i) => {
+            if (i > 0) assert.ok(m.offset > metadata[i - 1]!.offset, `call ${call}: offsets in order`)
+            written.set(m.partition, [...(written.get(m.partition) ?? []), { offset: m.offset, value: `call-${call}-${i}` }])
+          })
+        })
+        for (const [partition, records] of written) {
+          const read = yield* readCommitted(brokers, topic, records.length, partition)
+          assert.deepEqual(read, [...records].sort((a, b) => a.offset - b.offset), `partition ${partition}`)
+        }
+      }))))
+  })
 
   target.declare(`Transactions on ${target.name}: after a send the broker refused, the transaction cannot commit, aborts, and the next one commits`, async (address) => {
     succeeded(await run(withCluster(address, (brokers) =>
@@ -209,7 +247,7 @@ const suite = (target: Target) => {
         const next = yield* producer.begin
         yield* next.send([record(topic, "after-abort")])
         yield* next.commit
-        assert.deepEqual(yield* readCommitted(brokers, topic, 1), ["after-abort"])
+        assert.deepEqual(yield* readValues(brokers, topic, 1), ["after-abort"])
         if (target.protocol === "classic") assert.equal(producer.metrics().initProducerId, 2, "the abort after a failed send bumped the epoch (KIP-360)")
       }))))
   })
