@@ -11,17 +11,26 @@
  * one this file starts through scripts/kafka and stops.
  */
 import assert from "node:assert/strict"
-import { after } from "node:test"
+import { after, test } from "node:test"
 import { Effect, Schedule, type Scope, Stream } from "effect"
 import * as Admin from "../../../lib/internal/kafka/admin.ts"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import * as FetchLoop from "../../../lib/internal/kafka/fetchLoop.ts"
+import { decodeRequestHeader } from "../../../lib/internal/kafka/protocol/api.ts"
+import { AddPartitionsToTxn } from "../../../lib/internal/kafka/protocol/AddPartitionsToTxn.ts"
+import { ApiVersions } from "../../../lib/internal/kafka/protocol/ApiVersions.ts"
+import { EndTxn } from "../../../lib/internal/kafka/protocol/EndTxn.ts"
+import { InitProducerId } from "../../../lib/internal/kafka/protocol/InitProducerId.ts"
 import { OffsetFetch } from "../../../lib/internal/kafka/protocol/OffsetFetch.ts"
+import { Produce } from "../../../lib/internal/kafka/protocol/Produce.ts"
+import { Reader } from "../../../lib/internal/kafka/protocol/wire.ts"
+import { decodeRecordBatches } from "../../../lib/internal/kafka/recordBatch.ts"
 import * as Transactions from "../../../lib/internal/kafka/transactions.ts"
 import type { ConsumerRecord, ProducerRecord } from "../../../lib/Transport.ts"
 import type { TransportError } from "../../../lib/TransportError.ts"
 import { flip, run, succeeded } from "../../fixtures/kafkaEffects.ts"
-import { createTopic } from "../../fixtures/producerCluster.ts"
+import { fakeBroker, responseFrame } from "../../fixtures/brokerProxy.ts"
+import { createTopic, testCluster } from "../../fixtures/producerCluster.ts"
 import { OlderBroker } from "../../fixtures/scriptedKafka.ts"
 import { kafkaTest, scriptedKafkaTest, uniqueName } from "../../fixtures/services.ts"
 import { member } from "./groupSuite.ts"
@@ -202,6 +211,26 @@ const suite = (target: Target) => {
     })
   }
 
+  target.declare(`Transactions on ${target.name}: closing the producer's scope aborts its open transaction, so readers are not held back`, async (address) => {
+    succeeded(await run(withCluster(address, (brokers) =>
+      Effect.gen(function*() {
+        const topic = uniqueName("txn-closed")
+        yield* createTopic(yield* brokers.any, topic, 1)
+        yield* Effect.scoped(Effect.gen(function*() {
+          const producer = yield* Transactions.make(brokers, { transactionalId: uniqueName("txn-closed-id") })
+          const open = yield* producer.begin
+          yield* open.send([record(topic, "open-at-close")])
+        }))
+        // Another id's committed record: read-committed readers see it only once the open
+        // transaction before it ended (else they wait the 60 s transaction timeout).
+        const other = yield* Transactions.make(brokers, { transactionalId: uniqueName("txn-closed-other") })
+        const txn = yield* other.begin
+        yield* txn.send([record(topic, "after")])
+        yield* txn.commit
+        assert.deepEqual(yield* readValues(brokers, topic, 1), ["after"])
+      }))))
+  })
+
   target.declare(`Transactions on ${target.name}: sends from many fibers share one transaction, each call's records in order where the reader finds them`, async (address) => {
     succeeded(await run(withCluster(address, (brokers) =>
       Effect.gen(function*() {
@@ -276,4 +305,138 @@ suite({
       started ??= OlderBroker.start("3.9").then((b) => (older = b))
       await body((await started).address)
     }, { timeoutMs: 90_000 }),
+})
+
+// --- scripted broker: the answers a real broker does not give on demand ------------------------
+
+/** Error codes, as the broker sends them. */
+const code = { none: 0, notCoordinator: 16, loadInProgress: 14, concurrent: 51, fenced: 90 } as const
+
+interface Scripted {
+  readonly transactionVersion: number
+  /** Answer codes per API key, taken in order; 0 once a list runs out. */
+  readonly answers: Partial<Record<number, Array<number>>>
+}
+
+/** A fake broker leading topic "t" (1 partition) and coordinating everything, answering as `script` says. */
+const scripted = async (script: Scripted) => {
+  let epoch = 0
+  const batches: Array<{ producerId: number; producerEpoch: number; baseSequence: number; transactional: boolean; transactionalId: string | null }> = []
+  const next = (key: number) => script.answers[key]?.shift() ?? code.none
+  const fake = await fakeBroker((request) => {
+    const reader = new Reader(request.frame)
+    switch (request.apiKey) {
+      case ApiVersions.key:
+        return responseFrame(ApiVersions, request.version, request.correlationId, {
+          errorCode: 0,
+          apiKeys: [
+            { apiKey: ApiVersions.key, minVersion: 0, maxVersion: 4 },
+            { apiKey: Produce.key, minVersion: 3, maxVersion: 12 },
+            { apiKey: InitProducerId.key, minVersion: 0, maxVersion: 5 },
+            { apiKey: AddPartitionsToTxn.key, minVersion: 0, maxVersion: 5 },
+            { apiKey: EndTxn.key, minVersion: 0, maxVersion: 5 },
+          ],
+          throttleTimeMs: 0,
+          finalizedFeaturesEpoch: 1,
+          finalizedFeatures: [{ name: "transaction.version", maxVersionLevel: script.transactionVersion, minVersionLevel: script.transactionVersion }],
+        } as never)
+      case InitProducerId.key: {
+        const answer = next(InitProducerId.key)
+        return responseFrame(InitProducerId, request.version, request.correlationId, { throttleTimeMs: 0, errorCode: answer, producerId: answer === 0 ? 7 : -1, producerEpoch: answer === 0 ? epoch : -1 })
+      }
+      case AddPartitionsToTxn.key:
+        return responseFrame(AddPartitionsToTxn, request.version, request.correlationId, {
+          throttleTimeMs: 0,
+          resultsByTopicV3AndBelow: [{ name: "t", resultsByPartition: [{ partitionIndex: 0, partitionErrorCode: next(AddPartitionsToTxn.key) }] }],
+        })
+      case EndTxn.key: {
+        const answer = next(EndTxn.key)
+        if (answer === 0 && request.version >= 5) epoch++
+        return responseFrame(EndTxn, request.version, request.correlationId, { throttleTimeMs: 0, errorCode: answer, producerId: 7, producerEpoch: epoch })
+      }
+      default: {
+        decodeRequestHeader(reader, Produce.requestHeaderVersion(request.version))
+        const body = Produce.decodeRequest(reader, request.version)
+        const batch = decodeRecordBatches(body.topicData[0]!.partitionData[0]!.records!, { topic: "t", partition: 0 }).batches[0]!
+        batches.push({ producerId: batch.producerId, producerEpoch: batch.producerEpoch, baseSequence: batch.baseSequence, transactional: batch.isTransactional, transactionalId: body.transactionalId })
+        return responseFrame(Produce, request.version, request.correlationId, {
+          responses: [{ name: "t", partitionResponses: [{ index: 0, errorCode: 0, baseOffset: batches.length - 1, logAppendTimeMs: -1, logStartOffset: 0, recordErrors: [], errorMessage: null }] }],
+          throttleTimeMs: 0,
+        })
+      }
+    }
+  })
+  const sent = (key: number) => fake.received.filter((r) => r.apiKey === key).map((r) => r.version)
+  return { fake, batches, sent }
+}
+
+const scriptedCluster = (address: string) =>
+  Effect.gen(function*() {
+    const cluster = yield* testCluster(address, { t: 1 })
+    let invalidated = 0
+    return {
+      cluster: { ...cluster, coordinatorFor: () => cluster.any, invalidateCoordinator: () => Effect.sync(() => void invalidated++) } satisfies Transactions.Cluster,
+      invalidated: () => invalidated,
+    }
+  })
+
+test("Transactions retry COORDINATOR_LOAD_IN_PROGRESS, CONCURRENT_TRANSACTIONS and NOT_COORDINATOR (looking the coordinator up again), and a PRODUCER_FENCED EndTxn fences the producer for good", async () => {
+  const { fake, batches, sent } = await scripted({
+    transactionVersion: 1,
+    answers: {
+      [InitProducerId.key]: [code.loadInProgress, code.concurrent],
+      [AddPartitionsToTxn.key]: [code.notCoordinator],
+      [EndTxn.key]: [code.concurrent, code.none, code.fenced],
+    },
+  })
+  try {
+    succeeded(await run(Effect.gen(function*() {
+      const { cluster, invalidated } = yield* scriptedCluster(fake.address)
+      const producer = yield* Transactions.make(cluster, { transactionalId: "scripted" })
+      assert.equal(producer.protocol, "classic", "transaction.version 1")
+      const txn = yield* producer.begin
+      assert.deepEqual((yield* txn.send([{ topic: "t", key: null, value: bytes("a") }])).map((m) => m.offset), [0])
+      yield* txn.commit
+      assert.deepEqual(sent(InitProducerId.key).length, 3)
+      assert.deepEqual(sent(AddPartitionsToTxn.key), [3, 3], "AddPartitionsToTxn at v3, the clients' last")
+      assert.deepEqual(sent(Produce.key), [11], "Produce at v11 in a classic transaction")
+      assert.deepEqual(sent(EndTxn.key), [4, 4], "EndTxn below v5 on the classic path")
+      assert.ok(invalidated() >= 1, "NOT_COORDINATOR forgets the coordinator")
+      assert.equal(producer.metrics().retries, 4)
+      assert.deepEqual(batches, [{ producerId: 7, producerEpoch: 0, baseSequence: 0, transactional: true, transactionalId: "scripted" }])
+
+      const fenced = yield* producer.begin
+      yield* fenced.send([{ topic: "t", key: null, value: bytes("b") }])
+      const error = yield* flip(fenced.commit)
+      assert.equal(error.code, "PRODUCER_FENCED")
+      assert.equal(error.retriable, false)
+      assert.equal((yield* flip(producer.begin)).code, "PRODUCER_FENCED", "fenced for good")
+      assert.deepEqual(batches[1], { producerId: 7, producerEpoch: 0, baseSequence: 1, transactional: true, transactionalId: "scripted" }, "sequences go on in the epoch")
+    })))
+  } finally {
+    await fake.close()
+  }
+})
+
+test("Transactions v2 (transaction.version 2): no AddPartitionsToTxn, Produce v12, and the epoch EndTxn v5 answers with is the next transaction's, its sequences from 0", async () => {
+  const { fake, batches, sent } = await scripted({ transactionVersion: 2, answers: {} })
+  try {
+    succeeded(await run(Effect.gen(function*() {
+      const { cluster } = yield* scriptedCluster(fake.address)
+      const producer = yield* Transactions.make(cluster, { transactionalId: "scripted-v2" })
+      assert.equal(producer.protocol, "v2")
+      for (const value of ["a", "b"]) {
+        const txn = yield* producer.begin
+        yield* txn.send([{ topic: "t", key: null, value: bytes(value) }, { topic: "t", key: null, value: bytes(value) }])
+        yield* txn.commit
+      }
+      assert.deepEqual(sent(AddPartitionsToTxn.key), [])
+      assert.deepEqual(sent(Produce.key), [12, 12])
+      assert.deepEqual(sent(EndTxn.key), [5, 5])
+      assert.deepEqual(batches.map((b) => [b.producerEpoch, b.baseSequence]), [[0, 0], [1, 0]])
+      assert.deepEqual(producer.producerId(), { id: 7, epoch: 2 })
+    })))
+  } finally {
+    await fake.close()
+  }
 })
