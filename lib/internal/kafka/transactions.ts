@@ -241,6 +241,8 @@ interface State {
   failed: TransportError.TransportError | undefined
   /** Something was added to it: an EndTxn is due. */
   started: boolean
+  /** `commit` or `abort` has begun: nothing more may join the transaction. */
+  ending: "commit" | "abort" | undefined
   readonly partitions: Set<string>
   readonly groups: Set<string>
   /** `send` calls running, and who waits for them to end. */
@@ -339,6 +341,8 @@ export const make = (
     yield* initProducerId(false)
 
     const producer = yield* Producer.make(cluster, {
+      // A batch retried past the transaction timeout is lost anyway: the coordinator aborts.
+      deliveryTimeout: Duration.millis(Math.min(transactionTimeoutMs, Duration.toMillis(Producer.defaults.deliveryTimeout))),
       ...options.producer,
       transactional: {
         transactionalId,
@@ -355,11 +359,14 @@ export const make = (
         })
       )
 
-    /** Fails unless the transaction is open and usable (`forAbort`: a failed one may be aborted). */
+    /** The error `operation` fails with now, if any: the producer is fenced, or the transaction ended, is ending or failed. */
     const usable = (state: State, operation: string): TransportError.TransportError | undefined => {
       if (fatal !== undefined) return fatal
       if (state.outcome !== "open") {
         return TransportError.make("INVALID_TXN_STATE", operation, `Cannot ${operation}: the transaction of ${who} was already ${state.outcome}`)
+      }
+      if (state.ending !== undefined) {
+        return TransportError.make("INVALID_TXN_STATE", operation, `Cannot ${operation}: the transaction of ${who} is being ${state.ending === "commit" ? "committed" : "aborted"}`)
       }
       if (state.failed !== undefined && operation !== "abort") {
         return new TransportError.TransportError({
@@ -545,19 +552,23 @@ export const make = (
       Effect.suspend(() => {
         const early = usable(state, "commit")
         if (early !== undefined) return Effect.fail(early)
+        state.ending = "commit"
         return Effect.gen(function*() {
           yield* sendsDone(state)
           yield* producer.flush
+          state.ending = undefined
           const unusable = usable(state, "commit")
           if (unusable !== undefined) return yield* Effect.fail(unusable)
+          state.ending = "commit"
           if (state.started) yield* endTxn(true, "commit").pipe(Effect.mapError((error) => noteFailure(state, error)))
           yield* finish(state, "committed")
-        })
+        }).pipe(Effect.onError(() => Effect.sync(() => void (state.ending = undefined))))
       })
 
     const abort = (state: State) =>
       Effect.suspend(() => {
-        if (state.outcome !== "open") return Effect.void
+        if (state.outcome !== "open" || state.ending === "abort") return Effect.void
+        state.ending = "abort"
         return Effect.gen(function*() {
           yield* sendsDone(state)
           yield* producer.flush
@@ -580,7 +591,7 @@ export const make = (
             }
           }
           yield* finish(state, "aborted")
-        })
+        }).pipe(Effect.onError(() => Effect.sync(() => void (state.ending = undefined))))
       })
 
     const begin = Effect.suspend(() => {
@@ -588,7 +599,7 @@ export const make = (
       if (current !== undefined) {
         return Effect.fail(TransportError.make("INVALID_TXN_STATE", "begin", `Cannot begin a transaction: ${who} already has one open; commit or abort it first`))
       }
-      const state: State = { outcome: "open", failed: undefined, started: false, partitions: new Set(), groups: new Set(), sending: 0, idle: [] }
+      const state: State = { outcome: "open", failed: undefined, started: false, ending: undefined, partitions: new Set(), groups: new Set(), sending: 0, idle: [] }
       current = state
       return Effect.succeed<Transaction>({
         send: send(state),
