@@ -5,7 +5,10 @@
  * read-committed fetch loop and aborted ones never; offsets sent with a transaction reach the
  * group only when it commits; a second producer with the id fences the first; a TxnOffsetCommit
  * with a stale generation of a real group member (KIP-447) is refused, typed and non-retriable;
- * a transaction whose send failed aborts and the next one commits.
+ * a transaction whose send failed aborts and the next one commits; sends from many fibers share
+ * one transaction; closing the scope aborts what is open. A scripted broker adds what a real one
+ * does not answer on demand: coordinator retries, a PRODUCER_FENCED EndTxn, the request versions
+ * of each path, and v2's new epoch carried by the next batch.
  *
  * The 3.9 broker is the shared one `PARTITA_KAFKA_OLDER_*` name (as .ci/run exports them), or
  * one this file starts through scripts/kafka and stops.
