@@ -102,6 +102,12 @@ export interface Connection {
   /** The broker's supported versions, by API key, from ApiVersions. */
   readonly brokerVersions: ReadonlyMap<number, VersionRange>
   /**
+   * The cluster's finalized features (ApiVersions v3+), by name: each one's finalized max
+   * version level, e.g. `transaction.version` 2 on a Kafka 4 cluster with KIP-890's transactions
+   * v2. Empty on brokers that report none (Kafka before 2.7, or an epoch below 0).
+   */
+  readonly finalizedFeatures: ReadonlyMap<string, number>
+  /**
    * The version a request of `api` goes out at: the highest both sides support. Fails with
    * `UNSUPPORTED_VERSION` naming the API when the broker lacks it or no version is shared.
    */
@@ -586,6 +592,11 @@ export const make = (options: Options): Effect.Effect<Connection, TransportError
     const brokerVersions = new Map<number, VersionRange>(
       versions.apiKeys.map((entry) => [entry.apiKey, { min: entry.minVersion, max: entry.maxVersion }]),
     )
+    const finalizedFeatures = new Map<string, number>(
+      (versions.finalizedFeaturesEpoch ?? -1) < 0
+        ? []
+        : (versions.finalizedFeatures ?? []).map((feature) => [feature.name, feature.maxVersionLevel]),
+    )
     const negotiated = new Map<AnyApi, number | TransportError.TransportError>()
     const versionOf = (api: AnyApi): number | TransportError.TransportError => {
       const known = negotiated.get(api)
@@ -661,6 +672,7 @@ export const make = (options: Options): Effect.Effect<Connection, TransportError
     const connection: Connection = {
       broker,
       brokerVersions,
+      finalizedFeatures,
       versionFor,
       request,
       send,

@@ -114,6 +114,12 @@ export interface Group {
   readonly protocol: Protocol
   /** The member id now (classic: the coordinator's, which changes after UNKNOWN_MEMBER_ID). */
   readonly memberId: () => string
+  /**
+   * The member's generation now: the classic generation id, or the KIP-848 member epoch; -1
+   * before it first joined. A transactional producer commits offsets with it (KIP-447), so the
+   * group fences a member that is no longer what it thinks it is.
+   */
+  readonly generation: () => number
   /** Assignment changes; ends when the scope closes, fails on a non-retriable membership error. */
   readonly events: Stream.Stream<GroupEvent, TransportError.TransportError>
   /** Partitions owned now (assigned and not yet released). */
@@ -407,6 +413,7 @@ export const groupOf = (core: Core, protocol: Protocol): Group => ({
   group: core.options.group,
   protocol,
   memberId: () => core.memberId,
+  generation: () => core.epoch,
   events: Stream.fromQueue(core.events),
   owned: () => [...core.owned.values()].map(({ topic, partition }) => ({ topic, partition })),
   commit: (offsets) => commitOffsets(core, offsets),

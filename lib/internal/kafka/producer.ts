@@ -30,7 +30,10 @@
  * (`recordErrors`). Closing the scope sends what is accumulated and waits up to `closeTimeout`
  * for the answers; records still unanswered then fail.
  *
- * Not done yet: throttling (`throttleTimeMs` is not honoured), transactions, Produce v13
+ * Transactions are `transactions.ts`'s, through the `transactional` option (ids, epochs and the
+ * Produce version come from there).
+ *
+ * Not done yet: throttling (`throttleTimeMs` is not honoured), Produce v13
  * (topic ids: requests go out at v12 at most, by topic name); one batch per partition in flight
  * (not Java's five), which bounds a single hot partition's throughput to a batch per round
  * trip; leader moves are tested only with a scripted NOT_LEADER_OR_FOLLOWER, not on the
@@ -117,6 +120,30 @@ export interface Options {
   readonly brokerTimeout?: Duration.Input | undefined
   /** How long closing waits for what is accumulated and in flight. Default 30 seconds. */
   readonly closeTimeout?: Duration.Input | undefined
+  /**
+   * Makes every batch part of a transaction (`transactions.ts` sets it; needs idempotence): the
+   * batches carry the transactional attribute and the Produce requests the transactional id.
+   */
+  readonly transactional?: Transactional | undefined
+}
+
+/**
+ * What a transactional producer (`transactions.ts`) hands the producer: its id, and where the
+ * producer id and epoch come from instead of the producer's own InitProducerId.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Transactional {
+  readonly transactionalId: string
+  /**
+   * The producer id and epoch batches go out with, asked for whenever the producer would
+   * otherwise call InitProducerId: first, after `renewProducerId`, and after a sequence error.
+   * Sequences start again at 0 each time. Its failure fails the waiting batches (fenced: for good).
+   */
+  readonly producerIdAndEpoch: Effect.Effect<{ readonly producerId: number; readonly producerEpoch: number }, TransportError.TransportError>
+  /** The highest Produce version: 11 in a transaction unless transactions v2 (KIP-890) are on. */
+  readonly maxProduceVersion: number
 }
 
 /**
@@ -179,6 +206,11 @@ export interface KafkaProducer {
   readonly flush: Effect.Effect<void>
   /** The producer id and epoch in use; -1 before the first InitProducerId or without idempotence. */
   readonly producerId: () => { readonly id: number; readonly epoch: number }
+  /**
+   * The producer id and epoch are to be asked for again before the next batch (a transactional
+   * producer's epoch changed); call it when nothing is in flight (after `flush`).
+   */
+  readonly renewProducerId: Effect.Effect<void>
   readonly metrics: () => Metrics
 }
 
@@ -204,10 +236,11 @@ const where = (queue: PartitionQueue): string => `${queue.topic}/${queue.partiti
  * Encodes a batch; the one throwing call (a codec missing in this runtime) becomes a typed error,
  * so the sender never sees an exception.
  */
-const encode = (batch: Batch, compression: Compression): Uint8Array | TransportError.TransportError => {
+const encode = (batch: Batch, compression: Compression, transactional: boolean): Uint8Array | TransportError.TransportError => {
   try {
     return encodeRecordBatch(batch.records, {
       compression,
+      transactional,
       producerId: batch.producerId,
       producerEpoch: batch.producerEpoch,
       baseSequence: batch.baseSequence,
@@ -234,7 +267,8 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
   // The producer's fibers live in a scope of their own, closed by the finalizer below only
   // after the flush: fibers forked while the outer scope closes would be interrupted at once.
   const scope = yield* Scope.make()
-  const idempotent = options.idempotent ?? defaults.idempotent
+  const transactional = options.transactional
+  const idempotent = transactional !== undefined || (options.idempotent ?? defaults.idempotent)
   const compression = options.compression ?? defaults.compression
   const millis = (input: Duration.Input | undefined, fallback: Duration.Duration) =>
     Duration.toMillis(Duration.fromInputUnsafe(input ?? fallback))
@@ -434,7 +468,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
           batch.encoded = undefined
         }
         if (batch.encoded === undefined) {
-          const encoded = encode(batch, compression)
+          const encoded = encode(batch, compression, transactional !== undefined)
           if (encoded instanceof TransportError.TransportError) {
             fail(batch, encoded)
             continue
@@ -449,7 +483,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       }
       if (sendable.length === 0) return
       const request: ProduceRequest = {
-        transactionalId: null,
+        transactionalId: transactional?.transactionalId ?? null,
         acks: acksCode(acks),
         timeoutMs: brokerTimeoutMs,
         topicData: [...byTopic].map(([name, partitionData]) => ({ name, partitionData })),
@@ -462,7 +496,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       }
       const version = yield* Effect.exit(connection.value.versionFor(Produce))
       if (Exit.isFailure(version)) return handleLost(sendable, errorOfExit(version, node), false, yield* now)
-      const options = { version: Math.min(maxProduceVersion, version.value) }
+      const options = { version: Math.min(transactional?.maxProduceVersion ?? maxProduceVersion, version.value) }
       if (acks === "none") {
         const sent = yield* Effect.exit(connection.value.send(Produce, request, options))
         if (Exit.isFailure(sent)) return handleLost(sendable, errorOfExit(sent, node), true, yield* now)
@@ -530,7 +564,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     )
 
   /** InitProducerId: the first id, or a new epoch (KIP-360) when the broker can bump one. */
-  const initProducerId = Effect.gen(function*() {
+  const initProducerId = transactional !== undefined ? transactional.producerIdAndEpoch : Effect.gen(function*() {
     const connection = yield* cluster.any
     const version = yield* connection.versionFor(InitProducerId)
     const bump = producerId >= 0 && version >= 3
@@ -809,6 +843,10 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     sendEach,
     flush,
     producerId: () => ({ id: producerId, epoch: producerEpoch }),
+    renewProducerId: Effect.sync(() => {
+      bumpRequired = true
+      wake()
+    }),
     metrics: () => ({ ...metrics, waiting: accumulator.pending }),
   } satisfies KafkaProducer
 })
