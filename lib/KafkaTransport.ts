@@ -30,8 +30,12 @@
  * there is no fault injection, partitions are spread by the broker (KIP-848) or by the
  * cooperative-sticky assignor (classic), not range.
  *
- * Not done yet: transactions (`features.transactions` is false: `transactional` fails with
- * `UNSUPPORTED_VERSION`; use `KafkaJsTransport` for them until then).
+ * - `transactional` is one transactional producer per id (`transactions.ts`): InitProducerId on
+ *   the transaction coordinator fences older producers with the id; on brokers with transactions
+ *   v2 (KIP-890, Kafka 4) partitions and offsets join implicitly and every commit bumps the
+ *   epoch, elsewhere AddPartitionsToTxn and AddOffsetsToTxn. `sendOffsets` for a group this
+ *   transport is a member of carries the member id and generation (KIP-447), so the group fences
+ *   a zombie's offsets; `commit` returns once the offsets are readable with `committed`.
  *
  * @example
  * ```ts
@@ -48,7 +52,7 @@
  * @since 0.2.0
  */
 import type * as tls from "node:tls"
-import { Config, Duration, Effect, Layer } from "effect"
+import { Config, Duration, Effect, Layer, Schedule } from "effect"
 import * as Admin from "./internal/kafka/admin.ts"
 import * as Brokers from "./internal/kafka/brokers.ts"
 import type { Compression } from "./internal/kafka/compression.ts"
@@ -57,9 +61,10 @@ import type * as Group from "./internal/kafka/group.ts"
 import * as KafkaProducer from "./internal/kafka/producer.ts"
 import type { SaslCredentials } from "./internal/kafka/sasl.ts"
 import * as KafkaSubscription from "./internal/kafka/subscription.ts"
+import * as Transactions from "./internal/kafka/transactions.ts"
 import * as KafkaEnv from "./internal/kafkaEnv.ts"
 import { allWritten } from "./internal/sendOutcomes.ts"
-import { Transport } from "./Transport.ts"
+import { type OffsetCommit, type Transaction, Transport } from "./Transport.ts"
 import * as TransportError from "./TransportError.ts"
 
 export type { Compression } from "./internal/kafka/compression.ts"
@@ -97,6 +102,8 @@ export interface Options {
   readonly maxBytesPerPartition?: number | undefined
   /** The most bytes one fetch returns. Default 50 MiB. */
   readonly maxBytes?: number | undefined
+  /** How long a transaction may stay open before the broker aborts it. Default 60 seconds. */
+  readonly transactionTimeout?: Duration.Input | undefined
   /**
    * The consumer group protocol: `consumer` (KIP-848, server-side assignment) or `classic`
    * (JoinGroup/SyncGroup with the cooperative-sticky assignor). Default: `consumer` where the
@@ -150,6 +157,51 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     linger: options.linger,
   })
   const first = hostAndPort(bootstrap[0]!)
+
+  /** This transport's live members by group: KIP-447 offsets in a transaction carry their generation. */
+  const members = new Map<string, KafkaSubscription.Joined>()
+
+  /**
+   * A transaction whose offsets carry the group member's generation when this transport is a
+   * member of the group (KIP-447: a zombie is fenced by the group), and whose `commit` returns
+   * once those offsets are readable: Kafka applies them to the group a moment after the commit
+   * (waited for at most 5 seconds, as `KafkaJsTransport` does).
+   */
+  const visibleOffsets = (transaction: Transactions.Transaction): Transaction => {
+    const sent = new Map<string, Array<OffsetCommit>>()
+    return {
+      send: transaction.send,
+      sendOffsets: (group, offsets) =>
+        Effect.suspend(() => {
+          const member = members.get(group)
+          return Effect.tap(
+            transaction.sendOffsets(
+              group,
+              offsets,
+              member === undefined ? undefined : { memberId: member.memberId, generationId: member.generation() },
+            ),
+            () => Effect.sync(() => sent.set(group, [...(sent.get(group) ?? []), ...offsets])),
+          )
+        }),
+      commit: Effect.andThen(
+        transaction.commit,
+        Effect.forEach([...sent], ([group, offsets]) =>
+          admin.committedOffsets(group, offsets).pipe(
+            Effect.flatMap((committed) =>
+              offsets.every((offset) =>
+                  committed.some((c) => c.topic === offset.topic && c.partition === offset.partition && c.offset >= offset.offset)
+                )
+                ? Effect.void
+                : Effect.fail("not yet" as const)
+            ),
+            Effect.retry(Schedule.spaced("50 millis")),
+            Effect.timeoutOption("5 seconds"),
+            Effect.ignore,
+          ), { discard: true }),
+      ),
+      abort: transaction.abort,
+    }
+  }
   const fetch = {
     ...(options.fetchMaxWait === undefined ? {} : { maxWait: options.fetchMaxWait }),
     ...(options.maxBytesPerPartition === undefined ? {} : { partitionMaxBytes: options.maxBytesPerPartition }),
@@ -158,24 +210,37 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   return Transport.of({
     name: "kafka",
-    features: { transactions: false, faultInjection: false, clockDriven: false },
+    features: { transactions: true, faultInjection: false, clockDriven: false },
     telemetry: { "server.address": first.host, "server.port": first.port, "messaging.client.id": clientId },
     sendEach: producer.sendEach,
     send: (records, sendOptions) => Effect.flatMap(producer.sendEach(records, sendOptions), allWritten),
     subscribe: (subscribeOptions) =>
-      KafkaSubscription.subscribe(brokers, admin, {
-        ...subscribeOptions,
-        connection,
-        fetch,
-        protocol: options.groupProtocol,
-        instanceId: options.groupInstanceId,
-      }),
+      Effect.tap(
+        KafkaSubscription.subscribe(brokers, admin, {
+          ...subscribeOptions,
+          connection,
+          fetch,
+          protocol: options.groupProtocol,
+          instanceId: options.groupInstanceId,
+        }),
+        (joined) =>
+          Effect.acquireRelease(
+            Effect.sync(() => members.set(joined.group, joined)),
+            () => Effect.sync(() => members.get(joined.group) === joined && members.delete(joined.group)),
+          ),
+      ),
     transactional: (transactionalId) =>
-      Effect.fail(TransportError.make(
-        "UNSUPPORTED_VERSION",
-        "transaction",
-        `Cannot open transactional producer "${transactionalId}": KafkaTransport has no transactions yet; use KafkaJsTransport for them`,
-      )),
+      Effect.map(
+        Transactions.make(brokers, {
+          transactionalId,
+          transactionTimeout: options.transactionTimeout,
+          producer: { compression: options.compression, linger: options.linger },
+        }),
+        (producer) => ({
+          transactionalId,
+          begin: Effect.map(producer.begin, (transaction) => visibleOffsets(transaction)),
+        }),
+      ),
     createTopic: (spec) =>
       admin.createTopics([{ topic: spec.topic, partitions: spec.partitions, config: spec.config }]),
     describeTopic: admin.describeTopic,

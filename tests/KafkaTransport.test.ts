@@ -11,7 +11,7 @@ import { transportContract } from "./transport_contract.ts"
 
 transportContract({
   name: "kafka (own client)",
-  features: { transactions: false, faultInjection: false, clockDriven: false },
+  features: { transactions: true, faultInjection: false, clockDriven: false },
   layer: () => KafkaTransport.layerFromEnv(),
   test: (name, body) => kafkaTest(name, () => body(), { timeoutMs: 60_000 }),
 })

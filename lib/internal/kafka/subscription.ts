@@ -80,6 +80,17 @@ const ownConnections = (
 }
 
 /**
+ * A subscription, and the member's generation now (the classic generation or the KIP-848
+ * member epoch): what a transaction's offsets carry under KIP-447.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Joined extends Subscription {
+  readonly generation: () => number
+}
+
+/**
  * Joins the group for as long as the current scope is open.
  *
  * @since 0.2.0
@@ -89,7 +100,7 @@ export const subscribe = (
   brokers: Brokers.Brokers,
   admin: Admin.Admin,
   options: Options,
-): Effect.Effect<Subscription, TransportError.TransportError, Scope.Scope> =>
+): Effect.Effect<Joined, TransportError.TransportError, Scope.Scope> =>
   Effect.gen(function*() {
     const connectionOptions = options.clientId === undefined
       ? options.connection
@@ -217,6 +228,7 @@ export const subscribe = (
       get memberId() {
         return member.memberId()
       },
+      generation: member.generation,
       events: Stream.mapEffect(member.events, onEvent).pipe(Stream.interruptWhen(Deferred.await(removal))),
       commit: (offsets: ReadonlyArray<OffsetCommit>) => member.commit(offsets),
       committed: (partitions) => member.committed(partitions),
@@ -224,5 +236,5 @@ export const subscribe = (
       resume: loop.resume,
       seek: (tp, offset) =>
         Effect.suspend(() => loop.position(tp) === undefined ? Effect.fail(notHeld(tp, "seek")) : loop.seek(tp, offset)),
-    } satisfies Subscription
+    } satisfies Joined
   })
