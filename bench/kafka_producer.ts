@@ -8,9 +8,14 @@
  * - partita: `KafkaProducer.sendEach([record])` per sender, idempotent (its default), linger 5 ms.
  * - platformatic: its batching producer, `producer.asStream()` (a `Producer.send` is one Produce
  *   request, so many one-record sends are what its stream exists for), idempotent, acks=all,
- *   `batchTime` 5 ms (our linger) and `batchSize` the number of senders (at most that many
- *   records wait at once, so a batch of ours never holds more); each sender waits for its
- *   record's delivery report (`reportMode: "message"`).
+ *   with our limits: `batchTime` 5 ms (our linger), `batchSize` 10,000 (our `maxBatchRecords`);
+ *   each sender waits for its record's delivery report (`reportMode: "message"`). With 1000
+ *   senders neither fills a batch, so both linger 5 ms per round trip.
+ * - platformatic, batchSize = senders (a diagnostic row, 12 B only): its stream sends as soon as
+ *   every sender's record is in, without lingering, which our limits never do: its best case.
+ * - partita via Producer (12 B only): the same senders calling `Producer.send` (lib/Producer.ts,
+ *   its defaults) on a `Transport` whose `sendEach` is the client's producer: what the batching
+ *   layer on top costs (it gathers the fibers' records into one `sendEach` per round trip).
  * - kafkajs: `producer.send` per record, one Produce request each, not idempotent (its
  *   idempotent producer allows one request in flight: this is its fastest); it writes a tenth of
  *   the records (records/s stays comparable, the round stays short).
@@ -24,6 +29,7 @@ import { Buffer } from "node:buffer"
 import { existsSync } from "node:fs"
 import process from "node:process"
 import { Effect } from "effect"
+import { Producer as BatchingProducer, Transport } from "../mod.ts"
 import * as Brokers from "../lib/internal/kafka/brokers.ts"
 import * as Producer from "../lib/internal/kafka/producer.ts"
 import { type Case, config, kafkaClient, kafkaResources, mark, type Measurement, records, runBench, since } from "./common.ts"
@@ -33,6 +39,7 @@ const concurrency = Math.max(1, Number(process.env["BENCH_CONCURRENCY"] ?? 1000)
 const kafkajsTotal = Math.min(total, Math.max(2 * concurrency, Math.round(total / 10)))
 const partitions = 3
 const lingerMs = 5
+const maxBatchRecords = 10_000
 const broker = config.brokers[0]!
 const resources = kafkaResources()
 
@@ -59,7 +66,10 @@ const senders = async (count: number, send: (id: number) => Promise<void>): Prom
 const partita = (value: (id: number) => Uint8Array) => async (): Promise<Measurement> => {
   const topic = await resources.topic("kafka-producer", partitions)
   return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const producer = yield* Producer.make(Producer.fromBrokers(yield* Brokers.make({ bootstrap: [broker] })), { linger: lingerMs })
+    const producer = yield* Producer.make(Producer.fromBrokers(yield* Brokers.make({ bootstrap: [broker] })), {
+      linger: lingerMs,
+      maxBatchRecords,
+    })
     let next = 0
     const start = mark()
     yield* Effect.forEach(Array.from({ length: concurrency }), () =>
@@ -73,6 +83,31 @@ const partita = (value: (id: number) => Uint8Array) => async (): Promise<Measure
     const measured = since(total, start)
     const { requests, batches } = producer.metrics()
     return { ...measured, detail: `${(total / requests).toFixed(0)} records per request, ${(total / batches).toFixed(0)} per batch` }
+  })))
+}
+
+/** Records through `lib/Producer.ts` over the client's producer (the only Transport method it uses is `sendEach`). */
+const viaProducer = (value: (id: number) => Uint8Array) => async (): Promise<Measurement> => {
+  const topic = await resources.topic("kafka-producer", partitions)
+  return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const producer = yield* Producer.make(Producer.fromBrokers(yield* Brokers.make({ bootstrap: [broker] })), {
+      linger: lingerMs,
+      maxBatchRecords,
+    })
+    const transport = { sendEach: producer.sendEach } as unknown as Transport.Transport["Service"]
+    return yield* Effect.gen(function*() {
+      const batching = yield* BatchingProducer.Producer
+      let next = 0
+      const start = mark()
+      yield* Effect.forEach(Array.from({ length: concurrency }), () =>
+        Effect.whileLoop({
+          while: () => next < total,
+          body: () => batching.send({ topic, key: null, value: value(next++) }),
+          step: () => undefined,
+        }), { concurrency: "unbounded", discard: true })
+      const measured = since(total, start)
+      return { ...measured, detail: `${(total / producer.metrics().requests).toFixed(0)} records per request` }
+    }).pipe(Effect.provide(BatchingProducer.layer()), Effect.provideService(Transport.Transport, transport))
   })))
 }
 
@@ -90,7 +125,7 @@ const platformatic: { readonly module?: any; readonly problem?: string } = await
   }
 })()
 
-const platformaticCase = (value: (id: number) => Uint8Array) => async (): Promise<Measurement> => {
+const platformaticCase = (value: (id: number) => Uint8Array, batchSize: number) => async (): Promise<Measurement> => {
   const { Producer: PlatformaticProducer } = platformatic.module
   const topic = await resources.topic("kafka-producer", partitions)
   const producer = new PlatformaticProducer({
@@ -100,7 +135,7 @@ const platformaticCase = (value: (id: number) => Uint8Array) => async (): Promis
     acks: -1,
     autocreateTopics: false,
   })
-  const stream = producer.asStream({ batchSize: concurrency, batchTime: lingerMs, reportMode: "message" })
+  const stream = producer.asStream({ batchSize, batchTime: lingerMs, reportMode: "message" })
   const waiting = new Map<object, () => void>()
   stream.on("delivery-report", (report: { message: object }) => {
     const resolve = waiting.get(report.message)
@@ -154,10 +189,14 @@ const cases: Array<Case> = sizes.flatMap(({ name, value }) => [
   one(`partita, ${name}`, partita(value)),
   one(
     `platformatic, ${name}`,
-    platformatic.module !== undefined ? platformaticCase(value) : missing(platformatic.problem!),
+    platformatic.module !== undefined ? platformaticCase(value, maxBatchRecords) : missing(platformatic.problem!),
   ),
   one(`kafkajs per record, ${name}`, kafkajsCase(value)),
 ])
+cases.push(one("partita via Producer, 12 B", viaProducer(sizes[0].value)))
+if (platformatic.module !== undefined) {
+  cases.push(one(`platformatic batchSize=${concurrency}, 12 B`, platformaticCase(sizes[0].value, concurrency)))
+}
 
 await runBench({
   name: "kafka_producer",
@@ -166,14 +205,18 @@ await runBench({
   rounds: 3,
   notes: [
     `${concurrency} concurrent senders, one record each at a time, acks=all, no key, ${partitions} partitions, values of 12 B and 1 KiB`,
-    `partita and platformatic idempotent, linger/batchTime ${lingerMs} ms, platformatic batchSize ${concurrency}; kafkajs not idempotent`,
+    `partita and platformatic idempotent, linger/batchTime ${lingerMs} ms, maxBatchRecords/batchSize ${maxBatchRecords.toLocaleString("en-US")}; kafkajs not idempotent`,
     `kafkajs sends ${kafkajsTotal.toLocaleString("en-US")} records per case (one Produce request each)`,
     ...(platformatic.problem === undefined ? [] : [`platformatic: ${platformatic.problem}`]),
   ],
   cases,
-  ratios: sizes.flatMap(({ name }) => [
-    { numerator: `partita, ${name}`, denominator: `platformatic, ${name}`, target: 1.5 },
-    { numerator: `partita, ${name}`, denominator: `kafkajs per record, ${name}` },
-  ]),
+  ratios: [
+    ...sizes.flatMap(({ name }) => [
+      { numerator: `partita, ${name}`, denominator: `platformatic, ${name}`, target: 1.5 },
+      { numerator: `partita, ${name}`, denominator: `kafkajs per record, ${name}` },
+    ]),
+    { numerator: "partita, 12 B", denominator: `platformatic batchSize=${concurrency}, 12 B` },
+    { numerator: "partita via Producer, 12 B", denominator: "partita, 12 B" },
+  ],
   teardown: () => resources.cleanup(),
 })
