@@ -680,11 +680,17 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
 
   type Outcomes = Array<Exit.Exit<RecordMetadata, TransportError.TransportError>>
 
-  /** The partition count of `topic` if known and fresh, else `undefined`. */
-  const cachedCount = (topic: string, at: number): Exit.Exit<number, TransportError.TransportError> | undefined => {
-    const entry = partitionCounts.get(topic)
-    return entry !== undefined && at - entry.at < countsMaxAgeMs ? entry.count : undefined
-  }
+  /** Topics whose partition count is being asked again, in the background. */
+  const refreshing = new Set<string>()
+  const refreshCount = (topic: string) =>
+    Effect.exit(cluster.partitionCount(topic)).pipe(
+      Effect.flatMap((exit) =>
+        Effect.sync(() => {
+          if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at: clock.currentTimeMillisUnsafe() })
+        })
+      ),
+      Effect.ensuring(Effect.sync(() => refreshing.delete(topic))),
+    )
 
   /**
    * Appends every record to its partition's batch and calls `done` once all have outcomes.
@@ -697,14 +703,15 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     counts: ReadonlyMap<string, Exit.Exit<number, TransportError.TransportError>> | undefined,
     done: (results: Outcomes) => void,
   ) => {
-    const results: Outcomes = new Array(records.length)
+    // One record (the common call of many fibers) needs no count: its outcome is the results.
+    const completeOne = records.length === 1 ? (exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => done([exit]) : undefined
+    const results: Outcomes = completeOne === undefined ? new Array(records.length) : []
     let left = records.length
     const settle = (index: number, exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => {
+      if (completeOne !== undefined) return completeOne(exit)
       results[index] = exit
       if (--left === 0) done(results)
     }
-    // One record (the common call of many fibers) needs no index: its outcome is the results.
-    const completeOne = records.length === 1 ? (exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => settle(0, exit) : undefined
     for (let i = 0; i < records.length; i++) {
       const record = records[i]!
       if (closing) {
@@ -758,18 +765,30 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       if (records.length === 0) return Effect.succeed([])
       if (closing) return Effect.succeed(records.map((record) => Exit.fail(closedError(record.topic))))
       const at = clock.currentTimeMillisUnsafe()
-      // Partition counts are asked of the pool at most once a second per topic: its lookup is an
-      // effect with retries, too dear for every one-record call of a thousand fibers.
-      let stale: Array<string> | undefined
+      // Partition counts are asked of the pool once per topic, then again at most once a second,
+      // in the background while the last count serves: the pool's lookup is an effect with
+      // retries, too dear for every one-record call of a thousand fibers (and a thousand of them
+      // would each ask when the count grew a second old).
+      let unknown: Array<string> | undefined
+      let refresh: Array<string> | undefined
       for (let i = 0; i < records.length; i++) {
         const topic = records[i]!.topic
-        if (cachedCount(topic, at) === undefined && !stale?.includes(topic)) (stale ??= []).push(topic)
+        const entry = partitionCounts.get(topic)
+        if (entry === undefined) {
+          if (!unknown?.includes(topic)) (unknown ??= []).push(topic)
+        } else if (at - entry.at >= countsMaxAgeMs && !refreshing.has(topic)) {
+          refreshing.add(topic)
+          ;(refresh ??= []).push(topic)
+        }
       }
-      if (stale === undefined) {
-        return Effect.callback((resume) => appendAll(records, acks, at, undefined, (results) => resume(Effect.succeed(results))))
+      if (unknown === undefined && refresh === undefined) {
+        return Effect.callback<Outcomes>((resume) => appendAll(records, acks, at, undefined, (results) => resume(Effect.succeed(results))))
       }
-      const topics = stale
-      return Effect.forEach(topics, (topic) =>
+      const refreshes = refresh === undefined
+        ? Effect.void
+        : Effect.forEach(refresh, (topic) => Effect.forkIn(refreshCount(topic), scope), { discard: true })
+      const topics = unknown ?? []
+      return Effect.andThen(refreshes, Effect.forEach(topics, (topic) =>
         Effect.exit(cluster.partitionCount(topic)).pipe(
           Effect.tap((exit) =>
             Effect.sync(() => {
@@ -783,7 +802,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
               appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, (results) => resume(Effect.succeed(results)))
             )
           }),
-        )
+        ))
     })
 
   const flush = Effect.suspend(() => {
