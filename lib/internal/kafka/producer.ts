@@ -693,7 +693,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     )
 
   /**
-   * Appends every record to its partition's batch and calls `done` once all have outcomes.
+   * Appends every record to its partition's batch and calls `resume` once all have outcomes.
    * `counts` holds the partition counts just asked of the pool (the others are in the cache).
    */
   const appendAll = (
@@ -701,14 +701,17 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     acks: Acks,
     at: number,
     counts: ReadonlyMap<string, Exit.Exit<number, TransportError.TransportError>> | undefined,
-    done: (results: Outcomes) => void,
+    resume: (outcomes: Effect.Effect<Outcomes>) => void,
   ) => {
+    const done = (results: Outcomes) => resume(Exit.succeed(results))
     // One record (the common call of many fibers) needs no count: its outcome is the results.
-    const completeOne = records.length === 1 ? (exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => done([exit]) : undefined
-    const results: Outcomes = completeOne === undefined ? new Array(records.length) : []
+    const completeOne = records.length === 1
+      ? (exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => resume(Exit.succeed([exit]))
+      : undefined
+    const results: Outcomes | undefined = completeOne === undefined ? new Array(records.length) : undefined
     let left = records.length
     const settle = (index: number, exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => {
-      if (completeOne !== undefined) return completeOne(exit)
+      if (results === undefined) return completeOne!(exit)
       results[index] = exit
       if (--left === 0) done(results)
     }
@@ -782,7 +785,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
         }
       }
       if (unknown === undefined && refresh === undefined) {
-        return Effect.callback<Outcomes>((resume) => appendAll(records, acks, at, undefined, (results) => resume(Effect.succeed(results))))
+        return Effect.callback<Outcomes>((resume) => appendAll(records, acks, at, undefined, resume))
       }
       const refreshes = refresh === undefined
         ? Effect.void
@@ -799,7 +802,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
           Effect.flatMap((exits) => {
             const counts = new Map(topics.map((topic, i) => [topic, exits[i]!]))
             return Effect.callback<Outcomes>((resume) =>
-              appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, (results) => resume(Effect.succeed(results)))
+              appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, resume)
             )
           }),
         ))
