@@ -41,7 +41,7 @@ import { Duration, Effect, Exit, Scope } from "effect"
 import type { Acks, ProducerRecord, RecordMetadata, TopicPartition } from "../../Transport.ts"
 import * as TransportError from "../../TransportError.ts"
 import { partitionForKey } from "../partitioner.ts"
-import { Accumulator, addSequence, type Batch, type PartitionQueue, recordSize } from "./accumulator.ts"
+import { Accumulator, addSequence, type Batch, type Complete, type PartitionQueue, recordSize } from "./accumulator.ts"
 import type * as Brokers from "./brokers.ts"
 import { staleMetadataErrors } from "./brokers.ts"
 import type { Compression } from "./compression.ts"
@@ -692,69 +692,67 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       Effect.ensuring(Effect.sync(() => refreshing.delete(topic))),
     )
 
+  type Outcome = Exit.Exit<RecordMetadata, TransportError.TransportError>
+  type Counts = ReadonlyMap<string, Exit.Exit<number, TransportError.TransportError>> | undefined
+
   /**
-   * Appends every record to its partition's batch and calls `resume` once all have outcomes.
+   * Appends one record to its partition's batch, `complete` to be called with its outcome; or
+   * returns its failure when it cannot be appended (closed, no such topic or partition).
    * `counts` holds the partition counts just asked of the pool (the others are in the cache).
    */
-  const appendAll = (
-    records: ReadonlyArray<ProducerRecord>,
-    acks: Acks,
-    at: number,
-    counts: ReadonlyMap<string, Exit.Exit<number, TransportError.TransportError>> | undefined,
-    resume: (outcomes: Effect.Effect<Outcomes>) => void,
-  ) => {
-    const done = (results: Outcomes) => resume(Exit.succeed(results))
-    // One record (the common call of many fibers) needs no count: its outcome is the results.
-    const completeOne = records.length === 1
-      ? (exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => resume(Exit.succeed([exit]))
-      : undefined
-    const results: Outcomes | undefined = completeOne === undefined ? new Array(records.length) : undefined
-    let left = records.length
-    const settle = (index: number, exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => {
-      if (results === undefined) return completeOne!(exit)
-      results[index] = exit
-      if (--left === 0) done(results)
+  const appendRecord = (record: ProducerRecord, acks: Acks, at: number, counts: Counts, complete: Complete): Outcome | undefined => {
+    if (closing) return Exit.fail(closedError(record.topic))
+    const count = counts?.get(record.topic) ?? partitionCounts.get(record.topic)!.count
+    if (Exit.isFailure(count)) return Exit.fail(TransportError.forRecord(errorOfExit(count, undefined), record.topic, undefined))
+    let partition = record.partition
+    if (partition === undefined) {
+      if (record.key !== null) partition = partitionForKey(record.key, count.value)
+      else {
+        const next = roundRobin.get(record.topic) ?? 0
+        roundRobin.set(record.topic, next + 1)
+        partition = next % count.value
+      }
+    } else if (!Number.isInteger(partition) || partition < 0 || partition >= count.value) {
+      return Exit.fail(TransportError.forRecord(
+        TransportError.make(
+          "UNKNOWN_TOPIC_OR_PARTITION",
+          "send",
+          `Cannot produce to ${record.topic}/${partition}: the topic has ${count.value} partitions`,
+        ),
+        record.topic,
+        partition,
+      ))
     }
-    for (let i = 0; i < records.length; i++) {
-      const record = records[i]!
-      if (closing) {
-        settle(i, Exit.fail(closedError(record.topic)))
-        continue
-      }
-      const count = counts?.get(record.topic) ?? partitionCounts.get(record.topic)!.count
-      if (Exit.isFailure(count)) {
-        settle(i, Exit.fail(TransportError.forRecord(errorOfExit(count, undefined), record.topic, undefined)))
-        continue
-      }
-      let partition = record.partition
-      if (partition === undefined) {
-        if (record.key !== null) partition = partitionForKey(record.key, count.value)
-        else {
-          const next = roundRobin.get(record.topic) ?? 0
-          roundRobin.set(record.topic, next + 1)
-          partition = next % count.value
+    accumulator.append(
+      accumulator.queue(record.topic, partition, acks),
+      { key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? at },
+      recordSize(record.key, record.value, record.headers),
+      at,
+      complete,
+    )
+    return undefined
+  }
+
+  /** Appends every record and calls `resume` once all have outcomes, in the order given. */
+  const appendAll = (records: ReadonlyArray<ProducerRecord>, acks: Acks, at: number, counts: Counts, resume: (outcomes: Effect.Effect<Outcomes>) => void) => {
+    if (records.length === 1) {
+      // The common call of many fibers: one closure between the batch and the fiber, and it
+      // lives as long as the record waits (fewer objects kept across a round trip, less GC).
+      const complete = (exit: Outcome) => resume(Exit.succeed([exit]))
+      const failed = appendRecord(records[0]!, acks, at, counts, complete)
+      if (failed !== undefined) complete(failed)
+    } else {
+      const results: Outcomes = new Array(records.length)
+      let left = records.length
+      for (let i = 0; i < records.length; i++) {
+        const index = i
+        const complete = (exit: Outcome) => {
+          results[index] = exit
+          if (--left === 0) resume(Exit.succeed(results))
         }
-      } else if (!Number.isInteger(partition) || partition < 0 || partition >= count.value) {
-        settle(i, Exit.fail(TransportError.forRecord(
-          TransportError.make(
-            "UNKNOWN_TOPIC_OR_PARTITION",
-            "send",
-            `Cannot produce to ${record.topic}/${partition}: the topic has ${count.value} partitions`,
-          ),
-          record.topic,
-          partition,
-        )))
-        continue
+        const failed = appendRecord(records[i]!, acks, at, counts, complete)
+        if (failed !== undefined) complete(failed)
       }
-      const queue = accumulator.queue(record.topic, partition, acks)
-      const index = i
-      accumulator.append(
-        queue,
-        { key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? at },
-        recordSize(record.key, record.value, record.headers),
-        at,
-        completeOne ?? ((exit) => settle(index, exit)),
-      )
     }
     wake()
   }
