@@ -1,108 +1,222 @@
 /**
- * The Kafka client's own producer (lib/internal/kafka/producer.ts) next to kafkajs, at equal
- * work: `BENCH_CONCURRENCY` senders (default 1000) each sending one record at a time until
- * `BENCH_RECORDS` (default 50k) `{"id":n}` records are written to a fresh 3-partition topic,
- * acks=all. Ours is idempotent (the default); kafkajs' idempotent producer allows one request in
- * flight, so it runs as a plain producer (its fastest). kafkajs sends one Produce request per
- * `send`, so that case writes a tenth of the records (records/s stays comparable); a third row is
- * kafkajs given the records already in arrays of 1000, the best it can do.
+ * The Kafka client's own producer (lib/internal/kafka/producer.ts) next to raw
+ * `@platformatic/kafka` and raw kafkajs, at equal work: `BENCH_CONCURRENCY` senders (default 1000)
+ * each sending one record at a time and waiting for its acknowledgement, until `BENCH_RECORDS`
+ * (default 50k) records are written to a fresh 3-partition topic, acks=all, values of 12 bytes
+ * and of 1 KiB, no key.
+ *
+ * - partita: `KafkaProducer.sendEach([record])` per sender, idempotent (its default), linger 5 ms.
+ * - platformatic: its batching producer, `producer.asStream()` (a `Producer.send` is one Produce
+ *   request, so many one-record sends are what its stream exists for), idempotent, acks=all,
+ *   with our limits: `batchTime` 5 ms (our linger), `batchSize` 10,000 (our `maxBatchRecords`);
+ *   each sender waits for its record's delivery report (`reportMode: "message"`). With 1000
+ *   senders neither fills a batch, so both linger 5 ms per round trip.
+ * - platformatic, batchSize = senders (a diagnostic row, 12 B only): its stream sends as soon as
+ *   every sender's record is in, without lingering, which our limits never do: its best case.
+ * - partita via Producer (12 B only): the same senders calling `Producer.send` (lib/Producer.ts,
+ *   its defaults) on a `Transport` whose `sendEach` is the client's producer: what the batching
+ *   layer on top costs (it gathers the fibers' records into one `sendEach` per round trip).
+ * - kafkajs: `producer.send` per record, one Produce request each, not idempotent (its
+ *   idempotent producer allows one request in flight: this is its fastest); it writes a tenth of
+ *   the records (records/s stays comparable, the round stays short).
+ *
+ * `@platformatic/kafka` is a bench-only peer, pinned in bench/peers/package.json and installed
+ * by bench/run into .cache/bench-peers; a runtime it does not load on gets a row saying so.
  *
  *   bun bench/kafka_producer.ts        (KAFKA_BROKERS, BENCH_RECORDS, BENCH_CONCURRENCY, BENCH_ROUNDS)
- *
- * Not part of bench/run yet: it prints its own table.
  */
+import { Buffer } from "node:buffer"
+import { existsSync } from "node:fs"
 import process from "node:process"
-import kafkajs from "kafkajs"
 import { Effect } from "effect"
+import { Producer as BatchingProducer, Transport } from "../mod.ts"
 import * as Brokers from "../lib/internal/kafka/brokers.ts"
 import * as Producer from "../lib/internal/kafka/producer.ts"
+import { type Case, config, kafkaClient, kafkaResources, mark, type Measurement, records, runBench, since } from "./common.ts"
 
-const { Kafka, logLevel } = kafkajs
-const broker = (process.env["KAFKA_BROKERS"] ?? "127.0.0.1:9092").split(",")[0]!
-const total = Number(process.env["BENCH_RECORDS"] ?? 50_000)
-const concurrency = Number(process.env["BENCH_CONCURRENCY"] ?? 1000)
-const rounds = Number(process.env["BENCH_ROUNDS"] ?? 3)
-const encoder = new TextEncoder()
-const kafka = new Kafka({ clientId: "partita-bench", brokers: [broker], logLevel: logLevel.NOTHING })
-const admin = kafka.admin()
-await admin.connect()
+const total = records(50_000)
+const concurrency = Math.max(1, Number(process.env["BENCH_CONCURRENCY"] ?? 1000))
+const kafkajsTotal = Math.min(total, Math.max(2 * concurrency, Math.round(total / 10)))
+const partitions = 3
+const lingerMs = 5
+const maxBatchRecords = 10_000
+const broker = config.brokers[0]!
+const resources = kafkaResources()
 
-const freshTopic = async () => {
-  const topic = `partita-bench-producer-${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`
-  await admin.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }], waitForLeaders: true })
-  return topic
+/** A value of `size` bytes starting with the record's number, so no two are alike. */
+const valueOf = (size: number) => {
+  const filler = "x".repeat(size)
+  return (id: number): Uint8Array => {
+    const head = `{"id":${id},"p":"`
+    return Buffer.from(`${head}${filler.slice(0, Math.max(0, size - head.length - 2))}"}`)
+  }
 }
+const sizes = [{ name: "12 B", value: valueOf(12) }, { name: "1 KiB", value: valueOf(1024) }] as const
 
-/** `count` records sent by `concurrency` workers, one at a time each; resolves with records/s. */
-const workers = async (count: number, send: (id: number) => Promise<void>): Promise<number> => {
+/** `count` records, each sent alone by one of `concurrency` senders, each waiting for its own. */
+const senders = async (count: number, send: (id: number) => Promise<void>): Promise<Measurement> => {
   let next = 0
-  const started = performance.now()
+  const start = mark()
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < count) await send(next++)
   }))
-  return count / ((performance.now() - started) / 1000)
+  return since(count, start)
 }
 
-const ours = (topic: string): Promise<{ rate: number; perRequest: number }> =>
-  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const producer = yield* Producer.make(Producer.fromBrokers(yield* Brokers.make({ bootstrap: [broker] })))
+const partita = (value: (id: number) => Uint8Array) => async (): Promise<Measurement> => {
+  const topic = await resources.topic("kafka-producer", partitions)
+  return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const producer = yield* Producer.make(Producer.fromBrokers(yield* Brokers.make({ bootstrap: [broker] })), {
+      linger: lingerMs,
+      maxBatchRecords,
+    })
     let next = 0
-    const started = performance.now()
+    const start = mark()
     yield* Effect.forEach(Array.from({ length: concurrency }), () =>
       Effect.whileLoop({
         while: () => next < total,
-        body: () => producer.sendEach([{ topic, key: null, value: encoder.encode(`{"id":${next++}}`) }]),
+        body: () => producer.sendEach([{ topic, key: null, value: value(next++) }]),
         step: (outcomes) => {
           if (outcomes[0]!._tag === "Failure") throw new Error(String(outcomes[0]!.cause))
         },
       }), { concurrency: "unbounded", discard: true })
-    const rate = total / ((performance.now() - started) / 1000)
-    return { rate, perRequest: total / producer.metrics().requests }
+    const measured = since(total, start)
+    const { requests, batches } = producer.metrics()
+    return { ...measured, detail: `${(total / requests).toFixed(0)} records per request, ${(total / batches).toFixed(0)} per batch` }
   })))
+}
 
-const theirs = async (topic: string, batched: boolean): Promise<number> => {
-  const producer = kafka.producer({ allowAutoTopicCreation: false })
+/** Records through `lib/Producer.ts` over the client's producer (the only Transport method it uses is `sendEach`). */
+const viaProducer = (value: (id: number) => Uint8Array) => async (): Promise<Measurement> => {
+  const topic = await resources.topic("kafka-producer", partitions)
+  return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const producer = yield* Producer.make(Producer.fromBrokers(yield* Brokers.make({ bootstrap: [broker] })), {
+      linger: lingerMs,
+      maxBatchRecords,
+    })
+    const transport = { sendEach: producer.sendEach } as unknown as Transport.Transport["Service"]
+    return yield* Effect.gen(function*() {
+      const batching = yield* BatchingProducer.Producer
+      let next = 0
+      const start = mark()
+      yield* Effect.forEach(Array.from({ length: concurrency }), () =>
+        Effect.whileLoop({
+          while: () => next < total,
+          body: () => batching.send({ topic, key: null, value: value(next++) }),
+          step: () => undefined,
+        }), { concurrency: "unbounded", discard: true })
+      const measured = since(total, start)
+      return { ...measured, detail: `${(total / producer.metrics().requests).toFixed(0)} records per request` }
+    }).pipe(Effect.provide(BatchingProducer.layer()), Effect.provideService(Transport.Transport, transport))
+  })))
+}
+
+// --- @platformatic/kafka, from the bench peers ---------------------------------------------------
+
+const peers = new URL("../.cache/bench-peers/node_modules/", import.meta.url)
+/** The peer's module, or why it is not here. */
+const platformatic: { readonly module?: any; readonly problem?: string } = await (async () => {
+  const entry = new URL("@platformatic/kafka/dist/index.js", peers)
+  if (!existsSync(entry)) return { problem: "not installed (bench/run installs bench/peers into .cache/bench-peers)" }
+  try {
+    return { module: await import(entry.href) }
+  } catch (cause) {
+    return { problem: `does not load on this runtime: ${cause instanceof Error ? cause.message : String(cause)}`.slice(0, 200) }
+  }
+})()
+
+const platformaticCase = (value: (id: number) => Uint8Array, batchSize: number) => async (): Promise<Measurement> => {
+  const { Producer: PlatformaticProducer } = platformatic.module
+  const topic = await resources.topic("kafka-producer", partitions)
+  const producer = new PlatformaticProducer({
+    clientId: "partita-bench-platformatic",
+    bootstrapBrokers: [broker],
+    idempotent: true,
+    acks: -1,
+    autocreateTopics: false,
+  })
+  const stream = producer.asStream({ batchSize, batchTime: lingerMs, reportMode: "message" })
+  const waiting = new Map<object, () => void>()
+  stream.on("delivery-report", (report: { message: object }) => {
+    const resolve = waiting.get(report.message)
+    waiting.delete(report.message)
+    resolve?.()
+  })
+  let failed: unknown = undefined
+  stream.on("error", (error: unknown) => {
+    failed = error
+  })
+  try {
+    return await senders(total, (id) =>
+      new Promise<void>((resolve, reject) => {
+        if (failed !== undefined) return reject(failed)
+        const message = { topic, value: Buffer.from(value(id)) }
+        waiting.set(message, resolve)
+        stream.write(message)
+      }))
+  } finally {
+    await stream.close()
+    await producer.close()
+  }
+}
+
+// --- kafkajs --------------------------------------------------------------------------------------
+
+const kafkajsCase = (value: (id: number) => Uint8Array) => async (): Promise<Measurement> => {
+  const topic = await resources.topic("kafka-producer", partitions)
+  const producer = kafkaClient("partita-bench-kafkajs").producer({ allowAutoTopicCreation: false })
   await producer.connect()
   try {
-    if (!batched) {
-      return await workers(Math.max(concurrency, Math.round(total / 10)), (id) =>
-        producer.send({ topic, acks: -1, messages: [{ value: `{"id":${id}}` }] }).then(() => undefined))
-    }
-    const started = performance.now()
-    const calls = Array.from({ length: Math.ceil(total / 1000) }, (_, call) =>
-      producer.send({
-        topic,
-        acks: -1,
-        messages: Array.from({ length: Math.min(1000, total - call * 1000) }, (_, i) => ({ value: `{"id":${call * 1000 + i}}` })),
-      }))
-    await Promise.all(calls)
-    return total / ((performance.now() - started) / 1000)
+    return await senders(kafkajsTotal, (id) =>
+      producer.send({ topic, acks: -1, messages: [{ value: Buffer.from(value(id)) }] }).then(() => undefined))
   } finally {
     await producer.disconnect()
   }
 }
 
-const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
-const rows: Record<string, Array<number>> = { partita: [], "kafkajs per record": [], "kafkajs arrays of 1000": [] }
-let perRequest = 0
-const topics: Array<string> = []
-for (let round = 0; round <= rounds; round++) {
-  const topic = await freshTopic()
-  topics.push(topic)
-  const mine = await ours(topic)
-  const one = await theirs(topic, false)
-  const many = await theirs(topic, true)
-  if (round === 0) continue // warm-up
-  rows["partita"]!.push(mine.rate)
-  rows["kafkajs per record"]!.push(one)
-  rows["kafkajs arrays of 1000"]!.push(many)
-  perRequest = mine.perRequest
+/** A case that says why it did not run, as a sample of nothing (`-` in the table). */
+const missing = (why: string) => async (): Promise<Measurement> => {
+  console.log(`   platformatic: ${why}`)
+  return { records: 0, seconds: Number.NaN, cpuSeconds: Number.NaN }
 }
-await admin.deleteTopics({ topics })
-await admin.disconnect()
-const base = median(rows["kafkajs per record"]!)
-console.log(`${concurrency} senders, one record each at a time, acks=all, ${rounds} rounds (median records/s)`)
-for (const [name, values] of Object.entries(rows)) {
-  console.log(`${name.padEnd(24)} ${Math.round(median(values)).toString().padStart(9)}  ${(median(values) / base).toFixed(1)}x`)
+
+const one = (name: string, run: () => Promise<Measurement>): Case => ({
+  name,
+  run: async () => ({ [name]: await run() }),
+})
+
+const cases: Array<Case> = sizes.flatMap(({ name, value }) => [
+  one(`partita, ${name}`, partita(value)),
+  one(
+    `platformatic, ${name}`,
+    platformatic.module !== undefined ? platformaticCase(value, maxBatchRecords) : missing(platformatic.problem!),
+  ),
+  one(`kafkajs per record, ${name}`, kafkajsCase(value)),
+])
+cases.push(one("partita via Producer, 12 B", viaProducer(sizes[0].value)))
+if (platformatic.module !== undefined) {
+  cases.push(one(`platformatic batchSize=${concurrency}, 12 B`, platformaticCase(sizes[0].value, concurrency)))
 }
-console.log(`partita: ${perRequest.toFixed(0)} records per Produce request`)
+
+await runBench({
+  name: "kafka_producer",
+  title: "the Kafka client's producer vs raw @platformatic/kafka and raw kafkajs, many senders of one record each",
+  records: total,
+  rounds: 3,
+  notes: [
+    `${concurrency} concurrent senders, one record each at a time, acks=all, no key, ${partitions} partitions, values of 12 B and 1 KiB`,
+    `partita and platformatic idempotent, linger/batchTime ${lingerMs} ms, maxBatchRecords/batchSize ${maxBatchRecords.toLocaleString("en-US")}; kafkajs not idempotent`,
+    `kafkajs sends ${kafkajsTotal.toLocaleString("en-US")} records per case (one Produce request each)`,
+    ...(platformatic.problem === undefined ? [] : [`platformatic: ${platformatic.problem}`]),
+  ],
+  cases,
+  ratios: [
+    ...sizes.flatMap(({ name }) => [
+      { numerator: `partita, ${name}`, denominator: `platformatic, ${name}`, target: 1.5 },
+      { numerator: `partita, ${name}`, denominator: `kafkajs per record, ${name}` },
+    ]),
+    { numerator: "partita, 12 B", denominator: `platformatic batchSize=${concurrency}, 12 B` },
+    { numerator: "partita via Producer, 12 B", denominator: "partita, 12 B" },
+  ],
+  teardown: () => resources.cleanup(),
+})

@@ -134,12 +134,21 @@ export class Accumulator {
     this.limits = limits
   }
 
+  /** Per `acks`, per topic, the queues by partition: no key string built per record. */
+  readonly #byTopic: Record<Acks, Map<string, Array<PartitionQueue | undefined>>> = {
+    all: new Map(),
+    leader: new Map(),
+    none: new Map(),
+  }
+
   queue(topic: string, partition: number, acks: Acks): PartitionQueue {
-    const key = `${acks}\u0000${partition}\u0000${topic}`
-    let queue = this.queues.get(key)
+    let partitions = this.#byTopic[acks].get(topic)
+    if (partitions === undefined) this.#byTopic[acks].set(topic, partitions = [])
+    let queue = partitions[partition]
     if (queue === undefined) {
       queue = new PartitionQueue(topic, partition, acks)
-      this.queues.set(key, queue)
+      partitions[partition] = queue
+      this.queues.set(`${acks}\u0000${partition}\u0000${topic}`, queue)
     }
     return queue
   }

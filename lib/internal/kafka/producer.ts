@@ -40,11 +40,11 @@
  * 3-node cluster. KIP-951 leader hints in an answer
  * are handed to the pool, which then needs no Metadata round trip.
  */
-import { Deferred, Duration, Effect, Exit, Scope } from "effect"
+import { Duration, Effect, Exit, Scope } from "effect"
 import type { Acks, ProducerRecord, RecordMetadata, TopicPartition } from "../../Transport.ts"
 import * as TransportError from "../../TransportError.ts"
 import { partitionForKey } from "../partitioner.ts"
-import { Accumulator, addSequence, type Batch, type PartitionQueue, recordSize } from "./accumulator.ts"
+import { Accumulator, addSequence, type Batch, type Complete, type PartitionQueue, recordSize } from "./accumulator.ts"
 import type * as Brokers from "./brokers.ts"
 import { staleMetadataErrors } from "./brokers.ts"
 import type { Compression } from "./compression.ts"
@@ -264,6 +264,7 @@ const encode = (batch: Batch, compression: Compression, transactional: boolean):
  */
 export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Options = {}) {
   const outer = yield* Effect.scope
+  const clock = yield* Effect.clockWith(Effect.succeed)
   // The producer's fibers live in a scope of their own, closed by the finalizer below only
   // after the flush: fibers forked while the outer scope closes would be interrupted at once.
   const scope = yield* Scope.make()
@@ -303,13 +304,17 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
   let signalled = false
   /** When the sender's pending alarm goes off (see `sender`). */
   let alarmAt = Number.NEGATIVE_INFINITY
-  let waiter: Deferred.Deferred<void> | undefined
+  /** Resumes the sender while it waits for something to do. */
+  let waiter: (() => void) | undefined
+  // Only the first wake after the sender went to sleep resumes it; the sender then yields to
+  // the scheduler before its pass (see `sender`), so the wakes of every record appended and
+  // every answer handled meanwhile cost a flag each, and one pass serves them all.
   const wake = () => {
     signalled = true
     if (waiter !== undefined) {
-      const current = waiter
+      const resume = waiter
       waiter = undefined
-      Deferred.doneUnsafe(current, Exit.void)
+      resume()
     }
   }
 
@@ -677,7 +682,12 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     return Effect.forkIn(sendRequest(node, acks, batches), scope)
   }
 
-  const now = Effect.clockWith((clock) => Effect.sync(() => clock.currentTimeMillisUnsafe()))
+  const now = Effect.sync(() => clock.currentTimeMillisUnsafe())
+
+  const sleepUntilWoken = Effect.callback<void>((resume) => {
+    if (signalled) resume(Effect.void)
+    else waiter = () => resume(Effect.void)
+  })
 
   const sender = Effect.gen(function*() {
     while (true) {
@@ -688,8 +698,6 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
         yield* Effect.yieldNow
         continue
       }
-      const current = Deferred.makeUnsafe<void>()
-      waiter = current
       // One alarm per earlier deadline, not a race per wait: the sender waits once per wake,
       // tens of thousands of times a second under load. A stale alarm costs one idle pass.
       const next = accumulator.nextDeadline(at)
@@ -704,8 +712,11 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
         })
         yield* Effect.forkIn(Effect.andThen(Effect.sleep(Duration.millis(Math.max(0, next - at))), ring), scope)
       }
-      yield* Deferred.await(current)
-      waiter = undefined
+      yield* sleepUntilWoken
+      // A wake resumes the sender inside whoever called it: a fiber appending a record, or the
+      // answer of a request settling a batch, whose fibers then append their next records one
+      // after the other. Yielding first lets all of them run before the one pass that serves them.
+      yield* Effect.yieldNow
     }
   })
 
@@ -718,90 +729,132 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       undefined,
     )
 
-  const sendEach = (records: ReadonlyArray<ProducerRecord>, sendOptions?: { readonly acks?: Acks | undefined }) =>
-    Effect.suspend(() => {
-      const acks = sendOptions?.acks ?? "all"
-      const results = new Array<Exit.Exit<RecordMetadata, TransportError.TransportError>>(records.length)
-      if (records.length === 0) return Effect.succeed(results)
-      if (closing) {
-        for (let i = 0; i < records.length; i++) results[i] = Exit.fail(closedError(records[i]!.topic))
-        return Effect.succeed(results)
-      }
-      const topics = [...new Set(records.map((record) => record.topic))]
-      return Effect.clockWith((clock) => {
-        // Partition counts are asked of the pool at most once a second per topic: its lookup is an
-        // effect with retries, too dear for every one-record call of a thousand fibers.
-        const started = clock.currentTimeMillisUnsafe()
-        const cached = topics.map((topic) => {
-          const entry = partitionCounts.get(topic)
-          return entry !== undefined && started - entry.at < countsMaxAgeMs ? entry.count : undefined
+  type Outcomes = Array<Exit.Exit<RecordMetadata, TransportError.TransportError>>
+
+  /** Topics whose partition count is being asked again, in the background. */
+  const refreshing = new Set<string>()
+  const refreshCount = (topic: string) =>
+    Effect.exit(cluster.partitionCount(topic)).pipe(
+      Effect.flatMap((exit) =>
+        Effect.sync(() => {
+          if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at: clock.currentTimeMillisUnsafe() })
         })
-        return cached.every((count) => count !== undefined)
-          ? Effect.succeed(cached)
-          : Effect.forEach(topics, (topic, i) =>
-            cached[i] !== undefined ? Effect.succeed(cached[i]) : Effect.exit(cluster.partitionCount(topic)).pipe(
-              Effect.tap((exit) =>
-                Effect.sync(() => {
-                  if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at: started })
-                })
-              ),
-            ))
-      }).pipe(
-        Effect.flatMap((counts) =>
-          Effect.clockWith((clock) => {
-            const at = clock.currentTimeMillisUnsafe()
-            const done = Deferred.makeUnsafe<ReadonlyArray<Exit.Exit<RecordMetadata, TransportError.TransportError>>>()
-            let left = records.length
-            const settle = (index: number, exit: Exit.Exit<RecordMetadata, TransportError.TransportError>) => {
-              results[index] = exit
-              if (--left === 0) Deferred.doneUnsafe(done, Exit.succeed(results))
-            }
-            const countOf = new Map(topics.map((topic, i) => [topic, counts[i]!]))
-            for (let i = 0; i < records.length; i++) {
-              const record = records[i]!
-              const count = countOf.get(record.topic)!
-              if (closing) {
-                settle(i, Exit.fail(closedError(record.topic)))
-                continue
-              }
-              if (Exit.isFailure(count)) {
-                settle(i, Exit.fail(TransportError.forRecord(errorOfExit(count, undefined), record.topic, undefined)))
-                continue
-              }
-              let partition = record.partition
-              if (partition === undefined) {
-                if (record.key !== null) partition = partitionForKey(record.key, count.value)
-                else {
-                  const next = roundRobin.get(record.topic) ?? 0
-                  roundRobin.set(record.topic, next + 1)
-                  partition = next % count.value
-                }
-              } else if (!Number.isInteger(partition) || partition < 0 || partition >= count.value) {
-                settle(i, Exit.fail(TransportError.forRecord(
-                  TransportError.make(
-                    "UNKNOWN_TOPIC_OR_PARTITION",
-                    "send",
-                    `Cannot produce to ${record.topic}/${partition}: the topic has ${count.value} partitions`,
-                  ),
-                  record.topic,
-                  partition,
-                )))
-                continue
-              }
-              const queue = accumulator.queue(record.topic, partition, acks)
-              accumulator.append(
-                queue,
-                { key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? at },
-                recordSize(record.key, record.value, record.headers),
-                at,
-                (exit) => settle(i, exit),
-              )
-            }
-            wake()
-            return Deferred.await(done)
-          })
+      ),
+      Effect.ensuring(Effect.sync(() => refreshing.delete(topic))),
+    )
+
+  type Outcome = Exit.Exit<RecordMetadata, TransportError.TransportError>
+  type Counts = ReadonlyMap<string, Exit.Exit<number, TransportError.TransportError>> | undefined
+
+  /**
+   * Appends one record to its partition's batch, `complete` to be called with its outcome; or
+   * returns its failure when it cannot be appended (closed, no such topic or partition).
+   * `counts` holds the partition counts just asked of the pool (the others are in the cache).
+   */
+  const appendRecord = (record: ProducerRecord, acks: Acks, at: number, counts: Counts, complete: Complete): Outcome | undefined => {
+    if (closing) return Exit.fail(closedError(record.topic))
+    const count = counts?.get(record.topic) ?? partitionCounts.get(record.topic)!.count
+    if (Exit.isFailure(count)) return Exit.fail(TransportError.forRecord(errorOfExit(count, undefined), record.topic, undefined))
+    let partition = record.partition
+    if (partition === undefined) {
+      if (record.key !== null) partition = partitionForKey(record.key, count.value)
+      else {
+        const next = roundRobin.get(record.topic) ?? 0
+        roundRobin.set(record.topic, next + 1)
+        partition = next % count.value
+      }
+    } else if (!Number.isInteger(partition) || partition < 0 || partition >= count.value) {
+      return Exit.fail(TransportError.forRecord(
+        TransportError.make(
+          "UNKNOWN_TOPIC_OR_PARTITION",
+          "send",
+          `Cannot produce to ${record.topic}/${partition}: the topic has ${count.value} partitions`,
         ),
-      )
+        record.topic,
+        partition,
+      ))
+    }
+    accumulator.append(
+      accumulator.queue(record.topic, partition, acks),
+      { key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp ?? at },
+      recordSize(record.key, record.value, record.headers),
+      at,
+      complete,
+    )
+    return undefined
+  }
+
+  /** Appends every record and calls `resume` once all have outcomes, in the order given. */
+  const appendAll = (records: ReadonlyArray<ProducerRecord>, acks: Acks, at: number, counts: Counts, resume: (outcomes: Effect.Effect<Outcomes>) => void) => {
+    if (records.length === 1) {
+      // The common call of many fibers: one closure between the batch and the fiber, and it
+      // lives as long as the record waits (fewer objects kept across a round trip, less GC).
+      const complete = (exit: Outcome) => resume(Exit.succeed([exit]))
+      const failed = appendRecord(records[0]!, acks, at, counts, complete)
+      if (failed !== undefined) complete(failed)
+    } else {
+      const results: Outcomes = new Array(records.length)
+      let left = records.length
+      for (let i = 0; i < records.length; i++) {
+        const index = i
+        const complete = (exit: Outcome) => {
+          results[index] = exit
+          if (--left === 0) resume(Exit.succeed(results))
+        }
+        const failed = appendRecord(records[i]!, acks, at, counts, complete)
+        if (failed !== undefined) complete(failed)
+      }
+    }
+    wake()
+  }
+
+  // One effect per call, whatever its size: the records are appended synchronously and the
+  // caller's fiber waits on one callback, resumed when the last of them has its outcome. The
+  // clock is the producer's (read directly, as the sender reads it), so `TestClock` drives both.
+  const sendEach = (records: ReadonlyArray<ProducerRecord>, sendOptions?: { readonly acks?: Acks | undefined }) =>
+    Effect.suspend((): Effect.Effect<ReadonlyArray<Exit.Exit<RecordMetadata, TransportError.TransportError>>> => {
+      const acks = sendOptions?.acks ?? "all"
+      if (records.length === 0) return Effect.succeed([])
+      if (closing) return Effect.succeed(records.map((record) => Exit.fail(closedError(record.topic))))
+      const at = clock.currentTimeMillisUnsafe()
+      // Partition counts are asked of the pool once per topic, then again at most once a second,
+      // in the background while the last count serves: the pool's lookup is an effect with
+      // retries, too dear for every one-record call of a thousand fibers (and a thousand of them
+      // would each ask when the count grew a second old).
+      let unknown: Array<string> | undefined
+      let refresh: Array<string> | undefined
+      for (let i = 0; i < records.length; i++) {
+        const topic = records[i]!.topic
+        const entry = partitionCounts.get(topic)
+        if (entry === undefined) {
+          if (!unknown?.includes(topic)) (unknown ??= []).push(topic)
+        } else if (at - entry.at >= countsMaxAgeMs && !refreshing.has(topic)) {
+          refreshing.add(topic)
+          ;(refresh ??= []).push(topic)
+        }
+      }
+      if (unknown === undefined && refresh === undefined) {
+        return Effect.callback<Outcomes>((resume) => appendAll(records, acks, at, undefined, resume))
+      }
+      const refreshes = refresh === undefined
+        ? Effect.void
+        : Effect.forEach(refresh, (topic) => Effect.forkIn(refreshCount(topic), scope), { discard: true })
+      const topics = unknown ?? []
+      return Effect.andThen(refreshes, Effect.forEach(topics, (topic) =>
+        Effect.exit(cluster.partitionCount(topic)).pipe(
+          Effect.tap((exit) =>
+            Effect.sync(() => {
+              if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at })
+            })
+          ),
+        )).pipe(
+          Effect.flatMap((exits) => {
+            const counts = new Map(topics.map((topic, i) => [topic, exits[i]!]))
+            return Effect.callback<Outcomes>((resume) =>
+              appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, resume)
+            )
+          }),
+        ))
     })
 
   const flush = Effect.suspend(() => {
