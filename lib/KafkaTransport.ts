@@ -150,6 +150,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     ...(options.requestTimeout === undefined ? {} : { requestTimeout: options.requestTimeout }),
   }
   const brokers = yield* Brokers.make({ ...connection, bootstrap })
+  // The pool connects on first use; connect now, so that a refused certificate or password (or
+  // no reachable broker) fails building the layer, once, rather than the first send later.
+  yield* brokers.any
   const admin = Admin.make(brokers)
   const producer = yield* KafkaProducer.make(KafkaProducer.fromBrokers(brokers), {
     idempotent: options.idempotent,

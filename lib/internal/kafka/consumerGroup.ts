@@ -19,7 +19,7 @@
  * same member id. Closing leaves with epoch -1 (-2 for a static member, whose assignment the
  * coordinator keeps for its session timeout).
  */
-import { Duration, Effect, Fiber, Queue, Random } from "effect"
+import { Duration, Effect, Fiber, Queue, Random, type Result } from "effect"
 import * as TransportError from "../../TransportError.ts"
 import * as Core from "./groupCore.ts"
 import { ConsumerGroupHeartbeat, type ConsumerGroupHeartbeatResponse } from "./protocol/ConsumerGroupHeartbeat.ts"
@@ -125,9 +125,8 @@ export const join = (brokers: Core.GroupBrokers, options: Core.Options) =>
           topicPartitions: memberEpoch < 0 ? null : ownedByTopicId(),
         }))
 
-    /** One heartbeat and what follows from its answer; false when the membership must end. */
-    const step = Effect.gen(function* () {
-      const answer = yield* Effect.result(heartbeat(core.epoch))
+    /** What follows from one heartbeat's answer; fails when the membership must end. */
+    const handle = (answer: Result.Result<ConsumerGroupHeartbeatResponse, TransportError.TransportError>) => Effect.gen(function* () {
       if (answer._tag === "Failure") {
         const error = answer.failure
         if (!error.retriable) return yield* Effect.fail(error)
@@ -167,9 +166,25 @@ export const join = (brokers: Core.GroupBrokers, options: Core.Options) =>
       }
       yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(Duration.millis(intervalMs)))
     })
+    const step = Effect.flatMap(Effect.result(Effect.suspend(() => heartbeat(core.epoch))), handle)
 
-    const loop = yield* step.pipe(
-      Effect.forever,
+    // The first heartbeat is sent before `join` returns: a coordinator that lists
+    // ConsumerGroupHeartbeat but has the consumer protocol off (Kafka 3.9 by default, or 4.x
+    // with `group.coordinator.rebalance.protocols=classic`) answers it UNSUPPORTED_VERSION,
+    // without making a member, and group.ts then joins with the classic protocol instead.
+    const first = yield* Effect.result(heartbeat(core.epoch))
+    if (first._tag === "Success" && TransportError.nameOfCode(first.success.errorCode) === "UNSUPPORTED_VERSION") {
+      return yield* Effect.fail(Core.errorOf(
+        first.success.errorCode,
+        operation,
+        `The coordinator of group "${options.group}" does not accept the consumer group protocol (KIP-848): UNSUPPORTED_VERSION${
+          first.success.errorMessage === null ? "" : ` (${first.success.errorMessage})`
+        }; use the classic protocol`,
+      ))
+    }
+
+    const loop = yield* handle(first).pipe(
+      Effect.andThen(Effect.forever(step)),
       Effect.catch((error) => Queue.fail(core.events, error)),
       Effect.forkScoped,
     )

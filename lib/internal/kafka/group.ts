@@ -20,7 +20,10 @@ import { ConsumerGroupHeartbeat } from "./protocol/ConsumerGroupHeartbeat.ts"
 export type { AssignedPartition, Group, GroupBrokers, GroupEvent, GroupKey, Options, Protocol, TopicInfo } from "./groupCore.ts"
 export { defaults } from "./groupCore.ts"
 
-/** The protocol to use: the one asked for, else KIP-848 when the coordinator supports it. */
+/**
+ * The protocol to use: the one asked for, else KIP-848 when the coordinator lists it (`join`
+ * falls back to classic when the coordinator then refuses it).
+ */
 const protocolFor = (brokers: GroupBrokers, options: Options): Effect.Effect<Protocol, TransportError.TransportError> =>
   options.protocol !== undefined
     ? Effect.succeed(options.protocol)
@@ -39,7 +42,15 @@ export const join = (
   options: Options,
 ): Effect.Effect<Group, TransportError.TransportError, Scope.Scope> =>
   Effect.flatMap(protocolFor(brokers, options), (protocol) =>
-    protocol === "consumer" ? ConsumerGroup.join(brokers, options) : ClassicGroup.join(brokers, options))
+    protocol === "classic"
+      ? ClassicGroup.join(brokers, options)
+      : options.protocol === "consumer"
+      ? ConsumerGroup.join(brokers, options)
+      // Chosen here, not asked for: a coordinator that lists ConsumerGroupHeartbeat may still
+      // refuse the protocol (Kafka 3.9 does by default); its first heartbeat says so.
+      : ConsumerGroup.join(brokers, options).pipe(
+        Effect.catchIf((error) => error.code === "UNSUPPORTED_VERSION", () => ClassicGroup.join(brokers, options)),
+      ))
 
 /**
  * brokers.ts' `Brokers` as membership needs it, with one change: the coordinator is talked to
