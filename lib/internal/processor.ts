@@ -278,8 +278,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
    * - otherwise the record (and its span, if the hooks gave one) goes into the fiber's context
    *   with one `setContext`, where `provideService` per record would cost several effects and an
    *   exit hook each, and the handler runs under one `matchCauseEffect`, whose success goes on
-   *   with the next records. The fiber's own context is put back after each record and
-   *   whatever ends the loop.
+   *   with the next records. Between two records no effect runs, so the fiber's own context is
+   *   put back only after a recovery and when the loop ends, however it ends.
    * A failed first try goes to `recover`, in the record's context, which provides the context
    * per attempt as usual. In order, a record's start is the end of the one before, so the clock
    * is read once per record.
@@ -299,12 +299,14 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       // per record (a few BigInts each) rather than two.
       let spanTime: bigint | undefined
 
+      /** The record whose context the fiber has: left in place between records, as nothing runs there. */
+      let entered: ConsumerRecord | undefined
       const enter = (current: ConsumerRecord, span: Tracer.Span | undefined) => {
+        entered = current
         const context = Context.add(flat, RecordContext, contextOf(current, 1))
         fiber.setContext(span === undefined ? context : Context.add(context, Tracer.ParentSpan, span))
       }
       const handled = (_: unknown): Effect.Effect<void, Halted, R> => {
-        fiber.setContext(base)
         started = settleUnsafe(record!, started)
         const span = open
         record = undefined
@@ -314,10 +316,11 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       }
       const failed = (cause: Cause.Cause<unknown>): Effect.Effect<void, Halted, R> => {
         const current = record!
-        if (fiber.context === base) enter(current, open)
+        if (entered !== current) enter(current, open)
         // The policy's retries, events and dead letter run inside the record's span.
         return Effect.flatMap(Effect.exit(recover(current, cause, started)), (recovered) => {
           fiber.setContext(base)
+          entered = undefined
           const span = open
           record = undefined
           open = undefined
@@ -347,6 +350,10 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
           }
           enter(current, span)
           return Effect.matchCauseEffect(attempt, afterHandler)
+        }
+        if (entered !== undefined) {
+          fiber.setContext(base)
+          entered = undefined
         }
         return Effect.void
       }
