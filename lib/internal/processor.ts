@@ -280,9 +280,10 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
    *   exit hook each, and the handler runs under one `matchCauseEffect`, whose success goes on
    *   with the next records. Between two records no effect runs, so the fiber's own context is
    *   put back only after a recovery and when the loop ends, however it ends.
-   * A failed first try goes to `recover`, in the record's context, which provides the context
-   * per attempt as usual. In order, a record's start is the end of the one before, so the clock
-   * is read once per record.
+   * Records whose handlers answer an `Exit` run without an interruption point between them: at
+   * most a chunk (1000 records by default) of work that has already ended. A failed first try
+   * goes to `recover`, in the record's context, which provides the context per attempt as usual.
+   * In order, a record's start is the end of the one before, so the clock is read once per record.
    */
   const inOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.withFiber((fiber) => {
