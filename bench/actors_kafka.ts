@@ -14,7 +14,9 @@
  *   never paused: what backpressure costs on Kafka;
  * - subscription, own client / actor, own client: the same two on `KafkaTransport`, Partita's own
  *   Kafka client (issue 12's targets: ≥ 2× and ≥ 1.2× raw kafkajs). Its windows start at the
- *   `Assigned` event (there is no kafkajs join line), which comes after the join.
+ *   `Assigned` event (there is no kafkajs join line), which comes after the join;
+ * - actor, own client, mailbox never full: the actor on `KafkaTransport` never paused, beside
+ *   "actor, own client": what pausing and resuming costs on the own client.
  * A window runs from the moment kafkajs joined the group to the moment every partition's end was
  * committed; the join itself is reported apart (`join s`).
  *
@@ -123,6 +125,21 @@ const cases: ReadonlyArray<Case> = [
     }),
   },
   {
+    name: "actor, own client, mailbox never full",
+    run: async () => ({
+      "actor, own client, mailbox never full": await ownScoped(
+        consumeWithActors({
+          probe: ownProbe,
+          topic,
+          group: resources.group("own-actor-mailbox"),
+          ends,
+          value: Codec.bytes,
+          actor: { mailbox: { capacity: total } },
+        }),
+      ),
+    }),
+  },
+  {
     name: "actor",
     // "actor, mailbox never full" runs the same code and warms it up; this one is I/O-bound.
     warmup: false,
@@ -164,6 +181,7 @@ await runBench({
     { numerator: "subscription, own client", denominator: "raw kafkajs", target: 2 },
     { numerator: "actor, own client", denominator: "raw kafkajs", target: 1.2 },
     { numerator: "actor, mailbox never full", denominator: "raw kafkajs" },
+    { numerator: "actor, own client, mailbox never full", denominator: "raw kafkajs" },
     { numerator: "transport subscription", denominator: "raw kafkajs" },
   ],
   teardown: async () => {

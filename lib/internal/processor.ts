@@ -104,7 +104,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
   /** Runs the handler for decoded key and value; the caller puts the record in the context. */
   const runHandler = (record: ConsumerRecord, value: unknown, key: unknown) => {
     const handled = actor.handle(value, key)
-    return actor.handlerTimeout === undefined
+    // An Exit has ended already: there is nothing left to time out.
+    return actor.handlerTimeout === undefined || Exit.isExit(handled)
       ? handled
       : Effect.timeoutOrElse(handled, { duration: actor.handlerTimeout, orElse: timeoutFor(record, actor.handlerTimeout) })
   }
@@ -268,12 +269,21 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
 
   /**
    * Handles records one after another in the current fiber: the hot path of `partition` and
-   * `byKey` ordering. Per record it puts the record (and its span, if the hooks gave one) into
-   * the fiber's context with one `setContext`, where `provideService` per record would cost
-   * several effects and an exit hook each, more than a fast handler; the fiber's own context is
-   * put back after each record and whatever ends the loop. A failed first try goes to `recover`,
-   * which provides the context per attempt as usual. In order, a record's start is the end of
-   * the one before, so the clock is read once per record.
+   * `byKey` ordering. A loop, not a generator, so a record costs as few fiber steps as its handler
+   * needs:
+   * - the handler is called (decoding first) before anything is put in the fiber's context: what
+   *   it returns is a description, which reads the context only when it runs. When that is
+   *   already an `Exit` (a handler answering `Effect.void` or `Exit.succeed`, a failed decode),
+   *   the record ends in the same synchronous step, with no fiber step and no context at all;
+   * - otherwise the record (and its span, if the hooks gave one) goes into the fiber's context
+   *   with one `setContext`, where `provideService` per record would cost several effects and an
+   *   exit hook each, and the handler runs under one `matchCauseEffect`, whose success goes on
+   *   with the next records. Between two records no effect runs, so the fiber's own context is
+   *   put back only after a recovery and when the loop ends, however it ends.
+   * Records whose handlers answer an `Exit` run without an interruption point between them: at
+   * most a chunk (1000 records by default) of work that has already ended. A failed first try
+   * goes to `recover`, in the record's context, which provides the context per attempt as usual.
+   * In order, a record's start is the end of the one before, so the clock is read once per record.
    */
   const inOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.withFiber((fiber) => {
@@ -281,40 +291,78 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       // The record's context on a flat copy of the fiber's: each record's context is new to the
       // fiber (a new span, when traced), and reading its settings walks every layer added on top.
       const flat = Context.makeUnsafe(base.mapUnsafe)
-      /** The record's span while it is handled: ended however the loop ends, interrupted included. */
+      let index = 0
+      let started = clock.currentTimeMillisUnsafe()
+      /** The record whose handler is running, and its span: the span ends however the loop ends. */
+      let record: ConsumerRecord | undefined
       let open: Tracer.Span | undefined
-      return Effect.gen(function*() {
-        let started = clock.currentTimeMillisUnsafe()
-        // With hooks, one record's end is the next one's start: one read of the nanosecond
-        // clock per record (a few BigInts each) rather than two.
-        let spanTime: bigint | undefined
-        for (let index = 0; index < records.length; index++) {
-          const record = records[index]!
-          if (!startable(record)) continue
-          const span = hooks.enabled ? hooks.onRecordStart(record, spanTime) : undefined
+      // With hooks, one record's end is the next one's start: one read of the nanosecond clock
+      // per record (a few BigInts each) rather than two.
+      let spanTime: bigint | undefined
+
+      /** The record whose context the fiber has: left in place between records, as nothing runs there. */
+      let entered: ConsumerRecord | undefined
+      const enter = (current: ConsumerRecord, span: Tracer.Span | undefined) => {
+        entered = current
+        const context = Context.add(flat, RecordContext, contextOf(current, 1))
+        fiber.setContext(span === undefined ? context : Context.add(context, Tracer.ParentSpan, span))
+      }
+      const handled = (_: unknown): Effect.Effect<void, Halted, R> => {
+        started = settleUnsafe(record!, started)
+        const span = open
+        record = undefined
+        open = undefined
+        if (span !== undefined) spanTime = hooks.onRecordEnd(span, Exit.void, "handled")
+        return next()
+      }
+      const failed = (cause: Cause.Cause<unknown>): Effect.Effect<void, Halted, R> => {
+        const current = record!
+        if (entered !== current) enter(current, open)
+        // The policy's retries, events and dead letter run inside the record's span.
+        return Effect.flatMap(Effect.exit(recover(current, cause, started)), (recovered) => {
+          fiber.setContext(base)
+          entered = undefined
+          const span = open
+          record = undefined
+          open = undefined
+          if (span !== undefined) spanTime = hooks.onRecordEnd(span, recovered, status.lastOutcome)
+          if (Exit.isFailure(recovered)) return Effect.failCause(recovered.cause)
+          started = clock.currentTimeMillisUnsafe()
+          return next()
+        })
+      }
+      // One object for every record: `matchCauseEffect` keeps the functions, it copies nothing.
+      const afterHandler = { onSuccess: handled, onFailure: (cause: Cause.Cause<unknown>) => failed(cause) }
+      const next = (): Effect.Effect<void, Halted, R> => {
+        while (index < records.length) {
+          const current = records[index++]!
+          if (!startable(current)) continue
+          const span = hooks.enabled ? hooks.onRecordStart(current, spanTime) : undefined
+          record = current
           open = span
-          const context = Context.add(flat, RecordContext, contextOf(record, 1))
-          fiber.setContext(span === undefined ? context : Context.add(context, Tracer.ParentSpan, span))
-          const exit = yield* Effect.exit(attemptBare(record))
-          if (Exit.isSuccess(exit)) {
-            fiber.setContext(base)
-            started = settleUnsafe(record, started)
+          const attempt = attemptBare(current)
+          if (Exit.isExit(attempt)) {
+            if (Exit.isFailure(attempt)) return failed(attempt.cause)
+            started = settleUnsafe(current, started)
+            record = undefined
             open = undefined
             if (span !== undefined) spanTime = hooks.onRecordEnd(span, Exit.void, "handled")
             continue
           }
-          // The policy's retries, events and dead letter run inside the record's span.
-          const recovered = yield* Effect.exit(recover(record, exit.cause, started))
-          fiber.setContext(base)
-          open = undefined
-          if (span !== undefined) spanTime = hooks.onRecordEnd(span, recovered, status.lastOutcome)
-          if (Exit.isFailure(recovered)) return yield* Effect.failCause(recovered.cause)
-          started = clock.currentTimeMillisUnsafe()
+          enter(current, span)
+          return Effect.matchCauseEffect(attempt, afterHandler)
         }
-      }).pipe(Effect.onExit((exit) =>
+        if (entered !== undefined) {
+          fiber.setContext(base)
+          entered = undefined
+        }
+        return Effect.void
+      }
+      return Effect.suspend(next).pipe(Effect.onExit((exit) =>
         Effect.sync(() => {
           fiber.setContext(base)
           if (open !== undefined) hooks.onRecordEnd(open, exit, status.lastOutcome)
+          record = undefined
           open = undefined
         })
       ))

@@ -34,7 +34,7 @@ const setUp = (
   // Handlers read RecordContext, which the processor provides per record.
   handle: (value: { readonly id: number }) => Effect.Effect<void, StoreError, RecordContext>,
   onError: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["onError"],
-  options: { readonly startable?: (record: ConsumerRecord) => boolean } = {},
+  options: { readonly startable?: (record: ConsumerRecord) => boolean; readonly handlerTimeout?: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["handlerTimeout"] } = {},
 ) =>
   Effect.gen(function*() {
     const actor = Actor.make({
@@ -43,6 +43,7 @@ const setUp = (
       value: Schema.Struct({ id: Schema.Number }),
       handle: handle as (value: { readonly id: number }) => Effect.Effect<void, StoreError>,
       onError,
+      handlerTimeout: options.handlerTimeout,
     })
     const status: Processor.HandlingStatus = {
       state: "running",
@@ -106,6 +107,49 @@ test("Processor.inOrder handles records in order with each in RecordContext, and
     assert.equal(tracker.committable(), 4)
     assert.deepEqual(settled, [0, 1, 2, 3])
   })))
+
+test("Processor.inOrder: handlers that answer at once (an Exit) and handlers that run mix in one chunk, in order, each in its own RecordContext", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<string> = []
+    const later: Array<Effect.Effect<number>> = []
+    const { processor, status, tracker, settled, records } = yield* setUp(
+      (value) =>
+        value.id % 3 === 0
+          ? Effect.void // an Exit: ends without a fiber step
+          : value.id % 3 === 1
+          ? Effect.map(RecordContext, (record) => void seen.push(`${record.offset}:${value.id}:${record.attempt}`))
+          // A fiber forked by the handler keeps the record it was forked for.
+          : Effect.map(Effect.forkDetach(Effect.map(RecordContext, (record) => record.offset)), (fiber) => void later.push(Fiber.join(fiber))),
+      { StoreError: ErrorPolicy.skip, default: ErrorPolicy.halt },
+      { handlerTimeout: "1 minute" },
+    )
+    yield* processor.inOrder(records(9))
+    assert.deepEqual(seen, ["1:1:1", "4:4:1", "7:7:1"])
+    assert.deepEqual(yield* Effect.all(later), [2, 5, 8])
+    assert.equal(status.processed, 9)
+    assert.equal(tracker.committable(), 9)
+    assert.deepEqual(settled, [0, 1, 2, 3, 4, 5, 6, 7, 8])
+    assert.equal((yield* Effect.serviceOption(RecordContext))._tag, "None", "the fiber's own context is back")
+  })))
+
+test("Processor.inOrder: a handler failing at once (an Exit) is retried in the record's context, attempt 2", () =>
+  quietly(Effect.gen(function*() {
+    const attempts: Array<string> = []
+    let calls = 0
+    const { processor, status, records } = yield* setUp(
+      () =>
+        ++calls === 2
+          ? Effect.fail(new StoreError({ reason: "once" }))
+          : Effect.map(RecordContext, (record) => void attempts.push(`${record.offset}:${record.attempt}`)),
+      { StoreError: ErrorPolicy.retry(Schedule.spaced("1 second"), { then: "halt" }), default: ErrorPolicy.halt },
+    )
+    const fiber = yield* Effect.forkChild(processor.inOrder(records(3)))
+    yield* TestClock.adjust("1 second")
+    yield* Fiber.join(fiber)
+    assert.deepEqual(attempts, ["0:1", "1:2", "2:1"])
+    assert.equal(status.retried, 1)
+    assert.equal(status.processed, 3)
+  }).pipe(Effect.provide(TestClock.layer()))))
 
 test("Processor retries on the policy's schedule with the attempt number, then settles the record", () =>
   quietly(Effect.gen(function*() {
