@@ -26,8 +26,14 @@ export interface FetcherDeps {
   readonly fill: boolean
 }
 
-/** The bytes a record pins, as the mailbox counts them: key, value and headers. */
+/**
+ * The bytes a record pins, as the mailbox counts them: key, value and headers. A record of
+ * Partita's own Kafka client says so itself (`pinnedBytes`, its encoded size, without building
+ * its headers or views); others are counted field by field.
+ */
 export const recordBytes = (record: ConsumerRecord): number => {
+  const pinned = (record as { readonly pinnedBytes?: number }).pinnedBytes
+  if (pinned !== undefined) return pinned
   let bytes = (record.key?.byteLength ?? 0) + (record.value?.byteLength ?? 0)
   const headers = record.headers
   for (let i = 0; i < headers.length; i++) {

@@ -3,6 +3,7 @@ import { test } from "node:test"
 import { type Cause, Effect, Fiber, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as Fetcher from "../../lib/internal/fetcher.ts"
+import { decodeRecordBatches, encodeRecordBatch } from "../../lib/internal/kafka/recordBatch.ts"
 import { Mailbox } from "../../lib/internal/mailbox.ts"
 import { OffsetTracker } from "../../lib/internal/offsetTracker.ts"
 import { noHooks } from "../../lib/internal/partitionHooks.ts"
@@ -42,6 +43,20 @@ const setUp = (capacity: number, maxBytes: number, fill = false) =>
 
 const settle = Effect.gen(function*() {
   for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+})
+
+test("recordBytes takes a record of the own Kafka client at its encoded size, without reading its headers", () => {
+  const encoded = encodeRecordBatch([
+    { key: bytes("k"), value: bytes("12345"), headers: [{ key: "h", value: bytes("vv") }], timestamp: 0 },
+    { key: null, value: null, timestamp: 0 },
+  ])
+  const [first, second] = [...decodeRecordBatches(encoded, { topic: "t", partition: 0 }).batches[0]!]
+  // key (1+1) + value (1+5) + header count (1) + header key (1+1) + header value (1+2)
+  assert.equal(Fetcher.recordBytes(first!), 14)
+  // null key and value (1 each) and no headers (1)
+  assert.equal(Fetcher.recordBytes(second!), 3)
+  // At least what the fields hold.
+  assert.ok(Fetcher.recordBytes(first!) >= Fetcher.recordBytes({ ...recordOf(0, "12345") }))
 })
 
 test("recordBytes counts key, value and headers", () => {
