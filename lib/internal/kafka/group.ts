@@ -8,7 +8,7 @@
  * The member does not fetch: an `Assigned` event carries each partition's committed offset and
  * the fetch loop starts there.
  */
-import { Effect, Scope } from "effect"
+import { Effect, Scope, Semaphore } from "effect"
 import type * as TransportError from "../../TransportError.ts"
 import type * as Brokers from "./brokers.ts"
 import * as ClassicGroup from "./classicGroup.ts"
@@ -74,15 +74,29 @@ export const fromBrokers = (
     // Its connections are opened lazily into the scope it was made in, so one opened after the
     // member joined closes before the member's finalizer runs, and a lookup then waited for the
     // leave's whole timeout: the group kept the partitions for a session timeout (45 s on KIP-848).
+    const open = (key: GroupKey) => {
+      const cached = own.get(key.id)
+      return cached !== undefined && cached.isOpen() ? cached : undefined
+    }
+    // One opening at a time: a heartbeat and a commit that both find the connection gone would
+    // otherwise each open one, and the first would stay open, unused, until the member leaves.
+    const opening = Semaphore.makeUnsafe(1)
     const coordinatorFor = (key: GroupKey) =>
       Effect.suspend(() => {
-        const cached = own.get(key.id)
-        if (cached !== undefined && cached.isOpen()) return Effect.succeed(cached)
-        return Effect.flatMap(brokers.coordinatorFor(key), (pooled) =>
-          Effect.tap(
-            Connection.make({ ...connectionOptions, broker: pooled.broker }).pipe(Scope.provide(scope)),
-            (connection) => Effect.sync(() => own.set(key.id, connection)),
-          ))
+        const cached = open(key)
+        if (cached !== undefined) return Effect.succeed(cached)
+        return Semaphore.withPermit(
+          opening,
+          Effect.suspend(() => {
+            const again = open(key)
+            if (again !== undefined) return Effect.succeed(again)
+            return Effect.flatMap(brokers.coordinatorFor(key), (pooled) =>
+              Effect.tap(
+                Connection.make({ ...connectionOptions, broker: pooled.broker }).pipe(Scope.provide(scope)),
+                (connection) => Effect.sync(() => own.set(key.id, connection)),
+              ))
+          }),
+        )
       })
     const info = (metadata: Brokers.TopicMetadata): TopicInfo => ({ topicId: metadata.topicId, partitions: metadata.partitions.length })
     return {

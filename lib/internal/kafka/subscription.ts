@@ -20,7 +20,7 @@
  * - Closing the subscription's scope leaves the group first (the member's finalizer was added
  *   last), then ends the fetch loop and closes the connections.
  */
-import { Clock, Deferred, Duration, Effect, Scope, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Scope, Semaphore, Stream } from "effect"
 import type {
   GroupEvent,
   OffsetCommit,
@@ -62,19 +62,38 @@ const ownConnections = (
   scope: Scope.Scope,
 ): FetchLoop.Routing => {
   const open = new Map<number, Connection.Connection>()
+  // One opening at a time per broker: the loop's fibers (fetches, leader lookups, resets) all
+  // reconnect at once after a broker comes back, and each would otherwise open its own socket.
+  const permits = new Map<number, Semaphore.Semaphore>()
+  const permit = (nodeId: number) => {
+    let semaphore = permits.get(nodeId)
+    if (semaphore === undefined) permits.set(nodeId, semaphore = Semaphore.makeUnsafe(1))
+    return semaphore
+  }
+  const cached = (nodeId: number) => {
+    const found = open.get(nodeId)
+    return found !== undefined && found.isOpen() ? found : undefined
+  }
   const connection = (nodeId: number): Effect.Effect<Connection.Connection, TransportError.TransportError> =>
     Effect.suspend(() => {
-      const cached = open.get(nodeId)
-      if (cached !== undefined && cached.isOpen()) return Effect.succeed(cached)
-      // The pool's connection names the broker's address as the cluster advertises it.
-      return Effect.flatMap(brokers.connection(nodeId), (pooled) =>
-        Effect.tap(
-          Connection.make({ ...options, broker: pooled.broker }).pipe(Scope.provide(scope)),
-          (made) =>
-            Effect.sync(() => {
-              open.set(nodeId, made)
-            }),
-        ))
+      const found = cached(nodeId)
+      if (found !== undefined) return Effect.succeed(found)
+      return Semaphore.withPermit(
+        permit(nodeId),
+        Effect.suspend(() => {
+          const again = cached(nodeId)
+          if (again !== undefined) return Effect.succeed(again)
+          // The pool's connection names the broker's address as the cluster advertises it.
+          return Effect.flatMap(brokers.connection(nodeId), (pooled) =>
+            Effect.tap(
+              Connection.make({ ...options, broker: pooled.broker }).pipe(Scope.provide(scope)),
+              (made) =>
+                Effect.sync(() => {
+                  open.set(nodeId, made)
+                }),
+            ))
+        }),
+      )
     })
   return { ...FetchLoop.fromBrokers(brokers), connection }
 }

@@ -39,3 +39,16 @@ kafkaTest("Group over brokers.ts (fromBrokers): the protocol defaults to KIP-848
     assert.deepEqual(yield* a.group.committed([{ topic, partition: 1 }]), [{ topic, partition: 1, offset: 9, metadata: "x" }])
     yield* a.close
   })), { timeoutMs: 60_000 })
+
+kafkaTest("Group over brokers.ts (fromBrokers): callers that find the coordinator connection gone at once share one new connection", ([broker]) =>
+  run(Effect.gen(function* () {
+    const pool = yield* Brokers.make({ bootstrap: [broker!] })
+    const brokers = yield* Group.fromBrokers(pool, {})
+    const key = { type: "group", id: uniqueName("g") } as const
+    const first = yield* brokers.coordinatorFor(key)
+    yield* first.close
+    // A heartbeat, a commit and an offset fetch at once, after the connection was lost.
+    const again = yield* Effect.all(Array.from({ length: 5 }, () => brokers.coordinatorFor(key)), { concurrency: "unbounded" })
+    assert.equal(new Set(again).size, 1, "one connection opened, not one per caller")
+    assert.ok(again[0] !== first && again[0]!.isOpen())
+  })))
