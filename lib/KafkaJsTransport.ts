@@ -121,10 +121,11 @@
  *   limited); here they are limited by `retry`, so a send to a missing topic fails with a
  *   retriable `UNKNOWN_TOPIC_OR_PARTITION` instead of hanging.
  * - An interrupted `send`, `commit` or admin call cannot be recalled: kafkajs finishes the
- *   request in the background, retries included. So a closing scope disconnects each client
- *   only once the calls made on it have ended (waiting at most `requestTimeout`): one that went
- *   on past the disconnect would connect again, and that connection nobody would close (it would
- *   keep a Node process alive until the broker drops it, `connections.max.idle.ms` later).
+ *   request in the background, retries included, and one that goes on past its client's
+ *   disconnect connects again. A closing scope does not wait for such calls (kafkajs may retry
+ *   for many seconds); each client is disconnected again once the calls made on it have ended
+ *   (or `requestTimeout` passed), in the background, so no connection of the transport is left
+ *   open for the broker to drop (`connections.max.idle.ms` later, holding a Node process alive).
  *
  * @example
  * ```ts
@@ -586,7 +587,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     })
   const client = yield* attemptSync("connect", "Cannot configure kafkajs", () => kafka())
   const target = brokers.join(",")
-  // How long a closing client waits for its calls still running (see `Calls`).
+  // How long a closed client follows its calls still running, to disconnect again (see `Calls`).
   const settleWithin = Duration.millis(requestTimeout)
 
   const adminCalls = new Calls()

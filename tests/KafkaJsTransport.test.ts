@@ -670,7 +670,7 @@ it(
   }),
 )
 
-kafkaTest("kafka transport: once its scope has closed no connection is open, not even one an interrupted call comes back to", async (brokers) => {
+kafkaTest("kafka transport: no connection outlives its scope, not even one that a call interrupted there opens again", async (brokers) => {
   const sockets = recordedSockets()
   const deleter = new Kafka({ clientId: "topic-deleter", brokers: [...brokers], logLevel: logLevel.NOTHING }).admin()
   await deleter.connect()
@@ -694,7 +694,7 @@ kafkaTest("kafka transport: once its scope has closed no connection is open, not
   } finally {
     await deleter.disconnect()
   }
-  // What kafkajs would still do with the call (its retries) is over by now.
+  // kafkajs is done with the call (its retries) by now, and the transport with what it reopened.
   await new Promise((resolve) => setTimeout(resolve, 3_000))
   assert.ok(sockets.count > 0)
   assert.deepEqual(sockets.open(), [], "every socket of the transport was closed with its scope")

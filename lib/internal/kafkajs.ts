@@ -320,10 +320,10 @@ export interface Environment {
 
 /**
  * The calls of one kafkajs client still running. kafkajs cannot recall a call: one whose Effect
- * was interrupted (a timeout, a closing scope) goes on in the background, and if it goes on past
- * its client's `disconnect`, its next request connects again, on a socket nobody closes any more
- * (it holds a Node process until the broker drops it, `connections.max.idle.ms`, 10 minutes by
- * default). So a client is disconnected only once its calls have ended: see {@link disconnect}.
+ * was interrupted (a timeout, a closing scope) goes on in the background, retries included, and
+ * if it goes on past its client's `disconnect`, its next request connects again, on a socket
+ * nobody would close (it holds a Node process until the broker drops it,
+ * `connections.max.idle.ms`, 10 minutes by default). {@link disconnect} closes those too.
  */
 export class Calls {
   readonly #running = new Set<Promise<unknown>>()
@@ -339,6 +339,10 @@ export class Calls {
     })
   }
 
+  get idle(): boolean {
+    return this.#running.size === 0
+  }
+
   /** Completes once no call is running (calls started meanwhile included), or after `within`. */
   settled(within: Duration.Input): Effect.Effect<void> {
     const running = this.#running
@@ -349,9 +353,16 @@ export class Calls {
   }
 }
 
+const disconnectOnce = (client: { readonly disconnect: () => Promise<void> }, what: string) =>
+  attempt("disconnect", `Cannot disconnect the ${what}`, () => client.disconnect()).pipe(
+    Effect.catch((error) => Effect.logWarning(error.message)),
+  )
+
 /**
- * Disconnects a kafkajs client once its calls have ended (for at most `within`, after which it
- * disconnects anyway), logging (not failing) when it cannot.
+ * Disconnects a kafkajs client, logging (not failing) when it cannot. Calls of it still running
+ * are not waited for (a shutdown stays within its deadline, however long kafkajs retries): the
+ * client is disconnected again once they have ended (or after `within`), in the background,
+ * closing what they connected meanwhile.
  */
 export const disconnect = (
   client: { readonly disconnect: () => Promise<void> },
@@ -360,8 +371,8 @@ export const disconnect = (
   within: Duration.Input,
 ) =>
   Effect.andThen(
-    calls.settled(within),
-    attempt("disconnect", `Cannot disconnect the ${what}`, () => client.disconnect()),
-  ).pipe(
-    Effect.catch((error) => Effect.logWarning(error.message)),
+    disconnectOnce(client, what),
+    Effect.suspend(() =>
+      calls.idle ? Effect.void : Effect.asVoid(Effect.forkDetach(Effect.andThen(calls.settled(within), disconnectOnce(client, what))))
+    ),
   )
