@@ -311,7 +311,7 @@ export interface Environment {
   /** The layer's client, or a new one for `clientId` whose JoinGroup requests pass `gate`. */
   readonly kafka: (clientId?: string, gate?: JoinGate) => KafkaClient
   readonly admin: ReturnType<KafkaClient["admin"]>
-  /** The admin's calls: every admin request goes through them, so its disconnect waits for them. */
+  /** The admin's calls: every admin request goes through them, for its disconnect (see `Calls`). */
   readonly adminCalls: Calls
   readonly options: Options
   readonly defaults: typeof defaults
@@ -339,6 +339,7 @@ export class Calls {
     })
   }
 
+  /** Whether no call is running. */
   get idle(): boolean {
     return this.#running.size === 0
   }
