@@ -121,7 +121,11 @@
  *   limited); here they are limited by `retry`, so a send to a missing topic fails with a
  *   retriable `UNKNOWN_TOPIC_OR_PARTITION` instead of hanging.
  * - An interrupted `send`, `commit` or admin call cannot be recalled: kafkajs finishes the
- *   request in the background.
+ *   request in the background, retries included, and one that goes on past its client's
+ *   disconnect connects again. A closing scope does not wait for such calls (kafkajs may retry
+ *   for many seconds); each client is disconnected again once the calls made on it have ended
+ *   (or `requestTimeout` passed), in the background, so no connection of the transport is left
+ *   open for the broker to drop (`connections.max.idle.ms` later, holding a Node process alive).
  *
  * @example
  * ```ts
@@ -169,6 +173,7 @@ import {
   attempt,
   attemptSync,
   byTopic,
+  Calls,
   disconnect,
   encoder,
   type Environment,
@@ -310,6 +315,8 @@ interface ProducerHandle {
   readonly metadata: Map<string, ReadonlyArray<PartitionMetadata>>
   /** Sequence numbers per partition, which make a resent batch a duplicate the broker drops. */
   readonly idempotent: boolean
+  /** Its calls (and its transactions'), which its disconnect waits for. */
+  readonly calls: Calls
 }
 
 /**
@@ -578,15 +585,18 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     })
   const client = yield* attemptSync("connect", "Cannot configure kafkajs", () => kafka())
   const target = brokers.join(",")
+  // How long a closed client follows its calls still running, to disconnect again (see `Calls`).
+  const settleWithin = Duration.millis(requestTimeout)
 
+  const adminCalls = new Calls()
   const admin = yield* Effect.acquireRelease(
     Effect.suspend(() => {
       const admin = client.admin()
-      return attempt("connect", `Cannot connect the admin client to ${target}`, () => admin.connect()).pipe(
+      return adminCalls.attempt("connect", `Cannot connect the admin client to ${target}`, () => admin.connect()).pipe(
         Effect.as(admin),
       )
     }),
-    (admin) => disconnect(admin, "admin client"),
+    (admin) => disconnect(admin, "admin client", adminCalls, settleWithin),
   )
 
   /** A producer connected in the current scope, with our partitioner. */
@@ -594,6 +604,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     Effect.acquireRelease(
       Effect.gen(function* () {
         const placer = makePlacer()
+        const calls = new Calls()
         const producer = yield* attemptSync("connect", `Cannot create the ${what}`, () =>
           client.producer({
             ...producerConfig,
@@ -601,8 +612,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             allowAutoTopicCreation: false,
             createPartitioner: placer.createPartitioner,
           }))
-        yield* attempt("connect", `Cannot connect the ${what} to ${target}`, () => producer.connect()).pipe(
-          Effect.tapError(() => disconnect(producer, what)),
+        yield* calls.attempt("connect", `Cannot connect the ${what} to ${target}`, () => producer.connect()).pipe(
+          Effect.tapError(() => disconnect(producer, what, calls, settleWithin)),
         )
         return {
           producer,
@@ -610,9 +621,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           place: placer.place,
           metadata: placer.metadata,
           idempotent: producerConfig.idempotent === true,
+          calls,
         } satisfies ProducerHandle
       }),
-      ({ producer }) => disconnect(producer, what),
+      ({ producer, calls }) => disconnect(producer, what, calls, settleWithin),
     )
 
   /**
@@ -667,7 +679,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const codec = compressionTypes[compression]
 
   /** One `sendBatch` for the messages, grouped by topic in the order given. */
-  const sendBatch = (sender: Sender, records: ReadonlyArray<ProducerRecord>, messages: ReadonlyArray<Message>, acks: Acks, what: string, operation: string) => {
+  const sendBatch = (handle: ProducerHandle, sender: Sender, records: ReadonlyArray<ProducerRecord>, messages: ReadonlyArray<Message>, acks: Acks, what: string, operation: string) => {
     const topicMessages: Array<TopicMessages> = []
     for (let index = 0; index < records.length; index++) {
       const topic = records[index]!.topic
@@ -675,7 +687,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       if (entry === undefined) topicMessages.push({ topic, messages: [messages[index]!] })
       else entry.messages.push(messages[index]!)
     }
-    return attempt(operation, what, () => sender.sendBatch({ topicMessages, acks: ackCodes[acks], compression: codec }))
+    return handle.calls.attempt(operation, what, () => sender.sendBatch({ topicMessages, acks: ackCodes[acks], compression: codec }))
   }
 
   /** A transaction's send: one `sendBatch` for the whole call, failing as a whole. */
@@ -691,7 +703,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       yield* checkRecords(records, operation)
       const now = yield* Clock.currentTimeMillis
       const messages = records.map((record) => toMessage(record, now))
-      const response = yield* sendBatch(sender, records, messages, acks, describeSend(records), operation)
+      const response = yield* sendBatch(handle, sender, records, messages, acks, describeSend(records), operation)
       return metadataOf(records, messages, response, handle.placements)
     })
 
@@ -744,7 +756,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       const sendSome = (indices: ReadonlyArray<number>, what: string) => {
         const some = indices.map((index) => records[index]!)
         const someMessages = indices.map((index) => messages[index]!)
-        return Effect.exit(sendBatch(handle.producer, some, someMessages, acks, what, "send")).pipe(
+        return Effect.exit(sendBatch(handle, handle.producer, some, someMessages, acks, what, "send")).pipe(
           Effect.map((exit) => {
             if (Exit.isFailure(exit)) return exit.cause
             const metadata = metadataOf(some, someMessages, exit.value, handle.placements)
@@ -816,7 +828,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         if (!handle.metadata.has(topic) && !unknown?.includes(topic)) (unknown ??= []).push(topic)
       }
       if (unknown === undefined) return Effect.void
-      return attempt("send", `Cannot read the metadata of ${unknown.map((topic) => `"${topic}"`).join(", ")}`, () =>
+      return adminCalls.attempt("send", `Cannot read the metadata of ${unknown.map((topic) => `"${topic}"`).join(", ")}`, () =>
         admin.fetchTopicMetadata({ topics: unknown })).pipe(
           Effect.map(({ topics }) => {
             for (const { name, partitions } of topics) {
@@ -876,7 +888,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         )
       }
       const configEntries = Object.entries(spec.config ?? {}).map(([name, value]) => ({ name, value }))
-      const created = yield* attempt("createTopic", `Cannot create topic "${spec.topic}"`, () =>
+      const created = yield* adminCalls.attempt("createTopic", `Cannot create topic "${spec.topic}"`, () =>
         admin.createTopics({
           topics: [{ topic: spec.topic, numPartitions: spec.partitions, configEntries }],
           waitForLeaders: false,
@@ -905,12 +917,12 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       "createTopic",
       `Topic "${topic}" was created, but its ${partitions} partitions had no leaders within ${requestTimeout} ms`,
     )
-    const elected = attempt("createTopic", `Cannot read the metadata of topic "${topic}"`, () =>
+    const elected = adminCalls.attempt("createTopic", `Cannot read the metadata of topic "${topic}"`, () =>
       admin.fetchTopicMetadata({ topics: [topic] })).pipe(
         Effect.flatMap((metadata) => {
           const found = metadata.topics[0]?.partitions ?? []
           return found.length === partitions && found.every((partition) => partition.leader >= 0)
-            ? attempt("createTopic", `Cannot read the offsets of topic "${topic}"`, () => admin.fetchTopicOffsets(topic))
+            ? adminCalls.attempt("createTopic", `Cannot read the offsets of topic "${topic}"`, () => admin.fetchTopicOffsets(topic))
             : Effect.fail(notYet)
         }),
       )
@@ -924,8 +936,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     Effect.gen(function* () {
       const what = `Cannot describe topic "${topic}"`
       // Metadata first: it fails at once for a missing topic, where the offsets lookup retries.
-      yield* attempt("describeTopic", what, () => admin.fetchTopicMetadata({ topics: [topic] }))
-      const offsets = yield* attempt("describeTopic", what, () => admin.fetchTopicOffsets(topic))
+      yield* adminCalls.attempt("describeTopic", what, () => admin.fetchTopicMetadata({ topics: [topic] }))
+      const offsets = yield* adminCalls.attempt("describeTopic", what, () => admin.fetchTopicOffsets(topic))
       return {
         topic,
         partitions: offsets
@@ -941,6 +953,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const environment: Environment = {
     kafka: (clientId, gate) => clientId === undefined && gate === undefined ? client : kafka(clientId, gate),
     admin,
+    adminCalls,
     options,
     defaults,
     requestTimeout,
@@ -955,7 +968,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
    */
   const offsetsReadable = (group: string, offsets: ReadonlyArray<OffsetCommit>) => {
     const topics = byTopic(offsets).map(({ topic }) => topic)
-    const readable = attempt(
+    const readable = adminCalls.attempt(
       "commit",
       `Cannot read the committed offsets of group "${group}"`,
       () => admin.fetchOffsets({ groupId: group, topics }),
@@ -986,8 +999,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       const what = `Cannot use transactional id "${transactionalId}"`
       // Initialize the producer id now, as Kafka's initTransactions does: this fences older
       // producers with the id and aborts what they left open. An empty transaction sends nothing.
-      const first = yield* attempt("transaction", what, () => handle.producer.transaction())
-      yield* attempt("transaction", what, () => first.abort())
+      const first = yield* handle.calls.attempt("transaction", what, () => handle.producer.transaction())
+      yield* handle.calls.attempt("transaction", what, () => first.abort())
 
       const state = { open: undefined as Transaction | undefined }
       yield* Effect.addFinalizer(() =>
@@ -1004,7 +1017,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             ),
           )
         }
-        const txn = yield* attempt("begin", what, () => handle.producer.transaction())
+        const txn = yield* handle.calls.attempt("begin", what, () => handle.producer.transaction())
         let outcome: "open" | "committed" | "aborted" = "open"
         const isOpen = (operation: string) =>
           Effect.suspend(() =>
@@ -1024,7 +1037,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           sendOffsets: (group, offsets) =>
             Effect.andThen(
               isOpen("sendOffsets"),
-              attempt("sendOffsets", `Cannot add offsets of group "${group}" to the transaction`, () =>
+              handle.calls.attempt("sendOffsets", `Cannot add offsets of group "${group}" to the transaction`, () =>
                 txn.sendOffsets({
                   consumerGroupId: group,
                   topics: byTopic(offsets).map(({ topic }) => ({
@@ -1042,7 +1055,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
                 ))),
             ),
           commit: isOpen("commit").pipe(
-            Effect.andThen(attempt("commit", `Cannot commit the transaction of "${transactionalId}"`, () =>
+            Effect.andThen(handle.calls.attempt("commit", `Cannot commit the transaction of "${transactionalId}"`, () =>
               txn.commit())),
             Effect.andThen(finish("committed")),
             Effect.andThen(Effect.forEach(carried, ({ group, offsets }) =>
@@ -1053,7 +1066,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           abort: Effect.suspend(() =>
             outcome !== "open"
               ? Effect.void
-              : attempt("abort", `Cannot abort the transaction of "${transactionalId}"`, () =>
+              : handle.calls.attempt("abort", `Cannot abort the transaction of "${transactionalId}"`, () =>
                 txn.abort())
                 .pipe(
                   // A fenced producer's transaction was aborted by the fencing: not an error.

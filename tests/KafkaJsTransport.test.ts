@@ -22,6 +22,7 @@ import {
   type Scope,
   Stream,
 } from "effect"
+import { Kafka, logLevel } from "kafkajs"
 import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import {
   type GroupEvent,
@@ -33,6 +34,7 @@ import {
 } from "../lib/Transport.ts"
 import { bytes, run, text } from "./fixtures/effect.ts"
 import { lossySockets } from "./fixtures/lossySockets.ts"
+import { recordedSockets } from "./fixtures/recordedSockets.ts"
 import { kafkaTest, uniqueName } from "./fixtures/services.ts"
 import { transportContract } from "./transport_contract.ts"
 
@@ -667,3 +669,33 @@ it(
     )
   }),
 )
+
+kafkaTest("kafka transport: no connection outlives its scope, not even one that a call interrupted there opens again", async (brokers) => {
+  const sockets = recordedSockets()
+  const deleter = new Kafka({ clientId: "topic-deleter", brokers: [...brokers], logLevel: logLevel.NOTHING }).admin()
+  await deleter.connect()
+  try {
+    await run(
+      Effect.gen(function* () {
+        const transport = yield* Transport
+        const topic = yield* newTopic(1)
+        // The topic is deleted while describeTopic reads its offsets (ListOffsets, API key 2):
+        // kafkajs answers UNKNOWN_TOPIC_OR_PARTITION by reading the metadata again and retrying,
+        // by itself, interrupted or not; after its client disconnected, it connects again.
+        const held = sockets.holdNext(2)
+        const describing = yield* Effect.forkChild(transport.describeTopic(topic))
+        const send = yield* Effect.promise(() => held)
+        yield* Effect.promise(() => deleter.deleteTopics({ topics: [topic] }))
+        yield* Fiber.interrupt(describing)
+        send()
+      }),
+      layer({ socketFactory: sockets.socketFactory, retry: { retries: 2, initialRetryTime: 300 } }),
+    )
+  } finally {
+    await deleter.disconnect()
+  }
+  // kafkajs is done with the call (its retries) by now, and the transport with what it reopened.
+  await new Promise((resolve) => setTimeout(resolve, 3_000))
+  assert.ok(sockets.count > 0)
+  assert.deepEqual(sockets.open(), [], "every socket of the transport was closed with its scope")
+})

@@ -21,6 +21,7 @@ import {
   attempt,
   attemptSync,
   byTopic,
+  Calls,
   disconnect,
   type Environment,
   fromKafkaJS,
@@ -126,7 +127,7 @@ export const claimStream = (
 
 export const subscribe = (environment: Environment, options: SubscribeOptions) =>
   Effect.gen(function* () {
-    const { admin } = environment
+    const { admin, adminCalls } = environment
     const group = options.group
     const sessionTimeout = Duration.toMillis(options.sessionTimeout ?? environment.defaults.sessionTimeout)
     const heartbeatInterval = Duration.toMillis(options.heartbeatInterval ?? environment.defaults.heartbeatInterval)
@@ -152,7 +153,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
 
     // Fails at once for a missing topic, and bounds how many batches kafkajs hands over at once.
     // (No topics would ask for every topic's metadata.)
-    const metadata = options.topics.length === 0 ? { topics: [] } : yield* attempt(
+    const metadata = options.topics.length === 0 ? { topics: [] } : yield* adminCalls.attempt(
       "subscribe",
       `Cannot subscribe group "${group}" to ${options.topics.map((topic) => `"${topic}"`).join(", ")}`,
       () => admin.fetchTopicMetadata({ topics: [...options.topics] }),
@@ -248,6 +249,9 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
     }
 
     const client = environment.kafka(options.clientId, joinGate)
+    // The consumer's calls its own disconnect does not wait for (commits, the subscribe's metadata
+    // reads); `run` and `stop` are not among them: its disconnect stops the runner first.
+    const consumerCalls = new Calls()
     const consumer = yield* attemptSync("subscribe", `Cannot create a consumer for group "${group}"`, () =>
       client.consumer({
         groupId: group,
@@ -266,7 +270,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       attempt("subscribe", `Cannot connect a consumer of group "${group}"`, () =>
         consumer.connect()),
       () =>
-        disconnect(consumer, `consumer of group "${group}"`),
+        disconnect(consumer, `consumer of group "${group}"`, consumerCalls, Duration.millis(environment.requestTimeout)),
     )
 
     const removers = [
@@ -307,7 +311,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         const positions = new Map<string, number>()
         if (assignment.length === 0) return positions
         const topics = byTopic(assignment).map(({ topic }) => topic)
-        const committed = yield* attempt(
+        const committed = yield* adminCalls.attempt(
           "subscribe",
           `Cannot read the committed offsets of group "${group}"`,
           () => admin.fetchOffsets({ groupId: group, topics }),
@@ -318,7 +322,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
           }
         }
         for (const { topic, partitions } of byTopic(assignment.filter((tp) => !positions.has(keyOf(tp))))) {
-          const offsets = yield* attempt(
+          const offsets = yield* adminCalls.attempt(
             "subscribe",
             `Cannot read the offsets of topic "${topic}"`,
             () => admin.fetchTopicOffsets(topic),
@@ -510,7 +514,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         }))
       })
 
-    yield* attempt(
+    yield* consumerCalls.attempt(
       "subscribe",
       `Cannot join group "${group}"`,
       () => consumer.subscribe({ topics: [...options.topics], fromBeginning: reset === "earliest" }),
@@ -579,7 +583,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
               return Effect.fail(notHeld(offset, "commit"))
             }
           }
-          return attempt("commit", `Cannot commit offsets of group "${group}"`, () =>
+          return consumerCalls.attempt("commit", `Cannot commit offsets of group "${group}"`, () =>
             consumer.commitOffsets(offsets.map((offset: OffsetCommit) => ({
               topic: offset.topic,
               partition: offset.partition,
@@ -600,7 +604,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
             )
         }),
       committed: (partitions) =>
-        partitions.length === 0 ? Effect.succeed([]) : attempt(
+        partitions.length === 0 ? Effect.succeed([]) : adminCalls.attempt(
           "committed",
           `Cannot read the committed offsets of group "${group}"`,
           () => admin.fetchOffsets({ groupId: group, topics: byTopic(partitions).map(({ topic }) => topic) }),

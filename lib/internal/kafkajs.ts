@@ -6,7 +6,7 @@
 import { Buffer } from "node:buffer"
 import kafkajs from "kafkajs"
 import type { IHeaders, Kafka as KafkaClient, KafkaMessage, LogEntry } from "kafkajs"
-import { type Context, Effect, LogLevel } from "effect"
+import { type Context, type Duration, Effect, LogLevel } from "effect"
 import type { defaults, Options } from "../KafkaJsTransport.ts"
 import type { ConsumerRecord, Header, TopicPartition } from "../Transport.ts"
 import * as TransportError from "../TransportError.ts"
@@ -311,12 +311,69 @@ export interface Environment {
   /** The layer's client, or a new one for `clientId` whose JoinGroup requests pass `gate`. */
   readonly kafka: (clientId?: string, gate?: JoinGate) => KafkaClient
   readonly admin: ReturnType<KafkaClient["admin"]>
+  /** The admin's calls: every admin request goes through them, for its disconnect (see `Calls`). */
+  readonly adminCalls: Calls
   readonly options: Options
   readonly defaults: typeof defaults
   readonly requestTimeout: number
 }
 
-export const disconnect = (client: { readonly disconnect: () => Promise<void> }, what: string) =>
+/**
+ * The calls of one kafkajs client still running. kafkajs cannot recall a call: one whose Effect
+ * was interrupted (a timeout, a closing scope) goes on in the background, retries included, and
+ * if it goes on past its client's `disconnect`, its next request connects again, on a socket
+ * nobody would close (it holds a Node process until the broker drops it,
+ * `connections.max.idle.ms`, 10 minutes by default). {@link disconnect} closes those too.
+ */
+export class Calls {
+  readonly #running = new Set<Promise<unknown>>()
+
+  /** {@link attempt}, counted as running until kafkajs' promise settles, interrupted or not. */
+  attempt<A>(operation: string, what: string, evaluate: () => Promise<A>) {
+    return attempt(operation, what, () => {
+      const call = evaluate()
+      this.#running.add(call)
+      const ended = () => void this.#running.delete(call)
+      call.then(ended, ended)
+      return call
+    })
+  }
+
+  /** Whether no call is running. */
+  get idle(): boolean {
+    return this.#running.size === 0
+  }
+
+  /** Completes once no call is running (calls started meanwhile included), or after `within`. */
+  settled(within: Duration.Input): Effect.Effect<void> {
+    const running = this.#running
+    return Effect.suspend(function wait(): Effect.Effect<void> {
+      if (running.size === 0) return Effect.void
+      return Effect.andThen(Effect.promise(() => Promise.allSettled([...running])), Effect.suspend(wait))
+    }).pipe(Effect.timeoutOption(within), Effect.asVoid)
+  }
+}
+
+const disconnectOnce = (client: { readonly disconnect: () => Promise<void> }, what: string) =>
   attempt("disconnect", `Cannot disconnect the ${what}`, () => client.disconnect()).pipe(
     Effect.catch((error) => Effect.logWarning(error.message)),
+  )
+
+/**
+ * Disconnects a kafkajs client, logging (not failing) when it cannot. Calls of it still running
+ * are not waited for (a shutdown stays within its deadline, however long kafkajs retries): the
+ * client is disconnected again once they have ended (or after `within`), in the background,
+ * closing what they connected meanwhile.
+ */
+export const disconnect = (
+  client: { readonly disconnect: () => Promise<void> },
+  what: string,
+  calls: Calls,
+  within: Duration.Input,
+) =>
+  Effect.andThen(
+    disconnectOnce(client, what),
+    Effect.suspend(() =>
+      calls.idle ? Effect.void : Effect.asVoid(Effect.forkDetach(Effect.andThen(calls.settled(within), disconnectOnce(client, what))))
+    ),
   )
