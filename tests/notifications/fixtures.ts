@@ -7,7 +7,7 @@
  */
 import { test } from "node:test"
 import { Cause, Effect, Exit, Layer, ManagedRuntime, References } from "effect"
-import { KafkaJsTransport, MemoryTransport, type Transport } from "../../mod.ts"
+import { KafkaTransport, MemoryTransport, type Transport } from "../../mod.ts"
 import * as App from "../../actors/notifications/App.ts"
 import type { Notification } from "../../actors/notifications/Domain.ts"
 import { HttpServer } from "../../actors/notifications/serve/Server.ts"
@@ -215,7 +215,7 @@ export const metric = async (app: RunningApp, sample: string): Promise<number | 
 
 /** The app on the real broker, under topic and group names of this run's own. */
 export const onKafka = (brokers: ReadonlyArray<string>): StartOptions => ({
-  transport: KafkaJsTransport.layer({ brokers, logLevel: "warn" }),
+  transport: KafkaTransport.layer({ brokers }),
   topicPrefix: `${uniqueName("notify")}.`,
 })
 
