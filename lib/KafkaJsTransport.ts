@@ -117,6 +117,10 @@
  *   logger, annotated: those echoes, its retried send failures and its "rebalancing" notices at
  *   `Debug`, its INFO chatter at `Debug`, its DEBUG at `Trace`; crashes, refused connections and
  *   the rest stay at `Error` and `Warn`. kafkajs' `KAFKAJS_LOG_LEVEL` variable still applies.
+ * - With Effect's minimum log level at `Debug`, each subscription logs every 5 s what its kafkajs
+ *   consumer was last seen doing (joins, fetches started and ended, heartbeats, commits, crashes,
+ *   request timeouts) and which of its own waits hold kafkajs, and since when: for telling why a
+ *   member stopped consuming (`internal/consumerSightings.ts`).
  * - kafkajs asks for unlimited retries on an idempotent producer (and warns when they are
  *   limited); here they are limited by `retry`, so a send to a missing topic fails with a
  *   retriable `UNKNOWN_TOPIC_OR_PARTITION` instead of hanging.

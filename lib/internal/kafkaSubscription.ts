@@ -5,7 +5,7 @@
  */
 import kafkajs from "kafkajs"
 import type { EachBatchPayload, PartitionAssigner } from "kafkajs"
-import { Cause, Deferred, Duration, Effect, Exit, Option, Queue, Schedule, Stream } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, LogLevel, Option, Queue, References, Schedule, Stream } from "effect"
 import type {
   CommittedOffset,
   ConsumerRecord,
@@ -30,6 +30,7 @@ import {
   toConsumerRecord,
 } from "./kafkajs.ts"
 import type { JoinGate } from "./joinGate.ts"
+import { Sightings } from "./consumerSightings.ts"
 import { Signal } from "./signal.ts"
 
 // kafkajs is CommonJS: the default import is `module.exports` on every runtime.
@@ -81,6 +82,8 @@ export class Claim {
 /** One kafkajs generation of this member: from a `GROUP_JOIN` to the next rejoin. */
 export class Generation {
   state: "preparing" | "assigned" | "revoked" = "preparing"
+  /** This member's count of kafkajs joins: names the generation in diagnostics. */
+  number = 0
   readonly claims = new Map<string, Claim>()
   /** Done once the claims exist, or the generation was revoked before they did. */
   readonly settled = Deferred.makeUnsafe<void>()
@@ -124,6 +127,9 @@ export const claimStream = (
 // ---------------------------------------------------------------------------------------------
 // Subscriptions
 
+/** How often a subscription logs, at Debug, what its consumer was last seen doing. */
+const sightingsInterval = Duration.seconds(5)
+
 export const subscribe = (environment: Environment, options: SubscribeOptions) =>
   Effect.gen(function* () {
     const { admin } = environment
@@ -161,6 +167,10 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
 
     const context = yield* Effect.context<never>()
     const runPromise = Effect.runPromiseWith(context)
+    const clock = yield* Clock.Clock
+    const sightings = new Sightings()
+    const note = (what: string, detail?: string) => sightings.note(what, clock.currentTimeMillisUnsafe(), detail)
+    let joins = 0
     const events = yield* Queue.unbounded<GroupEvent, TransportError.TransportError | Cause.Done>()
     const control = yield* Queue.unbounded<Control>()
     const state = {
@@ -175,10 +185,11 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
     }
 
     /** Ends a generation's claims and, if the member held any, asks it to acknowledge. Synchronous. */
-    const revoke = (generation: Generation, failure?: TransportError.TransportError): void => {
+    const revoke = (generation: Generation, why: string, failure?: TransportError.TransportError): void => {
       if (generation.state === "revoked") return
       const wasAssigned = generation.state === "assigned"
       generation.state = "revoked"
+      note("revoke", `generation ${generation.number} ${wasAssigned ? "assigned" : "preparing"}, by ${why}`)
       for (const claim of generation.claims.values()) claim.end(failure)
       Deferred.doneUnsafe(generation.settled, Exit.void)
       if (
@@ -192,7 +203,10 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       Queue.offerUnsafe(events, {
         _tag: "Revoked",
         partitions: generation.assignment,
-        acknowledge: Effect.asVoid(Deferred.succeed(generation.acknowledged, undefined)),
+        acknowledge: Effect.andThen(
+          Effect.sync(() => note("acknowledged", `generation ${generation.number}`)),
+          Deferred.succeed(generation.acknowledged, undefined),
+        ),
       })
       Queue.offerUnsafe(control, { _tag: "Revoked", generation })
     }
@@ -204,7 +218,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
     const fatal = (error: TransportError.TransportError): void => {
       if (state.closed || state.fatal !== undefined) return
       state.fatal = error
-      if (state.current !== undefined) revoke(state.current, error)
+      if (state.current !== undefined) revoke(state.current, "a fatal error", error)
       if (state.revoked !== undefined) Deferred.doneUnsafe(state.revoked.acknowledged, Exit.void)
       Queue.failCauseUnsafe(events, Cause.fail(error))
       Queue.offerUnsafe(control, { _tag: "Stop" })
@@ -219,7 +233,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         name: roundRobin.name,
         version: roundRobin.version,
         protocol: (subscription) => {
-          if (state.current !== undefined) revoke(state.current)
+          if (state.current !== undefined) revoke(state.current, "a JoinGroup being built")
           return roundRobin.protocol.call(roundRobin, subscription)
         },
         assign: (groupState) =>
@@ -237,12 +251,20 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
     // Bounded as the hold in `eachBatch` is; past it, `awaitAcknowledgement` removes the member.
     const runFork = Effect.runForkWith(context)
     const joinGate: JoinGate = (release) => {
-      if (state.current !== undefined) revoke(state.current)
+      if (state.current !== undefined) revoke(state.current, "a JoinGroup sent")
       const revoked = state.revoked
-      if (revoked === undefined || Deferred.isDoneUnsafe(revoked.acknowledged)) return release()
+      if (revoked === undefined || Deferred.isDoneUnsafe(revoked.acknowledged)) {
+        note("join.sent")
+        return release()
+      }
+      const hold = sightings.hold("JoinGroup", clock.currentTimeMillisUnsafe(), `generation ${revoked.number}'s acknowledgement`)
       runFork(
         Effect.timeoutOption(Deferred.await(revoked.acknowledged), acknowledgeWindow).pipe(
-          Effect.ensuring(Effect.sync(release)),
+          Effect.ensuring(Effect.sync(() => {
+            sightings.release(hold)
+            note("join.sent", `after a hold for generation ${revoked.number}`)
+            release()
+          })),
         ),
       )
     }
@@ -273,7 +295,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
         state.memberId = payload.memberId
         if (state.current !== undefined) {
-          revoke(state.current)
+          revoke(state.current, "a new join")
         }
         const assignment = Object.entries(payload.memberAssignment)
           .flatMap(([topic, partitions]) =>
@@ -281,13 +303,16 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
           )
           .sort((a, b) => a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition)
         const generation = new Generation(assignment)
+        generation.number = ++joins
+        note("join", `generation ${generation.number}, ${assignment.length} partitions, member ${payload.memberId}${payload.isLeader ? ", leader" : ""}`)
         state.current = generation
         Queue.offerUnsafe(control, { _tag: "Joined", generation })
       }),
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         // A restart brings a new kafkajs runner: the old one's heartbeat is for a stopped member.
         state.heartbeat = undefined
-        if (state.current !== undefined) revoke(state.current)
+        note("crash", `${payload.restart ? "restarting" : "for good"}: ${shapeOf(payload.error).message ?? String(payload.error)}`)
+        if (state.current !== undefined) revoke(state.current, "a crash")
         if (!payload.restart) {
           fatal(
             nonRetriable(fromKafkaJS("subscribe", `The consumer of group "${group}" stopped`)(payload.error)),
@@ -295,6 +320,21 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         }
       }),
     ]
+    // The rest of kafkajs' instrumentation is only seen, for the Debug line below.
+    const { events: kafkaEvents } = consumer
+    removers.push(
+      consumer.on(kafkaEvents.FETCH_START, () => note("fetch.start")),
+      consumer.on(kafkaEvents.FETCH, ({ payload }) => note("fetch", `${payload.duration} ms`)),
+      consumer.on(kafkaEvents.START_BATCH_PROCESS, ({ payload }) => note("batch.start", `${payload.topic}/${payload.partition}@${payload.firstOffset}`)),
+      consumer.on(kafkaEvents.END_BATCH_PROCESS, ({ payload }) => note("batch.end", `${payload.topic}/${payload.partition} in ${payload.duration} ms`)),
+      consumer.on(kafkaEvents.HEARTBEAT, ({ payload }) => note("heartbeat", `generation id ${payload.groupGenerationId}`)),
+      consumer.on(kafkaEvents.COMMIT_OFFSETS, () => note("commit")),
+      consumer.on(kafkaEvents.REBALANCING, () => note("rebalancing")),
+      consumer.on(kafkaEvents.REQUEST_TIMEOUT, ({ payload }) => note("request.timeout", `${payload.apiName} to ${payload.broker}`)),
+      consumer.on(kafkaEvents.CONNECT, () => note("connect")),
+      consumer.on(kafkaEvents.DISCONNECT, () => note("disconnect")),
+      consumer.on(kafkaEvents.STOP, () => note("stop")),
+    )
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         for (const remove of removers) remove()
@@ -422,10 +462,37 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       }),
     ))
 
+    /** The generation now, for the Debug line: what the member holds and what it still owes. */
+    const describeGeneration = (): string => {
+      const current = state.current
+      if (current === undefined) return "not joined yet"
+      const claims = [...current.claims.values()]
+      const waiting = claims.filter((claim) => claim.buffered.length > 0).length
+      const paused = claims.filter((claim) => claim.paused).length
+      const owed = state.revoked !== undefined && !Deferred.isDoneUnsafe(state.revoked.acknowledged)
+        ? `; generation ${state.revoked.number}'s revocation not acknowledged yet`
+        : ""
+      const out = state.fatal === undefined ? "" : `; out of the group: ${state.fatal.message}`
+      return `generation ${current.number} ${current.state}, ${current.assignment.length} partitions (${waiting} with chunks not pulled, ${paused} paused)${owed}${out}`
+    }
+    // Off unless Debug is on: it is for diagnosing a member that stopped consuming.
+    if (!LogLevel.isLessThan("Debug", yield* References.MinimumLogLevel)) {
+      yield* Effect.forkScoped(Effect.forever(Effect.andThen(
+        Effect.sleep(sightingsInterval),
+        Effect.suspend(() =>
+          Effect.logDebug(
+            `Kafka consumer of group "${group}" (member ${state.memberId || "none yet"}): ${describeGeneration()}; ${
+              sightings.describe(clock.currentTimeMillisUnsafe())
+            }`,
+          )
+        ),
+      )))
+    }
+
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         state.closed = true
-        if (state.current !== undefined) revoke(state.current)
+        if (state.current !== undefined) revoke(state.current, "the subscription closing")
         if (state.revoked !== undefined) Deferred.doneUnsafe(state.revoked.acknowledged, Exit.void)
         Queue.endUnsafe(events)
       })
@@ -453,11 +520,16 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
             )
             if (beat._tag === "Failure" && rejoinsGroup(beat.failure)) {
               rejoin = beat.failure
-              revoke(generation)
+              revoke(generation, `a heartbeat answered ${shapeOf(beat.failure).type}`)
               return
             }
           }
         })
+        const hold = sightings.hold(
+          `eachBatch of ${keyOf(batch)}`,
+          clock.currentTimeMillisUnsafe(),
+          `generation ${generation.number}'s claims`,
+        )
         return yield* Effect.scoped(Effect.gen(function* () {
           yield* Effect.forkScoped(heartbeats)
           const halted = Deferred.await(halt)
@@ -487,6 +559,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
               }
             }
             // One batch ahead at most: wait (heartbeating) until the one before is pulled whole.
+            sightings.step(hold, "the previous batch to be pulled")
             yield* untilPulled
             // Not taken when paused or stale: kafkajs did not move past it and fetches it again.
             if (!stopped() && batch.messages.length > 0) {
@@ -499,15 +572,19 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
               claim.changed.notify()
               // At the log's end there is nothing to fetch ahead: hold it until pulled, so a
               // rebalance found meanwhile still waits for the acknowledgement (1. below).
-              if (Number(batch.highWatermark) <= last + 1) yield* untilPulled
+              if (Number(batch.highWatermark) <= last + 1) {
+                sightings.step(hold, "its batch to be pulled (the log's end)")
+                yield* untilPulled
+              }
             }
           }
           // kafkajs rejoins only once this returns: hold it until the member acknowledged.
           if (generation.state === "revoked") {
+            sightings.step(hold, `generation ${generation.number}'s acknowledgement`)
             yield* Effect.timeoutOption(Deferred.await(generation.acknowledged), acknowledgeWindow)
           }
           return rejoin
-        }))
+        })).pipe(Effect.ensuring(Effect.sync(() => sightings.release(hold))))
       })
 
     yield* attempt(
