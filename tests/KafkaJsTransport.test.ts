@@ -32,6 +32,7 @@ import {
   Transport,
 } from "../lib/Transport.ts"
 import { bytes, run, text } from "./fixtures/effect.ts"
+import { COORDINATOR_LOAD_IN_PROGRESS, groupFaults, HEARTBEAT, JOIN_GROUP, UNKNOWN_MEMBER_ID } from "./fixtures/groupFaults.ts"
 import { lossySockets } from "./fixtures/lossySockets.ts"
 import { kafkaTest, uniqueName } from "./fixtures/services.ts"
 import { transportContract } from "./transport_contract.ts"
@@ -666,4 +667,35 @@ it(
       "the fenced transaction was aborted",
     )
   }),
+)
+
+const faults = groupFaults()
+
+it(
+  "a member whose rejoin failed on a coordinator still loading joins again: kafkajs alone would fetch its old partitions for ever, out of the group",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = yield* newTopic(1)
+    const group = uniqueName("g")
+    yield* transport.send([{ topic, key: null, value: bytes("before"), partition: 0 }])
+    const subscription = yield* transport.subscribe({ group, topics: [topic], ...quickGroup })
+    const events = yield* watch(subscription)
+    const first = yield* within(30, "the assignment", events.next("Assigned"))
+    const before = yield* pullInto(first.claims[0]!)
+    assert.deepEqual(yield* within(30, "the first batch", Queue.take(before)), [0])
+    // What a broker thawed after a freeze past the session answers (F5): the coordinator no longer
+    // knows the member, and the JoinGroup that follows finds it still loading the group.
+    faults.arm(JOIN_GROUP, COORDINATOR_LOAD_IN_PROGRESS)
+    faults.arm(HEARTBEAT, UNKNOWN_MEMBER_ID)
+    const revoked = yield* within(30, "the revocation", events.next("Revoked"))
+    yield* revoked.acknowledge
+    // kafkajs, its rejoin failed, goes back to fetching partition 0 with no member id.
+    yield* transport.send([{ topic, key: null, value: bytes("after"), partition: 0 }])
+    const again = yield* within(40, "an assignment after the failed rejoin", events.next("Assigned"))
+    assert.equal(faults.rewritten(COORDINATOR_LOAD_IN_PROGRESS), 1, "the rejoin failed once")
+    assert.deepEqual(again.claims.map((claim) => [claim.partition, claim.startOffset]), [[0, 0]], "nothing was committed")
+    const after = yield* pullInto(again.claims[0]!)
+    assert.deepEqual(yield* within(30, "the records, again", Queue.take(after)), [0, 1])
+  }),
+  { socketFactory: faults.socketFactory },
 )

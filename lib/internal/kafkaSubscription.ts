@@ -34,7 +34,7 @@ import { Sightings } from "./consumerSightings.ts"
 import { Signal } from "./signal.ts"
 
 // kafkajs is CommonJS: the default import is `module.exports` on every runtime.
-const { PartitionAssigners } = kafkajs
+const { KafkaJSProtocolError, PartitionAssigners } = kafkajs
 
 // ---------------------------------------------------------------------------------------------
 // Consuming
@@ -99,6 +99,16 @@ export type Control =
   | { readonly _tag: "Joined"; readonly generation: Generation }
   | { readonly _tag: "Revoked"; readonly generation: Generation }
   | { readonly _tag: "Stop" }
+
+/**
+ * What `eachBatch` throws to make kafkajs join the group again: its runner answers a rebalance
+ * error (this one among them) with a JoinGroup, keeping its member id if it has one.
+ */
+export const staleGeneration = (group: string, generation: number): Error =>
+  new KafkaJSProtocolError(Object.assign(
+    new Error(`A batch for group "${group}" arrived for generation ${generation}, which this member already gave up: joining again`),
+    { type: "ILLEGAL_GENERATION", code: 22, retriable: false },
+  ))
 
 /** Heartbeat errors after which kafkajs rejoins the group. */
 export const rejoinsGroup = (error: unknown): boolean => {
@@ -504,6 +514,16 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         const generation = state.current
         if (generation === undefined || state.closed) return undefined
         const { batch } = payload
+        // A batch for a generation given up (revoked and acknowledged) with no join since: kafkajs
+        // (2.2.4) fetches then only when its rejoin failed. After UNKNOWN_MEMBER_ID its runner drops
+        // its member id and joins; when that JoinGroup fails with a retriable error (a coordinator
+        // still loading after the broker was frozen, F5), it goes back to fetching its old
+        // assignment with no member id, for which it sends no heartbeat, so no answer ever tells it
+        // to join: a member out of the group, fetching for ever what nobody takes. Tell it to join.
+        if (generation.state === "revoked" && Deferred.isDoneUnsafe(generation.acknowledged)) {
+          note("stale.batch", `${keyOf(batch)} of generation ${generation.number}: asking kafkajs to join again`)
+          return staleGeneration(group, generation.number)
+        }
         state.heartbeat = payload.heartbeat
         // Done when kafkajs stops, or a seek made this batch stale.
         const halt = Deferred.makeUnsafe<void>()
