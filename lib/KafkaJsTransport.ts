@@ -122,7 +122,9 @@
  *   answers), it goes back to fetching its old partitions without a member id, sends no
  *   heartbeats for want of one, and never joins: out of the group, fetching for ever. A batch that
  *   arrives for a generation already revoked and acknowledged is that state: the subscription
- *   answers it with a rebalance error, which makes kafkajs join again.
+ *   answers it with a rebalance error, which makes kafkajs join again. With nothing to fetch no
+ *   batch comes: once kafkajs has fetched so for a session timeout, the member is out (its
+ *   events fail with `UNKNOWN_MEMBER_ID`, and `ActorSystem` joins again with a new consumer).
  * - With Effect's minimum log level at `Debug`, each subscription logs every 5 s what its kafkajs
  *   consumer was last seen doing (joins, fetches started and ended, heartbeats, commits, crashes,
  *   request timeouts) and which of its own waits hold kafkajs, and since when: for telling why a

@@ -84,6 +84,8 @@ export class Generation {
   state: "preparing" | "assigned" | "revoked" = "preparing"
   /** This member's count of kafkajs joins: names the generation in diagnostics. */
   number = 0
+  /** When kafkajs was first seen fetching after this generation was given up, with no join since. */
+  strayFetchSince: number | undefined = undefined
   readonly claims = new Map<string, Claim>()
   /** Done once the claims exist, or the generation was revoked before they did. */
   readonly settled = Deferred.makeUnsafe<void>()
@@ -330,11 +332,34 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         }
       }),
     ]
+    /**
+     * kafkajs fetching while the generation it had is given up and no join followed: the state
+     * `onBatch` answers with a rebalance error when a batch comes (see there). With nothing to
+     * fetch no batch comes, so after a session timeout of such fetches (past which the
+     * coordinator has dropped a member that neither joins nor heartbeats) the member is out.
+     */
+    const strayFetch = (): void => {
+      const current = state.current
+      if (current === undefined || current.state !== "revoked" || !Deferred.isDoneUnsafe(current.acknowledged)) return
+      const now = clock.currentTimeMillisUnsafe()
+      current.strayFetchSince ??= now
+      if (now - current.strayFetchSince < sessionTimeout) return
+      fatal(
+        TransportError.make(
+          "UNKNOWN_MEMBER_ID",
+          "subscribe",
+          `Member ${state.memberId} left group "${group}": kafkajs failed to join again after generation ${current.number} and went on fetching without a member id for ${sessionTimeout} ms`,
+        ),
+      )
+    }
     // The rest of kafkajs' instrumentation is only seen, for the Debug line below.
     const { events: kafkaEvents } = consumer
     removers.push(
       consumer.on(kafkaEvents.FETCH_START, () => note("fetch.start")),
-      consumer.on(kafkaEvents.FETCH, ({ payload }) => note("fetch", `${payload.duration} ms`)),
+      consumer.on(kafkaEvents.FETCH, ({ payload }) => {
+        note("fetch", `${payload.duration} ms`)
+        strayFetch()
+      }),
       consumer.on(kafkaEvents.START_BATCH_PROCESS, ({ payload }) => note("batch.start", `${payload.topic}/${payload.partition}@${payload.firstOffset}`)),
       consumer.on(kafkaEvents.END_BATCH_PROCESS, ({ payload }) => note("batch.end", `${payload.topic}/${payload.partition} in ${payload.duration} ms`)),
       consumer.on(kafkaEvents.HEARTBEAT, ({ payload }) => note("heartbeat", `generation id ${payload.groupGenerationId}`)),
