@@ -125,6 +125,9 @@
  *   answers it with a rebalance error, which makes kafkajs join again. With nothing to fetch no
  *   batch comes: once kafkajs has fetched so for a session timeout, the member is out (its
  *   events fail with `UNKNOWN_MEMBER_ID`, and `ActorSystem` joins again with a new consumer).
+ * - kafkajs answers a commit made while its runner is stopped (a crash disconnecting it, before
+ *   its CRASH event) as done without sending it. Such a commit fails here instead, with a
+ *   retriable `COORDINATOR_NOT_AVAILABLE`: a commit that succeeds has reached the broker.
  * - With Effect's minimum log level at `Debug`, each subscription logs every 5 s what its kafkajs
  *   consumer was last seen doing (joins, fetches started and ended, heartbeats, commits, crashes,
  *   request timeouts) and which of its own waits hold kafkajs, and since when: for telling why a

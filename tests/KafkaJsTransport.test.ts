@@ -32,7 +32,16 @@ import {
   Transport,
 } from "../lib/Transport.ts"
 import { bytes, run, text } from "./fixtures/effect.ts"
-import { COORDINATOR_LOAD_IN_PROGRESS, groupFaults, HEARTBEAT, JOIN_GROUP, UNKNOWN_MEMBER_ID } from "./fixtures/groupFaults.ts"
+import {
+  COORDINATOR_LOAD_IN_PROGRESS,
+  CORRUPT_MESSAGE,
+  FETCH,
+  groupFaults,
+  HEARTBEAT,
+  JOIN_GROUP,
+  LEAVE_GROUP,
+  UNKNOWN_MEMBER_ID,
+} from "./fixtures/groupFaults.ts"
 import { lossySockets } from "./fixtures/lossySockets.ts"
 import { kafkaTest, uniqueName } from "./fixtures/services.ts"
 import { transportContract } from "./transport_contract.ts"
@@ -729,4 +738,47 @@ it(
     assert.match(error?.message ?? "", /failed to join again/)
   }),
   { socketFactory: faults.socketFactory },
+)
+
+const stopping = groupFaults()
+
+it(
+  "a commit made while kafkajs stops its consumer after a crash is refused, not reported done unsent",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = yield* newTopic(1)
+    const group = uniqueName("g")
+    yield* transport.send([0, 1, 2].map(() => ({ topic, key: null, value: bytes("x"), partition: 0 })))
+    const subscription = yield* transport.subscribe({ group, topics: [topic], ...quickGroup })
+    const events = yield* watch(subscription)
+    const { claims: [claim] } = yield* within(30, "the assignment", events.next("Assigned"))
+    const batches = yield* pullInto(claim!)
+    assert.deepEqual(yield* within(30, "the records", Queue.take(batches)), [0, 1, 2])
+    // kafkajs crashes on its next fetches (one retry here) and, stopping, leaves the group; the
+    // broker's answer to that is held: its runner is stopped, its CRASH event not emitted yet.
+    const leaves = stopping.requests(LEAVE_GROUP)
+    stopping.hold(LEAVE_GROUP)
+    stopping.arm(FETCH, CORRUPT_MESSAGE, CORRUPT_MESSAGE)
+    yield* within(
+      30,
+      "kafkajs leaving the group",
+      Effect.repeat(Effect.sync(() => stopping.requests(LEAVE_GROUP) > leaves), {
+        until: (left) => left,
+        schedule: Schedule.spaced("20 millis"),
+      }),
+    )
+    const commit = yield* Effect.exit(subscription.commit([{ topic, partition: 0, offset: 3 }]))
+    stopping.release()
+    assert.ok(Exit.isFailure(commit), "the commit is refused")
+    const error = Option.getOrUndefined(Cause.findErrorOption(commit.cause))
+    assert.equal(error?.retriable, true, error?.message)
+    assert.deepEqual(yield* subscription.committed([{ topic, partition: 0 }]), [], "nothing was committed")
+    // kafkajs restarts the consumer: the member gives its partition up and gets it again. (Left
+    // to the scope's close instead, that restart would start a consumer after its disconnect.)
+    const revoked = yield* within(30, "the revocation after the crash", events.next("Revoked"))
+    yield* revoked.acknowledge
+    const again = yield* within(30, "the assignment after the restart", events.next("Assigned"))
+    assert.deepEqual(again.claims.map((c) => c.startOffset), [0], "it starts again where the group committed")
+  }),
+  { socketFactory: stopping.socketFactory, retry: { retries: 1, initialRetryTime: 50 } },
 )

@@ -194,6 +194,12 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       closed: false,
       /** kafkajs' heartbeat, from the last `eachBatch` payload: kept to heartbeat while a rejoin is held. */
       heartbeat: undefined as (() => Promise<void>) | undefined,
+      /**
+       * Whether kafkajs' runner runs, from the last `eachBatch` payload. kafkajs 2.2.4 answers a
+       * commit made while its runner is stopped (a crash disconnecting it, before its CRASH event)
+       * as done without sending it; the commit is refused here instead.
+       */
+      running: undefined as (() => boolean) | undefined,
     }
 
     /** Ends a generation's claims and, if the member held any, asks it to acknowledge. Synchronous. */
@@ -550,6 +556,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
           return staleGeneration(group, generation.number)
         }
         state.heartbeat = payload.heartbeat
+        state.running = payload.isRunning
         // Done when kafkajs stops, or a seek made this batch stale.
         const halt = Deferred.makeUnsafe<void>()
         let rejoin: unknown = undefined
@@ -700,6 +707,13 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
             if (!ours || state.fatal !== undefined || state.closed) {
               return Effect.fail(notHeld(offset, "commit"))
             }
+          }
+          if (state.running !== undefined && !state.running()) {
+            return Effect.fail(TransportError.make(
+              "COORDINATOR_NOT_AVAILABLE",
+              "commit",
+              `Cannot commit offsets of group "${group}": its kafkajs consumer is stopping (it crashed or is restarting), so the commit would not be sent; try again once it runs`,
+            ))
           }
           return attempt("commit", `Cannot commit offsets of group "${group}"`, () =>
             consumer.commitOffsets(offsets.map((offset: OffsetCommit) => ({
