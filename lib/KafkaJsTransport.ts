@@ -117,6 +117,21 @@
  *   logger, annotated: those echoes, its retried send failures and its "rebalancing" notices at
  *   `Debug`, its INFO chatter at `Debug`, its DEBUG at `Trace`; crashes, refused connections and
  *   the rest stay at `Error` and `Warn`. kafkajs' `KAFKAJS_LOG_LEVEL` variable still applies.
+ * - After `UNKNOWN_MEMBER_ID` kafkajs drops its member id and joins again; when that JoinGroup
+ *   fails with a retriable error (a coordinator still loading, as a broker thawed from a freeze
+ *   answers), it goes back to fetching its old partitions without a member id, sends no
+ *   heartbeats for want of one, and never joins: out of the group, fetching for ever. A batch that
+ *   arrives for a generation already revoked and acknowledged is that state: the subscription
+ *   answers it with a rebalance error, which makes kafkajs join again. With nothing to fetch no
+ *   batch comes: once kafkajs has fetched so for a session timeout, the member is out (its
+ *   events fail with `UNKNOWN_MEMBER_ID`, and `ActorSystem` joins again with a new consumer).
+ * - kafkajs answers a commit made while its runner is stopped (a crash disconnecting it, before
+ *   its CRASH event) as done without sending it. Such a commit fails here instead, with a
+ *   retriable `COORDINATOR_NOT_AVAILABLE`: a commit that succeeds has reached the broker.
+ * - With Effect's minimum log level at `Debug`, each subscription logs every 5 s what its kafkajs
+ *   consumer was last seen doing (joins, fetches started and ended, heartbeats, commits, crashes,
+ *   request timeouts) and which of its own waits hold kafkajs, and since when: for telling why a
+ *   member stopped consuming (`internal/consumerSightings.ts`).
  * - kafkajs asks for unlimited retries on an idempotent producer (and warns when they are
  *   limited); here they are limited by `retry`, so a send to a missing topic fails with a
  *   retriable `UNKNOWN_TOPIC_OR_PARTITION` instead of hanging.

@@ -33,6 +33,16 @@ import {
   Transport,
 } from "../lib/Transport.ts"
 import { bytes, run, text } from "./fixtures/effect.ts"
+import {
+  COORDINATOR_LOAD_IN_PROGRESS,
+  CORRUPT_MESSAGE,
+  FETCH,
+  groupFaults,
+  HEARTBEAT,
+  JOIN_GROUP,
+  LEAVE_GROUP,
+  UNKNOWN_MEMBER_ID,
+} from "./fixtures/groupFaults.ts"
 import { lossySockets } from "./fixtures/lossySockets.ts"
 import { recordedSockets } from "./fixtures/recordedSockets.ts"
 import { kafkaTest, uniqueName } from "./fixtures/services.ts"
@@ -699,3 +709,108 @@ kafkaTest("kafka transport: no connection outlives its scope, not even one that 
   assert.ok(sockets.count > 0)
   assert.deepEqual(sockets.open(), [], "every socket of the transport was closed with its scope")
 })
+
+const faults = groupFaults()
+
+it(
+  "a member whose rejoin failed on a coordinator still loading joins again: kafkajs alone would fetch its old partitions for ever, out of the group",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = yield* newTopic(1)
+    const group = uniqueName("g")
+    yield* transport.send([{ topic, key: null, value: bytes("before"), partition: 0 }])
+    const subscription = yield* transport.subscribe({ group, topics: [topic], ...quickGroup })
+    const events = yield* watch(subscription)
+    const first = yield* within(30, "the assignment", events.next("Assigned"))
+    const before = yield* pullInto(first.claims[0]!)
+    assert.deepEqual(yield* within(30, "the first batch", Queue.take(before)), [0])
+    // What a broker thawed after a freeze past the session answers (F5): the coordinator no longer
+    // knows the member, and the JoinGroup that follows finds it still loading the group.
+    faults.arm(JOIN_GROUP, COORDINATOR_LOAD_IN_PROGRESS)
+    faults.arm(HEARTBEAT, UNKNOWN_MEMBER_ID)
+    const revoked = yield* within(30, "the revocation", events.next("Revoked"))
+    yield* revoked.acknowledge
+    // kafkajs, its rejoin failed, goes back to fetching partition 0 with no member id.
+    yield* transport.send([{ topic, key: null, value: bytes("after"), partition: 0 }])
+    const again = yield* within(40, "an assignment after the failed rejoin", events.next("Assigned"))
+    assert.equal(faults.rewritten(COORDINATOR_LOAD_IN_PROGRESS), 1, "the rejoin failed once")
+    assert.deepEqual(again.claims.map((claim) => [claim.partition, claim.startOffset]), [[0, 0]], "nothing was committed")
+    const after = yield* pullInto(again.claims[0]!)
+    assert.deepEqual(yield* within(30, "the records, again", Queue.take(after)), [0, 1])
+  }),
+  { socketFactory: faults.socketFactory },
+)
+
+it(
+  "a member whose rejoin failed and that has nothing to fetch is out of the group after a session timeout: its events fail",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = yield* newTopic(1)
+    const group = uniqueName("g")
+    const subscription = yield* transport.subscribe({ group, topics: [topic], ...quickGroup })
+    const seen = yield* Queue.unbounded<GroupEvent>()
+    const ended = yield* subscription.events.pipe(
+      Stream.runForEach((event) => Queue.offer(seen, event)),
+      Effect.exit,
+      Effect.forkScoped,
+    )
+    const next = <Tag extends GroupEvent["_tag"]>(tag: Tag): Effect.Effect<Extract<GroupEvent, { _tag: Tag }>> =>
+      Effect.flatMap(Queue.take(seen), (event) =>
+        event._tag === tag ? Effect.succeed(event as Extract<GroupEvent, { _tag: Tag }>) : next(tag))
+    yield* within(30, "the assignment", next("Assigned"))
+    faults.arm(JOIN_GROUP, COORDINATOR_LOAD_IN_PROGRESS)
+    faults.arm(HEARTBEAT, UNKNOWN_MEMBER_ID)
+    const revoked = yield* within(30, "the revocation", next("Revoked"))
+    yield* revoked.acknowledge
+    // No record comes: kafkajs' fetches for partition 0, without a member id, come back empty.
+    const exit = yield* within(40, "the member to be out of the group", Fiber.join(ended))
+    assert.ok(Exit.isFailure(exit), "the events fail")
+    const error = Option.getOrUndefined(Cause.findErrorOption(exit.cause))
+    assert.equal(error?.code, "UNKNOWN_MEMBER_ID")
+    assert.match(error?.message ?? "", /failed to join again/)
+  }),
+  { socketFactory: faults.socketFactory },
+)
+
+const stopping = groupFaults()
+
+it(
+  "a commit made while kafkajs stops its consumer after a crash is refused, not reported done unsent",
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const topic = yield* newTopic(1)
+    const group = uniqueName("g")
+    yield* transport.send([0, 1, 2].map(() => ({ topic, key: null, value: bytes("x"), partition: 0 })))
+    const subscription = yield* transport.subscribe({ group, topics: [topic], ...quickGroup })
+    const events = yield* watch(subscription)
+    const { claims: [claim] } = yield* within(30, "the assignment", events.next("Assigned"))
+    const batches = yield* pullInto(claim!)
+    assert.deepEqual(yield* within(30, "the records", Queue.take(batches)), [0, 1, 2])
+    // kafkajs crashes on its next fetches (one retry here) and, stopping, leaves the group; the
+    // broker's answer to that is held: its runner is stopped, its CRASH event not emitted yet.
+    const leaves = stopping.requests(LEAVE_GROUP)
+    stopping.hold(LEAVE_GROUP)
+    stopping.arm(FETCH, CORRUPT_MESSAGE, CORRUPT_MESSAGE)
+    yield* within(
+      30,
+      "kafkajs leaving the group",
+      Effect.repeat(Effect.sync(() => stopping.requests(LEAVE_GROUP) > leaves), {
+        until: (left) => left,
+        schedule: Schedule.spaced("20 millis"),
+      }),
+    )
+    const commit = yield* Effect.exit(subscription.commit([{ topic, partition: 0, offset: 3 }]))
+    stopping.release()
+    assert.ok(Exit.isFailure(commit), "the commit is refused")
+    const error = Option.getOrUndefined(Cause.findErrorOption(commit.cause))
+    assert.equal(error?.retriable, true, error?.message)
+    assert.deepEqual(yield* subscription.committed([{ topic, partition: 0 }]), [], "nothing was committed")
+    // kafkajs restarts the consumer: the member gives its partition up and gets it again. (Left
+    // to the scope's close instead, that restart would start a consumer after its disconnect.)
+    const revoked = yield* within(30, "the revocation after the crash", events.next("Revoked"))
+    yield* revoked.acknowledge
+    const again = yield* within(30, "the assignment after the restart", events.next("Assigned"))
+    assert.deepEqual(again.claims.map((c) => c.startOffset), [0], "it starts again where the group committed")
+  }),
+  { socketFactory: stopping.socketFactory, retry: { retries: 1, initialRetryTime: 50 } },
+)

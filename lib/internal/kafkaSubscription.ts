@@ -5,7 +5,7 @@
  */
 import kafkajs from "kafkajs"
 import type { EachBatchPayload, PartitionAssigner } from "kafkajs"
-import { Cause, Deferred, Duration, Effect, Exit, Option, Queue, Schedule, Stream } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, LogLevel, Option, Queue, References, Schedule, Stream } from "effect"
 import type {
   CommittedOffset,
   ConsumerRecord,
@@ -31,10 +31,11 @@ import {
   toConsumerRecord,
 } from "./kafkajs.ts"
 import type { JoinGate } from "./joinGate.ts"
+import { Sightings } from "./consumerSightings.ts"
 import { Signal } from "./signal.ts"
 
 // kafkajs is CommonJS: the default import is `module.exports` on every runtime.
-const { PartitionAssigners } = kafkajs
+const { KafkaJSProtocolError, PartitionAssigners } = kafkajs
 
 // ---------------------------------------------------------------------------------------------
 // Consuming
@@ -82,6 +83,10 @@ export class Claim {
 /** One kafkajs generation of this member: from a `GROUP_JOIN` to the next rejoin. */
 export class Generation {
   state: "preparing" | "assigned" | "revoked" = "preparing"
+  /** This member's count of kafkajs joins: names the generation in diagnostics. */
+  number = 0
+  /** When kafkajs was first seen fetching after this generation was given up, with no join since. */
+  strayFetchSince: number | undefined = undefined
   readonly claims = new Map<string, Claim>()
   /** Done once the claims exist, or the generation was revoked before they did. */
   readonly settled = Deferred.makeUnsafe<void>()
@@ -97,6 +102,16 @@ export type Control =
   | { readonly _tag: "Joined"; readonly generation: Generation }
   | { readonly _tag: "Revoked"; readonly generation: Generation }
   | { readonly _tag: "Stop" }
+
+/**
+ * What `eachBatch` throws to make kafkajs join the group again: its runner answers a rebalance
+ * error (this one among them) with a JoinGroup, keeping its member id if it has one.
+ */
+export const staleGeneration = (group: string, generation: number): Error =>
+  new KafkaJSProtocolError(Object.assign(
+    new Error(`A batch for group "${group}" arrived for generation ${generation}, which this member already gave up: joining again`),
+    { type: "ILLEGAL_GENERATION", code: 22, retriable: false },
+  ))
 
 /** Heartbeat errors after which kafkajs rejoins the group. */
 export const rejoinsGroup = (error: unknown): boolean => {
@@ -124,6 +139,9 @@ export const claimStream = (
 
 // ---------------------------------------------------------------------------------------------
 // Subscriptions
+
+/** How often a subscription logs, at Debug, what its consumer was last seen doing. */
+const sightingsInterval = Duration.seconds(5)
 
 export const subscribe = (environment: Environment, options: SubscribeOptions) =>
   Effect.gen(function* () {
@@ -162,6 +180,10 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
 
     const context = yield* Effect.context<never>()
     const runPromise = Effect.runPromiseWith(context)
+    const clock = yield* Clock.Clock
+    const sightings = new Sightings()
+    const note = (what: string, detail?: string) => sightings.note(what, clock.currentTimeMillisUnsafe(), detail)
+    let joins = 0
     const events = yield* Queue.unbounded<GroupEvent, TransportError.TransportError | Cause.Done>()
     const control = yield* Queue.unbounded<Control>()
     const state = {
@@ -173,13 +195,20 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       closed: false,
       /** kafkajs' heartbeat, from the last `eachBatch` payload: kept to heartbeat while a rejoin is held. */
       heartbeat: undefined as (() => Promise<void>) | undefined,
+      /**
+       * Whether kafkajs' runner runs, from the last `eachBatch` payload. kafkajs 2.2.4 answers a
+       * commit made while its runner is stopped (a crash disconnecting it, before its CRASH event)
+       * as done without sending it; the commit is refused here instead.
+       */
+      running: undefined as (() => boolean) | undefined,
     }
 
     /** Ends a generation's claims and, if the member held any, asks it to acknowledge. Synchronous. */
-    const revoke = (generation: Generation, failure?: TransportError.TransportError): void => {
+    const revoke = (generation: Generation, why: string, failure?: TransportError.TransportError): void => {
       if (generation.state === "revoked") return
       const wasAssigned = generation.state === "assigned"
       generation.state = "revoked"
+      note("revoke", `generation ${generation.number} ${wasAssigned ? "assigned" : "preparing"}, by ${why}`)
       for (const claim of generation.claims.values()) claim.end(failure)
       Deferred.doneUnsafe(generation.settled, Exit.void)
       if (
@@ -193,7 +222,10 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       Queue.offerUnsafe(events, {
         _tag: "Revoked",
         partitions: generation.assignment,
-        acknowledge: Effect.asVoid(Deferred.succeed(generation.acknowledged, undefined)),
+        acknowledge: Effect.andThen(
+          Effect.sync(() => note("acknowledged", `generation ${generation.number}`)),
+          Deferred.succeed(generation.acknowledged, undefined),
+        ),
       })
       Queue.offerUnsafe(control, { _tag: "Revoked", generation })
     }
@@ -205,7 +237,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
     const fatal = (error: TransportError.TransportError): void => {
       if (state.closed || state.fatal !== undefined) return
       state.fatal = error
-      if (state.current !== undefined) revoke(state.current, error)
+      if (state.current !== undefined) revoke(state.current, "a fatal error", error)
       if (state.revoked !== undefined) Deferred.doneUnsafe(state.revoked.acknowledged, Exit.void)
       Queue.failCauseUnsafe(events, Cause.fail(error))
       Queue.offerUnsafe(control, { _tag: "Stop" })
@@ -220,7 +252,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         name: roundRobin.name,
         version: roundRobin.version,
         protocol: (subscription) => {
-          if (state.current !== undefined) revoke(state.current)
+          if (state.current !== undefined) revoke(state.current, "a JoinGroup being built")
           return roundRobin.protocol.call(roundRobin, subscription)
         },
         assign: (groupState) =>
@@ -238,12 +270,20 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
     // Bounded as the hold in `eachBatch` is; past it, `awaitAcknowledgement` removes the member.
     const runFork = Effect.runForkWith(context)
     const joinGate: JoinGate = (release) => {
-      if (state.current !== undefined) revoke(state.current)
+      if (state.current !== undefined) revoke(state.current, "a JoinGroup sent")
       const revoked = state.revoked
-      if (revoked === undefined || Deferred.isDoneUnsafe(revoked.acknowledged)) return release()
+      if (revoked === undefined || Deferred.isDoneUnsafe(revoked.acknowledged)) {
+        note("join.sent")
+        return release()
+      }
+      const hold = sightings.hold("JoinGroup", clock.currentTimeMillisUnsafe(), `generation ${revoked.number}'s acknowledgement`)
       runFork(
         Effect.timeoutOption(Deferred.await(revoked.acknowledged), acknowledgeWindow).pipe(
-          Effect.ensuring(Effect.sync(release)),
+          Effect.ensuring(Effect.sync(() => {
+            sightings.release(hold)
+            note("join.sent", `after a hold for generation ${revoked.number}`)
+            release()
+          })),
         ),
       )
     }
@@ -277,7 +317,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
         state.memberId = payload.memberId
         if (state.current !== undefined) {
-          revoke(state.current)
+          revoke(state.current, "a new join")
         }
         const assignment = Object.entries(payload.memberAssignment)
           .flatMap(([topic, partitions]) =>
@@ -285,13 +325,16 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
           )
           .sort((a, b) => a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition)
         const generation = new Generation(assignment)
+        generation.number = ++joins
+        note("join", `generation ${generation.number}, ${assignment.length} partitions, member ${payload.memberId}${payload.isLeader ? ", leader" : ""}`)
         state.current = generation
         Queue.offerUnsafe(control, { _tag: "Joined", generation })
       }),
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         // A restart brings a new kafkajs runner: the old one's heartbeat is for a stopped member.
         state.heartbeat = undefined
-        if (state.current !== undefined) revoke(state.current)
+        note("crash", `${payload.restart ? "restarting" : "for good"}: ${shapeOf(payload.error).message ?? String(payload.error)}`)
+        if (state.current !== undefined) revoke(state.current, "a crash")
         if (!payload.restart) {
           fatal(
             nonRetriable(fromKafkaJS("subscribe", `The consumer of group "${group}" stopped`)(payload.error)),
@@ -299,6 +342,44 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         }
       }),
     ]
+    /**
+     * kafkajs fetching while the generation it had is given up and no join followed: the state
+     * `onBatch` answers with a rebalance error when a batch comes (see there). With nothing to
+     * fetch no batch comes, so after a session timeout of such fetches (past which the
+     * coordinator has dropped a member that neither joins nor heartbeats) the member is out.
+     */
+    const strayFetch = (): void => {
+      const current = state.current
+      if (current === undefined || current.state !== "revoked" || !Deferred.isDoneUnsafe(current.acknowledged)) return
+      const now = clock.currentTimeMillisUnsafe()
+      current.strayFetchSince ??= now
+      if (now - current.strayFetchSince < sessionTimeout) return
+      fatal(
+        TransportError.make(
+          "UNKNOWN_MEMBER_ID",
+          "subscribe",
+          `Member ${state.memberId} left group "${group}": kafkajs failed to join again after generation ${current.number} and went on fetching without a member id for ${sessionTimeout} ms`,
+        ),
+      )
+    }
+    // The rest of kafkajs' instrumentation is only seen, for the Debug line below.
+    const { events: kafkaEvents } = consumer
+    removers.push(
+      consumer.on(kafkaEvents.FETCH_START, () => note("fetch.start")),
+      consumer.on(kafkaEvents.FETCH, ({ payload }) => {
+        note("fetch", `${payload.duration} ms`)
+        strayFetch()
+      }),
+      consumer.on(kafkaEvents.START_BATCH_PROCESS, ({ payload }) => note("batch.start", `${payload.topic}/${payload.partition}@${payload.firstOffset}`)),
+      consumer.on(kafkaEvents.END_BATCH_PROCESS, ({ payload }) => note("batch.end", `${payload.topic}/${payload.partition} in ${payload.duration} ms`)),
+      consumer.on(kafkaEvents.HEARTBEAT, ({ payload }) => note("heartbeat", `generation id ${payload.groupGenerationId}`)),
+      consumer.on(kafkaEvents.COMMIT_OFFSETS, () => note("commit")),
+      consumer.on(kafkaEvents.REBALANCING, () => note("rebalancing")),
+      consumer.on(kafkaEvents.REQUEST_TIMEOUT, ({ payload }) => note("request.timeout", `${payload.apiName} to ${payload.broker}`)),
+      consumer.on(kafkaEvents.CONNECT, () => note("connect")),
+      consumer.on(kafkaEvents.DISCONNECT, () => note("disconnect")),
+      consumer.on(kafkaEvents.STOP, () => note("stop")),
+    )
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         for (const remove of removers) remove()
@@ -426,10 +507,37 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
       }),
     ))
 
+    /** The generation now, for the Debug line: what the member holds and what it still owes. */
+    const describeGeneration = (): string => {
+      const current = state.current
+      if (current === undefined) return "not joined yet"
+      const claims = [...current.claims.values()]
+      const waiting = claims.filter((claim) => claim.buffered.length > 0).length
+      const paused = claims.filter((claim) => claim.paused).length
+      const owed = state.revoked !== undefined && !Deferred.isDoneUnsafe(state.revoked.acknowledged)
+        ? `; generation ${state.revoked.number}'s revocation not acknowledged yet`
+        : ""
+      const out = state.fatal === undefined ? "" : `; out of the group: ${state.fatal.message}`
+      return `generation ${current.number} ${current.state}, ${current.assignment.length} partitions (${waiting} with chunks not pulled, ${paused} paused)${owed}${out}`
+    }
+    // Off unless Debug is on: it is for diagnosing a member that stopped consuming.
+    if (!LogLevel.isLessThan("Debug", yield* References.MinimumLogLevel)) {
+      yield* Effect.forkScoped(Effect.forever(Effect.andThen(
+        Effect.sleep(sightingsInterval),
+        Effect.suspend(() =>
+          Effect.logDebug(
+            `Kafka consumer of group "${group}" (member ${state.memberId || "none yet"}): ${describeGeneration()}; ${
+              sightings.describe(clock.currentTimeMillisUnsafe())
+            }`,
+          )
+        ),
+      )))
+    }
+
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         state.closed = true
-        if (state.current !== undefined) revoke(state.current)
+        if (state.current !== undefined) revoke(state.current, "the subscription closing")
         if (state.revoked !== undefined) Deferred.doneUnsafe(state.revoked.acknowledged, Exit.void)
         Queue.endUnsafe(events)
       })
@@ -441,7 +549,18 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
         const generation = state.current
         if (generation === undefined || state.closed) return undefined
         const { batch } = payload
+        // A batch for a generation given up (revoked and acknowledged) with no join since: kafkajs
+        // (2.2.4) fetches then only when its rejoin failed. After UNKNOWN_MEMBER_ID its runner drops
+        // its member id and joins; when that JoinGroup fails with a retriable error (a coordinator
+        // still loading after the broker was frozen, F5), it goes back to fetching its old
+        // assignment with no member id, for which it sends no heartbeat, so no answer ever tells it
+        // to join: a member out of the group, fetching for ever what nobody takes. Tell it to join.
+        if (generation.state === "revoked" && Deferred.isDoneUnsafe(generation.acknowledged)) {
+          note("stale.batch", `${keyOf(batch)} of generation ${generation.number}: asking kafkajs to join again`)
+          return staleGeneration(group, generation.number)
+        }
         state.heartbeat = payload.heartbeat
+        state.running = payload.isRunning
         // Done when kafkajs stops, or a seek made this batch stale.
         const halt = Deferred.makeUnsafe<void>()
         let rejoin: unknown = undefined
@@ -457,11 +576,16 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
             )
             if (beat._tag === "Failure" && rejoinsGroup(beat.failure)) {
               rejoin = beat.failure
-              revoke(generation)
+              revoke(generation, `a heartbeat answered ${shapeOf(beat.failure).type}`)
               return
             }
           }
         })
+        const hold = sightings.hold(
+          `eachBatch of ${keyOf(batch)}`,
+          clock.currentTimeMillisUnsafe(),
+          `generation ${generation.number}'s claims`,
+        )
         return yield* Effect.scoped(Effect.gen(function* () {
           yield* Effect.forkScoped(heartbeats)
           const halted = Deferred.await(halt)
@@ -491,6 +615,7 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
               }
             }
             // One batch ahead at most: wait (heartbeating) until the one before is pulled whole.
+            sightings.step(hold, "the previous batch to be pulled")
             yield* untilPulled
             // Not taken when paused or stale: kafkajs did not move past it and fetches it again.
             if (!stopped() && batch.messages.length > 0) {
@@ -503,15 +628,19 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
               claim.changed.notify()
               // At the log's end there is nothing to fetch ahead: hold it until pulled, so a
               // rebalance found meanwhile still waits for the acknowledgement (1. below).
-              if (Number(batch.highWatermark) <= last + 1) yield* untilPulled
+              if (Number(batch.highWatermark) <= last + 1) {
+                sightings.step(hold, "its batch to be pulled (the log's end)")
+                yield* untilPulled
+              }
             }
           }
           // kafkajs rejoins only once this returns: hold it until the member acknowledged.
           if (generation.state === "revoked") {
+            sightings.step(hold, `generation ${generation.number}'s acknowledgement`)
             yield* Effect.timeoutOption(Deferred.await(generation.acknowledged), acknowledgeWindow)
           }
           return rejoin
-        }))
+        })).pipe(Effect.ensuring(Effect.sync(() => sightings.release(hold))))
       })
 
     yield* consumerCalls.attempt(
@@ -582,6 +711,13 @@ export const subscribe = (environment: Environment, options: SubscribeOptions) =
             if (!ours || state.fatal !== undefined || state.closed) {
               return Effect.fail(notHeld(offset, "commit"))
             }
+          }
+          if (state.running !== undefined && !state.running()) {
+            return Effect.fail(TransportError.make(
+              "COORDINATOR_NOT_AVAILABLE",
+              "commit",
+              `Cannot commit offsets of group "${group}": its kafkajs consumer is stopping (it crashed or is restarting), so the commit would not be sent; try again once it runs`,
+            ))
           }
           return consumerCalls.attempt("commit", `Cannot commit offsets of group "${group}"`, () =>
             consumer.commitOffsets(offsets.map((offset: OffsetCommit) => ({

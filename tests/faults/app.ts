@@ -23,11 +23,13 @@
  * whose handler never returns), DELIVERY, OUTPUT (a topic each handled record is copied to),
  * MAILBOX, SHUTDOWN_DEADLINE, DRAIN_DEADLINE, COMMIT_MILLIS, COMMIT_RECORDS, SESSION_TIMEOUT,
  * MAX_RESTARTS, RESTART_MILLIS, STATS_MILLIS, STATS_GC (1: a full collection before each heap reading),
- * TRANSPORT (`kafka`, the default: KafkaTransport; `kafkajs`: KafkaJsTransport).
+ * TRANSPORT (`kafka`, the default: KafkaTransport; `kafkajs`: KafkaJsTransport),
+ * and, to diagnose a run, LOG_LEVEL (Effect's minimum, default Info; Debug shows kafkajs' INFO lines)
+ * and KAFKAJS_LOG (the least severe kafkajs lines forwarded, default warn).
  */
 import * as fs from "node:fs"
 import process from "node:process"
-import { Data, type Duration, Effect, Exit, Layer, Schedule, Schema, Stream } from "effect"
+import { Data, type Duration, Effect, Exit, Layer, type LogLevel, References, Schedule, Schema, Stream } from "effect"
 import * as Actor from "../../lib/Actor.ts"
 import * as ActorSystem from "../../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
@@ -258,7 +260,22 @@ const stats = Effect.gen(function*() {
       cpu: (cpu.user + cpu.system) / 1000,
       healthy: health.healthy,
       ready: health.ready,
-      partitions: health.partitions.map((p) => ({ p: p.partition, restarts: p.restarts, processed: p.processed, mailbox: p.mailbox, state: p.state })),
+      partitions: health.partitions.map((p) => ({
+        p: p.partition,
+        restarts: p.restarts,
+        processed: p.processed,
+        mailbox: p.mailbox,
+        state: p.state,
+        // What a stalled run's report needs (see `diagnose` in scenario.ts).
+        committed: p.committed,
+        position: p.position,
+        paused: p.paused,
+        stalled: p.stalled,
+        lastProgress: p.lastProgress,
+        lastError: p.lastError,
+      })),
+      members: health.members.map((m) => ({ member: m.member, since: m.since, rejoins: m.rejoins, lastError: m.lastError })),
+      broker: { reachable: health.broker.reachable, lastAnswer: health.broker.lastAnswer, lastError: health.broker.lastError },
     })
   }
 })
@@ -286,10 +303,16 @@ const program = Effect.scoped(Effect.gen(function*() {
   Effect.provide(logging.pipe(
     Layer.provide(
       env("TRANSPORT", "kafka") === "kafkajs"
-        ? KafkaJsTransport.layer({ brokers: env("KAFKA_BROKERS").split(","), clientId: member, logLevel: "warn" })
+        ? KafkaJsTransport.layer({
+          brokers: env("KAFKA_BROKERS").split(","),
+          clientId: member,
+          logLevel: env("KAFKAJS_LOG", "warn") as "warn",
+        })
         : KafkaTransport.layer({ brokers: env("KAFKA_BROKERS").split(","), clientId: member }),
     ),
   )),
+  // Outside the transport's layer, so kafkajs' log lines are filtered by it too.
+  Effect.provideService(References.MinimumLogLevel, env("LOG_LEVEL", "Info") as LogLevel.LogLevel),
 )
 
 Main.runMain(program)

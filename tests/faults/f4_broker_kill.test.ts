@@ -13,7 +13,7 @@ import assert from "node:assert/strict"
 import { describeReport, outOfWindow } from "./history.ts"
 import { connectionsTo } from "./private_broker.ts"
 import { scaled, sleep } from "./runner.ts"
-import { checkHistory, committedToEnd, faultTest, report, until } from "./scenario.ts"
+import { checkHistory, committedToEnd, diagnose, faultTest, report, until } from "./scenario.ts"
 
 const downMs = scaled(5000, 30_000)
 
@@ -30,6 +30,9 @@ faultTest("F4 the broker SIGKILLed and restarted: nothing acknowledged lost, pro
       LAG_INTERVAL: "500 millis",
       BROKER_TIMEOUT: "1 second",
       BROKER_WINDOW: "2 seconds",
+      // For `diagnose`: kafkajs' lines and the subscription's Debug line of what its consumer does.
+      LOG_LEVEL: "Debug",
+      KAFKAJS_LOG: "info",
     })
     await app.process.waitForLine(/^claimed /, 60_000)
     await scenario.handled(1200, 60_000)
@@ -59,8 +62,14 @@ faultTest("F4 the broker SIGKILLed and restarted: nothing acknowledged lost, pro
       problems.push(`the app holds ${connectionsAfter} connections to the broker after its return, ${connectionsBefore} before`)
     }
 
+    // Taken while a stall lasts, before the load stops and the app is asked to leave.
+    let diagnosis = problems.length === 0 ? undefined : await diagnose(context)
     await load.stop()
-    if (problems.length === 0) await committedToEnd(context, 90_000)
+    if (problems.length === 0) {
+      await committedToEnd(context, 90_000).catch((error: Error) => problems.push(error.message))
+      if (problems.length > 0) diagnosis = await diagnose(context)
+    }
+    if (diagnosis !== undefined) console.log(`[faults] F4 did not recover. ${diagnosis}`)
     const signalled = Date.now()
     scenario.signal(app, "SIGTERM")
     const code = await app.process.exited
@@ -89,7 +98,7 @@ faultTest("F4 the broker SIGKILLed and restarted: nothing acknowledged lost, pro
       send_failures: load.failures(),
       exit: String(code),
     })
-    const detail = describeReport(result)
+    const detail = describeReport(result) + (diagnosis === undefined ? "" : "\n(the diagnosis is printed above)")
     // Records the broker lost count whatever happened; records never handled only when processing
     // resumed (otherwise `problems` says why first).
     assert.deepEqual(result.lost.filter((l) => l.why !== "never handled or dead-lettered" || problems.length === 0), [], detail)

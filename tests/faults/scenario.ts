@@ -96,6 +96,64 @@ export const committedToEnd = async (context: Context, timeoutMs = 60_000): Prom
   }
 }
 
+/**
+ * Everything needed to tell why a scenario stopped making progress, as text to print when it
+ * fails: which partitions the group has not committed to their end, the group as its coordinator
+ * sees it, and for each member its last health report, its last claim and release of each
+ * partition, and the tail of its own output (with `LOG_LEVEL=Debug` that holds kafkajs' lines and
+ * the subscription's periodic line of what its consumer was last seen doing). Never throws: a part
+ * that cannot be read says so.
+ */
+export const diagnose = async (context: Context): Promise<string> => {
+  const { scenario, broker } = context
+  scenario.poll()
+  const now = Date.now()
+  const ago = (t: unknown) => typeof t === "number" ? `${((now - t) / 1000).toFixed(1)} s ago` : "never"
+  const parts: Array<string> = [`Diagnosis at ${new Date(now).toISOString()}:`]
+  try {
+    const [high, committed] = await Promise.all([broker.highWatermarks(context.topic), broker.committed(context.group, context.topic)])
+    const behind = [...high].filter(([partition, offset]) => offset > 0 && (committed.get(partition) ?? 0) < offset).sort(([a], [b]) => a - b)
+    parts.push(`- partitions not committed to their end: ${
+      behind.length === 0 ? "none" : behind.map(([p, offset]) => `${p} (committed ${committed.get(p) ?? "nothing"} of ${offset})`).join(", ")
+    }`)
+  } catch (error) {
+    parts.push(`- offsets unreadable: ${String(error)}`)
+  }
+  try {
+    parts.push(`- group as the coordinator sees it: ${await broker.describeGroup(context.group)}`)
+  } catch (error) {
+    parts.push(`- group unreadable: ${String(error)}`)
+  }
+  for (const member of scenario.all()) {
+    const lines = scenario.lines.filter((line) => line["m"] === member.id)
+    parts.push(`- member ${member.id} (pid ${member.process.pid}, ${member.process.hasExited() ? "exited" : "running"}):`)
+    const stats = lines.filter((line) => line["e"] === "stats").at(-1)
+    if (stats === undefined) parts.push("  no health report")
+    else {
+      parts.push(`  last health report ${ago(stats["t"])}: healthy=${stats["healthy"]} ready=${stats["ready"]} members=${JSON.stringify(stats["members"])} broker=${JSON.stringify(stats["broker"])}`)
+      for (const p of stats["partitions"] ?? []) {
+        parts.push(`  partition ${p.p}: ${p.state}${p.paused ? " paused" : ""}${p.stalled ? " stalled" : ""}, processed ${p.processed}, mailbox ${p.mailbox}, position ${p.position}, committed ${p.committed}, last progress ${ago(p.lastProgress)}, restarts ${p.restarts}${p.lastError ? `, last error: ${p.lastError}` : ""}`)
+      }
+    }
+    const group = lines.filter((line) => line["e"] === "claim" || line["e"] === "release")
+    const last = new Map<number, Record<string, any>>()
+    for (const line of group) last.set(line["p"], line)
+    parts.push(`  last group event per partition: ${
+      last.size === 0 ? "none" : [...last].sort(([a], [b]) => a - b).map(([p, line]) => `${p} ${line["e"]} g${line["g"]} ${ago(line["t"])}`).join(", ")
+    }`)
+    const handled = lines.filter((line) => line["e"] === "handled").at(-1)
+    const commit = lines.filter((line) => line["e"] === "commit").at(-1)
+    parts.push(`  last handled ${ago(handled?.["en"])}, last commit acknowledged ${ago(commit?.["t"])}`)
+    const output = member.process.stdout().split("\n")
+    const sighting = output.filter((line) => line.includes("Kafka consumer of group")).at(-1)
+    if (sighting !== undefined) parts.push(`  consumer last seen: ${sighting}`)
+    parts.push(`  output, last 40 lines:`, ...output.slice(-40).map((line) => `    ${line}`))
+    const errors = member.process.stderr().split("\n").slice(-10).filter((line) => line !== "")
+    if (errors.length > 0) parts.push(`  stderr, last lines:`, ...errors.map((line) => `    ${line}`))
+  }
+  return parts.join("\n")
+}
+
 /** Reads the topics back and checks the scenario's whole history. */
 export const checkHistory = async (
   context: Context,

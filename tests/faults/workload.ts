@@ -7,12 +7,14 @@
  * Kafka's partitioner spreads the keys over the topic's partitions.
  */
 import { Effect, ManagedRuntime } from "effect"
-import { Kafka, logLevel } from "kafkajs"
+import kafkajs, { Kafka, logLevel } from "kafkajs"
 import * as KafkaJsTransport from "../../lib/KafkaJsTransport.ts"
 import { type ProducerRecord, Transport } from "../../lib/Transport.ts"
 import type { DerivedRecord, TopicRecord } from "./history.ts"
 import { type Scenario, sleep } from "./runner.ts"
 
+// kafkajs is CommonJS, and Node's ESM loader does not see every export by name.
+const { AssignerProtocol } = kafkajs
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 
@@ -149,6 +151,32 @@ export class Broker {
     try {
       const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [topic] })
       return new Map(offsets!.partitions.filter((p) => Number(p.offset) >= 0).map((p) => [p.partition, Number(p.offset)]))
+    } finally {
+      await admin.disconnect()
+    }
+  }
+
+  /**
+   * The group as its coordinator sees it: its state (`Stable`, `PreparingRebalance`, `Empty`...)
+   * and each member's client and partitions, for a stalled scenario's report.
+   */
+  async describeGroup(group: string): Promise<string> {
+    const admin = this.kafka.admin()
+    await admin.connect()
+    try {
+      const { groups: [described] } = await admin.describeGroups([group])
+      if (described === undefined) return "not described"
+      const members = described.members.map((member) => {
+        let partitions = "?"
+        try {
+          const assignment = AssignerProtocol.MemberAssignment.decode(member.memberAssignment)
+          partitions = assignment === null ? "none" : Object.entries(assignment.assignment).map(([topic, ps]) => `${topic}:${ps.join(",")}`).join(" ")
+        } catch {
+          // An assignment kafkajs cannot decode: leave it as "?".
+        }
+        return `${member.clientId} (${member.memberId}): ${partitions}`
+      })
+      return `${described.state}, protocol ${described.protocol || "none"}, ${members.length} member(s)${members.length === 0 ? "" : ": " + members.join("; ")}`
     } finally {
       await admin.disconnect()
     }
