@@ -18,7 +18,7 @@ import { type ProducerRecord, Transport } from "../lib/Transport.ts"
 import { startConsumer } from "./fixtures/consume.ts"
 import { bytes, run, text } from "./fixtures/effect.ts"
 import { KafkaCluster } from "./fixtures/scriptedKafka.ts"
-import { scriptedKafkaTest, uniqueName } from "./fixtures/services.ts"
+import { Locks, scriptedKafkaTest, uniqueName } from "./fixtures/services.ts"
 
 const runtimeName = (): string =>
   process.versions["bun"] !== undefined ? "bun" : "Deno" in globalThis ? "deno" : "node"
@@ -134,5 +134,6 @@ scriptedKafkaTest(
       await cluster.stop()
     }
   },
-  { timeoutMs: 120_000 },
+  // It kills a node of the cluster every runtime shares under CI: no other cluster test overlaps it.
+  { timeoutMs: 120_000, exclusive: Locks.kafkaCluster },
 )

@@ -6,12 +6,15 @@
  * CI starts one such broker before the tests (.ci/run) and names it in PARTITA_FAULTS_BROKER_PORT
  * and PARTITA_FAULTS_BROKER_DIR, so that each runtime's F4 and F5 do not pay for a broker start
  * and format (a CA and a certificate each time): `start` then returns that one, and `stop`
- * leaves it running and thawed for the next scenario.
+ * leaves it running and thawed for the next scenario. That broker is every runtime's: its
+ * scenarios hold `Locks.faultsBroker` (faultTest takes it), and so does `start` here, reentrantly,
+ * until `stop`.
  */
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import process from "node:process"
+import { acquire, Locks } from "../fixtures/exclusive.ts"
 import { freePorts, runScript } from "../fixtures/scriptedKafka.ts"
 
 /** A port whose two successors (the controller's, the SASL_SSL listener's) are free too. */
@@ -23,6 +26,7 @@ export class PrivateBroker {
   private readonly env: Record<string, string>
 
   readonly shared: boolean
+  private release: () => void = () => {}
 
   private constructor(port: number, dir: string, shared = false) {
     this.shared = shared
@@ -42,7 +46,13 @@ export class PrivateBroker {
     const sharedDir = process.env["PARTITA_FAULTS_BROKER_DIR"]
     if (sharedPort && sharedDir) {
       const shared = new PrivateBroker(Number(sharedPort), sharedDir, true)
-      await shared.startAgain()
+      shared.release = await acquire(Locks.faultsBroker, { what: "PrivateBroker.start" })
+      try {
+        await shared.startAgain()
+      } catch (error) {
+        shared.release()
+        throw error
+      }
       return shared
     }
     const broker = new PrivateBroker(await freeBrokerPorts(), fs.mkdtempSync(path.join(os.tmpdir(), "partita-faults-kafka-")))
@@ -90,8 +100,12 @@ export class PrivateBroker {
   /** Stops the broker (thawing it first) and removes its state; a shared one is left thawed and running. */
   async stop(): Promise<void> {
     if (this.shared) {
-      if (this.alive()) this.signal("SIGCONT")
-      await this.startAgain()
+      try {
+        if (this.alive()) this.signal("SIGCONT")
+        await this.startAgain()
+      } finally {
+        this.release()
+      }
       return
     }
     if (this.alive()) {

@@ -5,7 +5,7 @@
  * runs.
  */
 import process from "node:process"
-import { kafkaTest, uniqueName } from "../fixtures/services.ts"
+import { kafkaTest, Locks, uniqueName } from "../fixtures/services.ts"
 import { check, figures, type Report } from "./history.ts"
 import { PrivateBroker } from "./private_broker.ts"
 import { Scenario, until } from "./runner.ts"
@@ -44,7 +44,9 @@ export interface Context {
 /**
  * A fault scenario on the real broker: `body` gets a fresh topic, and every child and connection
  * is closed however it ends. With `privateBroker`, the scenario runs against a broker of its own
- * (started here, stopped in the `finally`), never the shared one.
+ * (started here, stopped in the `finally`), never the shared one; it kills or freezes that broker,
+ * which under CI is one broker for every runtime (.ci/run), so it holds `Locks.faultsBroker` for
+ * its whole run and no other runtime's F4 or F5 overlaps it.
  */
 export const faultTest = (
   name: string,
@@ -77,7 +79,7 @@ const scenarioTest = (
       await broker.close()
       await privateBroker?.stop()
     }
-  }, { timeoutMs: options.timeoutMs ?? 120_000 })
+  }, { timeoutMs: options.timeoutMs ?? 120_000, exclusive: options.privateBroker === true ? Locks.faultsBroker : undefined })
 
 /** Waits until the group has committed every partition of `topic` to its end. */
 export const committedToEnd = async (context: Context, timeoutMs = 60_000): Promise<void> => {

@@ -11,7 +11,7 @@ import { Cause, Effect, Exit, Layer, References, Schedule } from "effect"
 import * as Admin from "../../../lib/internal/kafka/admin.ts"
 import * as Brokers from "../../../lib/internal/kafka/brokers.ts"
 import { KafkaCluster } from "../../fixtures/scriptedKafka.ts"
-import { scriptedKafkaTest, uniqueName } from "../../fixtures/services.ts"
+import { Locks, scriptedKafkaTest, uniqueName } from "../../fixtures/services.ts"
 
 const runtimeName = (): string =>
   process.versions["bun"] !== undefined ? "bun" : "Deno" in globalThis ? "deno" : "node"
@@ -62,5 +62,6 @@ scriptedKafkaTest(
       await cluster.stop()
     }
   },
-  { timeoutMs: 120_000 },
+  // It kills a node of the cluster every runtime shares under CI: no other cluster test overlaps it.
+  { timeoutMs: 120_000, exclusive: Locks.kafkaCluster },
 )
