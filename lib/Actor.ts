@@ -91,6 +91,62 @@ export class HandlerTimeout extends Data.TaggedError("HandlerTimeout")<{
 export type SystemErrors = DecodeError | HandlerTimeout
 
 /**
+ * An exactly-once partition actor's transaction was refused because another producer or group
+ * member now owns the partition: this instance is a zombie (stalled past its session, or cut off
+ * while the group moved on). Nothing of the transaction becomes visible; the partition actor ends
+ * without a restart and waits for the group to take the partition away.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class TransactionFenced extends Data.TaggedError("TransactionFenced")<{
+  readonly topic: string
+  readonly partition: number
+  readonly transactionalId: string
+  /** Kafka's error: `PRODUCER_FENCED`, `INVALID_PRODUCER_EPOCH`, `UNKNOWN_MEMBER_ID`, ... */
+  readonly code: string
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `The transaction of ${this.topic}/${this.partition} (transactional id "${this.transactionalId}") was fenced (${this.code}): another instance owns the partition now; ${this.reason}`
+  }
+}
+
+/**
+ * What an actor promises about each record (see `Options.delivery`).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Delivery = "at-least-once" | "at-most-once" | "exactly-once"
+
+/**
+ * How an exactly-once actor groups a partition's records into Kafka transactions. A transaction
+ * commits what the handlers produced for its records, their dead letters and the consumed
+ * offset together; it never spans a rebalance.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface TransactionOptions {
+  /** Commit once this many records completed in the partition's open transaction. Default 500. */
+  readonly records?: number | undefined
+  /** Commit once the transaction has been open this long. Default 100 milliseconds. */
+  readonly interval?: Duration.Input | undefined
+  /**
+   * How long a commit or abort may take. Past it the outcome is unknown, and the partition's
+   * transactional producer is opened again before the next transaction: that fences a request
+   * still on its way, which could otherwise commit or abort a later transaction. Default 30 s.
+   */
+  readonly timeout?: Duration.Input | undefined
+  /**
+   * Each partition's transactional id is `<idPrefix>-<group>-<topic>-<partition>`: the id a new
+   * owner of the partition opens, fencing the old one. Default `partita`.
+   */
+  readonly idPrefix?: string | undefined
+}
+
+/**
  * How often at-least-once progress is committed.
  *
  * @since 0.1.0
@@ -219,8 +275,19 @@ export interface Options<V, K, E, R> {
   readonly deadLetter?: DeadLetterOptions | undefined
   /** `partition` (the default), `Ordering.byKey(...)` or `Ordering.unordered(...)`. */
   readonly ordering?: "partition" | Ordering.Ordering | undefined
-  /** `at-least-once` (the default) commits after handling; `at-most-once` before. */
-  readonly delivery?: "at-least-once" | "at-most-once" | undefined
+  /**
+   * `at-least-once` (the default) commits after handling; `at-most-once` before.
+   * `exactly-once` runs each partition in Kafka transactions (see `transaction`): what a
+   * handler produces through `Producer` while handling a record, its dead letters included,
+   * commits together with the consumed offsets, or not at all, and a read-committed consumer
+   * sees each output once. It needs a transport with transactions and `partition` ordering.
+   * Effects outside Kafka (a database write, an HTTP call) stay at-least-once: a transaction
+   * that aborts is handled again. Make them idempotent, keyed by `RecordContext`'s topic,
+   * partition and offset.
+   */
+  readonly delivery?: Delivery | undefined
+  /** Exactly-once only: how records are grouped into transactions. */
+  readonly transaction?: TransactionOptions | undefined
   /**
    * Records held per partition. When it is full, fetching waits, and if the wait lasts longer
    * than `pauseAfter` (default 50 ms) the partition is paused on the transport until the mailbox
@@ -265,7 +332,14 @@ export interface Actor<out R = never> {
   readonly group: string
   readonly topics: ReadonlyArray<string>
   readonly ordering: Ordering.Ordering
-  readonly delivery: "at-least-once" | "at-most-once"
+  readonly delivery: Delivery
+  /** Exactly-once transactions; the defaults when the actor is not exactly-once. */
+  readonly transaction: {
+    readonly records: number
+    readonly interval: Duration.Input
+    readonly timeout: Duration.Input
+    readonly idPrefix: string
+  }
   readonly mailboxCapacity: number
   readonly mailboxMaxBytes: number
   readonly pauseAfter: Duration.Input
@@ -310,6 +384,10 @@ export const defaults = {
   restartWindow: "1 minute" as Duration.Input,
   drainDeadline: "10 seconds" as Duration.Input,
   stallAfter: "1 minute" as Duration.Input,
+  transactionRecords: 500,
+  transactionInterval: "100 millis" as Duration.Input,
+  transactionTimeout: "30 seconds" as Duration.Input,
+  transactionIdPrefix: "partita",
   deadLetterRetry: Schedule.min([Schedule.exponential("1 second"), Schedule.spaced("30 seconds")]) as Schedule.Schedule<
     unknown,
     unknown
@@ -344,6 +422,12 @@ export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array |
     topics: options.topics,
     ordering,
     delivery: options.delivery ?? "at-least-once",
+    transaction: {
+      records: Math.max(1, options.transaction?.records ?? defaults.transactionRecords),
+      interval: options.transaction?.interval ?? defaults.transactionInterval,
+      timeout: options.transaction?.timeout ?? defaults.transactionTimeout,
+      idPrefix: options.transaction?.idPrefix ?? defaults.transactionIdPrefix,
+    },
     mailboxCapacity: Math.max(1, options.mailbox?.capacity ?? defaults.mailboxCapacity),
     mailboxMaxBytes: Math.max(1, options.mailbox?.maxBytes ?? defaults.mailboxMaxBytes),
     pauseAfter: options.mailbox?.pauseAfter ?? defaults.pauseAfter,

@@ -317,9 +317,22 @@ const policiesDeadLetter = (actor: Actor<unknown>) =>
     policy._tag === "DeadLetter" || (policy._tag === "Retry" && policy.then === "dead-letter")
   )
 
-const validate = (actors: ReadonlyArray<Actor<unknown>>) =>
+const validate = (actors: ReadonlyArray<Actor<unknown>>, transport: Transport["Service"]) =>
   Effect.forEach(actors, (actor) => {
     if (actor.topics.length === 0) return Effect.fail(new InvalidActor({ actor: actor.name, reason: "it names no topics" }))
+    if (actor.delivery === "exactly-once" && !transport.features.transactions) {
+      return Effect.fail(
+        new InvalidActor({ actor: actor.name, reason: `it is exactly-once, and the ${transport.name} transport has no transactions` }),
+      )
+    }
+    if (actor.delivery === "exactly-once" && actor.ordering._tag !== "Partition") {
+      return Effect.fail(
+        new InvalidActor({
+          actor: actor.name,
+          reason: `it is exactly-once with ${actor.ordering._tag} ordering; exactly-once needs partition ordering`,
+        }),
+      )
+    }
     if (actor.deadLetter === undefined && policiesDeadLetter(actor)) {
       return Effect.fail(
         new InvalidActor({ actor: actor.name, reason: "a policy dead-letters records but no deadLetter topic is set" }),
@@ -399,9 +412,9 @@ const launch = (
   Effect.gen(function*() {
     // On Deno, long-lived fibers (one per partition) otherwise keep a resource per suspension.
     yield* Effect.sync(DenoFiberContext.install)
-    yield* validate(actors)
-    const settings = settingsOf(options)
     const transport = yield* Transport
+    yield* validate(actors, transport)
+    const settings = settingsOf(options)
     yield* DeadLetter.ensureTopics(actors, transport)
     // Everything the system owns lives in `systemScope`; the caller's scope closes it through
     // `shutdown`, which bounds the time it may take.
@@ -445,7 +458,7 @@ const launch = (
       }
       return series
     }
-    shared = { state, settings, producer, telemetry: transport.telemetry, durationsFor }
+    shared = { state, settings, producer, telemetry: transport.telemetry, durationsFor, transactional: transport.transactional }
     const ready = shared
 
     // The first join of every group is part of starting: a missing topic fails `start`.

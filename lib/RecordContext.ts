@@ -35,6 +35,13 @@ export class RecordContext extends Context.Service<RecordContext, {
   readonly timestamp: number
   /** 1 on the first try, 2 on the first retry, and so on. */
   readonly attempt: number
+  /**
+   * The guarantee the handler runs under. With `exactly-once`, what it produces through
+   * `Producer` commits with the record's offset in one transaction, but the handler itself may
+   * run again for the same record (after an aborted transaction): keep writes outside Kafka
+   * idempotent, for example keyed by `${topic}/${partition}@${offset}`.
+   */
+  readonly delivery: "at-least-once" | "at-most-once" | "exactly-once"
 }>()("partita/RecordContext") {}
 
 /**

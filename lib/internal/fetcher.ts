@@ -4,7 +4,7 @@
  * partition on the transport, so memory stays bounded whatever the backlog. When the claim's
  * stream ends (revocation, shutdown) or fails, the mailbox ends.
  */
-import { type Duration, Effect, Fiber, Stream } from "effect"
+import { type Duration, Effect, Exit, Fiber, Stream } from "effect"
 import type { ConsumerRecord, PartitionClaim } from "../Transport.ts"
 import type { Mailbox } from "./mailbox.ts"
 import type { OffsetTracker } from "./offsetTracker.ts"
@@ -24,6 +24,11 @@ export interface FetcherDeps {
    * piece: for key lanes, whose records leave the mailbox's bound one by one.
    */
   readonly fill: boolean
+  /**
+   * Records below this offset are dropped: a transport may still deliver what it fetched before
+   * the actor moved its position (an exactly-once actor seeks to its committed offset).
+   */
+  readonly from?: (() => number) | undefined
 }
 
 /**
@@ -47,8 +52,11 @@ export const recordBytes = (record: ConsumerRecord): number => {
 export const run = (deps: FetcherDeps): Effect.Effect<void> => {
   const { claim, mailbox, tracker, hooks, status } = deps
   return claim.records.pipe(
-    Stream.runForEach((batch) =>
+    Stream.runForEach((fetched) =>
       Effect.gen(function*() {
+        const from = deps.from?.()
+        const batch = from === undefined || fetched[0]!.offset >= from ? fetched : fetched.filter((record) => record.offset >= from)
+        if (batch.length === 0) return
         if (hooks.enabled) hooks.onPoll(batch)
         for (const record of batch) tracker.track(record.offset)
         status.position = batch[batch.length - 1]!.offset + 1
@@ -69,7 +77,9 @@ export const run = (deps: FetcherDeps): Effect.Effect<void> => {
       })
     ),
     Effect.catch((error) => Effect.logError(`Fetching ${claim.topic}/${claim.partition} failed: ${error.message}`)),
-    Effect.ensuring(Effect.sync(() => mailbox.end())),
+    // Interrupted, it leaves the mailbox open: whoever interrupts it says what comes next (a stop
+    // ends the mailbox itself; an exactly-once rewind starts a new fetcher on the same mailbox).
+    Effect.onExit((exit) => Exit.hasInterrupts(exit) ? Effect.void : Effect.sync(() => mailbox.end())),
   )
 }
 

@@ -16,6 +16,14 @@ export class OffsetTracker {
     this.next = startOffset
   }
 
+  /** Forgets everything: the partition is handled again from `offset` (an exactly-once rewind). */
+  reset(offset: number): void {
+    this.delivered = []
+    this.head = 0
+    this.completed.clear()
+    this.next = offset
+  }
+
   /** Records handed to the actor, in offset order. */
   track(offset: number): void {
     this.delivered.push(offset)

@@ -14,11 +14,19 @@
  * - dead letters (`deadLetter.ts`) are written before their record counts as done;
  * - telemetry goes through `PartitionHooks` (`partitionTracing.ts` when tracing is on).
  * Whatever ends the actor (revocation, shutdown, interruption), it commits what completed.
+ *
+ * Exactly-once actors commit differently (`partitionTransactions.ts`): the partition's records
+ * are handled in Kafka transactions of up to `transaction.records` records or
+ * `transaction.interval`, each committing the handlers' output with the consumed offset. When a
+ * transaction cannot commit (a failed try that produced, a send refused, a defect, a commit that
+ * failed) the actor rewinds: it aborts the transaction, seeks back to the committed offset and
+ * handles those records again. A fenced transaction ends the actor without a restart; whatever
+ * else ends it (revocation, shutdown, a halting policy) aborts what is open.
  */
 import { Cause, Clock, type Context, Data, Deferred, Duration, Effect, Exit, Fiber, Metric, Schedule } from "effect"
 import type { Actor } from "../Actor.ts"
 import { Producer } from "../Producer.ts"
-import type { ConsumerRecord, PartitionClaim, Subscription } from "../Transport.ts"
+import type { ConsumerRecord, PartitionClaim, Subscription, Transport } from "../Transport.ts"
 import * as Tracing from "../Tracing.ts"
 import * as Committer from "./committer.ts"
 import * as DeadLetter from "./deadLetter.ts"
@@ -30,6 +38,7 @@ import { Mailbox } from "./mailbox.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
 import { noHooks, type PartitionHooks } from "./partitionHooks.ts"
 import * as PartitionTracing from "./partitionTracing.ts"
+import * as PartitionTransactions from "./partitionTransactions.ts"
 import * as Processor from "./processor.ts"
 
 export { describe, messageOf } from "./errorText.ts"
@@ -42,8 +51,11 @@ export interface PartitionStatus {
   readonly group: string
   readonly topic: string
   readonly partition: number
-  /** `blocked`: a dead letter cannot be written (see `deadLetter.ts`); unhealthy until it is. */
-  state: "running" | "retrying" | "paused" | "restarting" | "draining" | "halted" | "stopped" | "failed" | "blocked"
+  /**
+   * `blocked`: a dead letter cannot be written (see `deadLetter.ts`); unhealthy until it is.
+   * `fenced`: exactly-once, another instance owns the partition now; idle until it is revoked.
+   */
+  state: "running" | "retrying" | "paused" | "restarting" | "draining" | "halted" | "stopped" | "failed" | "blocked" | "fenced"
   /** Why the transport is paused for this partition, if it is. */
   readonly pausedFor: Set<Processor.PauseReason>
   processed: number
@@ -134,6 +146,8 @@ export interface Deps<R> {
   readonly telemetry: Readonly<Record<string, string | number>>
   /** This partition's `messaging.process.duration`, kept across restarts and reassignments. */
   readonly durations: DurationHistogram
+  /** Opens transactional producers: exactly-once actors only. */
+  readonly transactional: Transport["Service"]["transactional"]
 }
 
 export interface Control {
@@ -170,6 +184,41 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
       : noHooks
 
+    // ---- exactly-once: the partition's producer first, fencing older owners ---------------------
+    const exactlyOnce = actor.delivery === "exactly-once"
+    const transactions = exactlyOnce
+      ? yield* Effect.orDie(PartitionTransactions.make({
+        transactionalId: PartitionTransactions.transactionalIdOf(actor.transaction.idPrefix, actor.group, claim.topic, claim.partition),
+        group: actor.group,
+        topic: claim.topic,
+        partition: claim.partition,
+        open: deps.transactional,
+        timeout: actor.transaction.timeout,
+        retry: actor.commit.retry,
+        status,
+      }))
+      : undefined
+    /** The committed offset, or where the claim started when the group has none. */
+    const committedOffset = Effect.map(
+      subscription.committed([tp]),
+      (committed) => committed.find((c) => c.topic === tp.topic && c.partition === tp.partition)?.offset ?? claim.startOffset,
+    ).pipe(
+      Effect.tapError((error) => Effect.logWarning(`Reading the committed offset of ${claim.topic}/${claim.partition} failed: ${error.message}`)),
+      Effect.retry({ schedule: actor.commit.retry, while: (error) => error.retriable }),
+      Effect.orDie,
+    )
+    /** Points the claim at `offset`; a claim revoked meanwhile ends its stream, which is all that matters then. */
+    const seekTo = (offset: number) =>
+      Effect.catch(subscription.seek(tp, offset), (error) => Effect.logDebug(`Seek of ${claim.topic}/${claim.partition} to ${offset}: ${error.message}`))
+    let startOffset = claim.startOffset
+    if (transactions !== undefined) {
+      // Read after the producer fenced the old owner: no commit of its can land after this.
+      startOffset = yield* committedOffset
+      if (startOffset !== claim.startOffset) yield* seekTo(startOffset)
+    }
+    /** Exactly-once: where the partition was last pointed; anything fetched from before is stale. */
+    let fetchFrom = startOffset
+
     const mailbox = new Mailbox<ConsumerRecord>(actor.mailboxCapacity, {
       maxBytes: actor.mailboxMaxBytes,
       sizeOf: Fetcher.recordBytes,
@@ -177,11 +226,12 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         status.mailbox = mailbox.size
       },
     })
-    const tracker = new OffsetTracker(claim.startOffset)
+    const tracker = new OffsetTracker(startOffset)
     let stopping: "no" | "drain" | "in-flight" = "no"
     /** Completes when the actor is asked to stop: a halted or stopped actor waits for it. */
     const stopRequested = yield* Deferred.make<void>()
-    status.position = claim.startOffset
+    status.position = startOffset
+    status.committed = startOffset
     status.lastProgress = yield* Clock.currentTimeMillis
 
     // ---- pausing, for any number of reasons at once ------------------------------------------
@@ -201,7 +251,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       ...tp,
       commit: (offset) => hooks.onCommit(offset, subscription.commit([{ ...tp, offset }])),
       committable: () => tracker.committable(),
-      startOffset: claim.startOffset,
+      startOffset,
       interval: actor.commit.interval,
       records: actor.commit.records,
       retry: actor.commit.retry,
@@ -214,6 +264,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     let resuming = false
     const startable = (record: ConsumerRecord) =>
       stopping !== "in-flight" && (!resuming || !tracker.isCompleted(record.offset))
+    /** Exactly-once: where the error policy of records whose transaction was rewound left off. */
+    const carried = new Map<number, Processor.Carried>()
 
     const processor = Processor.make<R>({
       // Key lanes finish records of several chunks at once: each leaves the mailbox's bound when done.
@@ -229,7 +281,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       resumeFor,
       deadLetter: DeadLetter.make({
         actor: actor as Actor<unknown>,
-        producer,
+        // Exactly-once: a dead letter joins the transaction of its record's offset.
+        producer: transactions?.producer ?? producer,
         status,
         around: hooks.onDeadLetter,
         pause: pauseFor("dead-letter"),
@@ -239,6 +292,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       }),
       outcome,
       startable,
+      transactions: transactions === undefined ? undefined : {
+        produced: transactions.produced,
+        carried,
+        rewind: (reason) => Effect.die(new PartitionTransactions.TransactionAborted(reason, undefined)),
+      },
     })
 
     // ---- the processor -------------------------------------------------------------------------
@@ -285,6 +343,65 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         if (mailbox.size === 0) committer.request()
       }
     })
+
+    /**
+     * Exactly-once, in partition order: records go through the open transaction, which commits
+     * with the offset past them once it holds `transaction.records` records or has been open for
+     * `transaction.interval`, whichever comes first, and waits for neither while records keep
+     * coming. A stop returns at once: what is open is aborted (see supervision).
+     */
+    const transactionRecords = actor.transaction.records
+    const transactionInterval = Duration.toMillis(Duration.fromInputUnsafe(actor.transaction.interval))
+    /** Records handled in the open transaction. */
+    let inTransaction = 0
+    const inTransactions = (txns: PartitionTransactions.PartitionTransactions): Effect.Effect<void, Processor.Halted, R> =>
+      Effect.gen(function*() {
+        const commit = Effect.suspend(() => {
+          inTransaction = 0
+          return txns.commit(tracker.committable())
+        })
+        while (true) {
+          if (stopping !== "no") return
+          const openedAt = txns.openedAt
+          const due = openedAt === undefined ? undefined : openedAt + transactionInterval - clock.currentTimeMillisUnsafe()
+          if (due !== undefined && (due <= 0 || inTransaction >= transactionRecords)) {
+            yield* commit
+            continue
+          }
+          const chunk = mailbox.pollHeld(Math.max(1, transactionRecords - inTransaction), false)
+          if (chunk === undefined) {
+            if (due === undefined) {
+              if (Exit.isFailure(yield* Effect.exit(mailbox.available))) return // ended: stopped, or revoked
+            } else {
+              const woke = yield* Effect.raceFirst(Effect.exit(mailbox.available), Effect.as(Effect.sleep(due), "due" as const))
+              if (woke === "due") yield* commit
+              else if (Exit.isFailure(woke)) return
+            }
+            continue
+          }
+          current = chunk
+          yield* resumeWhenRoom
+          yield* Metric.update(consumedHere, chunk.length)
+          // A record whose policy was carried over a rewind runs in a transaction of its own:
+          // what comes before it commits first, so a second failure further on never makes it
+          // (its dead letter, say) run again.
+          const at = carried.size === 0 ? -1 : chunk.findIndex((record) => carried.has(record.offset))
+          if (at < 0) {
+            yield* handleInTransaction(chunk)
+            continue
+          }
+          yield* handleInTransaction(chunk.slice(0, at))
+          yield* commit
+          yield* handleInTransaction([chunk[at]!])
+          yield* commit
+          yield* handleInTransaction(chunk.slice(at + 1))
+        }
+      })
+    const handleInTransaction = (records: ReadonlyArray<ConsumerRecord>) =>
+      records.length === 0 ? Effect.void : Effect.andThen(
+        transactions!.begin,
+        Effect.andThen(processor.inOrder(records), Effect.sync(() => void (inTransaction += records.length))),
+      )
 
     /**
      * By key, or unordered: the dispatcher moves records from the mailbox into key lanes (one
@@ -338,19 +455,70 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         })
       })
 
-    const processing = actor.ordering._tag === "Partition" ? inPartitionOrder : inLanes(actor.ordering.concurrency)
+    const processing = transactions !== undefined
+      ? inTransactions(transactions)
+      : actor.ordering._tag === "Partition"
+      ? inPartitionOrder
+      : inLanes(actor.ordering.concurrency)
+
+    /**
+     * Exactly-once: aborts the open transaction and handles the partition again from its
+     * committed offset, with a new fetcher (what was fetched is from the old position).
+     */
+    const rewind = (txns: PartitionTransactions.PartitionTransactions) =>
+      Effect.gen(function*() {
+        yield* txns.abort
+        inTransaction = 0
+        yield* Fiber.interrupt(fetcherFiber)
+        const offset = yield* committedOffset
+        mailbox.clear()
+        tracker.reset(offset)
+        current = []
+        resuming = false
+        fetchFrom = offset
+        yield* seekTo(offset)
+        status.position = offset
+        if (status.pausedFor.has("mailbox")) yield* resumeFor("mailbox")
+        fetcherFiber = yield* Effect.forkScoped(fetcher)
+        return offset
+      })
 
     // ---- supervision --------------------------------------------------------------------------
     const supervised = Effect.gen(function*() {
-      const provided = Effect.provideService(processing, Producer, producer)
+      // Exactly-once: what handlers produce joins the partition's transaction.
+      const provided = Effect.provideService(processing, Producer, transactions?.producer ?? producer)
       const window = Duration.toMillis(actor.supervision.window)
       const restartTimes: Array<number> = []
       const step = yield* Schedule.toStep(actor.supervision.schedule)
       while (true) {
         const exit = yield* Effect.exit(provided)
-        if (Exit.isSuccess(exit)) return
+        if (Exit.isSuccess(exit)) {
+          // Stopped (revocation, shutdown): the open transaction is the next owner's to redo.
+          if (transactions !== undefined) yield* transactions.abort
+          return
+        }
+        const aborted = transactions === undefined ? undefined : PartitionTransactions.abortedBy(exit.cause)
+        if (aborted !== undefined && transactions !== undefined) {
+          if (aborted.fenced !== undefined) {
+            yield* transactions.abort
+            status.state = "fenced"
+            status.lastError = aborted.fenced.message
+            yield* pauseFor("halted")
+            yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} ended: ${aborted.fenced.message}`)
+            return yield* Deferred.await(stopRequested)
+          }
+          if (stopping !== "no") {
+            yield* transactions.abort
+            return
+          }
+          const offset = yield* rewind(transactions)
+          yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} aborted its transaction and handles again from offset ${offset}: ${aborted.reason}`)
+          continue
+        }
         const halted = Cause.findErrorOption(exit.cause)
         if (halted._tag === "Some") {
+          // What the open transaction holds is before the halting record: the next owner redoes it.
+          if (transactions !== undefined) yield* transactions.abort
           status.state = "halted"
           status.lastError = halted.value.reason
           yield* pauseFor("halted")
@@ -387,7 +555,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           return yield* Deferred.await(stopRequested)
         }
         status.state = "restarting"
-        resuming = true
+        // Exactly-once: what the failed run left open aborts, and the records are handled again.
+        if (transactions !== undefined) yield* rewind(transactions)
+        else resuming = true
         const next = yield* Effect.exit(step(now, exit.cause))
         yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(10))
         status.state = "running"
@@ -404,14 +574,17 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       pauseAfter: actor.pauseAfter,
       pause: pauseFor("mailbox"),
       fill: actor.ordering._tag !== "Partition",
+      from: transactions === undefined ? undefined : () => fetchFrom,
     })
 
-    const fetcherFiber = yield* Effect.forkScoped(fetcher)
+    let fetcherFiber = yield* Effect.forkScoped(fetcher)
     // Handling never waits on the broker for a commit; revocation, shutdown and at-most-once
     // still commit inline.
     yield* Effect.forkScoped(committer.run)
     // Whatever ends this actor, what completed is committed.
     yield* Effect.addFinalizer(() => committer.commitCompleted)
+    // Exactly-once: interrupted mid-transaction (a stop past its deadline), it aborts.
+    if (transactions !== undefined) yield* Effect.addFinalizer(() => transactions.abort)
 
     onControl({
       stop: (mode) =>

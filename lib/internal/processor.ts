@@ -27,7 +27,7 @@ export type PauseReason = "mailbox" | "policy" | "dead-letter" | "halted"
 
 /** What of a partition's status record handling keeps current. */
 export interface HandlingStatus {
-  state: "running" | "retrying" | "paused" | "restarting" | "draining" | "halted" | "stopped" | "failed" | "blocked"
+  state: "running" | "retrying" | "paused" | "restarting" | "draining" | "halted" | "stopped" | "failed" | "blocked" | "fenced"
   processed: number
   failed: number
   retried: number
@@ -57,6 +57,35 @@ export interface ProcessorDeps<R> {
   readonly startable: (record: ConsumerRecord) => boolean
   /** Told when a record is done, however it ended, after the tracker was. */
   readonly onSettled?: ((record: ConsumerRecord) => void) | undefined
+  /** Exactly-once actors: the partition's open transaction, as the error policy needs it. */
+  readonly transactions?: TransactionView | undefined
+}
+
+/** Where a record's error policy left off when its transaction was rewound. */
+export interface Carried {
+  readonly attempt: number
+  readonly retries: number
+  readonly steps: Map<ErrorPolicy, Step>
+  /** Waited before the next try (a retry's or a pause's delay). */
+  readonly delay: Duration.Duration | undefined
+  readonly pause: boolean
+  /** The policy's end, carried out in the new transaction without running the handler again. */
+  readonly terminal: { readonly then: "dead-letter" | "skip"; readonly error: { readonly _tag: string; readonly message?: string } } | undefined
+}
+
+type Step = (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>
+
+/**
+ * What the processor needs of an exactly-once partition's transactions. A failed try whose
+ * output is in the open transaction cannot be retried, dead-lettered or skipped inside it: that
+ * output would commit too. So the policy's next step is carried over (`carried`, by offset), the
+ * transaction is rewound (`rewind` aborts it and the partition is handled again from its
+ * committed offset), and when the record comes round again the step runs in a new transaction.
+ */
+export interface TransactionView {
+  readonly produced: (offset: number) => boolean
+  readonly carried: Map<number, Carried>
+  readonly rewind: (reason: string) => Effect.Effect<never>
 }
 
 export interface Processor<R> {
@@ -100,6 +129,7 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
     headers: record.headers,
     timestamp: record.timestamp,
     attempt,
+    delivery: actor.delivery,
   })
   /** Runs the handler for decoded key and value; the caller puts the record in the context. */
   const runHandler = (record: ConsumerRecord, value: unknown, key: unknown) => {
@@ -167,13 +197,19 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
     )
   }
 
-  /** The first try failed: apply the policy, retrying as it says, until the record is done. */
-  const recover = (record: ConsumerRecord, firstFailure: Cause.Cause<unknown>, started: number): Effect.Effect<void, Halted, R> =>
+  /**
+   * The first try failed: apply the policy, retrying as it says, until the record is done. With
+   * no `firstFailure`, the record's policy goes on where a rewound transaction left it.
+   */
+  const recover = (record: ConsumerRecord, firstFailure: Cause.Cause<unknown> | undefined, started: number): Effect.Effect<void, Halted, R> =>
     Effect.gen(function*() {
       status.lastOutcome = "handled"
-      let attempt = 1
-      let retries = 0
-      const steps = new Map<ErrorPolicy, (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>>()
+      const transactions = deps.transactions
+      const carried = transactions?.carried.get(record.offset)
+      if (carried !== undefined) transactions!.carried.delete(record.offset)
+      let attempt = carried?.attempt ?? 1
+      let retries = carried?.retries ?? 0
+      const steps = carried?.steps ?? new Map<ErrorPolicy, Step>()
       const stepOf = (policy: ErrorPolicy & { readonly schedule: Schedule.Schedule<unknown, unknown> }) =>
         Effect.gen(function*() {
           let step = steps.get(policy)
@@ -205,9 +241,34 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
             ),
           )
           : Effect.fail(new Halted({ reason: describe(error) }))
+      /**
+       * Exactly-once, when this record's failed try produced in the open transaction: carry the
+       * policy's next step over and rewind (undefined when nothing needs to).
+       */
+      const rewindFirst = (next: Omit<Carried, "steps">): Effect.Effect<never> | undefined =>
+        transactions === undefined || !transactions.produced(record.offset) ? undefined : Effect.suspend(() => {
+          transactions.carried.set(record.offset, { ...next, steps })
+          return transactions.rewind(
+            `${record.topic}/${record.partition}@${record.offset} failed on attempt ${attempt} with output in the open transaction; its ${
+              next.terminal === undefined ? "next try" : next.terminal.then
+            } runs in a new transaction`,
+          )
+        })
 
       let cause: Cause.Cause<unknown> | undefined = firstFailure
-      while (true) {
+      if (carried?.terminal !== undefined) {
+        attempt = carried.attempt
+        yield* terminal(carried.terminal.then, carried.terminal.error)
+        cause = undefined
+      } else if (carried !== undefined) {
+        if (carried.delay !== undefined) {
+          status.state = carried.pause ? "paused" : "retrying"
+          if (carried.pause) yield* deps.pauseFor("policy")
+          yield* Effect.sleep(carried.delay)
+        }
+        cause = undefined
+      }
+      while (carried?.terminal === undefined) {
         if (cause === undefined) {
           const exit = yield* Effect.exit(attemptOnce(record, attempt))
           if (Exit.isSuccess(exit)) break
@@ -228,6 +289,10 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
         if (policy._tag === "Retry") {
           const delay = policy.times !== undefined && retries >= policy.times ? undefined : yield* nextDelay(policy, error)
           if (delay === undefined) {
+            if (policy.then !== "halt") {
+              const rewound = rewindFirst({ attempt, retries, delay: undefined, pause: false, terminal: { then: policy.then, error } })
+              if (rewound !== undefined) return yield* rewound
+            }
             yield* terminal(policy.then, error)
             break
           }
@@ -237,6 +302,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
           if (hooks.enabled) {
             yield* hooks.onRecordRetry("retry", { attempt: attempt + 1, delayMillis: Duration.toMillis(delay), error: error._tag })
           }
+          const rewound = rewindFirst({ attempt: attempt + 1, retries: retries + 1, delay, pause: false, terminal: undefined })
+          if (rewound !== undefined) return yield* rewound
           yield* Effect.sleep(delay)
           attempt++
           retries++
@@ -252,14 +319,19 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
           if (hooks.enabled) {
             yield* hooks.onRecordRetry("pause", { attempt: attempt + 1, delayMillis: Duration.toMillis(delay), error: error._tag })
           }
+          const rewound = rewindFirst({ attempt: attempt + 1, retries, delay, pause: true, terminal: undefined })
+          if (rewound !== undefined) return yield* rewound
           yield* deps.pauseFor("policy")
           yield* Effect.sleep(delay)
           attempt++
           continue
         }
-        if (policy._tag === "DeadLetter") yield* terminal("dead-letter", error)
-        else if (policy._tag === "Skip") yield* terminal("skip", error)
-        else yield* terminal("halt", error)
+        if (policy._tag === "DeadLetter" || policy._tag === "Skip") {
+          const then = policy._tag === "DeadLetter" ? "dead-letter" : "skip"
+          const rewound = rewindFirst({ attempt, retries, delay: undefined, pause: false, terminal: { then, error } })
+          if (rewound !== undefined) return yield* rewound
+          yield* terminal(then, error)
+        } else yield* terminal("halt", error)
         break
       }
       yield* deps.resumeFor("policy")
@@ -285,6 +357,7 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
    * goes to `recover`, in the record's context, which provides the context per attempt as usual.
    * In order, a record's start is the end of the one before, so the clock is read once per record.
    */
+  const carried = deps.transactions?.carried
   const inOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.withFiber((fiber) => {
       const base = fiber.context
@@ -315,7 +388,7 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
         if (span !== undefined) spanTime = hooks.onRecordEnd(span, Exit.void, "handled")
         return next()
       }
-      const failed = (cause: Cause.Cause<unknown>): Effect.Effect<void, Halted, R> => {
+      const failed = (cause: Cause.Cause<unknown> | undefined): Effect.Effect<void, Halted, R> => {
         const current = record!
         if (entered !== current) enter(current, open)
         // The policy's retries, events and dead letter run inside the record's span.
@@ -340,6 +413,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
           const span = hooks.enabled ? hooks.onRecordStart(current, spanTime) : undefined
           record = current
           open = span
+          // A record whose transaction was rewound goes on with its policy where it left off.
+          if (carried !== undefined && carried.size > 0 && carried.has(current.offset)) return failed(undefined)
           const attempt = attemptBare(current)
           if (Exit.isExit(attempt)) {
             if (Exit.isFailure(attempt)) return failed(attempt.cause)

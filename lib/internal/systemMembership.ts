@@ -195,6 +195,8 @@ export interface Shared {
   readonly producer: Producer.Producer["Service"]
   readonly telemetry: Readonly<Record<string, string | number>>
   readonly durationsFor: (actor: Actor<unknown>, claim: PartitionClaim) => ReturnType<typeof PartitionActor.registerDurations>
+  /** The transport's transactional producers, for exactly-once actors. */
+  readonly transactional: Transport["Service"]["transactional"]
 }
 
 /** Forks a partition actor for each claim, in the membership's scope. */
@@ -219,6 +221,7 @@ const startPartitions = (shared: Shared, membership: Membership, subscription: S
         status: held.status,
         telemetry: shared.telemetry,
         durations: shared.durationsFor(actor, claim).histogram,
+        transactional: shared.transactional,
       }
       held.fiber = yield* PartitionActor.run(deps, (control) => {
         held.control = control
