@@ -1,8 +1,8 @@
 /**
  * KafkaTransport (Partita's own client) on the three-broker cluster (`scripts/kafka cluster`,
- * replication factor 3, min.insync.replicas 2): the scenario of tests/kafka_cluster.test.ts, where
- * the leader of partition 0 is SIGKILLed mid-stream and started again, with what this client
- * promises beyond kafkajs asserted:
+ * replication factor 3, min.insync.replicas 2): the scenario of tests/kafka_cluster.test.ts
+ * (tests/fixtures/clusterFailover.ts), where the leader of partition 0 is SIGKILLed mid-stream
+ * and started again, with what this client promises beyond kafkajs asserted:
  * - no acknowledged record is lost and none is written twice: the idempotent producer rides the
  *   failover on its own (no send fails, so nothing is sent again by the test) and its retries
  *   never duplicate, so the partitions' high watermarks add up to exactly the records sent, and a
@@ -17,51 +17,33 @@
  * `[cluster own client] bun records=... lost=0 duplicates=0 ... leader_elected_ms=... producer_resumed_ms=... consumer_resumed_ms=...`.
  */
 import assert from "node:assert/strict"
-import process from "node:process"
-import { Duration, Effect, Fiber } from "effect"
-import { Kafka, logLevel } from "kafkajs"
+import { Effect, Fiber } from "effect"
 import * as KafkaTransport from "../lib/KafkaTransport.ts"
-import { type ProducerRecord, Transport } from "../lib/Transport.ts"
+import { Transport } from "../lib/Transport.ts"
 import { eventually } from "./fixtures/actors.ts"
+import {
+  assertFullyReplicated,
+  batch,
+  batchSize,
+  clusterTest,
+  memberTimeouts,
+  partitions,
+  phases,
+  readBack,
+  replication,
+  sendBatches,
+  total,
+  within,
+} from "./fixtures/clusterFailover.ts"
 import { startConsumer } from "./fixtures/consume.ts"
-import { bytes, run, text } from "./fixtures/effect.ts"
-import { KafkaCluster } from "./fixtures/scriptedKafka.ts"
-import { scriptedKafkaTest, uniqueName } from "./fixtures/services.ts"
+import { text } from "./fixtures/effect.ts"
+import { type KafkaCluster, runtimeName } from "./fixtures/scriptedKafka.ts"
+import { uniqueName } from "./fixtures/services.ts"
 
-const runtimeName = (): string =>
-  process.versions["bun"] !== undefined ? "bun" : "Deno" in globalThis ? "deno" : "node"
-
-const partitions = 3
-const batchSize = 10
-/** Batches before the kill, while the leader is down or new, and after the node is back. */
-const phases = { before: 20, during: 40, after: 20 } as const
 /** How soon after the kill the producer and the consumer must be going again. */
 const resumeWithinMs = 10_000
 /** ... and, whatever the cluster's own failover took, how soon after the new leader is known. */
 const afterElectionMs = 2_000
-
-const within = <A, E, R>(seconds: number, what: string, effect: Effect.Effect<A, E, R>) =>
-  Effect.timeoutOrElse(effect, {
-    duration: Duration.seconds(seconds),
-    orElse: () => Effect.die(new Error(`Timed out after ${seconds}s waiting for ${what}`)),
-  })
-
-/**
- * Each partition's leader, replicas and in-sync replicas, through plain kafkajs' admin client
- * (quicker than a JVM of Kafka's TopicCommand, which `cluster.leader` runs).
- */
-const replication = async (brokers: ReadonlyArray<string>, topic: string) => {
-  const admin = new Kafka({ brokers: [...brokers], clientId: "cluster-test", logLevel: logLevel.NOTHING }).admin()
-  await admin.connect()
-  try {
-    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] })
-    return topics[0]!.partitions
-      .map((p) => ({ partition: p.partitionId, leader: p.leader, replicas: p.replicas.length, isr: p.isr.length }))
-      .sort((a, b) => a.partition - b.partition)
-  } finally {
-    await admin.disconnect()
-  }
-}
 
 const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
   Effect.gen(function*() {
@@ -69,11 +51,7 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
     const topic = uniqueName("cluster-own")
     // No replication factor given: the cluster's default (3) applies.
     yield* transport.createTopic({ topic, partitions })
-    const replicas = yield* Effect.promise(() => replication(brokers, topic))
-    assert.deepEqual(
-      replicas.map(({ leader: _, ...rest }) => rest),
-      Array.from({ length: partitions }, (_, partition) => ({ partition, replicas: 3, isr: 3 })),
-    )
+    yield* assertFullyReplicated(brokers, topic)
     const leaderOf0 = (alive: ReadonlyArray<string>) => Effect.promise(() => replication(alive, topic)).pipe(Effect.map((r) => r[0]!.leader))
 
     let killedAt: number | undefined
@@ -85,9 +63,7 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
     const live = yield* startConsumer(transport, {
       group: uniqueName("g-live"),
       topics: [topic],
-      sessionTimeout: "10 seconds",
-      heartbeatInterval: "1 second",
-      rebalanceTimeout: "20 seconds",
+      ...memberTimeouts,
     }, { rejoin: true })
     yield* within(30, "the live consumer's first assignment", live.firstAssignment)
     const watchLive = Effect.suspend(() => {
@@ -101,10 +77,7 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
 
     const acknowledged = new Set<string>()
     const sendBatch = (index: number): Effect.Effect<void, unknown> => {
-      const records: Array<ProducerRecord> = Array.from({ length: batchSize }, (_, i) => {
-        const n = index * batchSize + i
-        return { topic, key: bytes(`k${n}`), value: bytes(`${n}`), partition: n % partitions }
-      })
+      const records = batch(topic, index)
       // No retry here: the producer must ride the failover itself (its delivery timeout is
       // 2 minutes), so a failed send fails the test instead of being sent again.
       return transport.send(records).pipe(
@@ -116,10 +89,8 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
         ),
       )
     }
-    const sendBatches = (from: number, count: number) =>
-      Effect.forEach(Array.from({ length: count }, (_, i) => from + i), sendBatch, { discard: true })
 
-    yield* within(30, "the batches before the kill", sendBatches(0, phases.before))
+    yield* within(30, "the batches before the kill", sendBatches(sendBatch, 0, phases.before))
     const leader = yield* leaderOf0(brokers)
     yield* Effect.promise(() => cluster.kill(leader))
     killedAt = Date.now()
@@ -136,7 +107,7 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
         ),
       )
     }).pipe(Effect.forkScoped)
-    yield* within(60, "the batches while the leader is down", sendBatches(phases.before, phases.during))
+    yield* within(60, "the batches while the leader is down", sendBatches(sendBatch, phases.before, phases.during))
     // Asked of the two nodes still up.
     const newLeader = yield* leaderOf0(alive)
     assert.notEqual(newLeader, leader, `partition 0 moved off the killed node ${leader}`)
@@ -144,9 +115,8 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
     // The node restarts while the last batches go out (its JVM takes 10-20 s to start here,
     // too long to wait for first); partition leaderships may move back to it meanwhile.
     const restarted = yield* Effect.promise(() => cluster.startNode(leader)).pipe(Effect.forkScoped)
-    yield* within(30, "the batches while the node restarts", sendBatches(phases.before + phases.during, phases.after))
+    yield* within(30, "the batches while the node restarts", sendBatches(sendBatch, phases.before + phases.during, phases.after))
 
-    const total = (phases.before + phases.during + phases.after) * batchSize
     assert.equal(acknowledged.size, total, "every batch was acknowledged")
     // What the log holds, whoever reads it: one offset per record sent.
     const described = yield* transport.describeTopic(topic)
@@ -155,9 +125,7 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
     const fresh = yield* startConsumer(transport, {
       group: uniqueName("g-after"),
       topics: [topic],
-      sessionTimeout: "10 seconds",
-      heartbeatInterval: "1 second",
-      rebalanceTimeout: "20 seconds",
+      ...memberTimeouts,
     })
     yield* within(60, `the ${total} acknowledged records`, fresh.receivedAtLeast(total))
     yield* within(60, `the live consumer's ${total} records`, live.receivedAtLeast(total))
@@ -166,10 +134,7 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
     // Bounded by the test's timeout: a start waits for scripts/kafka's lock, which other runs
     // of the shared cluster may hold.
     yield* Fiber.join(restarted)
-    const received = fresh.received.map((record) => text(record.value)!)
-    const distinct = new Set(received)
-    const lost = [...acknowledged].filter((value) => !distinct.has(value))
-    const duplicates = received.length - distinct.size
+    const { distinct, lost, duplicates } = readBack(acknowledged, fresh.received)
     const liveDistinct = new Set(live.received.map((record) => text(record.value)!))
     const producerResumedMs = (producerResumedAt ?? Number.NaN) - killedAt
     const consumerResumedMs = (consumerResumedAt ?? Number.NaN) - killedAt
@@ -192,17 +157,8 @@ const scenario = (cluster: KafkaCluster, brokers: ReadonlyArray<string>) =>
     assert.ok(consumerResumedMs <= bound, `the consumer resumed ${consumerResumedMs} ms after the kill (leader elected after ${electedMs} ms)`)
   })
 
-scriptedKafkaTest(
+clusterTest(
   "KafkaTransport on a three-broker cluster: the leader of partition 0 SIGKILLed mid-stream and restarted, nothing lost or written twice, producer and consumer going again within 10 s",
-  async () => {
-    const cluster = await KafkaCluster.start()
-    try {
-      const brokers = await cluster.brokers()
-      assert.equal(brokers.length, 3)
-      await run(scenario(cluster, brokers), KafkaTransport.layer({ brokers }))
-    } finally {
-      await cluster.stop()
-    }
-  },
-  { timeoutMs: 120_000 },
+  (brokers) => KafkaTransport.layer({ brokers }),
+  scenario,
 )

@@ -6,18 +6,17 @@
  * is tests/kafka_older_broker.test.ts; the broker is started (or, under CI, reused) the same way.
  */
 import assert from "node:assert/strict"
-import { after } from "node:test"
 import { Effect } from "effect"
 import { Kafka, logLevel } from "kafkajs"
 import * as KafkaTransport from "../lib/KafkaTransport.ts"
 import { Transport } from "../lib/Transport.ts"
 import { startConsumer } from "./fixtures/consume.ts"
 import { bytes, run } from "./fixtures/effect.ts"
-import { OlderBroker } from "./fixtures/scriptedKafka.ts"
-import { scriptedKafkaTest, uniqueName } from "./fixtures/services.ts"
+import { olderBrokerTests } from "./fixtures/olderBroker.ts"
+import { uniqueName } from "./fixtures/services.ts"
 import { transportContract } from "./transport_contract.ts"
 
-const version = "3.9"
+const older = olderBrokerTests("3.9")
 
 const describeGroup = async (address: string, group: string) => {
   const admin = new Kafka({ brokers: [address], clientId: "older-broker-test", logLevel: logLevel.NOTHING }).admin()
@@ -31,30 +30,8 @@ const describeGroup = async (address: string, group: string) => {
   }
 }
 
-// Started by the first test that needs it, so that a run without Java skips (or, under CI,
-// fails) instead of failing in a hook; stopped once the file's tests are done.
-let started: Promise<OlderBroker> | undefined
-let broker: OlderBroker | undefined
-const olderBroker = (): Promise<OlderBroker> => {
-  started ??= OlderBroker.start(version).then((b) => (broker = b))
-  return started
-}
-after(async () => {
-  // A start still under way is waited for, so that its broker is stopped too.
-  await started?.catch(() => undefined)
-  await broker?.stop()
-})
-
-// The broker's start (about 15-30 s on a busy machine) falls in the first test's time.
-const declare = (name: string, body: () => Promise<void>) =>
-  scriptedKafkaTest(name, async () => {
-    await olderBroker()
-    await body()
-  }, { timeoutMs: 120_000 })
-
-declare(`the older broker runs Kafka ${version}, and a KafkaTransport subscription on it joins with the classic protocol`, async () => {
-  const running = (await olderBroker()).runningVersion()
-  assert.ok(running.startsWith(`${version}.`), `the broker logged Kafka version ${running}, not ${version}.x`)
+older.test(`the older broker runs Kafka ${older.version}, and a KafkaTransport subscription on it joins with the classic protocol`, async () => {
+  older.assertRunningVersion()
   // 3.9 has no ConsumerGroupHeartbeat: the default protocol must fall back to classic, with the
   // cooperative-sticky assignor, as the broker itself reports the group (through kafkajs' admin).
   const topic = uniqueName("older-classic")
@@ -68,19 +45,16 @@ declare(`the older broker runs Kafka ${version}, and a KafkaTransport subscripti
       yield* consumer.receivedAtLeast(1).pipe(
         Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.die(new Error("No record arrived in 30 s")) }),
       )
-      return yield* Effect.promise(() => describeGroup(broker!.address, group))
+      return yield* Effect.promise(() => describeGroup(older.broker().address, group))
     }),
-    KafkaTransport.layer({ brokers: [broker!.address] }),
+    KafkaTransport.layer({ brokers: [older.broker().address] }),
   )
   assert.deepEqual(described, { state: "Stable", protocolType: "consumer", protocol: "cooperative-sticky", members: 1 })
 })
 
 transportContract({
-  name: `kafka (own client) on Kafka ${version}`,
+  name: `kafka (own client) on Kafka ${older.version}`,
   features: { transactions: false, faultInjection: false, clockDriven: false },
-  layer: () => {
-    if (broker === undefined) throw new Error(`The Kafka ${version} broker has not started`)
-    return KafkaTransport.layer({ brokers: [broker.address] })
-  },
-  test: declare,
+  layer: () => KafkaTransport.layer({ brokers: [older.broker().address] }),
+  test: older.test,
 })
