@@ -26,3 +26,17 @@ test("The README shows the quick-start example exactly as CI runs it", () => {
   const source = readFileSync(quickstart, "utf8").trim()
   assert.ok(readme.includes("```ts\n" + source + "\n```"), "README.md's quick look is actors/quickstart/main.ts, verbatim")
 })
+
+test("The exactly-once example's output appears once per order although a handler died after producing", async () => {
+  const child = startChild(new URL("actors/exactly_once/main.ts", root).pathname, { NO_COLOR: "1" })
+  try {
+    assert.equal(await child.exited, 0, child.stderr())
+  } finally {
+    await child.stop()
+  }
+  const summary = child.lines.find((line) => line.includes("orders in: 20"))
+  assert.ok(summary !== undefined, child.lines.join("\n"))
+  assert.match(summary, /priced orders out: 20, 20 distinct; ledger rows: 20; handler runs: (\d+)/)
+  // The records of the aborted transaction ran again: more runs than orders.
+  assert.ok(Number(/handler runs: (\d+)/.exec(summary)![1]) > 20, summary)
+})
