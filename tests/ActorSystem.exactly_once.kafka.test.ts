@@ -4,13 +4,17 @@
  * transactions' offsets also carry the member's generation (KIP-447); on `KafkaJsTransport` the
  * partition's transactional id alone fences an old owner.
  */
-import type { Layer } from "effect"
+import assert from "node:assert/strict"
+import { Effect, type Layer } from "effect"
 import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import * as KafkaTransport from "../lib/KafkaTransport.ts"
-import type { Transport } from "../lib/Transport.ts"
-import { run } from "./fixtures/effect.ts"
+import { Transport } from "../lib/Transport.ts"
+import { eventually, sendJson } from "./fixtures/actors.ts"
+import { type Child, startChild } from "./fixtures/child.ts"
+import { startConsumer } from "./fixtures/consume.ts"
+import { run, text } from "./fixtures/effect.ts"
 import { exactlyOnceCases } from "./fixtures/exactlyOnce.ts"
-import { kafkaTest } from "./fixtures/services.ts"
+import { kafkaTest, uniqueName } from "./fixtures/services.ts"
 
 const transports: ReadonlyArray<readonly [name: string, layer: (brokers: ReadonlyArray<string>) => Layer.Layer<Transport, unknown>]> = [
   ["KafkaTransport", (brokers) => KafkaTransport.layer({ brokers: [...brokers], clientId: "eos-tests" })],
@@ -32,3 +36,48 @@ for (const [name, layer] of transports) {
     patience: 60,
   })
 }
+
+const appFile = new URL("./fixtures/actor_app.ts", import.meta.url).pathname
+const handledCount = (child: Child) => child.lines.filter((line) => line.startsWith("handled ")).length
+
+kafkaTest("exactly-once: an app SIGKILLed twice mid-stream, then two instances sharing its group, write each output once", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const input = uniqueName("eos-kill-in")
+      const out = uniqueName("eos-kill-out")
+      yield* transport.createTopic({ topic: input, partitions: 3 })
+      yield* transport.createTopic({ topic: out, partitions: 3 })
+      yield* sendJson(input, Array.from({ length: 1500 }, (_, id) => ({ key: `k${id}`, value: { id } })))
+      // A read-committed reader from the start: a duplicate would arrive as a second copy.
+      const reader = yield* startConsumer(transport, { group: uniqueName("eos-kill-reader"), topics: [out] })
+      const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: input, GROUP: uniqueName("eos-kill"), HANDLE_MILLIS: "2", OUTPUT: out }
+      const children: Array<Child> = []
+      yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all(children.map((child) => child.stop()))))
+      const start = () => {
+        const child = startChild(appFile, env)
+        children.push(child)
+        return child
+      }
+      for (let kill = 0; kill < 2; kill++) {
+        const child = start()
+        yield* Effect.promise(() => child.waitForLine(/^handled /, 60_000))
+        const before = handledCount(child)
+        yield* eventually(60, "a few hundred more records handled", () => handledCount(child) >= before + 200)
+        child.kill("SIGKILL")
+        assert.equal(yield* Effect.promise(() => child.exited), "SIGKILL")
+      }
+      start()
+      start()
+      const ids = () => reader.received.map((record) => (JSON.parse(text(record.value)!) as { id: number }).id)
+      yield* eventually(120, "every input's output", () => new Set(ids()).size >= 1500)
+      // Anything still on its way (an aborted transaction's records never come) has had time.
+      yield* Effect.sleep("2 seconds")
+      const seen = ids()
+      assert.equal(new Set(seen).size, 1500, "every output")
+      assert.equal(seen.length, 1500, `each once (${seen.length - new Set(seen).size} duplicates)`)
+      const handled = children.reduce((sum, child) => sum + handledCount(child), 0)
+      assert.ok(handled >= 1500, `handled ${handled}`)
+    }),
+    KafkaTransport.layer({ brokers: [...brokers], clientId: "eos-kill-tests" }),
+  ), { timeoutMs: 240_000 })
