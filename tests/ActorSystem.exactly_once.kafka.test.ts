@@ -81,3 +81,35 @@ kafkaTest("exactly-once: an app SIGKILLed twice mid-stream, then two instances s
     }),
     KafkaTransport.layer({ brokers: [...brokers], clientId: "eos-kill-tests" }),
   ), { timeoutMs: 240_000 })
+
+kafkaTest("exactly-once: an app frozen (SIGSTOP) mid-transaction while its partitions move, then thawed, never commits what the new owner redid: each output once", (brokers) =>
+  run(
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const input = uniqueName("eos-zombie-in")
+      const out = uniqueName("eos-zombie-out")
+      yield* transport.createTopic({ topic: input, partitions: 2 })
+      yield* transport.createTopic({ topic: out, partitions: 2 })
+      yield* sendJson(input, Array.from({ length: 1200 }, (_, id) => ({ key: `k${id}`, value: { id } })))
+      const reader = yield* startConsumer(transport, { group: uniqueName("eos-zombie-reader"), topics: [out] })
+      const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: input, GROUP: uniqueName("eos-zombie"), HANDLE_MILLIS: "3", OUTPUT: out }
+      const zombie = startChild(appFile, env)
+      const owner = startChild(appFile, env)
+      yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all([zombie.stop(), owner.stop()])))
+      yield* Effect.promise(() => zombie.waitForLine(/^handled /, 60_000))
+      const frozenAt = handledCount(zombie)
+      zombie.kill("SIGSTOP")
+      // Its session runs out; the group moves its partitions to the other instance, whose
+      // producers fence the frozen one's transactional ids.
+      yield* eventually(90, "the other instance to handle 300 records", () => handledCount(owner) >= 300)
+      zombie.kill("SIGCONT")
+      const ids = () => reader.received.map((record) => (JSON.parse(text(record.value)!) as { id: number }).id)
+      yield* eventually(120, "every input's output", () => new Set(ids()).size >= 1200)
+      yield* Effect.sleep("2 seconds")
+      const seen = ids()
+      assert.equal(new Set(seen).size, 1200, "every output")
+      assert.equal(seen.length, 1200, `each once (${seen.length - new Set(seen).size} duplicates)`)
+      assert.ok(handledCount(zombie) >= frozenAt, "the frozen instance ran on after the thaw")
+    }),
+    KafkaTransport.layer({ brokers: [...brokers], clientId: "eos-zombie-tests" }),
+  ), { timeoutMs: 240_000 })
