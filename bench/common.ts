@@ -724,6 +724,21 @@ export const instrument = (
         resume: subscription.resume,
         seek: subscription.seek,
       })),
+    // Exactly-once actors commit their offsets in transactions: counted once a commit returns.
+    transactional: (transactionalId) =>
+      Effect.map(transport.transactional(transactionalId), (producer): Transport.TransactionalProducer => ({
+        transactionalId: producer.transactionalId,
+        begin: Effect.map(producer.begin, (transaction): Transport.Transaction => {
+          const sent: Array<readonly [string, ReadonlyArray<Transport.OffsetCommit>]> = []
+          return {
+            send: transaction.send,
+            sendOffsets: (group, offsets) =>
+              Effect.tap(transaction.sendOffsets(group, offsets), () => Effect.sync(() => void sent.push([group, offsets]))),
+            commit: Effect.tap(transaction.commit, () => Effect.sync(() => sent.forEach(([group, offsets]) => onCommit(group, offsets)))),
+            abort: transaction.abort,
+          }
+        }),
+      })),
   })
   return {
     transport: wrapped,
@@ -917,6 +932,8 @@ export const consumeWithActors = <V>(
     readonly value: Producer.CodecOrSchema<V>
     /** Anything else of the actor's options (mailbox, commit), to try a setting. */
     readonly actor?: Partial<Actor.Options<V, Uint8Array | null, never, never>> | undefined
+    /** What the handler does with each value before it counts it (default nothing). */
+    readonly work?: ((value: V) => Effect.Effect<void, never, Producer.Producer>) | undefined
   },
 ): Effect.Effect<Measurement, unknown, Scope.Scope> =>
   Effect.gen(function* () {
@@ -930,10 +947,12 @@ export const consumeWithActors = <V>(
       group,
       topics: [topic],
       value: options.value,
-      handle: () =>
-        Effect.sync(() => {
+      handle: (value: V) => {
+        const count = Effect.sync(() => {
           if (++handled === total) Deferred.doneUnsafe(handledAll, Exit.void)
-        }),
+        })
+        return options.work === undefined ? count : Effect.andThen(options.work(value), count)
+      },
       onError: { default: ErrorPolicy.halt },
       ...options.actor,
     })

@@ -470,7 +470,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         yield* txns.abort
         inTransaction = 0
         yield* Fiber.interrupt(fetcherFiber)
-        const offset = yield* committedOffset
+        // What this actor committed itself counts even if the group does not show it yet
+        // (kafkajs reads offsets without waiting for transactions to settle).
+        const offset = Math.max(yield* committedOffset, status.committed)
         mailbox.clear()
         tracker.reset(offset)
         current = []
