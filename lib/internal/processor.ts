@@ -12,12 +12,13 @@ import { type Actor, DecodeError, HandlerTimeout } from "../Actor.ts"
 import type { CodecError } from "../Codec.ts"
 import type { ErrorPolicy } from "../ErrorPolicy.ts"
 import { RecordContext } from "../RecordContext.ts"
-import type { ConsumerRecord } from "../Transport.ts"
+import type { ConsumerRecord, Header } from "../Transport.ts"
 import type { Committer } from "./committer.ts"
 import type { DurationHistogram } from "./durationHistogram.ts"
 import { describe } from "./errorText.ts"
 import type { OffsetTracker } from "./offsetTracker.ts"
 import type { PartitionHooks, RecordOutcome } from "./partitionHooks.ts"
+import * as SyncEffect from "./syncEffect.ts"
 
 /** Raised when a policy halts the partition: the actor stops and commits nothing past the record. */
 export class Halted extends Data.TaggedError("Halted")<{ readonly reason: string }> {}
@@ -66,6 +67,42 @@ export interface Processor<R> {
   readonly inOrder: (records: ReadonlyArray<ConsumerRecord>) => Effect.Effect<void, Halted, R>
 }
 
+/**
+ * `RecordContext`'s value: the record's key and headers are read from the record when the
+ * handler asks. A record of Partita's own Kafka client decodes them from its batch's bytes on
+ * access (a key view, a headers array), and most handlers never read them from the context:
+ * copying them into a plain object per record cost more than a no-op handler. The record is
+ * immutable, so a handler that keeps this object (or forks a fiber that reads it later) sees
+ * the same values whenever it reads them.
+ */
+type RecordContextValue = RecordContext["Service"]
+class RecordInContext implements RecordContextValue {
+  readonly actor: string
+  readonly group: string
+  readonly topic: string
+  readonly partition: number
+  readonly offset: number
+  readonly timestamp: number
+  readonly attempt: number
+  readonly #record: ConsumerRecord
+  constructor(actor: string, group: string, record: ConsumerRecord, attempt: number) {
+    this.actor = actor
+    this.group = group
+    this.topic = record.topic
+    this.partition = record.partition
+    this.offset = record.offset
+    this.timestamp = record.timestamp
+    this.attempt = attempt
+    this.#record = record
+  }
+  get key(): Uint8Array | null {
+    return this.#record.key
+  }
+  get headers(): ReadonlyArray<Header> {
+    return this.#record.headers
+  }
+}
+
 export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
   const { actor, status, clock, hooks, tracker, committer, startable, onSettled } = deps
 
@@ -90,17 +127,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       }),
     )
   /** What `RecordContext` holds while `record` is handled, on try number `attempt`. */
-  const contextOf = (record: ConsumerRecord, attempt: number): RecordContext["Service"] => ({
-    actor: actor.name,
-    group: actor.group,
-    topic: record.topic,
-    partition: record.partition,
-    offset: record.offset,
-    key: record.key,
-    headers: record.headers,
-    timestamp: record.timestamp,
-    attempt,
-  })
+  const contextOf = (record: ConsumerRecord, attempt: number): RecordContext["Service"] =>
+    new RecordInContext(actor.name, actor.group, record, attempt)
   /** Runs the handler for decoded key and value; the caller puts the record in the context. */
   const runHandler = (record: ConsumerRecord, value: unknown, key: unknown) => {
     const handled = actor.handle(value, key)
@@ -268,6 +296,19 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
     })
 
   /**
+   * Runs an `Effect.sync` handler's thunk as the fiber's run loop would: a throw is a defect.
+   * (The one try/catch here: it stands in for the run loop's own, around the same call.)
+   */
+  const runThunk = (thunk: () => unknown): Cause.Cause<never> | undefined => {
+    try {
+      thunk()
+      return undefined
+    } catch (error) {
+      return Cause.die(error)
+    }
+  }
+
+  /**
    * Handles records one after another in the current fiber: the hot path of `partition` and
    * `byKey` ordering. A loop, not a generator, so a record costs as few fiber steps as its handler
    * needs:
@@ -288,6 +329,9 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
   const inOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.withFiber((fiber) => {
       const base = fiber.context
+      // A tracer that runs every primitive in its own context (`Tracer.context`, e.g. one
+      // propagating an async context) must see the handler's thunk run: no direct calls then.
+      const direct = Context.get(base, Tracer.Tracer).context === undefined
       // The record's context on a flat copy of the fiber's: each record's context is new to the
       // fiber (a new span, when traced), and reading its settings walks every layer added on top.
       const flat = Context.makeUnsafe(base.mapUnsafe)
@@ -350,7 +394,16 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
             continue
           }
           enter(current, span)
-          return Effect.matchCauseEffect(attempt, afterHandler)
+          const thunk = direct ? SyncEffect.thunkOf(attempt) : undefined
+          if (thunk === undefined) return Effect.matchCauseEffect(attempt, afterHandler)
+          // An `Effect.sync` handler: its thunk runs here, in the record's context, as the fiber
+          // would run it, and the record ends in this step (see syncEffect.ts).
+          const defect = runThunk(thunk)
+          if (defect !== undefined) return failed(defect)
+          started = settleUnsafe(current, started)
+          record = undefined
+          open = undefined
+          if (span !== undefined) spanTime = hooks.onRecordEnd(span, Exit.void, "handled")
         }
         if (entered !== undefined) {
           fiber.setContext(base)

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Clock, Data, Effect, Exit, Fiber, References, Schedule, Schema } from "effect"
+import { Clock, Data, Effect, Exit, Fiber, References, Schedule, Schema, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../../lib/Actor.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
@@ -130,6 +130,77 @@ test("Processor.inOrder: handlers that answer at once (an Exit) and handlers tha
     assert.equal(tracker.committable(), 9)
     assert.deepEqual(settled, [0, 1, 2, 3, 4, 5, 6, 7, 8])
     assert.equal((yield* Effect.serviceOption(RecordContext))._tag, "None", "the fiber's own context is back")
+  })))
+
+test("Processor.inOrder: Effect.sync handlers, run in the loop itself, mix with handlers that run, in order; a throwing thunk is a defect", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<string> = []
+    const { processor, status, tracker, settled, records } = yield* setUp(
+      (value) =>
+        value.id % 2 === 0
+          ? Effect.sync(() => void seen.push(`sync ${value.id}`))
+          : Effect.map(RecordContext, (record) => void seen.push(`${record.offset}:${value.id}:${record.attempt}`)),
+      { default: ErrorPolicy.halt },
+    )
+    yield* processor.inOrder(records(5))
+    assert.deepEqual(seen, ["sync 0", "1:1:1", "sync 2", "3:3:1", "sync 4"])
+    assert.equal(status.processed, 5)
+    assert.equal(tracker.committable(), 5)
+    assert.deepEqual(settled, [0, 1, 2, 3, 4])
+    assert.equal((yield* Effect.serviceOption(RecordContext))._tag, "None", "the fiber's own context is back")
+
+    const calls: Array<number> = []
+    const dying = yield* setUp((value) =>
+      Effect.sync(() => {
+        calls.push(value.id)
+        if (value.id === 1) throw new Error("boom")
+      }), { default: ErrorPolicy.skip })
+    const exit = yield* Effect.exit(dying.processor.inOrder(dying.records(3)))
+    assert.ok(Exit.isFailure(exit) && exit.cause.reasons.some((reason) => reason._tag === "Die"), "a defect, not the skip policy")
+    assert.deepEqual(calls, [0, 1], "run once each, nothing after the defect")
+    assert.equal(dying.status.skipped, 0)
+    assert.deepEqual(dying.settled, [0])
+  })))
+
+test("Processor.inOrder: with a tracer that runs every primitive in its own context, Effect.sync handlers run in it", () =>
+  quietly(Effect.gen(function*() {
+    let inTracer = false
+    const tracer = Tracer.make({
+      span: (options) => Tracer.nativeTracer.span(options),
+      context: (primitive, fiber) => {
+        const outer = inTracer
+        inTracer = true
+        try {
+          return primitive["~effect/Effect/evaluate"](fiber)
+        } finally {
+          inTracer = outer
+        }
+      },
+    })
+    const ran: Array<boolean> = []
+    const { processor, status, records } = yield* setUp(() => Effect.sync(() => void ran.push(inTracer)), { default: ErrorPolicy.halt })
+    yield* Effect.provideService(processor.inOrder(records(3)), Tracer.Tracer, tracer)
+    assert.deepEqual(ran, [true, true, true])
+    assert.equal(status.processed, 3)
+  })))
+
+test("Processor: RecordContext's key and headers are the record's", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<unknown> = []
+    const { processor, tracker } = yield* setUp(
+      () => Effect.map(RecordContext, (record) => void seen.push({ ...record, key: record.key, headers: record.headers })),
+      { default: ErrorPolicy.halt },
+    )
+    tracker.track(0)
+    tracker.track(1)
+    const key = bytes("k")
+    const headers = [{ key: "h", value: bytes("v") }]
+    yield* processor.inOrder([{ ...recordOf(0, { id: 0 }), key, headers, timestamp: 7 }])
+    yield* processor.handle({ ...recordOf(1, { id: 1 }), key: null, headers: [], timestamp: 8 })
+    assert.deepEqual(seen, [
+      { actor: "p", group: "p", topic: "t", partition: 0, offset: 0, key, headers, timestamp: 7, attempt: 1 },
+      { actor: "p", group: "p", topic: "t", partition: 0, offset: 1, key: null, headers: [], timestamp: 8, attempt: 1 },
+    ])
   })))
 
 test("Processor.inOrder: a handler failing at once (an Exit) is retried in the record's context, attempt 2", () =>
