@@ -9,7 +9,7 @@
  */
 import { Cause, type Clock, Context, Data, Duration, Effect, Exit, Schedule, Tracer } from "effect"
 import { type Actor, DecodeError, HandlerTimeout } from "../Actor.ts"
-import type { CodecError } from "../Codec.ts"
+import * as Codec from "../Codec.ts"
 import type { ErrorPolicy } from "../ErrorPolicy.ts"
 import { RecordContext } from "../RecordContext.ts"
 import type { ConsumerRecord, Header } from "../Transport.ts"
@@ -106,7 +106,7 @@ class RecordInContext implements RecordContextValue {
 export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
   const { actor, status, clock, hooks, tracker, committer, startable, onSettled } = deps
 
-  const decodeFailed = (record: ConsumerRecord, part: "key" | "value") => (error: CodecError) =>
+  const decodeFailed = (record: ConsumerRecord, part: "key" | "value") => (error: Codec.CodecError) =>
     new DecodeError({
       topic: record.topic,
       partition: record.partition,
@@ -143,6 +143,7 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
    * per record off the hot path.
    */
   const attemptBare = (record: ConsumerRecord): Effect.Effect<void, unknown, R> => {
+    if (bytesOnly) return runHandler(record, record.value, record.key)
     const value = actor.decodeValue(record.value)
     const key = actor.decodeKey(record.key)
     if (Exit.isExit(value) && Exit.isExit(key)) {
@@ -154,6 +155,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       Effect.flatMap(Effect.mapError(key, decodeFailed(record, "key")), (decodedKey) =>
         runHandler(record, decodedValue, decodedKey)))
   }
+  /** `Codec.bytes` for both, the default key's and the raw value's: nothing to decode, nothing can fail. */
+  const bytesOnly = actor.decodeValue === Codec.bytes.decode && actor.decodeKey === Codec.bytes.decode
   /** One try with the record in the handler's context. */
   const attemptOnce = (record: ConsumerRecord, attempt: number): Effect.Effect<void, unknown, R> =>
     Effect.provideService(attemptBare(record), RecordContext, contextOf(record, attempt))
@@ -385,7 +388,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
           record = current
           open = span
           const attempt = attemptBare(current)
-          if (Exit.isExit(attempt)) {
+          const thunk = direct ? SyncEffect.thunkOf(attempt) : undefined
+          if (thunk === undefined && Exit.isExit(attempt)) {
             if (Exit.isFailure(attempt)) return failed(attempt.cause)
             started = settleUnsafe(current, started)
             record = undefined
@@ -394,7 +398,6 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
             continue
           }
           enter(current, span)
-          const thunk = direct ? SyncEffect.thunkOf(attempt) : undefined
           if (thunk === undefined) return Effect.matchCauseEffect(attempt, afterHandler)
           // An `Effect.sync` handler: its thunk runs here, in the record's context, as the fiber
           // would run it, and the record ends in this step (see syncEffect.ts).

@@ -3,6 +3,7 @@ import { test } from "node:test"
 import { Clock, Data, Effect, Exit, Fiber, References, Schedule, Schema, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../../lib/Actor.ts"
+import * as Codec from "../../lib/Codec.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
 import * as Committer from "../../lib/internal/committer.ts"
 import { DurationHistogram } from "../../lib/internal/durationHistogram.ts"
@@ -34,13 +35,18 @@ const setUp = (
   // Handlers read RecordContext, which the processor provides per record.
   handle: (value: { readonly id: number }) => Effect.Effect<void, StoreError, RecordContext>,
   onError: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["onError"],
-  options: { readonly startable?: (record: ConsumerRecord) => boolean; readonly handlerTimeout?: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["handlerTimeout"] } = {},
+  options: {
+    readonly startable?: (record: ConsumerRecord) => boolean
+    readonly handlerTimeout?: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["handlerTimeout"]
+    /** Values as raw bytes (`Codec.bytes`) instead of the JSON schema: the handler gets the record's bytes. */
+    readonly rawValues?: boolean
+  } = {},
 ) =>
   Effect.gen(function*() {
     const actor = Actor.make({
       name: "p",
       topics: ["t"],
-      value: Schema.Struct({ id: Schema.Number }),
+      value: (options.rawValues === true ? Codec.bytes : Schema.Struct({ id: Schema.Number })) as Schema.Struct<{ id: typeof Schema.Number }>,
       handle: handle as (value: { readonly id: number }) => Effect.Effect<void, StoreError>,
       onError,
       handlerTimeout: options.handlerTimeout,
@@ -182,6 +188,22 @@ test("Processor.inOrder: with a tracer that runs every primitive in its own cont
     yield* Effect.provideService(processor.inOrder(records(3)), Tracer.Tracer, tracer)
     assert.deepEqual(ran, [true, true, true])
     assert.equal(status.processed, 3)
+  })))
+
+test("Processor: with raw bytes for key and value (nothing to decode), the handler gets the record's own bytes", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<unknown> = []
+    const { processor, status, records } = yield* setUp(
+      ((value: Uint8Array | null, key: Uint8Array | null) => Effect.sync(() => void seen.push([value, key]))) as never,
+      { default: ErrorPolicy.halt },
+      { rawValues: true },
+    )
+    const chunk = records(2)
+    yield* processor.inOrder(chunk)
+    assert.deepEqual(seen, chunk.map((record) => [record.value, null]))
+    assert.equal(seen.length, 2)
+    assert.ok((seen[0] as Array<unknown>)[0] === chunk[0]!.value, "the same bytes, not a copy")
+    assert.equal(status.processed, 2)
   })))
 
 test("Processor: RecordContext's key and headers are the record's", () =>
