@@ -77,6 +77,7 @@ const setUp = (
       status: { committed: 0, lastError: undefined },
       attributes: {},
     })
+    const durations = new DurationHistogram([0.001, 1])
     const processor = Processor.make<never>({
       actor,
       status,
@@ -84,7 +85,7 @@ const setUp = (
       hooks: noHooks,
       tracker,
       committer,
-      durations: new DurationHistogram([0.001, 1]),
+      durations,
       pauseFor: (reason) => Effect.sync(() => paused.push(`pause ${reason}`)),
       resumeFor: (reason) => Effect.sync(() => paused.push(`resume ${reason}`)),
       deadLetter: (record, error, attempts) => Effect.sync(() => paused.push(`letter ${record.offset} ${error._tag} ${attempts}`)),
@@ -97,7 +98,7 @@ const setUp = (
         tracker.track(offset)
         return recordOf(offset, { id: offset })
       })
-    return { processor, status, tracker, settled, paused, records }
+    return { processor, status, tracker, settled, paused, records, durations }
   })
 
 test("Processor.inOrder handles records in order with each in RecordContext, and books each one done", () =>
@@ -205,6 +206,23 @@ test("Processor: with raw bytes for key and value (nothing to decode), the handl
     assert.ok((seen[0] as Array<unknown>)[0] === chunk[0]!.value, "the same bytes, not a copy")
     assert.equal(status.processed, 2)
   })))
+
+test("Processor.inOrder books every record's duration: those ended in the loop's own step share its time, one that runs has its own", () =>
+  quietly(Effect.gen(function*() {
+    const { processor, status, durations, records } = yield* setUp(
+      (value) => value.id === 2 ? Effect.sleep("2 seconds") : Effect.sync(() => {}),
+      { default: ErrorPolicy.halt },
+    )
+    const fiber = yield* Effect.forkChild(processor.inOrder(records(5)))
+    yield* TestClock.adjust("2 seconds")
+    yield* Fiber.join(fiber)
+    const state = durations.state()
+    assert.equal(state.count, 5)
+    assert.equal(state.sum, 2, "4 records in no time, one in 2 s")
+    assert.equal(state.max, 2)
+    assert.equal(status.processed, 5)
+    assert.equal(status.lastProgress, 2000, "the last record's end, on the test clock")
+  }).pipe(Effect.provide(TestClock.layer()))))
 
 test("Processor: RecordContext's key and headers are the record's", () =>
   quietly(Effect.gen(function*() {
