@@ -319,15 +319,18 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
    *   it returns is a description, which reads the context only when it runs. When that is
    *   already an `Exit` (a handler answering `Effect.void` or `Exit.succeed`, a failed decode),
    *   the record ends in the same synchronous step, with no fiber step and no context at all;
+   * - when it is an `Effect.sync` (and no tracer wraps each primitive in its own context), the
+   *   loop calls its thunk itself: the record ends in the same step too, with no context either;
    * - otherwise the record (and its span, if the hooks gave one) goes into the fiber's context
    *   with one `setContext`, where `provideService` per record would cost several effects and an
    *   exit hook each, and the handler runs under one `matchCauseEffect`, whose success goes on
    *   with the next records. Between two records no effect runs, so the fiber's own context is
    *   put back only after a recovery and when the loop ends, however it ends.
-   * Records whose handlers answer an `Exit` run without an interruption point between them: at
-   * most a chunk (1000 records by default) of work that has already ended. A failed first try
-   * goes to `recover`, in the record's context, which provides the context per attempt as usual.
-   * In order, a record's start is the end of the one before, so the clock is read once per record.
+   * Records whose handlers answer an `Exit` or an `Effect.sync` run without an interruption point
+   * between them: at most a chunk (1000 records by default) of synchronous work, as one fiber
+   * step. A failed first try goes to `recover`, in the record's context, which provides the
+   * context per attempt as usual. In order, a record's start is the end of the one before, so the
+   * clock is read once per record that runs, and once per run of records that ended in the step.
    */
   const inOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.withFiber((fiber) => {
@@ -424,13 +427,21 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
             endedHere(current, span)
             continue
           }
-          enter(current, span)
           if (thunk === undefined) {
+            enter(current, span)
             clockIn()
             return Effect.matchCauseEffect(attempt, afterHandler)
           }
-          // An `Effect.sync` handler: its thunk runs here, in the record's context, as the fiber
-          // would run it, and the record ends in this step (see syncEffect.ts).
+          // An `Effect.sync` handler: its thunk runs here, as the fiber would run it, and the record
+          // ends in this step (see syncEffect.ts). Without the record in the fiber's context: a
+          // thunk cannot read the context (`yield* RecordContext` is an effect, and `Effect.run*`
+          // inside it starts from an empty one); only `Fiber.getCurrent()` would show it, and
+          // then it shows the fiber's own, not an earlier record's. Putting it there per record
+          // was a third of what such a record allocated. A failure enters it, for the policy.
+          if (entered !== undefined) {
+            fiber.setContext(base)
+            entered = undefined
+          }
           const defect = runThunk(thunk)
           if (defect !== undefined) {
             clockIn()

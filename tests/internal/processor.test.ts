@@ -1,6 +1,6 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Clock, Data, Effect, Exit, Fiber, References, Schedule, Schema, Tracer } from "effect"
+import { Clock, Context, Data, Effect, Exit, Fiber, References, Schedule, Schema, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../../lib/Actor.ts"
 import * as Codec from "../../lib/Codec.ts"
@@ -167,6 +167,23 @@ test("Processor.inOrder: Effect.sync handlers, run in the loop itself, mix with 
     assert.deepEqual(calls, [0, 1], "run once each, nothing after the defect")
     assert.equal(dying.status.skipped, 0)
     assert.deepEqual(dying.settled, [0])
+  })))
+
+test("Processor.inOrder: an Effect.sync thunk, which cannot read RecordContext, never finds an earlier record's context in its fiber", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<string> = []
+    const { processor, records } = yield* setUp(
+      (value) =>
+        value.id % 2 === 0
+          ? Effect.map(RecordContext, (record) => void seen.push(`effect ${record.offset}`))
+          : Effect.sync(() => {
+            const context = Fiber.getCurrent()!.context
+            seen.push(`sync ${value.id} ${Context.getOption(context, RecordContext)._tag}`)
+          }),
+      { default: ErrorPolicy.halt },
+    )
+    yield* processor.inOrder(records(4))
+    assert.deepEqual(seen, ["effect 0", "sync 1 None", "effect 2", "sync 3 None"])
   })))
 
 test("Processor.inOrder: with a tracer that runs every primitive in its own context, Effect.sync handlers run in it", () =>
