@@ -137,6 +137,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       ? handled
       : Effect.timeoutOrElse(handled, { duration: actor.handlerTimeout, orElse: timeoutFor(record, actor.handlerTimeout) })
   }
+  /** `Codec.bytes` for both, the default key's and the raw value's: nothing to decode, nothing can fail. */
+  const bytesOnly = actor.decodeValue === Codec.bytes.decode && actor.decodeKey === Codec.bytes.decode
   /**
    * One try, decode then handle, without the record's context (see `attemptOnce`). Codecs that
    * answer with an `Exit` (the built-in ones do) are read synchronously, which keeps two effects
@@ -155,8 +157,6 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       Effect.flatMap(Effect.mapError(key, decodeFailed(record, "key")), (decodedKey) =>
         runHandler(record, decodedValue, decodedKey)))
   }
-  /** `Codec.bytes` for both, the default key's and the raw value's: nothing to decode, nothing can fail. */
-  const bytesOnly = actor.decodeValue === Codec.bytes.decode && actor.decodeKey === Codec.bytes.decode
   /** One try with the record in the handler's context. */
   const attemptOnce = (record: ConsumerRecord, attempt: number): Effect.Effect<void, unknown, R> =>
     Effect.provideService(attemptBare(record), RecordContext, contextOf(record, attempt))
