@@ -16,7 +16,7 @@
  * rounds first, default 1), `BENCH_OUT` (where the JSON result goes; `bench/run` sets it),
  * `KAFKA_BROKERS` (default `127.0.0.1:9092`), `BENCH_ROUND_TIMEOUT` (seconds one case may take
  * before the bench fails, default 120), `BENCH_CASES` (only the cases named, separated by `|`:
- * to profile one), `BENCH_PROFILE` (on Node, a directory for a CPU profile of the counted rounds
+ * to profile one), `BENCH_PROFILE` (on Node and Deno, a directory for a CPU profile of the counted rounds
  * only; read it with `bench/profile.ts`).
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -74,8 +74,9 @@ export const config = {
 const startProfile = async (name: string): Promise<() => Promise<void>> => {
   const directory = config.profile
   if (directory === undefined) return async () => {}
-  if (runtime.name !== "node") {
-    console.error(`   BENCH_PROFILE works on Node only (node --expose-gc bench/${name}.ts); not profiling`)
+  // Deno's node:inspector polyfill runs the profiler too; Bun has none.
+  if (runtime.name === "bun") {
+    console.error(`   BENCH_PROFILE works on Node and Deno only (node --expose-gc bench/${name}.ts); not profiling`)
     return async () => {}
   }
   const { Session } = await import("node:inspector/promises")

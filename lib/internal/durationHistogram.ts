@@ -35,6 +35,18 @@ export class DurationHistogram {
     if (seconds > this.max) this.max = seconds
   }
 
+  /** `count` durations of `seconds` each: records that ended in one step, sharing its time. */
+  recordMany(seconds: number, count: number): void {
+    const boundaries = this.boundaries
+    let bucket = 0
+    while (bucket < boundaries.length && seconds > boundaries[bucket]!) bucket++
+    this.counts[bucket]! += count
+    this.count += count
+    this.sum += seconds * count
+    if (seconds < this.min) this.min = seconds
+    if (seconds > this.max) this.max = seconds
+  }
+
   state(): Metric.HistogramState {
     const buckets: Array<[number, number]> = []
     let cumulated = 0

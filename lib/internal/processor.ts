@@ -9,15 +9,16 @@
  */
 import { Cause, type Clock, Context, Data, Duration, Effect, Exit, Schedule, Tracer } from "effect"
 import { type Actor, DecodeError, HandlerTimeout } from "../Actor.ts"
-import type { CodecError } from "../Codec.ts"
+import * as Codec from "../Codec.ts"
 import type { ErrorPolicy } from "../ErrorPolicy.ts"
 import { RecordContext } from "../RecordContext.ts"
-import type { ConsumerRecord } from "../Transport.ts"
+import type { ConsumerRecord, Header } from "../Transport.ts"
 import type { Committer } from "./committer.ts"
 import type { DurationHistogram } from "./durationHistogram.ts"
 import { describe } from "./errorText.ts"
 import type { OffsetTracker } from "./offsetTracker.ts"
 import type { PartitionHooks, RecordOutcome } from "./partitionHooks.ts"
+import * as SyncEffect from "./syncEffect.ts"
 
 /** Raised when a policy halts the partition: the actor stops and commits nothing past the record. */
 export class Halted extends Data.TaggedError("Halted")<{ readonly reason: string }> {}
@@ -95,10 +96,48 @@ export interface Processor<R> {
   readonly inOrder: (records: ReadonlyArray<ConsumerRecord>) => Effect.Effect<void, Halted, R>
 }
 
+/**
+ * `RecordContext`'s value: the record's key and headers are read from the record when the
+ * handler asks. A record of Partita's own Kafka client decodes them from its batch's bytes on
+ * access (a key view, a headers array), and most handlers never read them from the context:
+ * copying them into a plain object per record cost more than a no-op handler. The record is
+ * immutable, so a handler that keeps this object (or forks a fiber that reads it later) sees
+ * the same values whenever it reads them.
+ */
+type RecordContextValue = RecordContext["Service"]
+class RecordInContext implements RecordContextValue {
+  readonly actor: string
+  readonly group: string
+  readonly topic: string
+  readonly partition: number
+  readonly offset: number
+  readonly timestamp: number
+  readonly attempt: number
+  readonly delivery: RecordContextValue["delivery"]
+  readonly #record: ConsumerRecord
+  constructor(actor: string, group: string, record: ConsumerRecord, attempt: number, delivery: RecordContextValue["delivery"]) {
+    this.actor = actor
+    this.group = group
+    this.topic = record.topic
+    this.partition = record.partition
+    this.offset = record.offset
+    this.timestamp = record.timestamp
+    this.attempt = attempt
+    this.delivery = delivery
+    this.#record = record
+  }
+  get key(): Uint8Array | null {
+    return this.#record.key
+  }
+  get headers(): ReadonlyArray<Header> {
+    return this.#record.headers
+  }
+}
+
 export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
   const { actor, status, clock, hooks, tracker, committer, startable, onSettled } = deps
 
-  const decodeFailed = (record: ConsumerRecord, part: "key" | "value") => (error: CodecError) =>
+  const decodeFailed = (record: ConsumerRecord, part: "key" | "value") => (error: Codec.CodecError) =>
     new DecodeError({
       topic: record.topic,
       partition: record.partition,
@@ -119,18 +158,8 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       }),
     )
   /** What `RecordContext` holds while `record` is handled, on try number `attempt`. */
-  const contextOf = (record: ConsumerRecord, attempt: number): RecordContext["Service"] => ({
-    actor: actor.name,
-    group: actor.group,
-    topic: record.topic,
-    partition: record.partition,
-    offset: record.offset,
-    key: record.key,
-    headers: record.headers,
-    timestamp: record.timestamp,
-    attempt,
-    delivery: actor.delivery,
-  })
+  const contextOf = (record: ConsumerRecord, attempt: number): RecordContext["Service"] =>
+    new RecordInContext(actor.name, actor.group, record, attempt, actor.delivery)
   /** Runs the handler for decoded key and value; the caller puts the record in the context. */
   const runHandler = (record: ConsumerRecord, value: unknown, key: unknown) => {
     const handled = actor.handle(value, key)
@@ -139,12 +168,15 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
       ? handled
       : Effect.timeoutOrElse(handled, { duration: actor.handlerTimeout, orElse: timeoutFor(record, actor.handlerTimeout) })
   }
+  /** `Codec.bytes` for both, the default key's and the raw value's: nothing to decode, nothing can fail. */
+  const bytesOnly = actor.decodeValue === Codec.bytes.decode && actor.decodeKey === Codec.bytes.decode
   /**
    * One try, decode then handle, without the record's context (see `attemptOnce`). Codecs that
    * answer with an `Exit` (the built-in ones do) are read synchronously, which keeps two effects
    * per record off the hot path.
    */
   const attemptBare = (record: ConsumerRecord): Effect.Effect<void, unknown, R> => {
+    if (bytesOnly) return runHandler(record, record.value, record.key)
     const value = actor.decodeValue(record.value)
     const key = actor.decodeKey(record.key)
     if (Exit.isExit(value) && Exit.isExit(key)) {
@@ -340,6 +372,19 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
     })
 
   /**
+   * Runs an `Effect.sync` handler's thunk as the fiber's run loop would: a throw is a defect.
+   * (The one try/catch here: it stands in for the run loop's own, around the same call.)
+   */
+  const runThunk = (thunk: () => unknown): Cause.Cause<never> | undefined => {
+    try {
+      thunk()
+      return undefined
+    } catch (error) {
+      return Cause.die(error)
+    }
+  }
+
+  /**
    * Handles records one after another in the current fiber: the hot path of `partition` and
    * `byKey` ordering. A loop, not a generator, so a record costs as few fiber steps as its handler
    * needs:
@@ -347,25 +392,58 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
    *   it returns is a description, which reads the context only when it runs. When that is
    *   already an `Exit` (a handler answering `Effect.void` or `Exit.succeed`, a failed decode),
    *   the record ends in the same synchronous step, with no fiber step and no context at all;
+   * - when it is an `Effect.sync` (and no tracer wraps each primitive in its own context), the
+   *   loop calls its thunk itself: the record ends in the same step too, with no context either;
    * - otherwise the record (and its span, if the hooks gave one) goes into the fiber's context
    *   with one `setContext`, where `provideService` per record would cost several effects and an
    *   exit hook each, and the handler runs under one `matchCauseEffect`, whose success goes on
    *   with the next records. Between two records no effect runs, so the fiber's own context is
    *   put back only after a recovery and when the loop ends, however it ends.
-   * Records whose handlers answer an `Exit` run without an interruption point between them: at
-   * most a chunk (1000 records by default) of work that has already ended. A failed first try
-   * goes to `recover`, in the record's context, which provides the context per attempt as usual.
-   * In order, a record's start is the end of the one before, so the clock is read once per record.
+   * Records whose handlers answer an `Exit` or an `Effect.sync` run without an interruption point
+   * between them: at most a chunk (1000 records by default) of synchronous work, as one fiber
+   * step. A failed first try goes to `recover`, in the record's context, which provides the
+   * context per attempt as usual. In order, a record's start is the end of the one before, so the
+   * clock is read once per record that runs, and once per run of records that ended in the step.
    */
   const carried = deps.transactions?.carried
   const inOrder = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.withFiber((fiber) => {
       const base = fiber.context
+      // A tracer that runs every primitive in its own context (`Tracer.context`, e.g. one
+      // propagating an async context) must see the handler's thunk run: no direct calls then.
+      const direct = Context.get(base, Tracer.Tracer).context === undefined
       // The record's context on a flat copy of the fiber's: each record's context is new to the
       // fiber (a new span, when traced), and reading its settings walks every layer added on top.
       const flat = Context.makeUnsafe(base.mapUnsafe)
       let index = 0
       let started = clock.currentTimeMillisUnsafe()
+      /**
+       * Records ended in the loop's own synchronous step since the clock was last read: they share
+       * that step's time, read once when the step ends, rather than a clock read each (which cost
+       * as much as the rest of such a record's booking). The clock has millisecond resolution, so
+       * read per record most of them would have booked 0 ms and one of them the whole millisecond.
+       */
+      let unclocked = 0
+      /** Books the time of the records ended since the last read; `started` is then now. */
+      const clockIn = () => {
+        if (unclocked === 0) return
+        const now = clock.currentTimeMillisUnsafe()
+        status.lastProgress = now
+        deps.durations.recordMany((now - started) / 1000 / unclocked, unclocked)
+        started = now
+        unclocked = 0
+      }
+      /** A record handled in this step is done: booked as `settleUnsafe` does, its time by `clockIn`. */
+      const endedHere = (current: ConsumerRecord, span: Tracer.Span | undefined) => {
+        tracker.complete(current.offset)
+        status.processed++
+        unclocked++
+        committer.completed()
+        if (onSettled !== undefined) onSettled(current)
+        record = undefined
+        open = undefined
+        if (span !== undefined) spanTime = hooks.onRecordEnd(span, Exit.void, "handled")
+      }
       /** The record whose handler is running, and its span: the span ends however the loop ends. */
       let record: ConsumerRecord | undefined
       let open: Tracer.Span | undefined
@@ -414,19 +492,43 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
           record = current
           open = span
           // A record whose transaction was rewound goes on with its policy where it left off.
-          if (carried !== undefined && carried.size > 0 && carried.has(current.offset)) return failed(undefined)
+          if (carried !== undefined && carried.size > 0 && carried.has(current.offset)) {
+            clockIn()
+            return failed(undefined)
+          }
           const attempt = attemptBare(current)
-          if (Exit.isExit(attempt)) {
-            if (Exit.isFailure(attempt)) return failed(attempt.cause)
-            started = settleUnsafe(current, started)
-            record = undefined
-            open = undefined
-            if (span !== undefined) spanTime = hooks.onRecordEnd(span, Exit.void, "handled")
+          const thunk = direct ? SyncEffect.thunkOf(attempt) : undefined
+          if (thunk === undefined && Exit.isExit(attempt)) {
+            if (Exit.isFailure(attempt)) {
+              clockIn()
+              return failed(attempt.cause)
+            }
+            endedHere(current, span)
             continue
           }
-          enter(current, span)
-          return Effect.matchCauseEffect(attempt, afterHandler)
+          if (thunk === undefined) {
+            enter(current, span)
+            clockIn()
+            return Effect.matchCauseEffect(attempt, afterHandler)
+          }
+          // An `Effect.sync` handler: its thunk runs here, as the fiber would run it, and the record
+          // ends in this step (see syncEffect.ts). Without the record in the fiber's context: a
+          // thunk cannot read the context (`yield* RecordContext` is an effect, and `Effect.run*`
+          // inside it starts from an empty one); only `Fiber.getCurrent()` would show it, and
+          // then it shows the fiber's own, not an earlier record's. Putting it there per record
+          // was a third of what such a record allocated. A failure enters it, for the policy.
+          if (entered !== undefined) {
+            fiber.setContext(base)
+            entered = undefined
+          }
+          const defect = runThunk(thunk)
+          if (defect !== undefined) {
+            clockIn()
+            return failed(defect)
+          }
+          endedHere(current, span)
         }
+        clockIn()
         if (entered !== undefined) {
           fiber.setContext(base)
           entered = undefined

@@ -22,3 +22,16 @@ test("DurationHistogram reads as the same HistogramState Effect's own histogram 
     registration.remove()
     assert.equal(Metric.snapshotUnsafe(context).length, 0)
   }).pipe(Effect.provideService(Metric.MetricRegistry, new Map()))))
+
+test("DurationHistogram.recordMany books as many durations as recording each", () => {
+  const boundaries = [0.001, 0.01, 1]
+  const each = new DurationHistogram(boundaries)
+  const many = new DurationHistogram(boundaries)
+  for (const [seconds, count] of [[0.0002, 3], [0.005, 2], [3, 1]] as const) {
+    for (let i = 0; i < count; i++) each.record(seconds)
+    many.recordMany(seconds, count)
+  }
+  const [a, b] = [each.state(), many.state()]
+  assert.deepEqual({ ...b, sum: Math.round(b.sum * 1e9) }, { ...a, sum: Math.round(a.sum * 1e9) })
+  assert.equal(b.count, 6)
+})

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Clock, Data, Effect, Exit, Fiber, References, Schedule, Schema } from "effect"
+import { Clock, Context, Data, Effect, Exit, Fiber, References, Schedule, Schema, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../../lib/Actor.ts"
+import * as Codec from "../../lib/Codec.ts"
 import * as ErrorPolicy from "../../lib/ErrorPolicy.ts"
 import * as Committer from "../../lib/internal/committer.ts"
 import { DurationHistogram } from "../../lib/internal/durationHistogram.ts"
@@ -34,13 +35,18 @@ const setUp = (
   // Handlers read RecordContext, which the processor provides per record.
   handle: (value: { readonly id: number }) => Effect.Effect<void, StoreError, RecordContext>,
   onError: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["onError"],
-  options: { readonly startable?: (record: ConsumerRecord) => boolean; readonly handlerTimeout?: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["handlerTimeout"] } = {},
+  options: {
+    readonly startable?: (record: ConsumerRecord) => boolean
+    readonly handlerTimeout?: Actor.Options<{ readonly id: number }, Uint8Array | null, StoreError, never>["handlerTimeout"]
+    /** Values as raw bytes (`Codec.bytes`) instead of the JSON schema: the handler gets the record's bytes. */
+    readonly rawValues?: boolean
+  } = {},
 ) =>
   Effect.gen(function*() {
     const actor = Actor.make({
       name: "p",
       topics: ["t"],
-      value: Schema.Struct({ id: Schema.Number }),
+      value: (options.rawValues === true ? Codec.bytes : Schema.Struct({ id: Schema.Number })) as Schema.Struct<{ id: typeof Schema.Number }>,
       handle: handle as (value: { readonly id: number }) => Effect.Effect<void, StoreError>,
       onError,
       handlerTimeout: options.handlerTimeout,
@@ -71,6 +77,7 @@ const setUp = (
       status: { committed: 0, lastError: undefined },
       attributes: {},
     })
+    const durations = new DurationHistogram([0.001, 1])
     const processor = Processor.make<never>({
       actor,
       status,
@@ -78,7 +85,7 @@ const setUp = (
       hooks: noHooks,
       tracker,
       committer,
-      durations: new DurationHistogram([0.001, 1]),
+      durations,
       pauseFor: (reason) => Effect.sync(() => paused.push(`pause ${reason}`)),
       resumeFor: (reason) => Effect.sync(() => paused.push(`resume ${reason}`)),
       deadLetter: (record, error, attempts) => Effect.sync(() => paused.push(`letter ${record.offset} ${error._tag} ${attempts}`)),
@@ -91,7 +98,7 @@ const setUp = (
         tracker.track(offset)
         return recordOf(offset, { id: offset })
       })
-    return { processor, status, tracker, settled, paused, records }
+    return { processor, status, tracker, settled, paused, records, durations }
   })
 
 test("Processor.inOrder handles records in order with each in RecordContext, and books each one done", () =>
@@ -130,6 +137,127 @@ test("Processor.inOrder: handlers that answer at once (an Exit) and handlers tha
     assert.equal(tracker.committable(), 9)
     assert.deepEqual(settled, [0, 1, 2, 3, 4, 5, 6, 7, 8])
     assert.equal((yield* Effect.serviceOption(RecordContext))._tag, "None", "the fiber's own context is back")
+  })))
+
+test("Processor.inOrder: Effect.sync handlers, run in the loop itself, mix with handlers that run, in order; a throwing thunk is a defect", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<string> = []
+    const { processor, status, tracker, settled, records } = yield* setUp(
+      (value) =>
+        value.id % 2 === 0
+          ? Effect.sync(() => void seen.push(`sync ${value.id}`))
+          : Effect.map(RecordContext, (record) => void seen.push(`${record.offset}:${value.id}:${record.attempt}`)),
+      { default: ErrorPolicy.halt },
+    )
+    yield* processor.inOrder(records(5))
+    assert.deepEqual(seen, ["sync 0", "1:1:1", "sync 2", "3:3:1", "sync 4"])
+    assert.equal(status.processed, 5)
+    assert.equal(tracker.committable(), 5)
+    assert.deepEqual(settled, [0, 1, 2, 3, 4])
+    assert.equal((yield* Effect.serviceOption(RecordContext))._tag, "None", "the fiber's own context is back")
+
+    const calls: Array<number> = []
+    const dying = yield* setUp((value) =>
+      Effect.sync(() => {
+        calls.push(value.id)
+        if (value.id === 1) throw new Error("boom")
+      }), { default: ErrorPolicy.skip })
+    const exit = yield* Effect.exit(dying.processor.inOrder(dying.records(3)))
+    assert.ok(Exit.isFailure(exit) && exit.cause.reasons.some((reason) => reason._tag === "Die"), "a defect, not the skip policy")
+    assert.deepEqual(calls, [0, 1], "run once each, nothing after the defect")
+    assert.equal(dying.status.skipped, 0)
+    assert.deepEqual(dying.settled, [0])
+  })))
+
+test("Processor.inOrder: an Effect.sync thunk, which cannot read RecordContext, never finds an earlier record's context in its fiber", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<string> = []
+    const { processor, records } = yield* setUp(
+      (value) =>
+        value.id % 2 === 0
+          ? Effect.map(RecordContext, (record) => void seen.push(`effect ${record.offset}`))
+          : Effect.sync(() => {
+            const context = Fiber.getCurrent()!.context
+            seen.push(`sync ${value.id} ${Context.getOption(context, RecordContext)._tag}`)
+          }),
+      { default: ErrorPolicy.halt },
+    )
+    yield* processor.inOrder(records(4))
+    assert.deepEqual(seen, ["effect 0", "sync 1 None", "effect 2", "sync 3 None"])
+  })))
+
+test("Processor.inOrder: with a tracer that runs every primitive in its own context, Effect.sync handlers run in it", () =>
+  quietly(Effect.gen(function*() {
+    let inTracer = false
+    const tracer = Tracer.make({
+      span: (options) => Tracer.nativeTracer.span(options),
+      context: (primitive, fiber) => {
+        const outer = inTracer
+        inTracer = true
+        try {
+          return primitive["~effect/Effect/evaluate"](fiber)
+        } finally {
+          inTracer = outer
+        }
+      },
+    })
+    const ran: Array<boolean> = []
+    const { processor, status, records } = yield* setUp(() => Effect.sync(() => void ran.push(inTracer)), { default: ErrorPolicy.halt })
+    yield* Effect.provideService(processor.inOrder(records(3)), Tracer.Tracer, tracer)
+    assert.deepEqual(ran, [true, true, true])
+    assert.equal(status.processed, 3)
+  })))
+
+test("Processor: with raw bytes for key and value (nothing to decode), the handler gets the record's own bytes", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<unknown> = []
+    const { processor, status, records } = yield* setUp(
+      ((value: Uint8Array | null, key: Uint8Array | null) => Effect.sync(() => void seen.push([value, key]))) as never,
+      { default: ErrorPolicy.halt },
+      { rawValues: true },
+    )
+    const chunk = records(2)
+    yield* processor.inOrder(chunk)
+    assert.deepEqual(seen, chunk.map((record) => [record.value, null]))
+    assert.equal(seen.length, 2)
+    assert.ok((seen[0] as Array<unknown>)[0] === chunk[0]!.value, "the same bytes, not a copy")
+    assert.equal(status.processed, 2)
+  })))
+
+test("Processor.inOrder books every record's duration: those ended in the loop's own step share its time, one that runs has its own", () =>
+  quietly(Effect.gen(function*() {
+    const { processor, status, durations, records } = yield* setUp(
+      (value) => value.id === 2 ? Effect.sleep("2 seconds") : Effect.sync(() => {}),
+      { default: ErrorPolicy.halt },
+    )
+    const fiber = yield* Effect.forkChild(processor.inOrder(records(5)))
+    yield* TestClock.adjust("2 seconds")
+    yield* Fiber.join(fiber)
+    const state = durations.state()
+    assert.equal(state.count, 5)
+    assert.equal(state.sum, 2, "4 records in no time, one in 2 s")
+    assert.equal(state.max, 2)
+    assert.equal(status.processed, 5)
+    assert.equal(status.lastProgress, 2000, "the last record's end, on the test clock")
+  }).pipe(Effect.provide(TestClock.layer()))))
+
+test("Processor: RecordContext's key and headers are the record's", () =>
+  quietly(Effect.gen(function*() {
+    const seen: Array<unknown> = []
+    const { processor, tracker } = yield* setUp(
+      () => Effect.map(RecordContext, (record) => void seen.push({ ...record, key: record.key, headers: record.headers })),
+      { default: ErrorPolicy.halt },
+    )
+    tracker.track(0)
+    tracker.track(1)
+    const key = bytes("k")
+    const headers = [{ key: "h", value: bytes("v") }]
+    yield* processor.inOrder([{ ...recordOf(0, { id: 0 }), key, headers, timestamp: 7 }])
+    yield* processor.handle({ ...recordOf(1, { id: 1 }), key: null, headers: [], timestamp: 8 })
+    assert.deepEqual(seen, [
+      { actor: "p", group: "p", topic: "t", partition: 0, offset: 0, key, headers, timestamp: 7, attempt: 1 },
+      { actor: "p", group: "p", topic: "t", partition: 0, offset: 1, key: null, headers: [], timestamp: 8, attempt: 1 },
+    ])
   })))
 
 test("Processor.inOrder: a handler failing at once (an Exit) is retried in the record's context, attempt 2", () =>
