@@ -255,8 +255,8 @@ test("Processor: RecordContext's key and headers are the record's", () =>
     yield* processor.inOrder([{ ...recordOf(0, { id: 0 }), key, headers, timestamp: 7 }])
     yield* processor.handle({ ...recordOf(1, { id: 1 }), key: null, headers: [], timestamp: 8 })
     assert.deepEqual(seen, [
-      { actor: "p", group: "p", topic: "t", partition: 0, offset: 0, key, headers, timestamp: 7, attempt: 1 },
-      { actor: "p", group: "p", topic: "t", partition: 0, offset: 1, key: null, headers: [], timestamp: 8, attempt: 1 },
+      { actor: "p", group: "p", topic: "t", partition: 0, offset: 0, key, headers, timestamp: 7, attempt: 1, delivery: "at-least-once" },
+      { actor: "p", group: "p", topic: "t", partition: 0, offset: 1, key: null, headers: [], timestamp: 8, attempt: 1, delivery: "at-least-once" },
     ])
   })))
 
