@@ -197,7 +197,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
                 ? Effect.void
                 : Effect.fail("not yet" as const)
             ),
-            Effect.retry(Schedule.spaced("50 millis")),
+            // Usually visible within a few milliseconds: look again soon, then less often.
+            Effect.retry(Schedule.min([Schedule.exponential("2 millis"), Schedule.spaced("50 millis")])),
             Effect.timeoutOption("5 seconds"),
             Effect.ignore,
           ), { discard: true }),
