@@ -94,7 +94,12 @@ export interface Options {
   readonly requestTimeout?: Duration.Input | undefined
   /** Idempotent `acks: "all"` sends. Default true. */
   readonly idempotent?: boolean | undefined
-  /** How long a partition's batch waits for more records. Default 5 ms. */
+  /**
+   * How long a partition's batch waits for more records. Default 0: records go out at once, and
+   * batches form while a request is in flight (what `Producer` sends is already a batch). A
+   * linger only delays a handler that waits for its send, at every record: 5 ms (Kafka's Java
+   * default) held a forwarding actor to about 500 records/s over 3 partitions, 0 to about 8k.
+   */
   readonly linger?: Duration.Input | undefined
   /** How long a fetch waits for records before it returns empty. Default 500 ms, as Kafka's Java client. */
   readonly fetchMaxWait?: Duration.Input | undefined
@@ -157,7 +162,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const producer = yield* KafkaProducer.make(KafkaProducer.fromBrokers(brokers), {
     idempotent: options.idempotent,
     compression: options.compression,
-    linger: options.linger,
+    linger: options.linger ?? Duration.zero,
   })
   const first = hostAndPort(bootstrap[0]!)
 
@@ -238,7 +243,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         Transactions.make(brokers, {
           transactionalId,
           transactionTimeout: options.transactionTimeout,
-          producer: { compression: options.compression, linger: options.linger },
+          producer: { compression: options.compression, linger: options.linger ?? Duration.zero },
         }),
         (producer) => ({
           transactionalId,
