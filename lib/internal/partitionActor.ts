@@ -198,8 +198,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         status,
       }))
       : undefined
-    /** The committed offset, or where the claim started when the group has none. */
-    const committedOffset = Effect.map(
+    /** The committed offset, or where the claim started when the group has none (exactly-once only). */
+    const committedOffset = () => Effect.map(
       subscription.committed([tp]),
       (committed) => committed.find((c) => c.topic === tp.topic && c.partition === tp.partition)?.offset ?? claim.startOffset,
     ).pipe(
@@ -213,7 +213,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     let startOffset = claim.startOffset
     if (transactions !== undefined) {
       // Read after the producer fenced the old owner: no commit of its can land after this.
-      startOffset = yield* committedOffset
+      startOffset = yield* committedOffset()
       if (startOffset !== claim.startOffset) yield* seekTo(startOffset)
     }
     /** Exactly-once: where the partition was last pointed; anything fetched from before is stale. */
@@ -472,7 +472,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         yield* Fiber.interrupt(fetcherFiber)
         // What this actor committed itself counts even if the group does not show it yet
         // (kafkajs reads offsets without waiting for transactions to settle).
-        const offset = Math.max(yield* committedOffset, status.committed)
+        const offset = Math.max(yield* committedOffset(), status.committed)
         mailbox.clear()
         tracker.reset(offset)
         current = []
