@@ -144,6 +144,18 @@ export interface TransactionOptions {
    * owner of the partition opens, fencing the old one. Default `partita`.
    */
   readonly idPrefix?: string | undefined
+  /**
+   * `per-partition` (the default): each partition has its own transactional producer and its
+   * own transactions, fenced by its transactional id on every transport; a partition's next
+   * owner aborts what a crashed one left open at once. `per-member`: one producer for all the
+   * member's partitions (KIP-447), whose transactions hold every partition's work and commit
+   * together, fenced by the group's generation: fewer producers for a member with many
+   * partitions, at the price that an abort makes all of them handle their part again, a slow
+   * handler holds the others' commits back, and a crashed member's open transaction blocks
+   * read-committed readers of its output until the transport's transaction timeout. It needs a
+   * transport with `groupFencedTransactions` (`KafkaTransport`).
+   */
+  readonly producer?: "per-partition" | "per-member" | undefined
 }
 
 /**
@@ -339,6 +351,7 @@ export interface Actor<out R = never> {
     readonly interval: Duration.Input
     readonly timeout: Duration.Input
     readonly idPrefix: string
+    readonly producer: "per-partition" | "per-member"
   }
   readonly mailboxCapacity: number
   readonly mailboxMaxBytes: number
@@ -427,6 +440,7 @@ export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array |
       interval: options.transaction?.interval ?? defaults.transactionInterval,
       timeout: options.transaction?.timeout ?? defaults.transactionTimeout,
       idPrefix: options.transaction?.idPrefix ?? defaults.transactionIdPrefix,
+      producer: options.transaction?.producer ?? "per-partition",
     },
     mailboxCapacity: Math.max(1, options.mailbox?.capacity ?? defaults.mailboxCapacity),
     mailboxMaxBytes: Math.max(1, options.mailbox?.maxBytes ?? defaults.mailboxMaxBytes),

@@ -325,6 +325,14 @@ const validate = (actors: ReadonlyArray<Actor<unknown>>, transport: Transport["S
         new InvalidActor({ actor: actor.name, reason: `it is exactly-once, and the ${transport.name} transport has no transactions` }),
       )
     }
+    if (actor.delivery === "exactly-once" && actor.transaction.producer === "per-member" && transport.features.groupFencedTransactions !== true) {
+      return Effect.fail(
+        new InvalidActor({
+          actor: actor.name,
+          reason: `it has one transactional producer per member, and the ${transport.name} transport's transactions are not fenced by the group (KIP-447)`,
+        }),
+      )
+    }
     if (actor.delivery === "exactly-once" && actor.ordering._tag !== "Partition") {
       return Effect.fail(
         new InvalidActor({

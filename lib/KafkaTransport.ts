@@ -219,7 +219,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   return Transport.of({
     name: "kafka",
-    features: { transactions: true, faultInjection: false, clockDriven: false },
+    features: { transactions: true, faultInjection: false, clockDriven: false, groupFencedTransactions: true },
     telemetry: { "server.address": first.host, "server.port": first.port, "messaging.client.id": clientId },
     sendEach: producer.sendEach,
     send: (records, sendOptions) => Effect.flatMap(producer.sendEach(records, sendOptions), allWritten),

@@ -284,6 +284,12 @@ export interface Features {
   readonly faultInjection: boolean
   /** Time is Effect's `Clock`, so `TestClock` drives sessions, retention and delays. */
   readonly clockDriven: boolean
+  /**
+   * A transaction's offsets for a group this transport is a member of carry the member's id and
+   * generation (KIP-447), so the group fences a member that lost the partitions: one
+   * transactional producer can serve all of a member's partitions. Default false.
+   */
+  readonly groupFencedTransactions?: boolean | undefined
 }
 
 /**

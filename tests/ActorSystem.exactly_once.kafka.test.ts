@@ -21,8 +21,15 @@ const transports: ReadonlyArray<readonly [name: string, layer: (brokers: Readonl
   ["KafkaJsTransport", (brokers) => KafkaJsTransport.layer({ brokers: [...brokers], clientId: "eos-tests" })],
 ]
 
-for (const [name, layer] of transports) {
+const targets = [
+  ...transports.map(([name, layer]) => [name, layer, undefined] as const),
+  // One transactional producer per member (KIP-447), on the client whose transactions carry the generation.
+  ["KafkaTransport, per-member producer", transports[0]![1], "per-member"] as const,
+]
+
+for (const [name, layer, producer] of targets) {
   exactlyOnceCases({
+    producer,
     // Read back with Partita's own client on both: kafkajs' read-committed consumer was seen
     // returning records of aborted transactions when several transactional producers wrote to a
     // partition (Kafka's console consumer and KafkaTransport, reading the same topic, did not).
@@ -40,7 +47,8 @@ for (const [name, layer] of transports) {
 const appFile = new URL("./fixtures/actor_app.ts", import.meta.url).pathname
 const handledCount = (child: Child) => child.lines.filter((line) => line.startsWith("handled ")).length
 
-kafkaTest("exactly-once: an app SIGKILLed twice mid-stream, then two instances sharing its group, write each output once", (brokers) =>
+for (const producer of ["per-partition", "per-member"] as const) {
+kafkaTest(`exactly-once (${producer} producers): an app SIGKILLed twice mid-stream, then two instances sharing its group, write each output once`, (brokers) =>
   run(
     Effect.gen(function*() {
       const transport = yield* Transport
@@ -51,7 +59,7 @@ kafkaTest("exactly-once: an app SIGKILLed twice mid-stream, then two instances s
       yield* sendJson(input, Array.from({ length: 1500 }, (_, id) => ({ key: `k${id}`, value: { id } })))
       // A read-committed reader from the start: a duplicate would arrive as a second copy.
       const reader = yield* startConsumer(transport, { group: uniqueName("eos-kill-reader"), topics: [out] })
-      const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: input, GROUP: uniqueName("eos-kill"), HANDLE_MILLIS: "2", OUTPUT: out }
+      const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: input, GROUP: uniqueName("eos-kill"), HANDLE_MILLIS: "2", OUTPUT: out, TXN_PRODUCER: producer }
       const children: Array<Child> = []
       yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all(children.map((child) => child.stop()))))
       const start = () => {
@@ -81,8 +89,10 @@ kafkaTest("exactly-once: an app SIGKILLed twice mid-stream, then two instances s
     }),
     KafkaTransport.layer({ brokers: [...brokers], clientId: "eos-kill-tests" }),
   ), { timeoutMs: 240_000 })
+}
 
-kafkaTest("exactly-once: an app frozen (SIGSTOP) mid-transaction while its partitions move, then thawed, never commits what the new owner redid: each output once", (brokers) =>
+for (const producer of ["per-partition", "per-member"] as const) {
+kafkaTest(`exactly-once (${producer} producers): an app frozen (SIGSTOP) mid-transaction while its partitions move, then thawed, never commits what the new owner redid: each output once`, (brokers) =>
   run(
     Effect.gen(function*() {
       const transport = yield* Transport
@@ -92,16 +102,19 @@ kafkaTest("exactly-once: an app frozen (SIGSTOP) mid-transaction while its parti
       yield* transport.createTopic({ topic: out, partitions: 2 })
       yield* sendJson(input, Array.from({ length: 1200 }, (_, id) => ({ key: `k${id}`, value: { id } })))
       const reader = yield* startConsumer(transport, { group: uniqueName("eos-zombie-reader"), topics: [out] })
-      const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: input, GROUP: uniqueName("eos-zombie"), HANDLE_MILLIS: "3", OUTPUT: out }
+      const env = { KAFKA_BROKERS: brokers.join(","), TOPIC: input, GROUP: uniqueName("eos-zombie"), HANDLE_MILLIS: "3", OUTPUT: out, TXN_PRODUCER: producer }
       const zombie = startChild(appFile, env)
       const owner = startChild(appFile, env)
       yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all([zombie.stop(), owner.stop()])))
       yield* Effect.promise(() => zombie.waitForLine(/^handled /, 60_000))
       const frozenAt = handledCount(zombie)
+      const zombiePartitions = new Set(zombie.lines.filter((line) => line.startsWith("handled ")).map((line) => line.split(" ")[1]))
       zombie.kill("SIGSTOP")
-      // Its session runs out; the group moves its partitions to the other instance, whose
-      // producers fence the frozen one's transactional ids.
-      yield* eventually(90, "the other instance to handle 300 records", () => handledCount(owner) >= 300)
+      // Its session runs out; the group moves its partitions to the other instance, which fences
+      // the frozen one (by transactional id per partition, or by generation per member).
+      const takenOver = () =>
+        owner.lines.filter((line) => line.startsWith("handled ") && zombiePartitions.has(line.split(" ")[1]!)).length
+      yield* eventually(90, "the other instance to handle 100 records of the frozen one's partitions", () => takenOver() >= 100)
       zombie.kill("SIGCONT")
       const ids = () => reader.received.map((record) => (JSON.parse(text(record.value)!) as { id: number }).id)
       yield* eventually(120, "every input's output", () => new Set(ids()).size >= 1200)
@@ -113,3 +126,4 @@ kafkaTest("exactly-once: an app frozen (SIGSTOP) mid-transaction while its parti
     }),
     KafkaTransport.layer({ brokers: [...brokers], clientId: "eos-zombie-tests" }),
   ), { timeoutMs: 240_000 })
+}

@@ -92,7 +92,7 @@ test("exactly-once: a commit that gets no answer in time reopens the producer (f
     MemoryTransport.layer(),
   ))
 
-test("ActorSystem refuses an exactly-once actor with key ordering, and one on a transport without transactions", () =>
+test("ActorSystem refuses an exactly-once actor with key ordering, one on a transport without transactions, and one producer per member where the group does not fence transactions", () =>
   run(
     Effect.gen(function*() {
       const base = {
@@ -114,6 +114,10 @@ test("ActorSystem refuses an exactly-once actor with key ordering, and one on a 
       )
       assert.equal(noTransactions._tag, "InvalidActor")
       assert.match(noTransactions.message, /has no transactions/)
+      // One producer per member needs transactions the group fences (KIP-447): not the embedded broker's.
+      const perMember = yield* Effect.flip(ActorSystem.start([Actor.make({ ...base, transaction: { producer: "per-member" } })]))
+      assert.equal(perMember._tag, "InvalidActor")
+      assert.match(perMember.message, /not fenced by the group \(KIP-447\)/)
     }),
     MemoryTransport.layer({ topics: [{ topic: "t", partitions: 1 }] }),
   ))

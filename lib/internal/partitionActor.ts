@@ -38,6 +38,7 @@ import { Mailbox } from "./mailbox.ts"
 import { OffsetTracker } from "./offsetTracker.ts"
 import { noHooks, type PartitionHooks } from "./partitionHooks.ts"
 import * as PartitionTracing from "./partitionTracing.ts"
+import * as MemberTransactions from "./memberTransactions.ts"
 import * as PartitionTransactions from "./partitionTransactions.ts"
 import * as Processor from "./processor.ts"
 
@@ -148,6 +149,8 @@ export interface Deps<R> {
   readonly durations: DurationHistogram
   /** Opens transactional producers: exactly-once actors only. */
   readonly transactional: Transport["Service"]["transactional"]
+  /** Exactly-once with one producer per member: the member's shared transactions. */
+  readonly memberTransactions?: MemberTransactions.MemberTransactions | undefined
 }
 
 export interface Control {
@@ -186,8 +189,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
 
     // ---- exactly-once: the partition's producer first, fencing older owners ---------------------
     const exactlyOnce = actor.delivery === "exactly-once"
-    const transactions = exactlyOnce
-      ? yield* Effect.orDie(PartitionTransactions.make({
+    const transactions = !exactlyOnce
+      ? undefined
+      : deps.memberTransactions !== undefined
+      ? yield* deps.memberTransactions.partition(tp, status)
+      : yield* Effect.orDie(PartitionTransactions.make({
         transactionalId: PartitionTransactions.transactionalIdOf(actor.transaction.idPrefix, actor.group, claim.topic, claim.partition),
         group: actor.group,
         topic: claim.topic,
@@ -197,7 +203,6 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         retry: actor.commit.retry,
         status,
       }))
-      : undefined
     /** The committed offset, or where the claim started when the group has none (exactly-once only). */
     const committedOffset = () => Effect.map(
       subscription.committed([tp]),

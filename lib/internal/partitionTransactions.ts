@@ -35,7 +35,7 @@ import type { TransportError } from "../TransportError.ts"
  * Kafka's answers that mean another instance owns the partition now: a newer producer with the
  * transactional id, or a group that no longer counts this member as the partition's owner.
  */
-const fencingCodes: ReadonlySet<string> = new Set([
+export const fencingCodes: ReadonlySet<string> = new Set([
   "PRODUCER_FENCED",
   "INVALID_PRODUCER_EPOCH",
   "FENCED_INSTANCE_ID",

@@ -8,6 +8,7 @@ import type { Actor } from "../Actor.ts"
 import type * as Producer from "../Producer.ts"
 import { type GroupEvent, type PartitionClaim, type Subscription, type TopicPartition, Transport } from "../Transport.ts"
 import * as TransportError from "../TransportError.ts"
+import * as MemberTransactions from "./memberTransactions.ts"
 import * as PartitionActor from "./partitionActor.ts"
 
 /**
@@ -200,7 +201,14 @@ export interface Shared {
 }
 
 /** Forks a partition actor for each claim, in the membership's scope. */
-const startPartitions = (shared: Shared, membership: Membership, subscription: Subscription, scope: Scope.Scope, claims: ReadonlyArray<PartitionClaim>) =>
+const startPartitions = (
+  shared: Shared,
+  membership: Membership,
+  subscription: Subscription,
+  scope: Scope.Scope,
+  claims: ReadonlyArray<PartitionClaim>,
+  memberTransactions: MemberTransactions.MemberTransactions | undefined,
+) =>
   Effect.gen(function*() {
     const { actor } = membership
     membership.assignedOnce = true
@@ -222,6 +230,7 @@ const startPartitions = (shared: Shared, membership: Membership, subscription: S
         telemetry: shared.telemetry,
         durations: shared.durationsFor(actor, claim).histogram,
         transactional: shared.transactional,
+        memberTransactions,
       }
       held.fiber = yield* PartitionActor.run(deps, (control) => {
         held.control = control
@@ -268,8 +277,28 @@ export const join = (shared: Shared, membership: Membership, parent: Scope.Scope
     membership.assigned = false
     membership.since = yield* Clock.currentTimeMillis
     membership.lastError = undefined
-    return { scope, subscription: boundCommits(subscribed.value, actor, shared.state) }
+    // Exactly-once with one producer per member: it lives as long as this membership.
+    const memberTransactions = actor.delivery === "exactly-once" && actor.transaction.producer === "per-member"
+      ? yield* Effect.orDie(Scope.provide(
+        MemberTransactions.make({
+          transactionalId: `${actor.transaction.idPrefix}-${actor.group}-${globalThis.crypto.randomUUID()}`,
+          group: actor.group,
+          open: transport.transactional,
+          timeout: actor.transaction.timeout,
+          retry: actor.commit.retry,
+        }),
+        scope,
+      ))
+      : undefined
+    return { scope, subscription: boundCommits(subscribed.value, actor, shared.state), memberTransactions } as Joined
   })
+
+/** A membership: its scope, its subscription, and exactly-once's producer per member if it has one. */
+export interface Joined {
+  readonly scope: Scope.Closeable
+  readonly subscription: Subscription
+  readonly memberTransactions?: MemberTransactions.MemberTransactions | undefined
+}
 
 /**
  * Handles a subscription's events until its event stream ends (the subscription closed) or
@@ -279,7 +308,7 @@ export const join = (shared: Shared, membership: Membership, parent: Scope.Scope
 const consume = (
   shared: Shared,
   membership: Membership,
-  joined: { readonly scope: Scope.Closeable; readonly subscription: Subscription },
+  joined: Joined,
 ): Effect.Effect<void, TransportError.TransportError, unknown> =>
   Effect.gen(function*() {
     const { scope, subscription } = joined
@@ -287,7 +316,7 @@ const consume = (
     const pump = Stream.runForEach(subscription.events, (event) => Queue.offer(events, event))
     const handle = Effect.forever(Effect.flatMap(Queue.take(events), (event) =>
       event._tag === "Assigned"
-        ? startPartitions(shared, membership, subscription, scope, event.claims)
+        ? startPartitions(shared, membership, subscription, scope, event.claims, joined.memberTransactions)
         : revokePartitions(membership, event)))
     return yield* Effect.raceFirst(pump, handle)
   }).pipe(Effect.ensuring(Scope.close(joined.scope, Exit.void)))
@@ -300,7 +329,7 @@ const consume = (
 export const keepMembership = (
   shared: Shared,
   membership: Membership,
-  first: { readonly scope: Scope.Closeable; readonly subscription: Subscription },
+  first: Joined,
   parent: Scope.Scope,
 ) =>
   Effect.gen(function*() {
