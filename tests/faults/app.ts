@@ -7,7 +7,7 @@
  *   member's count of assignments), logged by a transport wrapper as the events pass and as the
  *   revocation is acknowledged (or the subscription closes);
  * - `handled`: each handler call that completed, with its start and end;
- * - `commit`: each commit the broker acknowledged;
+ * - `commit`: each commit the broker acknowledged (exactly-once: each committed transaction's offsets);
  * - `dead`: each dead letter the broker acknowledged;
  * - `output`: each record copied to OUTPUT that the broker acknowledged, with its source;
  * - `attempt`, `defect`: failed tries of poison records and injected defects;
@@ -20,7 +20,8 @@
  * HANDLE_MILLIS (handler delay), POISON ("key:seq,..." fail every try), RETRIES and RETRY_MILLIS
  * (the poison's retry policy before it is dead-lettered), DLQ (dead-letter topic; DecodeError is
  * dead-lettered there), DEFECT_RATE and DEFECT_PARTITIONS (handler calls that die), HANG ("key,..."
- * whose handler never returns), DELIVERY, OUTPUT (a topic each handled record is copied to),
+ * whose handler never returns), DELIVERY (`exactly-once` too), TXN_PRODUCER (exactly-once's
+ * `per-partition` or `per-member` producers), OUTPUT (a topic each handled record is copied to),
  * MAILBOX, SHUTDOWN_DEADLINE, DRAIN_DEADLINE, COMMIT_MILLIS, COMMIT_RECORDS, SESSION_TIMEOUT,
  * MAX_RESTARTS, RESTART_MILLIS, STATS_MILLIS, STATS_GC (1: a full collection before each heap reading),
  * TRANSPORT (`kafka`, the default: KafkaTransport; `kafkajs`: KafkaJsTransport),
@@ -38,7 +39,7 @@ import * as KafkaTransport from "../../lib/KafkaTransport.ts"
 import * as Main from "../../lib/Main.ts"
 import { Producer } from "../../lib/Producer.ts"
 import { RecordContext } from "../../lib/RecordContext.ts"
-import { type GroupEvent, type ProducerRecord, type RecordMetadata, Transport } from "../../lib/Transport.ts"
+import { type GroupEvent, type OffsetCommit, type ProducerRecord, type RecordMetadata, Transport } from "../../lib/Transport.ts"
 
 const env = (name: string, fallback?: string): string => {
   const value = process.env[name] ?? fallback
@@ -164,6 +165,27 @@ const logging = Layer.effect(
                 })),
           }
         }),
+      // Exactly-once commits offsets in transactions: logged once a transaction commits.
+      transactional: (transactionalId) =>
+        Effect.map(inner.transactional(transactionalId), (producer) => ({
+          transactionalId: producer.transactionalId,
+          begin: Effect.map(producer.begin, (transaction) => {
+            const offsets: Array<OffsetCommit> = []
+            return {
+              ...transaction,
+              sendOffsets: (group: string, commits: ReadonlyArray<OffsetCommit>) =>
+                Effect.tap(transaction.sendOffsets(group, commits), () => Effect.sync(() => void offsets.push(...commits))),
+              commit: Effect.tap(transaction.commit, () =>
+                Effect.sync(() => {
+                  const t = Date.now()
+                  for (const offset of offsets) {
+                    log({ e: "commit", m: member, g: generations.get(offset.partition) ?? generation, p: offset.partition, o: offset.offset, t })
+                  }
+                })),
+              abort: Effect.tap(transaction.abort, () => Effect.sync(() => log({ e: "abort", m: member, t: Date.now() }))),
+            }
+          }),
+        })),
     })
   }),
 )
@@ -224,7 +246,8 @@ const actor = Actor.make({
     default: ErrorPolicy.halt,
   },
   deadLetter: dlq === undefined ? undefined : { topic: dlq, retry: Schedule.spaced("500 millis") },
-  delivery: env("DELIVERY", "at-least-once") as "at-least-once" | "at-most-once",
+  delivery: env("DELIVERY", "at-least-once") as "at-least-once" | "at-most-once" | "exactly-once",
+  transaction: { producer: env("TXN_PRODUCER", "per-partition") as "per-partition" | "per-member" },
   commit: { interval: `${Number(env("COMMIT_MILLIS", "200"))} millis`, records: Number(env("COMMIT_RECORDS", "100")) },
   mailbox: { capacity: Number(env("MAILBOX", "1000")) },
   drainDeadline: env("DRAIN_DEADLINE", "5 seconds") as Duration.Input,
@@ -308,7 +331,12 @@ const program = Effect.scoped(Effect.gen(function*() {
           clientId: member,
           logLevel: env("KAFKAJS_LOG", "warn") as "warn",
         })
-        : KafkaTransport.layer({ brokers: env("KAFKA_BROKERS").split(","), clientId: member }),
+        : KafkaTransport.layer({
+          brokers: env("KAFKA_BROKERS").split(","),
+          clientId: member,
+          // One producer per member: a transaction a killed member left open blocks readers this long.
+          ...(env("TXN_PRODUCER", "per-partition") === "per-member" ? { transactionTimeout: "10 seconds" } : {}),
+        }),
     ),
   )),
   // Outside the transport's layer, so kafkajs' log lines are filtered by it too.

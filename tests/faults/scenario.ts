@@ -6,7 +6,7 @@
  */
 import process from "node:process"
 import { kafkaTest, Locks, uniqueName } from "../fixtures/services.ts"
-import { check, figures, type Report } from "./history.ts"
+import { check, type DerivedRecord, figures, type Report } from "./history.ts"
 import { PrivateBroker } from "./private_broker.ts"
 import { Scenario, until } from "./runner.ts"
 import { Broker } from "./workload.ts"
@@ -51,9 +51,17 @@ export interface Context {
 export const faultTest = (
   name: string,
   body: (context: Context) => Promise<void>,
-  options: { readonly timeoutMs?: number; readonly env?: Record<string, string>; readonly privateBroker?: boolean } = {},
+  options: {
+    readonly timeoutMs?: number
+    readonly env?: Record<string, string>
+    readonly privateBroker?: boolean
+    /** Only on these of the suite's transports (a feature only one of them has). */
+    readonly transports?: ReadonlyArray<string>
+  } = {},
 ): void => {
-  for (const transport of transports) scenarioTest(`${name} [${transport}]`, transport, body, options)
+  for (const transport of transports) {
+    if (options.transports === undefined || options.transports.includes(transport)) scenarioTest(`${name} [${transport}]`, transport, body, options)
+  }
 }
 
 const scenarioTest = (
@@ -159,12 +167,22 @@ export const diagnose = async (context: Context): Promise<string> => {
 /** Reads the topics back and checks the scenario's whole history. */
 export const checkHistory = async (
   context: Context,
-  options: { readonly deadLetterTopic?: string; readonly outputTopic?: string; readonly ordering?: "partition" | "key" } = {},
+  options: {
+    readonly deadLetterTopic?: string
+    readonly outputTopic?: string
+    /** The output as read already (a transactional topic's committed records: see `startCommittedReader`). */
+    readonly output?: ReadonlyArray<DerivedRecord>
+    readonly ordering?: "partition" | "key"
+  } = {},
 ): Promise<Report> => {
   context.scenario.poll()
   const input = await context.broker.readBack(context.topic)
   const deadLetters = options.deadLetterTopic === undefined ? undefined : await context.broker.readBack(options.deadLetterTopic)
-  const outputs = options.outputTopic === undefined ? undefined : await context.broker.readBack(options.outputTopic)
+  const outputs = options.output !== undefined
+    ? { derived: options.output }
+    : options.outputTopic === undefined
+    ? undefined
+    : await context.broker.readBack(options.outputTopic)
   const finalCommitted = await context.broker.committed(context.group, context.topic)
   return check({
     ...context.scenario.history(),

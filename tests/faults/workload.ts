@@ -6,9 +6,10 @@
  * Records are keyed `k0`..`k{keys-1}`, round robin, so each key's sequence numbers rise by one;
  * Kafka's partitioner spreads the keys over the topic's partitions.
  */
-import { Effect, ManagedRuntime } from "effect"
+import { Effect, Exit, ManagedRuntime, Scope, Stream } from "effect"
 import kafkajs, { Kafka, logLevel } from "kafkajs"
 import * as KafkaJsTransport from "../../lib/KafkaJsTransport.ts"
+import * as KafkaTransport from "../../lib/KafkaTransport.ts"
 import { type ProducerRecord, Transport } from "../../lib/Transport.ts"
 import type { DerivedRecord, TopicRecord } from "./history.ts"
 import { type Scenario, sleep } from "./runner.ts"
@@ -260,6 +261,70 @@ export class Broker {
   }
 
   async close(): Promise<void> {
+    await this.committedReaders?.dispose()
     await this.runtime.dispose()
   }
+
+  private committedReaders: ManagedRuntime.ManagedRuntime<Transport, unknown> | undefined
+
+  /**
+   * A read-committed reader of `topic` through Partita's own client, from the start, until
+   * `stop`: for transactional output, which plain kafkajs misreads (it returned records of aborted
+   * transactions when several transactional producers wrote to a partition) and cannot tell
+   * complete (transaction markers end its partitions). `finish` writes a sentinel to every
+   * partition and resolves once each has come back: a read-committed reader passes it only
+   * after every transaction before it has ended, so what it returned then is the topic's
+   * committed content.
+   */
+  startCommittedReader(topic: string, partitions: number) {
+    this.committedReaders ??= ManagedRuntime.make(KafkaTransport.layer({ brokers: [...this.brokers], clientId: "faults-reader" }))
+    const runtime = this.committedReaders
+    const records: Array<{ readonly partition: number; readonly offset: number; readonly value: Uint8Array | null }> = []
+    const sentinels = new Set<number>()
+    const started = runtime.runPromise(Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const transport = yield* Transport
+      const subscription = yield* Scope.provide(transport.subscribe({ group: `faults-committed-${Date.now()}-${Math.random().toString(36).slice(2)}`, topics: [topic] }), scope)
+      yield* subscription.events.pipe(
+        Stream.flatMap((event) => event._tag === "Assigned" ? Stream.mergeAll(event.claims.map((claim) => claim.records), { concurrency: "unbounded" }) : Stream.fromEffect(Effect.as(event.acknowledge, [] as ReadonlyArray<never>))),
+        Stream.runForEach((batch) => Effect.sync(() => {
+          for (const record of batch) {
+            if (record.value !== null && decoder.decode(record.value) === sentinel) sentinels.add(record.partition)
+            else records.push({ partition: record.partition, offset: record.offset, value: record.value })
+          }
+        })),
+        Effect.forkIn(scope),
+      )
+      return scope
+    }))
+    const derived = () =>
+      records.flatMap((record) => {
+        try {
+          const parsed = JSON.parse(record.value === null ? "null" : decoder.decode(record.value)) as { key?: string; seq?: number; sp?: number; so?: number }
+          if (parsed?.sp === undefined || parsed.so === undefined) return []
+          return [{ sourcePartition: parsed.sp, sourceOffset: parsed.so, key: parsed.key, seq: parsed.seq, partition: record.partition, offset: record.offset }]
+        } catch {
+          return []
+        }
+      })
+    return {
+      records,
+      derived,
+      /** Writes the sentinels (once per topic is enough) and waits for them. */
+      finish: async (writeSentinels: boolean, timeoutMs = 60_000) => {
+        await started
+        if (writeSentinels) {
+          await this.sendRaw(Array.from({ length: partitions }, (_, partition) => ({ topic, partition, key: null, value: encoder.encode(sentinel) })))
+        }
+        const deadline = Date.now() + timeoutMs
+        while (sentinels.size < partitions) {
+          if (Date.now() > deadline) throw new Error(`The read-committed reader of ${topic} saw sentinels from ${[...sentinels]} of ${partitions} partitions within ${timeoutMs} ms`)
+          await sleep(50)
+        }
+      },
+      stop: () => started.then((scope) => runtime.runPromise(Scope.close(scope, Exit.void))),
+    }
+  }
 }
+
+const sentinel = "faults-sentinel"
