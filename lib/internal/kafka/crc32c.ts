@@ -70,3 +70,53 @@ export const crc32cUpdate = (crc: number, bytes: Uint8Array, start = 0, end = by
 
 /** The CRC-32C of `bytes[start, end)`, unsigned. `crc32c("123456789")` is 0xE3069283. */
 export const crc32c = (bytes: Uint8Array, start = 0, end = bytes.length): number => crc32cUpdate(0, bytes, start, end)
+
+// --- combining -------------------------------------------------------------------------------
+// zlib's crc32_combine (1.2.12+, multmodp / x2nmodp) for the Castagnoli polynomial: the CRC of
+// A followed by B from the CRCs of A and B and B's length, in about 2·log2(length) products of
+// 32-bit polynomials modulo P. It lets a record batch's CRC be computed over its records as they
+// are appended, before its header (which comes first in the checked bytes) is known.
+
+const POLY = 0x82f63b78
+
+/** a·b modulo P (bit-reflected: bit 31 is x^0). */
+const multModP = (a: number, b: number): number => {
+  let m = 0x80000000
+  let p = 0
+  for (;;) {
+    if ((a & m) !== 0) {
+      p ^= b
+      if ((a & (m - 1)) === 0) break
+    }
+    m >>>= 1
+    b = b & 1 ? (b >>> 1) ^ POLY : b >>> 1
+  }
+  return p >>> 0
+}
+
+/** x^(2^k) modulo P, for k = 0..31. */
+const X2N = (() => {
+  const table = new Uint32Array(32)
+  let p = 0x40000000 // x^1
+  table[0] = p
+  for (let k = 1; k < 32; k++) table[k] = p = multModP(p, p)
+  return table
+})()
+
+/** x^(n·2^k) modulo P. */
+const x2nModP = (n: number, k: number): number => {
+  let p = 0x80000000 // x^0
+  while (n > 0) {
+    if (n % 2 === 1) p = multModP(X2N[k & 31]!, p)
+    n = Math.floor(n / 2)
+    k++
+  }
+  return p
+}
+
+/**
+ * The CRC-32C of A followed by B, given `crcA` (of A), `crcB` (of B) and B's length in bytes.
+ * Unsigned.
+ */
+export const crc32cCombine = (crcA: number, crcB: number, lengthB: number): number =>
+  (multModP(x2nModP(lengthB, 3), crcA) ^ crcB) >>> 0

@@ -51,7 +51,6 @@ import type { Compression } from "./compression.ts"
 import type { Connection } from "./connection.ts"
 import { InitProducerId } from "./protocol/InitProducerId.ts"
 import { Produce, type ProduceRequest, type ProduceResponse } from "./protocol/Produce.ts"
-import { encodeRecordBatch } from "./recordBatch.ts"
 
 /**
  * What the producer needs of the cluster: partition counts, leaders and connections. `brokers.ts`
@@ -233,13 +232,13 @@ const acksCode = (acks: Acks): number => (acks === "all" ? -1 : acks === "leader
 const where = (queue: PartitionQueue): string => `${queue.topic}/${queue.partition}`
 
 /**
- * Encodes a batch; the one throwing call (a codec missing in this runtime) becomes a typed error,
- * so the sender never sees an exception.
+ * Finishes a batch (its records were encoded as they were appended: this writes its header, and
+ * compresses); the one throwing call (a codec missing in this runtime) becomes a typed error, so
+ * the sender never sees an exception.
  */
 const encode = (batch: Batch, compression: Compression, transactional: boolean): Uint8Array | TransportError.TransportError => {
   try {
-    return encodeRecordBatch(batch.records, {
-      compression,
+    return batch.builder.finish({
       transactional,
       producerId: batch.producerId,
       producerEpoch: batch.producerEpoch,
@@ -278,6 +277,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     maxBytes: options.maxBatchBytes ?? defaults.maxBatchBytes,
     lingerMs: millis(options.linger, defaults.linger),
     deliveryTimeoutMs: millis(options.deliveryTimeout, defaults.deliveryTimeout),
+    compression,
   })
   const maxRequestBytes = options.maxRequestBytes ?? defaults.maxRequestBytes
   const maxInFlight = Math.max(1, options.maxInFlight ?? defaults.maxInFlight)
@@ -332,7 +332,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
         topic: batch.queue.topic,
         partition: batch.queue.partition,
         offset: baseOffset < 0 ? -1 : baseOffset + i,
-        timestamp: logAppendTime >= 0 ? logAppendTime : batch.records[i]!.timestamp,
+        timestamp: logAppendTime >= 0 ? logAppendTime : batch.timestamps[i]!,
       }))
 
   const fail = (batch: Batch, error: TransportError.TransportError, perRecord?: ReadonlyMap<number, string>) => {
