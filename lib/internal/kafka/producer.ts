@@ -808,14 +808,43 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     wake()
   }
 
-  // One effect per call, whatever its size: the records are appended synchronously and the
-  // caller's fiber waits on one callback, resumed when the last of them has its outcome. The
-  // clock is the producer's (read directly, as the sender reads it), so `TestClock` drives both.
+  const noRecords: Effect.Effect<Outcomes> = Effect.succeed([])
+
+  /** The calls that must first ask for partition counts: the topics unknown, and those to refresh. */
+  const sendAfterCounts = (
+    records: ReadonlyArray<ProducerRecord>,
+    acks: Acks,
+    at: number,
+    unknown: ReadonlyArray<string>,
+    refresh: ReadonlyArray<string> | undefined,
+  ): Effect.Effect<Outcomes> => {
+    const refreshes = refresh === undefined
+      ? Effect.void
+      : Effect.forEach(refresh, (topic) => Effect.forkIn(refreshCount(topic), scope), { discard: true })
+    return Effect.andThen(refreshes, Effect.forEach(unknown, (topic) =>
+      Effect.exit(cluster.partitionCount(topic)).pipe(
+        Effect.tap((exit) =>
+          Effect.sync(() => {
+            if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at })
+          })
+        ),
+      )).pipe(
+        Effect.flatMap((exits) => {
+          const counts = new Map(unknown.map((topic, i) => [topic, exits[i]!]))
+          return Effect.callback<Outcomes>((resume) => appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, resume))
+        }),
+      ))
+  }
+
+  // One effect per call, whatever its size, and no other step of the caller's fiber: the
+  // callback's registration is the whole call (it runs when the effect runs, as a suspend would);
+  // the records are appended synchronously and the fiber is resumed when the last of them has its
+  // outcome (or with the effect that first asks for partition counts). The clock is the
+  // producer's (read directly, as the sender reads it), so `TestClock` drives both.
   const sendEach = (records: ReadonlyArray<ProducerRecord>, sendOptions?: { readonly acks?: Acks | undefined }) =>
-    Effect.suspend((): Effect.Effect<ReadonlyArray<Exit.Exit<RecordMetadata, TransportError.TransportError>>> => {
+    records.length === 0 ? noRecords : Effect.callback<Outcomes>((resume) => {
       const acks = sendOptions?.acks ?? "all"
-      if (records.length === 0) return Effect.succeed([])
-      if (closing) return Effect.succeed(records.map((record) => Exit.fail(closedError(record.topic))))
+      if (closing) return resume(Effect.succeed(records.map((record) => Exit.fail(closedError(record.topic)))))
       const at = clock.currentTimeMillisUnsafe()
       // Partition counts are asked of the pool once per topic, then again at most once a second,
       // in the background while the last count serves: the pool's lookup is an effect with
@@ -833,28 +862,8 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
           ;(refresh ??= []).push(topic)
         }
       }
-      if (unknown === undefined && refresh === undefined) {
-        return Effect.callback<Outcomes>((resume) => appendAll(records, acks, at, undefined, resume))
-      }
-      const refreshes = refresh === undefined
-        ? Effect.void
-        : Effect.forEach(refresh, (topic) => Effect.forkIn(refreshCount(topic), scope), { discard: true })
-      const topics = unknown ?? []
-      return Effect.andThen(refreshes, Effect.forEach(topics, (topic) =>
-        Effect.exit(cluster.partitionCount(topic)).pipe(
-          Effect.tap((exit) =>
-            Effect.sync(() => {
-              if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at })
-            })
-          ),
-        )).pipe(
-          Effect.flatMap((exits) => {
-            const counts = new Map(topics.map((topic, i) => [topic, exits[i]!]))
-            return Effect.callback<Outcomes>((resume) =>
-              appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, resume)
-            )
-          }),
-        ))
+      if (unknown === undefined && refresh === undefined) return appendAll(records, acks, at, undefined, resume)
+      resume(sendAfterCounts(records, acks, at, unknown ?? [], refresh))
     })
 
   const flush = Effect.suspend(() => {

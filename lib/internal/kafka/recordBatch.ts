@@ -32,7 +32,7 @@
 import type { ConsumerRecord, Header } from "../../Transport.ts"
 import { CodecError } from "./codecError.ts"
 import { type Compression, compress, compressionByCode, compressionCode, decompress } from "./compression.ts"
-import { crc32c, crc32cCombine, crc32cUpdate } from "./crc32c.ts"
+import { crc32c, crc32cCombine, crc32cWords, wordsOf } from "./crc32c.ts"
 
 export type { Compression } from "./compression.ts"
 
@@ -427,6 +427,8 @@ export const encodeRecordBatch = (records: ReadonlyArray<RecordInput>, options: 
  */
 export class BatchBuilder {
   private bytes: Uint8Array
+  /** `bytes` as words, for the CRC (`crc32cWords`): made once per buffer, not per record. */
+  private words: Int32Array
   /** Bytes written: the header's 61, then the records. */
   private used = HEADER
   private baseTimestamp = 0
@@ -439,6 +441,7 @@ export class BatchBuilder {
 
   constructor(capacity: number, compression: Compression = "none") {
     this.bytes = new Uint8Array(Math.max(HEADER + 64, capacity))
+    this.words = wordsOf(this.bytes.buffer)
     this.codec = compression
   }
 
@@ -460,10 +463,11 @@ export class BatchBuilder {
       const grown = new Uint8Array(capacity)
       grown.set(this.bytes.subarray(0, this.used))
       this.bytes = grown
+      this.words = wordsOf(grown.buffer)
     }
     const start = this.used
     this.used = writeRecord(this.bytes, start, size, key, value, headers, this.count, delta)
-    if (this.codec === "none") this.recordsCrc = crc32cUpdate(this.recordsCrc, this.bytes, start, this.used)
+    if (this.codec === "none") this.recordsCrc = crc32cWords(this.recordsCrc, this.bytes, this.words, start, this.used)
     this.count++
   }
 
