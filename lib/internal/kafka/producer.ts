@@ -40,7 +40,7 @@
  * 3-node cluster. KIP-951 leader hints in an answer
  * are handed to the pool, which then needs no Metadata round trip.
  */
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, Scope } from "effect"
 import type { Acks, ProducerRecord, RecordMetadata, TopicPartition } from "../../Transport.ts"
 import * as TransportError from "../../TransportError.ts"
 import { partitionForKey } from "../partitioner.ts"
@@ -810,6 +810,31 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
 
   const noRecords: Effect.Effect<Outcomes> = Effect.succeed([])
 
+  /**
+   * The first partition-count lookups, per topic: the calls that find a topic's count unknown
+   * share one (a thousand fibers starting together would otherwise queue a thousand metadata
+   * lookups on the pool's permit). Forked in the producer's scope, so a caller interrupted while
+   * it waits does not leave the others waiting for nothing.
+   */
+  const countLookups = new Map<string, Deferred.Deferred<Exit.Exit<number, TransportError.TransportError>>>()
+  const firstCount = (topic: string, at: number): Effect.Effect<Exit.Exit<number, TransportError.TransportError>> =>
+    Effect.suspend(() => {
+      const known = countLookups.get(topic)
+      if (known !== undefined) return Deferred.await(known)
+      const deferred = Deferred.makeUnsafe<Exit.Exit<number, TransportError.TransportError>>()
+      countLookups.set(topic, deferred)
+      const lookup = Effect.exit(cluster.partitionCount(topic)).pipe(
+        Effect.flatMap((exit) =>
+          Effect.sync(() => {
+            if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at })
+            countLookups.delete(topic)
+            Deferred.doneUnsafe(deferred, Exit.succeed(exit))
+          })
+        ),
+      )
+      return Effect.andThen(Effect.forkIn(lookup, scope), Deferred.await(deferred))
+    })
+
   /** The calls that must first ask for partition counts: the topics unknown, and those to refresh. */
   const sendAfterCounts = (
     records: ReadonlyArray<ProducerRecord>,
@@ -821,19 +846,13 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     const refreshes = refresh === undefined
       ? Effect.void
       : Effect.forEach(refresh, (topic) => Effect.forkIn(refreshCount(topic), scope), { discard: true })
-    return Effect.andThen(refreshes, Effect.forEach(unknown, (topic) =>
-      Effect.exit(cluster.partitionCount(topic)).pipe(
-        Effect.tap((exit) =>
-          Effect.sync(() => {
-            if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at })
-          })
-        ),
-      )).pipe(
-        Effect.flatMap((exits) => {
-          const counts = new Map(unknown.map((topic, i) => [topic, exits[i]!]))
-          return Effect.callback<Outcomes>((resume) => appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, resume))
-        }),
-      ))
+    return Effect.andThen(
+      refreshes,
+      Effect.flatMap(Effect.forEach(unknown, (topic) => firstCount(topic, at)), (exits) => {
+        const counts = new Map(unknown.map((topic, i) => [topic, exits[i]!]))
+        return Effect.callback<Outcomes>((resume) => appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, resume))
+      }),
+    )
   }
 
   // One effect per call, whatever its size, and no other step of the caller's fiber: the
