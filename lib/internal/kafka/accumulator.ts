@@ -73,11 +73,11 @@ export class Batch {
   /** When its records fail with a timeout instead of being retried (delivery timeout). */
   readonly deadline: number
 
-  constructor(queue: PartitionQueue, createdAt: number, deadline: number, capacity: number, compression: Compression) {
+  constructor(queue: PartitionQueue, createdAt: number, deadline: number, capacity: number, compression: Compression, buffer?: Uint8Array) {
     this.queue = queue
     this.createdAt = createdAt
     this.deadline = deadline
-    this.builder = new BatchBuilder(capacity, compression)
+    this.builder = new BatchBuilder(capacity, compression, buffer)
   }
 
   get count(): number {
@@ -130,6 +130,9 @@ export interface Limits {
 const firstCapacity = (queue: PartitionQueue, maxBytes: number): number =>
   Math.min(Math.max(4096, queue.lastBatchBytes + (queue.lastBatchBytes >>> 3) + 1024), maxBytes + 1024)
 
+/** Spare buffers kept at most (a few per partition sending under load). */
+const maxSpare = 8
+
 /** Kafka's sequence numbers are int32 and wrap to 0 (as Java's `DefaultRecordBatch.incrementSequence`). */
 export const addSequence = (sequence: number, count: number): number => {
   const next = sequence + count
@@ -146,6 +149,40 @@ export class Accumulator {
 
   constructor(limits: Limits) {
     this.limits = limits
+  }
+
+  /**
+   * The buffers of batches the broker has answered for, which new batches take instead of
+   * allocating: under load every round trip would otherwise allocate (and zero, and later
+   * collect) about a Produce request's size in fresh buffers, and external memory that grows
+   * that fast makes V8 collect garbage more often.
+   */
+  readonly #spare: Array<Uint8Array> = []
+
+  /**
+   * Gives a batch's buffer to later batches. Only for a batch the broker answered: its request
+   * has been written in full, so nothing reads its bytes any more (after a lost connection a
+   * write may still be queued on the closing socket, and an `acks: "none"` batch's answer is the
+   * write itself). The batch's encoded bytes are gone with it.
+   */
+  recycle(batch: Batch): void {
+    batch.encoded = undefined
+    const buffer = batch.builder.release()
+    if (this.#spare.length < maxSpare && buffer.length > 0) this.#spare.push(buffer)
+  }
+
+  /** A spare buffer with room for a batch like the partition's last one (`firstCapacity` less its headroom). */
+  #spareFor(queue: PartitionQueue): Uint8Array | undefined {
+    const needed = Math.max(4096, queue.lastBatchBytes + 1024)
+    for (let i = 0; i < this.#spare.length; i++) {
+      const buffer = this.#spare[i]!
+      if (buffer.length >= needed) {
+        this.#spare[i] = this.#spare[this.#spare.length - 1]!
+        this.#spare.pop()
+        return buffer
+      }
+    }
+    return undefined
   }
 
   /** Per `acks`, per topic, the queues by partition: no key string built per record. */
@@ -181,6 +218,7 @@ export class Accumulator {
         now + this.limits.deliveryTimeoutMs,
         firstCapacity(queue, this.limits.maxBytes),
         this.limits.compression ?? "none",
+        this.#spareFor(queue),
       )
       queue.batches.push(batch)
     }

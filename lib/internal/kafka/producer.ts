@@ -404,6 +404,9 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       }
       const code = answer.errorCode === 0 ? undefined : TransportError.nameOfCode(answer.errorCode)
       if (code === undefined || code === "DUPLICATE_SEQUENCE_NUMBER") {
+        // Answered: its bytes were written in full and are not needed again (outcomes come from
+        // the answer and the records' timestamps), so the next batches may take its buffer.
+        if (!batch.done) accumulator.recycle(batch)
         succeed(batch, answer.baseOffset, answer.logAppendTimeMs)
         continue
       }

@@ -439,10 +439,26 @@ export class BatchBuilder {
   /** Records appended. */
   count = 0
 
-  constructor(capacity: number, compression: Compression = "none") {
-    this.bytes = new Uint8Array(Math.max(HEADER + 64, capacity))
+  /**
+   * `buffer`, when given, is used instead of a new one (its old contents are overwritten, never
+   * read): a buffer {@link release}d by a batch that is done with it.
+   */
+  constructor(capacity: number, compression: Compression = "none", buffer?: Uint8Array) {
+    this.bytes = buffer ?? new Uint8Array(Math.max(HEADER + 64, capacity))
     this.words = wordsOf(this.bytes.buffer)
     this.codec = compression
+  }
+
+  /**
+   * The buffer, for another builder; this one and every batch it finished must not be used again
+   * (`count` still says how many records it held).
+   */
+  release(): Uint8Array {
+    const bytes = this.bytes
+    this.bytes = new Uint8Array(0)
+    this.words = new Int32Array(0)
+    this.used = HEADER
+    return bytes
   }
 
   /** Bytes of the batch so far, uncompressed. */
