@@ -19,7 +19,8 @@
 import type { Exit } from "effect"
 import type { Acks, Header, RecordMetadata } from "../../Transport.ts"
 import type { TransportError } from "../../TransportError.ts"
-import type { RecordInput } from "./recordBatch.ts"
+import type { Compression } from "./compression.ts"
+import { BatchBuilder, type RecordInput } from "./recordBatch.ts"
 
 /** Bytes of a record batch v2 header, before its first record. */
 export const batchOverhead = 61
@@ -37,11 +38,15 @@ export const recordSize = (key: Uint8Array | null, value: Uint8Array | null, hea
 export type Complete = (exit: Exit.Exit<RecordMetadata, TransportError>) => void
 
 /**
- * A record batch on its way: its records in order, then, once first drained, the producer id,
- * epoch and sequence it goes out with, kept for every retry.
+ * A record batch on its way: its records, encoded into the batch's bytes as they are appended
+ * (`BatchBuilder`), then, once first drained, the producer id, epoch and sequence it goes out
+ * with, kept for every retry.
  */
 export class Batch {
-  readonly records: Array<RecordInput> = []
+  /** The records, encoded in order. */
+  readonly builder: BatchBuilder
+  /** Each record's timestamp, for its result. */
+  readonly timestamps: Array<number> = []
   readonly completes: Array<Complete> = []
   bytes = batchOverhead
   closed = false
@@ -68,14 +73,15 @@ export class Batch {
   /** When its records fail with a timeout instead of being retried (delivery timeout). */
   readonly deadline: number
 
-  constructor(queue: PartitionQueue, createdAt: number, deadline: number) {
+  constructor(queue: PartitionQueue, createdAt: number, deadline: number, capacity: number, compression: Compression, buffer?: Uint8Array) {
     this.queue = queue
     this.createdAt = createdAt
     this.deadline = deadline
+    this.builder = new BatchBuilder(capacity, compression, buffer)
   }
 
   get count(): number {
-    return this.records.length
+    return this.builder.count
   }
 
   /** Drops the sequence it was given (after the producer's epoch changed, or it was refused). */
@@ -96,6 +102,8 @@ export class PartitionQueue {
   lookingUp = false
   /** The sequence number of the next record drained with idempotence. */
   nextSequence = 0
+  /** The encoded size of its last closed batch: the next one's first buffer (few regrow under steady load). */
+  lastBatchBytes = 0
 
   readonly topic: string
   readonly partition: number
@@ -114,7 +122,16 @@ export interface Limits {
   readonly maxBytes: number
   readonly lingerMs: number
   readonly deliveryTimeoutMs: number
+  /** The codec batches are built for. Default `none`. */
+  readonly compression?: Compression | undefined
 }
+
+/** A new batch's first buffer: room for a little more than the partition's last batch took. */
+const firstCapacity = (queue: PartitionQueue, maxBytes: number): number =>
+  Math.min(Math.max(4096, queue.lastBatchBytes + (queue.lastBatchBytes >>> 3) + 1024), maxBytes + 1024)
+
+/** Spare buffers kept at most (a few per partition sending under load). */
+const maxSpare = 8
 
 /** Kafka's sequence numbers are int32 and wrap to 0 (as Java's `DefaultRecordBatch.incrementSequence`). */
 export const addSequence = (sequence: number, count: number): number => {
@@ -132,6 +149,40 @@ export class Accumulator {
 
   constructor(limits: Limits) {
     this.limits = limits
+  }
+
+  /**
+   * The buffers of batches the broker has answered for, which new batches take instead of
+   * allocating: under load every round trip would otherwise allocate (and zero, and later
+   * collect) about a Produce request's size in fresh buffers, and external memory that grows
+   * that fast makes V8 collect garbage more often.
+   */
+  readonly #spare: Array<Uint8Array> = []
+
+  /**
+   * Gives a batch's buffer to later batches. Only for a batch the broker answered: its request
+   * has been written in full, so nothing reads its bytes any more (after a lost connection a
+   * write may still be queued on the closing socket, and an `acks: "none"` batch's answer is the
+   * write itself). The batch's encoded bytes are gone with it.
+   */
+  recycle(batch: Batch): void {
+    batch.encoded = undefined
+    const buffer = batch.builder.release()
+    if (this.#spare.length < maxSpare && buffer.length > 0) this.#spare.push(buffer)
+  }
+
+  /** A spare buffer with room for a batch like the partition's last one (`firstCapacity` less its headroom). */
+  #spareFor(queue: PartitionQueue): Uint8Array | undefined {
+    const needed = Math.max(4096, queue.lastBatchBytes + 1024)
+    for (let i = 0; i < this.#spare.length; i++) {
+      const buffer = this.#spare[i]!
+      if (buffer.length >= needed) {
+        this.#spare[i] = this.#spare[this.#spare.length - 1]!
+        this.#spare.pop()
+        return buffer
+      }
+    }
+    return undefined
   }
 
   /** Per `acks`, per topic, the queues by partition: no key string built per record. */
@@ -160,14 +211,22 @@ export class Accumulator {
       batch === undefined || batch.closed || batch.count >= this.limits.maxRecords ||
       (batch.count > 0 && batch.bytes + size > this.limits.maxBytes)
     ) {
-      if (batch !== undefined) batch.closed = true
-      batch = new Batch(queue, now, now + this.limits.deliveryTimeoutMs)
+      if (batch !== undefined) this.close(batch)
+      batch = new Batch(
+        queue,
+        now,
+        now + this.limits.deliveryTimeoutMs,
+        firstCapacity(queue, this.limits.maxBytes),
+        this.limits.compression ?? "none",
+        this.#spareFor(queue),
+      )
       queue.batches.push(batch)
     }
-    batch.records.push(record)
+    batch.builder.append(record.key, record.value, record.headers, record.timestamp)
+    batch.timestamps.push(record.timestamp)
     batch.completes.push(complete)
     batch.bytes += size
-    if (batch.count >= this.limits.maxRecords || batch.bytes >= this.limits.maxBytes) batch.closed = true
+    if (batch.count >= this.limits.maxRecords || batch.bytes >= this.limits.maxBytes) this.close(batch)
     this.pending++
     return batch
   }
@@ -201,10 +260,17 @@ export class Accumulator {
     return next
   }
 
+  /** No more records go into the batch; its size tells the partition's next batch how much room to take. */
+  private close(batch: Batch): void {
+    if (batch.closed) return
+    batch.closed = true
+    batch.queue.lastBatchBytes = batch.builder.size
+  }
+
   /** Takes the partition's first batch out to send it; it stays the partition's batch in flight. */
   take(queue: PartitionQueue): Batch {
     const batch = queue.batches.shift()!
-    batch.closed = true
+    this.close(batch)
     queue.inFlight = batch
     return batch
   }

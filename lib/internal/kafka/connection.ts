@@ -151,7 +151,8 @@ const ourSoftware = { name: "partita", version: "0.1.0" } as const
 /** A request between its call and its answer. */
 interface Pending {
   readonly correlationId: number
-  readonly frame: Uint8Array
+  /** The frame as views, written in one go (see `encodeFrame`). */
+  readonly frame: ReadonlyArray<Uint8Array>
   readonly expectsResponse: boolean
   state: "waiting" | "sent" | "done"
   /** Resumes the caller with the answer's frame, or an error; `undefined` once abandoned. */
@@ -274,13 +275,26 @@ class Wire {
         pending.state = "done"
       }
       // A `false` from write means the socket's buffer is full: hold further writes until it drains.
-      if (!this.socket.write(pending.frame)) this.blocked = true
+      if (!this.write(pending.frame)) this.blocked = true
       if (!pending.expectsResponse) {
         const resume = pending.resume
         pending.resume = undefined
-        resume?.(pending.frame)
+        resume?.(written)
       }
     }
+  }
+
+  /**
+   * Writes a frame's views: corked, so Node hands them to one `writev` (the record batches of a
+   * Produce request go to the kernel from where they were encoded, never concatenated here).
+   */
+  private write(frame: ReadonlyArray<Uint8Array>): boolean {
+    if (frame.length === 1) return this.socket.write(frame[0]!)
+    this.socket.cork()
+    let accepted = true
+    for (let i = 0; i < frame.length; i++) accepted = this.socket.write(frame[i]!)
+    this.socket.uncork()
+    return accepted
   }
 
   private onFrame(frame: Uint8Array): void {
@@ -444,21 +458,30 @@ const decodeFrame = <Res>(frame: Uint8Array, api: Api<any, Res>, version: number
     return api.decodeResponse(reader, bodyVersion)
   })
 
-/** The request's frame: size, header, body. */
+/** What a request the broker does not answer resumes its caller with: it was written. */
+const written = new Uint8Array(0)
+
+/**
+ * Byte fields from this size on (record batches) are not copied into a request's frame but
+ * written from where they are (`Writer`'s splicing); smaller ones are copied, fewer views to write.
+ */
+const spliceFrom = 4096
+
+/** The request's frame, as views in order: size, header, body. */
 const encodeFrame = <Req>(
   api: Api<Req, unknown>,
   version: number,
   correlationId: number,
   clientId: string,
   request: Req,
-): Attempt<Uint8Array> =>
+): Attempt<ReadonlyArray<Uint8Array>> =>
   attempt(() => {
-    const writer = new Writer()
+    const writer = new Writer(256, spliceFrom)
     const size = writer.reserveInt32()
     encodeRequestHeader(writer, api.requestHeaderVersion(version), { apiKey: api.key, apiVersion: version, correlationId, clientId })
     api.encodeRequest(writer, version, request)
-    writer.patchInt32(size, writer.length - size - 4)
-    return writer.finish()
+    writer.patchInt32(size, writer.size - size - 4)
+    return writer.finishSegments()
   })
 
 /** UNSUPPORTED_VERSION: ApiVersions' only answer whose body is always at version 0. */

@@ -40,7 +40,7 @@
  * 3-node cluster. KIP-951 leader hints in an answer
  * are handed to the pool, which then needs no Metadata round trip.
  */
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, Scope } from "effect"
 import type { Acks, ProducerRecord, RecordMetadata, TopicPartition } from "../../Transport.ts"
 import * as TransportError from "../../TransportError.ts"
 import { partitionForKey } from "../partitioner.ts"
@@ -51,7 +51,6 @@ import type { Compression } from "./compression.ts"
 import type { Connection } from "./connection.ts"
 import { InitProducerId } from "./protocol/InitProducerId.ts"
 import { Produce, type ProduceRequest, type ProduceResponse } from "./protocol/Produce.ts"
-import { encodeRecordBatch } from "./recordBatch.ts"
 
 /**
  * What the producer needs of the cluster: partition counts, leaders and connections. `brokers.ts`
@@ -233,13 +232,13 @@ const acksCode = (acks: Acks): number => (acks === "all" ? -1 : acks === "leader
 const where = (queue: PartitionQueue): string => `${queue.topic}/${queue.partition}`
 
 /**
- * Encodes a batch; the one throwing call (a codec missing in this runtime) becomes a typed error,
- * so the sender never sees an exception.
+ * Finishes a batch (its records were encoded as they were appended: this writes its header, and
+ * compresses); the one throwing call (a codec missing in this runtime) becomes a typed error, so
+ * the sender never sees an exception.
  */
 const encode = (batch: Batch, compression: Compression, transactional: boolean): Uint8Array | TransportError.TransportError => {
   try {
-    return encodeRecordBatch(batch.records, {
-      compression,
+    return batch.builder.finish({
       transactional,
       producerId: batch.producerId,
       producerEpoch: batch.producerEpoch,
@@ -278,6 +277,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     maxBytes: options.maxBatchBytes ?? defaults.maxBatchBytes,
     lingerMs: millis(options.linger, defaults.linger),
     deliveryTimeoutMs: millis(options.deliveryTimeout, defaults.deliveryTimeout),
+    compression,
   })
   const maxRequestBytes = options.maxRequestBytes ?? defaults.maxRequestBytes
   const maxInFlight = Math.max(1, options.maxInFlight ?? defaults.maxInFlight)
@@ -332,7 +332,7 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
         topic: batch.queue.topic,
         partition: batch.queue.partition,
         offset: baseOffset < 0 ? -1 : baseOffset + i,
-        timestamp: logAppendTime >= 0 ? logAppendTime : batch.records[i]!.timestamp,
+        timestamp: logAppendTime >= 0 ? logAppendTime : batch.timestamps[i]!,
       }))
 
   const fail = (batch: Batch, error: TransportError.TransportError, perRecord?: ReadonlyMap<number, string>) => {
@@ -404,6 +404,9 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
       }
       const code = answer.errorCode === 0 ? undefined : TransportError.nameOfCode(answer.errorCode)
       if (code === undefined || code === "DUPLICATE_SEQUENCE_NUMBER") {
+        // Answered: its bytes were written in full and are not needed again (outcomes come from
+        // the answer and the records' timestamps), so the next batches may take its buffer.
+        if (!batch.done) accumulator.recycle(batch)
         succeed(batch, answer.baseOffset, answer.logAppendTimeMs)
         continue
       }
@@ -808,14 +811,62 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     wake()
   }
 
-  // One effect per call, whatever its size: the records are appended synchronously and the
-  // caller's fiber waits on one callback, resumed when the last of them has its outcome. The
-  // clock is the producer's (read directly, as the sender reads it), so `TestClock` drives both.
+  const noRecords: Effect.Effect<Outcomes> = Effect.succeed([])
+
+  /**
+   * The first partition-count lookups, per topic: the calls that find a topic's count unknown
+   * share one (a thousand fibers starting together would otherwise queue a thousand metadata
+   * lookups on the pool's permit). Forked in the producer's scope, so a caller interrupted while
+   * it waits does not leave the others waiting for nothing.
+   */
+  const countLookups = new Map<string, Deferred.Deferred<Exit.Exit<number, TransportError.TransportError>>>()
+  const firstCount = (topic: string, at: number): Effect.Effect<Exit.Exit<number, TransportError.TransportError>> =>
+    Effect.suspend(() => {
+      const known = countLookups.get(topic)
+      if (known !== undefined) return Deferred.await(known)
+      const deferred = Deferred.makeUnsafe<Exit.Exit<number, TransportError.TransportError>>()
+      countLookups.set(topic, deferred)
+      const lookup = Effect.exit(cluster.partitionCount(topic)).pipe(
+        Effect.flatMap((exit) =>
+          Effect.sync(() => {
+            if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at })
+            countLookups.delete(topic)
+            Deferred.doneUnsafe(deferred, Exit.succeed(exit))
+          })
+        ),
+      )
+      return Effect.andThen(Effect.forkIn(lookup, scope), Deferred.await(deferred))
+    })
+
+  /** The calls that must first ask for partition counts: the topics unknown, and those to refresh. */
+  const sendAfterCounts = (
+    records: ReadonlyArray<ProducerRecord>,
+    acks: Acks,
+    at: number,
+    unknown: ReadonlyArray<string>,
+    refresh: ReadonlyArray<string> | undefined,
+  ): Effect.Effect<Outcomes> => {
+    const refreshes = refresh === undefined
+      ? Effect.void
+      : Effect.forEach(refresh, (topic) => Effect.forkIn(refreshCount(topic), scope), { discard: true })
+    return Effect.andThen(
+      refreshes,
+      Effect.flatMap(Effect.forEach(unknown, (topic) => firstCount(topic, at)), (exits) => {
+        const counts = new Map(unknown.map((topic, i) => [topic, exits[i]!]))
+        return Effect.callback<Outcomes>((resume) => appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, resume))
+      }),
+    )
+  }
+
+  // One effect per call, whatever its size, and no other step of the caller's fiber: the
+  // callback's registration is the whole call (it runs when the effect runs, as a suspend would);
+  // the records are appended synchronously and the fiber is resumed when the last of them has its
+  // outcome (or with the effect that first asks for partition counts). The clock is the
+  // producer's (read directly, as the sender reads it), so `TestClock` drives both.
   const sendEach = (records: ReadonlyArray<ProducerRecord>, sendOptions?: { readonly acks?: Acks | undefined }) =>
-    Effect.suspend((): Effect.Effect<ReadonlyArray<Exit.Exit<RecordMetadata, TransportError.TransportError>>> => {
+    records.length === 0 ? noRecords : Effect.callback<Outcomes>((resume) => {
       const acks = sendOptions?.acks ?? "all"
-      if (records.length === 0) return Effect.succeed([])
-      if (closing) return Effect.succeed(records.map((record) => Exit.fail(closedError(record.topic))))
+      if (closing) return resume(Effect.succeed(records.map((record) => Exit.fail(closedError(record.topic)))))
       const at = clock.currentTimeMillisUnsafe()
       // Partition counts are asked of the pool once per topic, then again at most once a second,
       // in the background while the last count serves: the pool's lookup is an effect with
@@ -833,28 +884,8 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
           ;(refresh ??= []).push(topic)
         }
       }
-      if (unknown === undefined && refresh === undefined) {
-        return Effect.callback<Outcomes>((resume) => appendAll(records, acks, at, undefined, resume))
-      }
-      const refreshes = refresh === undefined
-        ? Effect.void
-        : Effect.forEach(refresh, (topic) => Effect.forkIn(refreshCount(topic), scope), { discard: true })
-      const topics = unknown ?? []
-      return Effect.andThen(refreshes, Effect.forEach(topics, (topic) =>
-        Effect.exit(cluster.partitionCount(topic)).pipe(
-          Effect.tap((exit) =>
-            Effect.sync(() => {
-              if (Exit.isSuccess(exit)) partitionCounts.set(topic, { count: exit, at })
-            })
-          ),
-        )).pipe(
-          Effect.flatMap((exits) => {
-            const counts = new Map(topics.map((topic, i) => [topic, exits[i]!]))
-            return Effect.callback<Outcomes>((resume) =>
-              appendAll(records, acks, clock.currentTimeMillisUnsafe(), counts, resume)
-            )
-          }),
-        ))
+      if (unknown === undefined && refresh === undefined) return appendAll(records, acks, at, undefined, resume)
+      resume(sendAfterCounts(records, acks, at, unknown ?? [], refresh))
     })
 
   const flush = Effect.suspend(() => {

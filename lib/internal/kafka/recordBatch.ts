@@ -32,7 +32,7 @@
 import type { ConsumerRecord, Header } from "../../Transport.ts"
 import { CodecError } from "./codecError.ts"
 import { type Compression, compress, compressionByCode, compressionCode, decompress } from "./compression.ts"
-import { crc32c } from "./crc32c.ts"
+import { crc32c, crc32cCombine, crc32cWords, wordsOf } from "./crc32c.ts"
 
 export type { Compression } from "./compression.ts"
 
@@ -256,16 +256,19 @@ export interface EncodeOptions {
 }
 
 /** Bytes of one record's body (everything after its length varint). */
-const bodySize = (record: RecordInput, offsetDelta: number, timestampDelta: number): number => {
-  const key = record.key
-  const value = record.value
+const bodySize = (
+  key: Uint8Array | null,
+  value: Uint8Array | null,
+  headers: ReadonlyArray<Header> | undefined,
+  offsetDelta: number,
+  timestampDelta: number,
+): number => {
   let size =
     1 +
     varlongSize(timestampDelta) +
     varintSize(offsetDelta) +
     (key === null ? 1 : varintSize(key.length) + key.length) +
     (value === null ? 1 : varintSize(value.length) + value.length)
-  const headers = record.headers
   if (headers === undefined || headers.length === 0) return size + 1
   size += varintSize(headers.length)
   for (let h = 0; h < headers.length; h++) {
@@ -278,6 +281,54 @@ const bodySize = (record: RecordInput, offsetDelta: number, timestampDelta: numb
   return size
 }
 
+/** Writes one record (its length varint first) at `at`; returns where it ends. */
+const writeRecord = (
+  bytes: Uint8Array,
+  at: number,
+  size: number,
+  key: Uint8Array | null,
+  value: Uint8Array | null,
+  headers: ReadonlyArray<Header> | undefined,
+  offsetDelta: number,
+  timestampDelta: number,
+): number => {
+  at = writeVarint(bytes, at, size)
+  bytes[at++] = 0 // record attributes: unused
+  at = writeVarlong(bytes, at, timestampDelta)
+  at = writeVarint(bytes, at, offsetDelta)
+  if (key === null) bytes[at++] = 1 // zigzag(-1)
+  else {
+    at = writeVarint(bytes, at, key.length)
+    bytes.set(key, at)
+    at += key.length
+  }
+  if (value === null) bytes[at++] = 1
+  else {
+    at = writeVarint(bytes, at, value.length)
+    bytes.set(value, at)
+    at += value.length
+  }
+  if (headers === undefined || headers.length === 0) {
+    bytes[at++] = 0
+    return at
+  }
+  at = writeVarint(bytes, at, headers.length)
+  for (let h = 0; h < headers.length; h++) {
+    const header = headers[h]!
+    const keyLength = utf8Length(header.key)
+    at = writeVarint(bytes, at, keyLength)
+    at = writeString(bytes, at, header.key, keyLength)
+    const headerValue = header.value
+    if (headerValue === null) bytes[at++] = 1
+    else {
+      at = writeVarint(bytes, at, headerValue.length)
+      bytes.set(headerValue, at)
+      at += headerValue.length
+    }
+  }
+  return at
+}
+
 const writeRecords = (
   records: ReadonlyArray<RecordInput>,
   sizes: Int32Array,
@@ -287,82 +338,23 @@ const writeRecords = (
 ): number => {
   for (let i = 0; i < records.length; i++) {
     const record = records[i]!
-    at = writeVarint(bytes, at, sizes[i]!)
-    bytes[at++] = 0 // record attributes: unused
-    at = writeVarlong(bytes, at, record.timestamp - baseTimestamp)
-    at = writeVarint(bytes, at, i)
-    const key = record.key
-    if (key === null) bytes[at++] = 1 // zigzag(-1)
-    else {
-      at = writeVarint(bytes, at, key.length)
-      bytes.set(key, at)
-      at += key.length
-    }
-    const value = record.value
-    if (value === null) bytes[at++] = 1
-    else {
-      at = writeVarint(bytes, at, value.length)
-      bytes.set(value, at)
-      at += value.length
-    }
-    const headers = record.headers
-    if (headers === undefined || headers.length === 0) {
-      bytes[at++] = 0
-      continue
-    }
-    at = writeVarint(bytes, at, headers.length)
-    for (let h = 0; h < headers.length; h++) {
-      const header = headers[h]!
-      const keyLength = utf8Length(header.key)
-      at = writeVarint(bytes, at, keyLength)
-      at = writeString(bytes, at, header.key, keyLength)
-      const headerValue = header.value
-      if (headerValue === null) bytes[at++] = 1
-      else {
-        at = writeVarint(bytes, at, headerValue.length)
-        bytes.set(headerValue, at)
-        at += headerValue.length
-      }
-    }
+    at = writeRecord(bytes, at, sizes[i]!, record.key, record.value, record.headers, i, record.timestamp - baseTimestamp)
   }
   return at
 }
 
 /**
- * Encodes `records` as one record batch v2, ready for a Produce request's `records` field (or,
- * one after another, a log segment). Offsets are `baseOffset + index`; the base timestamp is the
- * first record's, as in Java's `MemoryRecordsBuilder`.
- *
- * One buffer for an uncompressed batch: a first pass sizes every record (kept in one Int32Array),
- * a second writes varints and bytes in place. A compressed batch writes its records section into
- * a scratch buffer that the codec reads.
+ * Writes the batch header into `bytes[0, 61)` (the records follow it; `bytes` is the whole
+ * batch) except the CRC, which covers it from `attributes` on and is the caller's to write.
  */
-export const encodeRecordBatch = (records: ReadonlyArray<RecordInput>, options: EncodeOptions = {}): Uint8Array => {
-  const count = records.length
-  if (count === 0) throw new RangeError("A record batch needs at least one record")
-  const baseTimestamp = records[0]!.timestamp
-  let maxTimestamp = baseTimestamp
-  const sizes = new Int32Array(count)
-  let recordsSize = 0
-  for (let i = 0; i < count; i++) {
-    const record = records[i]!
-    if (record.timestamp > maxTimestamp) maxTimestamp = record.timestamp
-    const size = bodySize(record, i, record.timestamp - baseTimestamp)
-    sizes[i] = size
-    recordsSize += varintSize(size) + size
-  }
-  const codec = options.compression ?? "none"
-  let bytes: Uint8Array
-  if (codec === "none") {
-    bytes = new Uint8Array(HEADER + recordsSize)
-    writeRecords(records, sizes, baseTimestamp, bytes, HEADER)
-  } else {
-    const section = new Uint8Array(recordsSize)
-    writeRecords(records, sizes, baseTimestamp, section, 0)
-    const compressed = compress(codec, section)
-    bytes = new Uint8Array(HEADER + compressed.length)
-    bytes.set(compressed, HEADER)
-  }
+const writeHeader = (
+  bytes: Uint8Array,
+  count: number,
+  baseTimestamp: number,
+  maxTimestamp: number,
+  codec: Compression,
+  options: EncodeOptions,
+): DataView => {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   writeInt64(view, 0, options.baseOffset ?? 0)
   view.setInt32(8, bytes.length - LOG_OVERHEAD)
@@ -378,8 +370,147 @@ export const encodeRecordBatch = (records: ReadonlyArray<RecordInput>, options: 
   view.setInt16(51, options.producerEpoch ?? -1)
   view.setInt32(53, options.baseSequence ?? -1)
   view.setInt32(57, count)
+  return view
+}
+
+/**
+ * Encodes `records` as one record batch v2, ready for a Produce request's `records` field (or,
+ * one after another, a log segment). Offsets are `baseOffset + index`; the base timestamp is the
+ * first record's, as in Java's `MemoryRecordsBuilder`.
+ *
+ * One buffer for an uncompressed batch: a first pass sizes every record (kept in one Int32Array),
+ * a second writes varints and bytes in place. A compressed batch writes its records section into
+ * a scratch buffer that the codec reads. (The producer builds its batches as records arrive,
+ * with {@link BatchBuilder}, which writes the same bytes.)
+ */
+export const encodeRecordBatch = (records: ReadonlyArray<RecordInput>, options: EncodeOptions = {}): Uint8Array => {
+  const count = records.length
+  if (count === 0) throw new RangeError("A record batch needs at least one record")
+  const baseTimestamp = records[0]!.timestamp
+  let maxTimestamp = baseTimestamp
+  const sizes = new Int32Array(count)
+  let recordsSize = 0
+  for (let i = 0; i < count; i++) {
+    const record = records[i]!
+    if (record.timestamp > maxTimestamp) maxTimestamp = record.timestamp
+    const size = bodySize(record.key, record.value, record.headers, i, record.timestamp - baseTimestamp)
+    sizes[i] = size
+    recordsSize += varintSize(size) + size
+  }
+  const codec = options.compression ?? "none"
+  let bytes: Uint8Array
+  if (codec === "none") {
+    bytes = new Uint8Array(HEADER + recordsSize)
+    writeRecords(records, sizes, baseTimestamp, bytes, HEADER)
+  } else {
+    const section = new Uint8Array(recordsSize)
+    writeRecords(records, sizes, baseTimestamp, section, 0)
+    const compressed = compress(codec, section)
+    bytes = new Uint8Array(HEADER + compressed.length)
+    bytes.set(compressed, HEADER)
+  }
+  const view = writeHeader(bytes, count, baseTimestamp, maxTimestamp, codec, options)
   view.setUint32(CRC_AT, crc32c(bytes, ATTRIBUTES_AT))
   return bytes
+}
+
+/**
+ * A record batch v2 written as its records arrive (the producer's accumulator appends each one
+ * as it is sent): each record is encoded once, straight after the header's place in the batch's
+ * buffer, and, uncompressed, the CRC-32C of the records is carried along. {@link finish} then
+ * writes only the header and combines its CRC with the records' (`crc32cCombine`): the bytes
+ * that go to the socket are the ones written at append time, and the work left when the batch
+ * is sent does not grow with its size. The same records give the same bytes as
+ * {@link encodeRecordBatch}.
+ *
+ * The buffer starts at `capacity` bytes and doubles when a record does not fit.
+ */
+export class BatchBuilder {
+  private bytes: Uint8Array
+  /** `bytes` as words, for the CRC (`crc32cWords`): made once per buffer, not per record. */
+  private words: Int32Array
+  /** Bytes written: the header's 61, then the records. */
+  private used = HEADER
+  private baseTimestamp = 0
+  private maxTimestamp = 0
+  /** The CRC-32C of the records written so far (kept only without compression). */
+  private recordsCrc = 0
+  private readonly codec: Compression
+  /** Records appended. */
+  count = 0
+
+  /**
+   * `buffer`, when given, is used instead of a new one (its old contents are overwritten, never
+   * read): a buffer {@link release}d by a batch that is done with it.
+   */
+  constructor(capacity: number, compression: Compression = "none", buffer?: Uint8Array) {
+    this.bytes = buffer ?? new Uint8Array(Math.max(HEADER + 64, capacity))
+    this.words = wordsOf(this.bytes.buffer)
+    this.codec = compression
+  }
+
+  /**
+   * The buffer, for another builder; this one and every batch it finished must not be used again
+   * (`count` still says how many records it held).
+   */
+  release(): Uint8Array {
+    const bytes = this.bytes
+    this.bytes = new Uint8Array(0)
+    this.words = new Int32Array(0)
+    this.used = HEADER
+    return bytes
+  }
+
+  /** Bytes of the batch so far, uncompressed. */
+  get size(): number {
+    return this.used
+  }
+
+  /** Appends a record; its offset is the batch's base offset plus the number appended before it. */
+  append(key: Uint8Array | null, value: Uint8Array | null, headers: ReadonlyArray<Header> | undefined, timestamp: number): void {
+    if (this.count === 0) this.baseTimestamp = this.maxTimestamp = timestamp
+    else if (timestamp > this.maxTimestamp) this.maxTimestamp = timestamp
+    const delta = timestamp - this.baseTimestamp
+    const size = bodySize(key, value, headers, this.count, delta)
+    const needed = this.used + varintSize(size) + size
+    if (needed > this.bytes.length) {
+      let capacity = this.bytes.length * 2
+      while (capacity < needed) capacity *= 2
+      const grown = new Uint8Array(capacity)
+      grown.set(this.bytes.subarray(0, this.used))
+      this.bytes = grown
+      this.words = wordsOf(grown.buffer)
+    }
+    const start = this.used
+    this.used = writeRecord(this.bytes, start, size, key, value, headers, this.count, delta)
+    if (this.codec === "none") this.recordsCrc = crc32cWords(this.recordsCrc, this.bytes, this.words, start, this.used)
+    this.count++
+  }
+
+  /**
+   * The batch with its header written from `options` (the codec is the builder's). Uncompressed,
+   * a view of the builder's buffer: finishing again (a retry with another producer epoch)
+   * rewrites the header in place. Compressed, a new buffer each time. Throws a `RangeError` with
+   * no record, and what `compress` throws for a codec this runtime lacks. No record may be
+   * appended after it.
+   */
+  finish(options: Omit<EncodeOptions, "compression">): Uint8Array {
+    if (this.count === 0) throw new RangeError("A record batch needs at least one record")
+    const codec = this.codec
+    let bytes: Uint8Array
+    if (codec === "none") bytes = this.bytes.subarray(0, this.used)
+    else {
+      const compressed = compress(codec, this.bytes.subarray(HEADER, this.used))
+      bytes = new Uint8Array(HEADER + compressed.length)
+      bytes.set(compressed, HEADER)
+    }
+    const view = writeHeader(bytes, this.count, this.baseTimestamp, this.maxTimestamp, codec, options)
+    const crc = codec === "none"
+      ? crc32cCombine(crc32c(bytes, ATTRIBUTES_AT, HEADER), this.recordsCrc, this.used - HEADER)
+      : crc32c(bytes, ATTRIBUTES_AT)
+    view.setUint32(CRC_AT, crc)
+    return bytes
+  }
 }
 
 /**

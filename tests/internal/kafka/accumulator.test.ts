@@ -6,6 +6,7 @@ import assert from "node:assert/strict"
 import { test } from "node:test"
 import { Exit } from "effect"
 import { Accumulator, addSequence, batchOverhead, recordSize } from "../../../lib/internal/kafka/accumulator.ts"
+import { encodeRecordBatch } from "../../../lib/internal/kafka/recordBatch.ts"
 import type { RecordMetadata } from "../../../lib/Transport.ts"
 
 const limits = { maxRecords: 3, maxBytes: 1000, lingerMs: 5, deliveryTimeoutMs: 120_000 }
@@ -75,4 +76,28 @@ test("Accumulator: sequence numbers wrap from 2^31 - 1 to 0, as Kafka's", () => 
   assert.equal(addSequence(0x7fffffff - 1, 1), 0x7fffffff)
   assert.equal(addSequence(0x7fffffff, 1), 0)
   assert.equal(addSequence(0x7fffffff - 2, 10), 7)
+})
+
+test("Accumulator: a batch the broker answered gives its buffer to a later batch, whose bytes are its own records' alone", () => {
+  const acc = new Accumulator({ maxRecords: 100, maxBytes: 100_000, lingerMs: 5, deliveryTimeoutMs: 120_000 })
+  const queue = acc.queue("t", 0, "all")
+  const filled = (n: number, fill: number) =>
+    Array.from({ length: n }, (_, i) => ({ key: null, value: new Uint8Array(200).fill(fill), timestamp: 1000 + i }))
+  const first = filled(100, 0xaa)
+  for (const r of first) acc.append(queue, r, recordSize(r.key, r.value, undefined), 0, noop)
+  const sent = acc.take(queue)
+  const written = sent.builder.finish({ producerId: 1, producerEpoch: 0, baseSequence: 0 })
+  assert.deepEqual(written, encodeRecordBatch(first, { producerId: 1, producerEpoch: 0, baseSequence: 0 }))
+  const buffer = written.buffer
+  acc.recycle(sent)
+  acc.finish(sent, () => Exit.succeed({ topic: "t", partition: 0, offset: 0, timestamp: 0 }))
+  assert.equal(sent.encoded, undefined)
+  assert.equal(sent.count, 100, "a recycled batch still counts its records")
+  assert.ok(acc.isEmpty, "its records are answered")
+  // Fewer, different records: the old bytes beyond them must not leak into the new batch.
+  const second = filled(60, 0x55)
+  for (const r of second) acc.append(queue, r, recordSize(r.key, r.value, undefined), 1, noop)
+  const next = acc.take(queue).builder.finish({ producerId: 1, producerEpoch: 0, baseSequence: 100 })
+  assert.equal(next.buffer, buffer, "the recycled buffer")
+  assert.deepEqual(next, encodeRecordBatch(second, { producerId: 1, producerEpoch: 0, baseSequence: 100 }))
 })

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict"
 import { Buffer } from "node:buffer"
 import { test } from "node:test"
-import { crc32c, crc32cUpdate } from "../../../lib/internal/kafka/crc32c.ts"
+import { crc32c, crc32cCombine, crc32cUpdate } from "../../../lib/internal/kafka/crc32c.ts"
 
 /** The definition, one bit at a time: what the table-driven code must agree with. */
 const bitwise = (bytes: Uint8Array): number => {
@@ -51,4 +51,16 @@ test("crc32cUpdate continues a checksum across pieces", () => {
   for (const cut of [0, 1, 5, 8, 333, 999, 1000]) {
     assert.equal(crc32cUpdate(crc32c(bytes, 0, cut), bytes, cut), crc32c(bytes))
   }
+})
+
+test("crc32cCombine gives the CRC of two parts joined from theirs and the second's length", () => {
+  const bytes = Uint8Array.from({ length: 70_000 }, (_, i) => (i * 131 + 7) & 0xff)
+  for (const [a, b] of [[0, 0], [0, 5], [5, 0], [40, 1], [40, 1000], [1, 65_536], [3, 69_997], [40, 20_000]] as const) {
+    const whole = crc32c(bytes, 0, a + b)
+    assert.equal(crc32cCombine(crc32c(bytes, 0, a), crc32c(bytes, a, a + b), b), whole, `${a} + ${b}`)
+  }
+  // A second part built record by record, as a record batch's records are.
+  let records = 0
+  for (let at = 40; at < 10_040; at += 100) records = crc32cUpdate(records, bytes, at, at + 100)
+  assert.equal(crc32cCombine(crc32c(bytes, 0, 40), records, 10_000), crc32c(bytes, 0, 10_040))
 })

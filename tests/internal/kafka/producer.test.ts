@@ -153,6 +153,31 @@ kafkaTest("Producer: many fibers sending one record at a time end up in few Prod
   }))
 })
 
+kafkaTest("Producer: fibers starting together on a topic share one partition-count lookup; on a topic that does not exist each of their records fails", async ([broker]) => {
+  const topic = uniqueName("producer-first-count")
+  const missing = uniqueName("producer-no-such-topic")
+  await run(Effect.gen(function*() {
+    const cluster = yield* testCluster(broker!)
+    yield* createTopic(yield* cluster.any, topic, 3)
+    const lookups = new Map<string, number>()
+    const producer = yield* Producer.make({
+      ...cluster,
+      partitionCount: (name) => {
+        lookups.set(name, (lookups.get(name) ?? 0) + 1)
+        return cluster.partitionCount(name)
+      },
+    })
+    const send = (name: string, i: number) => producer.sendEach([{ topic: name, key: null, value: bytes(`r${i}`) }])
+    const fibers = Array.from({ length: 200 }, (_, i) => i)
+    const written = yield* Effect.forEach(fibers, (i) => send(topic, i), { concurrency: "unbounded" })
+    assert.ok(written.every((outcomes) => Exit.isSuccess(outcomes[0]!)))
+    assert.equal(lookups.get(topic), 1, "one lookup for 200 fibers")
+    const refused = yield* Effect.forEach(fibers, (i) => send(missing, i), { concurrency: "unbounded" })
+    for (const outcomes of refused) assert.equal(errorOf(outcomes[0]!).code, "UNKNOWN_TOPIC_OR_PARTITION")
+    assert.equal(lookups.get(missing), 1)
+  }))
+})
+
 kafkaTest("Producer: each record of a call gets its own outcome in order; a partition out of range fails alone, in a one-record call too", async ([broker]) => {
   const topic = uniqueName("producer-outcomes")
   await run(Effect.gen(function*() {

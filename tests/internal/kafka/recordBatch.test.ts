@@ -6,6 +6,7 @@ import type { Header } from "../../../lib/Transport.ts"
 import { crc32c } from "../../../lib/internal/kafka/crc32c.ts"
 import { lz4Compress, lz4Decompress, xxhash32 } from "../../../lib/internal/kafka/lz4.ts"
 import {
+  BatchBuilder,
   type Compression,
   decodeRecordBatches,
   type DecodeOptions,
@@ -70,6 +71,27 @@ test("every codec round-trips 1 record and 10,000, with null and empty keys, val
       assert.deepEqual(decodeAll(batch), expected(records), `${compression}, ${count} records`)
     }
   }
+})
+
+test("a batch built record by record (the producer's BatchBuilder) is byte for byte the batch encodeRecordBatch writes, for every codec, growing its buffer and finished again in place", () => {
+  const options = { producerId: 4242, producerEpoch: 3, baseSequence: 17, transactional: true } as const
+  for (const compression of codecs) {
+    for (const count of [1, 7, 2_000]) {
+      const records = variedRecords(count, count)
+      // A first buffer far too small: it doubles as records arrive.
+      const builder = new BatchBuilder(16, compression)
+      for (const record of records) builder.append(record.key, record.value, record.headers, record.timestamp)
+      assert.equal(builder.count, count)
+      const built = builder.finish(options)
+      assert.deepEqual(built, encodeRecordBatch(records, { ...options, compression }), `${compression}, ${count} records`)
+      assert.deepEqual(decodeAll(built), expected(records))
+      // A retry under a new epoch: the header changes, the records stay, the CRC follows.
+      const again = builder.finish({ ...options, producerEpoch: 4, baseSequence: 0 })
+      assert.deepEqual(again, encodeRecordBatch(records, { ...options, producerEpoch: 4, baseSequence: 0, compression }))
+      if (compression === "none") assert.equal(again.buffer, built.buffer, "rewritten in place")
+    }
+  }
+  assert.throws(() => new BatchBuilder(0).finish({}), RangeError)
 })
 
 test("a batch's header carries the producer's id, epoch and sequence, the flags and the offsets", () => {

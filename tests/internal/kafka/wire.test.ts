@@ -227,3 +227,61 @@ test("attempt turns a ProtocolError into a value and lets any other error throug
     throw new TypeError("a bug")
   }), TypeError)
 })
+
+test("a splicing writer hands out large byte fields as they are, between views of its own bytes, the same message as a copying writer", () => {
+  const big = Uint8Array.from({ length: 5000 }, (_, i) => i & 0xff)
+  const other = Uint8Array.from({ length: 4096 }, (_, i) => (i * 7) & 0xff)
+  const write = (w: Writer) => {
+    const size = w.reserveInt32()
+    w.int16(7)
+    w.compactBytes(big)
+    w.compactString("topic")
+    w.bytes(Uint8Array.of(1, 2, 3)) // small: copied
+    w.compactNullableBytes(other)
+    w.patchInt32(size, w.size - size - 4)
+  }
+  const copying = new Writer(1)
+  write(copying)
+  const splicing = new Writer(1, 4096)
+  write(splicing)
+  const segments = splicing.finishSegments()
+  // Own bytes, big, own bytes, other; nothing after `other`.
+  assert.equal(segments.length, 4)
+  assert.equal(segments[1], big, "the spliced field is the caller's array, not a copy")
+  assert.equal(segments[3], other)
+  assert.equal(splicing.size, copying.length)
+  assert.equal(splicing.length, copying.length - big.length - other.length)
+  const joined = new Uint8Array(splicing.size)
+  let at = 0
+  for (const segment of segments) {
+    joined.set(segment, at)
+    at += segment.length
+  }
+  assert.deepEqual(joined, copying.finish())
+  // `finish` of a splicing writer puts the fields in place (one copy).
+  assert.deepEqual(splicing.finish(), copying.finish())
+  // A writer that spliced nothing gives one view.
+  assert.equal(copying.finishSegments().length, 1)
+  assert.deepEqual(copying.finishSegments()[0], copying.finish())
+})
+
+test("a splicing writer copies large fields inside a sized value (a tagged field), whose size is its buffer's", () => {
+  const big = Uint8Array.from({ length: 5000 }, (_, i) => i & 0xff)
+  const write = (w: Writer) => {
+    const at = w.beginSized()
+    w.compactBytes(big)
+    w.endSized(at)
+    w.compactBytes(big) // outside again: spliced
+  }
+  const copying = new Writer(1)
+  write(copying)
+  const splicing = new Writer(1, 4096)
+  write(splicing)
+  const segments = splicing.finishSegments()
+  assert.equal(segments.length, 2)
+  assert.equal(segments[1], big)
+  assert.deepEqual(splicing.finish(), copying.finish())
+  splicing.reset()
+  assert.equal(splicing.size, 0)
+  assert.equal(splicing.finishSegments().length, 1)
+})

@@ -112,16 +112,52 @@ export const uuidFromString = (text: string): Uint8Array => {
 /**
  * A growable byte writer. `finish` returns a view of the bytes written (no copy); the writer may
  * be reused after `reset`, which invalidates views handed out before.
+ *
+ * Given `spliceFrom`, raw byte fields of at least that many bytes (a Produce request's record
+ * batches) are not copied in: the writer keeps a reference to them and {@link finishSegments}
+ * hands out the message as views, its own bytes between the spliced ones, for one gathered
+ * socket write. A 1 MiB Produce request then costs no 1 MiB copy and no 1 MiB buffer (grown by
+ * doubling, 2 MiB more copied and 4 MiB allocated). Spliced bytes must not change until written.
+ * Inside a sized value ({@link beginSized}) nothing is spliced: its size is the buffer's.
  */
 export class Writer {
   private buffer: Uint8Array
   private view: DataView
-  /** The number of bytes written so far. */
+  /** The number of bytes written into the writer's own buffer so far (spliced bytes excluded). */
   length = 0
+  private readonly spliceFrom: number
+  /** Spliced fields: the buffer position each goes before, and its bytes. */
+  private readonly splicedAt: Array<number> = []
+  private readonly splicedBytes: Array<Uint8Array> = []
+  private spliced = 0
+  private sizedDepth = 0
 
-  constructor(initialCapacity = 256) {
+  constructor(initialCapacity = 256, spliceFrom = Number.POSITIVE_INFINITY) {
     this.buffer = new Uint8Array(Math.max(16, initialCapacity))
     this.view = new DataView(this.buffer.buffer)
+    this.spliceFrom = spliceFrom
+  }
+
+  /** The message's size so far: the writer's own bytes and the spliced ones. */
+  get size(): number {
+    return this.length + this.spliced
+  }
+
+  /**
+   * The message as views in order: the writer's own bytes between the spliced fields, and the
+   * fields themselves. One view (`finish()`'s) when nothing was spliced.
+   */
+  finishSegments(): Array<Uint8Array> {
+    const out: Array<Uint8Array> = []
+    let from = 0
+    for (let i = 0; i < this.splicedAt.length; i++) {
+      const at = this.splicedAt[i]!
+      if (at > from) out.push(this.buffer.subarray(from, at))
+      out.push(this.splicedBytes[i]!)
+      from = at
+    }
+    if (this.length > from || out.length === 0) out.push(this.buffer.subarray(from, this.length))
+    return out
   }
 
   /** Makes room for `n` more bytes. */
@@ -139,11 +175,23 @@ export class Writer {
   /** Forgets what was written, keeping the buffer. */
   reset(): void {
     this.length = 0
+    this.splicedAt.length = 0
+    this.splicedBytes.length = 0
+    this.spliced = 0
+    this.sizedDepth = 0
   }
 
   /** The bytes written, as a view into the writer's buffer. */
   finish(): Uint8Array {
-    return this.buffer.subarray(0, this.length)
+    if (this.spliced === 0) return this.buffer.subarray(0, this.length)
+    // Spliced fields are put in place: one copy, for callers that need one contiguous message.
+    const whole = new Uint8Array(this.size)
+    let at = 0
+    for (const segment of this.finishSegments()) {
+      whole.set(segment, at)
+      at += segment.length
+    }
+    return whole
   }
 
   int8(value: number): void {
@@ -215,6 +263,12 @@ export class Writer {
 
   /** Bytes as they are, without a length. */
   raw(bytes: Uint8Array): void {
+    if (bytes.length >= this.spliceFrom && this.sizedDepth === 0) {
+      this.splicedAt.push(this.length)
+      this.splicedBytes.push(bytes)
+      this.spliced += bytes.length
+      return
+    }
     this.ensure(bytes.length)
     this.buffer.set(bytes, this.length)
     this.length += bytes.length
@@ -336,10 +390,12 @@ export class Writer {
    */
   beginSized(): number {
     this.ensure(1)
+    this.sizedDepth++
     return this.length++
   }
 
   endSized(at: number): void {
+    this.sizedDepth--
     const size = this.length - at - 1
     if (size < 0x80) {
       this.buffer[at] = size
