@@ -65,8 +65,15 @@ const copier = (producer: "per-partition" | "per-member") => async (context: Con
       scenario.poll()
       const aborts = scenario.lines.filter((line) => line["e"] === "abort").length
       const movedDuringFreeze = scenario.lines.some((line) => line["e"] === "claim" && line["m"] === members.d.id && line["t"] > frozenAt && line["t"] < thawedAt)
+      // How the zombie learned: a transaction fenced (a partition in state "fenced"), or the group
+      // removing it first (its partitions released). Either way nothing of it may commit.
+      const zombieFenced = scenario.lines.some((line) =>
+        line["e"] === "stats" && line["m"] === zombie.id && line["t"] > thawedAt &&
+        (line["partitions"] as Array<{ state: string }>).some((p) => p.state === "fenced")
+      )
       report(context, producer === "per-member" ? "F12m" : "F12", result, {
         aborts,
+        zombie_fenced: String(zombieFenced),
         moved_during_freeze: String(movedDuringFreeze),
         zombie_overlaps: result.overlappingOwners.length,
         handled_again_out_of_window: outOfWindow(result).length,

@@ -111,3 +111,37 @@ test("A partition that begins while the member's transaction commits joins the n
     }),
     layer(),
   ))
+
+test("A member's commit that gets no answer in time reopens its producer, and every partition in the transaction rewinds", () =>
+  run(
+    Effect.gen(function*() {
+      const broker = yield* MemoryTransport.MemoryBroker
+      const transport = yield* Transport
+      const member = yield* MemberTransactions.make({
+        transactionalId: "member-late",
+        group: "g",
+        open: transport.transactional,
+        timeout: "100 millis",
+        retry: Schedule.recurs(0),
+      })
+      const p0 = yield* member.partition({ topic: "in", partition: 0 }, { committed: 0 })
+      const p1 = yield* member.partition({ topic: "in", partition: 1 }, { committed: 0 })
+      yield* p0.begin
+      yield* p1.begin
+      yield* p0.producer.send(record("maybe"))
+      const opened = yield* broker.calls("transaction")
+      yield* broker.delayNext("transaction", "2 seconds")
+      const first = yield* Effect.forkChild(Effect.exit(p0.commit(1)))
+      const second = yield* Effect.exit(p1.commit(1))
+      const firstExit = yield* Fiber.join(first)
+      assert.ok(Exit.isFailure(second) && abortedBy(second.cause) !== undefined, "the partition that completed the set rewinds")
+      assert.ok(Exit.isFailure(firstExit) && abortedBy(firstExit.cause) !== undefined, "so does the one that waited")
+      assert.ok((yield* broker.calls("transaction")) > opened + 1, "the producer was opened again")
+      assert.deepEqual(yield* committedOf(transport), [])
+      // The reopened producer works.
+      yield* p0.begin
+      yield* p0.commit(1)
+      assert.deepEqual(yield* committedOf(transport), ["0:1"])
+    }),
+    layer(),
+  ))
