@@ -67,10 +67,11 @@ const copier = (producer: "per-partition" | "per-member") => async (context: Con
       const movedDuringFreeze = scenario.lines.some((line) => line["e"] === "claim" && line["m"] === members.d.id && line["t"] > frozenAt && line["t"] < thawedAt)
       // How the zombie learned: a transaction fenced (a partition in state "fenced"), or the group
       // removing it first (its partitions released). Either way nothing of it may commit.
-      const zombieFenced = scenario.lines.some((line) =>
-        line["e"] === "stats" && line["m"] === zombie.id && line["t"] > thawedAt &&
-        (line["partitions"] as Array<{ state: string }>).some((p) => p.state === "fenced")
-      )
+      const zombieFenced = /was fenced/.test(zombie.process.stdout() + zombie.process.stderr()) ||
+        scenario.lines.some((line) =>
+          line["e"] === "stats" && line["m"] === zombie.id && line["t"] > thawedAt &&
+          (line["partitions"] as Array<{ state: string }>).some((p) => p.state === "fenced")
+        )
       report(context, producer === "per-member" ? "F12m" : "F12", result, {
         aborts,
         zombie_fenced: String(zombieFenced),
