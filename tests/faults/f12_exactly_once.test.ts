@@ -16,7 +16,7 @@ import assert from "node:assert/strict"
 import { uniqueName } from "../fixtures/services.ts"
 import { describeReport, outOfWindow } from "./history.ts"
 import { type Member, scaled, sleep } from "./runner.ts"
-import { checkHistory, committedToEnd, type Context, faultTest, partitions, report } from "./scenario.ts"
+import { checkHistory, committedToEnd, type Context, faultTest, partitions, report, until } from "./scenario.ts"
 
 const total = scaled(20_000, 100_000)
 
@@ -49,7 +49,11 @@ const copier = (producer: "per-partition" | "per-member") => async (context: Con
     const zombie = members.c
     const frozenAt = Date.now()
     scenario.signal(zombie, "SIGSTOP")
-    await sleep(12_000)
+    // Thawed only once its session ran out and the other member claimed its partitions.
+    const claimedSinceFreeze = () =>
+      (scenario.poll(), scenario.lines.some((line) => line["e"] === "claim" && line["m"] === members.d.id && line["t"] > frozenAt))
+    await until("the other member to claim the frozen one's partitions", claimedSinceFreeze, 90_000)
+    await sleep(1000)
     scenario.signal(zombie, "SIGCONT")
     const thawedAt = Date.now()
     await committedToEnd(context, 120_000)
@@ -67,7 +71,11 @@ const copier = (producer: "per-partition" | "per-member") => async (context: Con
       const movedDuringFreeze = scenario.lines.some((line) => line["e"] === "claim" && line["m"] === members.d.id && line["t"] > frozenAt && line["t"] < thawedAt)
       // How the zombie learned: a transaction fenced (a partition in state "fenced"), or the group
       // removing it first (its partitions released). Either way nothing of it may commit.
-      const zombieFenced = /was fenced/.test(zombie.process.stdout() + zombie.process.stderr()) ||
+      // A transaction of its refused: fenced by a newer producer with its id (per partition), or
+      // its offsets refused by the group for a generation that lost the partition (per member).
+      const zombieLog = zombie.process.stdout() + zombie.process.stderr()
+      const zombieFenced = /The transaction of \S+ \(transactional id/.test(zombieLog) ||
+        /the commit failed: .*(ILLEGAL_GENERATION|FENCED_MEMBER_EPOCH|UNKNOWN_MEMBER_ID|STALE_MEMBER_EPOCH)/.test(zombieLog) ||
         scenario.lines.some((line) =>
           line["e"] === "stats" && line["m"] === zombie.id && line["t"] > thawedAt &&
           (line["partitions"] as Array<{ state: string }>).some((p) => p.state === "fenced")
