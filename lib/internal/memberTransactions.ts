@@ -32,7 +32,7 @@ import type { Producer } from "../Producer.ts"
 import { RecordContext } from "../RecordContext.ts"
 import type { OffsetCommit, ProducerRecord, RecordMetadata, TopicPartition, Transaction, TransactionalProducer } from "../Transport.ts"
 import type { TransportError } from "../TransportError.ts"
-import { fencingCodes, type PartitionTransactions, TransactionAborted } from "./partitionTransactions.ts"
+import { fencingCodes, type PartitionTransactions, producerSlot, TransactionAborted } from "./partitionTransactions.ts"
 
 export interface Options {
   readonly transactionalId: string
@@ -79,9 +79,6 @@ export const make = (options: Options): Effect.Effect<MemberTransactions, Transp
   Effect.gen(function*() {
     const { transactionalId, group } = options
     const timeout = Duration.fromInputUnsafe(options.timeout)
-    const parent = yield* Effect.scope
-    let producerScope: Scope.Closeable | undefined
-    let producer: TransactionalProducer | undefined
     let open: Open | undefined
     let nextId = 1
     /** Completes when the transaction being ended has ended: who waits to begin waits for it. */
@@ -89,28 +86,8 @@ export const make = (options: Options): Effect.Effect<MemberTransactions, Transp
     /** One begin at a time: two partitions finding none open must not both begin one. */
     const beginning = yield* Semaphore.make(1)
 
-    const openProducer = Effect.gen(function*() {
-      const scope = yield* Scope.fork(parent)
-      const opened = yield* Effect.exit(Scope.provide(options.open(transactionalId), scope))
-      if (Exit.isFailure(opened)) {
-        yield* Scope.close(scope, Exit.void)
-        return yield* Effect.failCause(opened.cause)
-      }
-      producerScope = scope
-      producer = opened.value
-    }).pipe(
-      Effect.tapError((error) => Effect.logWarning(`Opening transactional producer "${transactionalId}" failed: ${error.message}`)),
-      Effect.retry({ schedule: options.retry, while: (error) => error.retriable }),
-    )
-    const reopen = (why: string) =>
-      Effect.gen(function*() {
-        yield* Effect.logWarning(`Reopening transactional producer "${transactionalId}": ${why}`)
-        const old = producerScope
-        producerScope = undefined
-        producer = undefined
-        if (old !== undefined) yield* Effect.ignore(Effect.timeoutOption(Scope.close(old, Exit.void), timeout))
-        yield* Effect.orDie(openProducer)
-      })
+    const slot = yield* producerSlot(options)
+    const reopen = slot.reopen
 
     /** Ends the open transaction with `outcome` for everyone in it. */
     const finish = (current: Open, outcome: Outcome) =>
@@ -181,8 +158,6 @@ export const make = (options: Options): Effect.Effect<MemberTransactions, Transp
         yield* finish(current, { _tag: "Aborted", reason: `the commit failed: ${error.value.message}`, fenced: undefined })
       })
 
-    yield* openProducer
-
     const partition = (tp: TopicPartition, status: { committed: number }) =>
       Effect.gen(function*() {
         const key = `${tp.topic}/${tp.partition}`
@@ -225,8 +200,7 @@ export const make = (options: Options): Effect.Effect<MemberTransactions, Transp
         const joinOrBegin = beginning.withPermits(1)(Effect.gen(function*() {
             while (open !== undefined && open.ending && ended !== undefined) yield* Deferred.await(ended)
             if (open === undefined) {
-              if (producer === undefined) yield* Effect.orDie(openProducer)
-              const begun = yield* Effect.exit(producer!.begin)
+              const begun = yield* Effect.exit((yield* slot.producer).begin)
               if (Exit.isFailure(begun)) {
                 const error = Cause.findErrorOption(begun.cause)
                 if (error._tag === "None") return yield* Effect.failCause(begun.cause as Cause.Cause<never>)

@@ -108,6 +108,53 @@ export interface PartitionTransactions {
 }
 
 /**
+ * The transactional producer of one id, in a scope of its own inside the caller's, that can be
+ * opened again: a new producer with the id gets a new epoch, which fences whatever the old one
+ * still has on the way. Opening is tried again on `retry` while the failure is retriable.
+ */
+export const producerSlot = (options: {
+  readonly transactionalId: string
+  readonly open: (transactionalId: string) => Effect.Effect<TransactionalProducer, TransportError, Scope.Scope>
+  readonly timeout: Duration.Input
+  readonly retry: Schedule.Schedule<unknown, unknown>
+}) =>
+  Effect.gen(function*() {
+    const { transactionalId } = options
+    const timeout = Duration.fromInputUnsafe(options.timeout)
+    const parent = yield* Effect.scope
+    let producerScope: Scope.Closeable | undefined
+    let producer: TransactionalProducer | undefined
+    const openProducer = Effect.gen(function*() {
+      const scope = yield* Scope.fork(parent)
+      const opened = yield* Effect.exit(Scope.provide(options.open(transactionalId), scope))
+      if (Exit.isFailure(opened)) {
+        yield* Scope.close(scope, Exit.void)
+        return yield* Effect.failCause(opened.cause)
+      }
+      producerScope = scope
+      producer = opened.value
+    }).pipe(
+      Effect.tapError((error) => Effect.logWarning(`Opening transactional producer "${transactionalId}" failed: ${error.message}`)),
+      Effect.retry({ schedule: options.retry, while: (error) => error.retriable }),
+    )
+    yield* openProducer
+    return {
+      /** The producer, opened again first if a reopen failed. */
+      producer: Effect.suspend(() => producer !== undefined ? Effect.succeed(producer) : Effect.as(Effect.orDie(openProducer), producer!)),
+      /** A new producer with the id, replacing the old one (closed within the timeout: it may hang). */
+      reopen: (why: string) =>
+        Effect.gen(function*() {
+          yield* Effect.logWarning(`Reopening transactional producer "${transactionalId}": ${why}`)
+          const old = producerScope
+          producerScope = undefined
+          producer = undefined
+          if (old !== undefined) yield* Effect.ignore(Effect.timeoutOption(Scope.close(old, Exit.void), timeout))
+          yield* Effect.orDie(openProducer)
+        }),
+    }
+  })
+
+/**
  * Opens the partition's transactional producer, fencing older ones, for as long as the scope is
  * open (closing it aborts what is open).
  */
@@ -115,11 +162,8 @@ export const make = (options: Options): Effect.Effect<PartitionTransactions, Tra
   Effect.gen(function*() {
     const { transactionalId, topic, partition } = options
     const timeout = Duration.fromInputUnsafe(options.timeout)
-    const parent = yield* Effect.scope
     const where = `${topic}/${partition}`
 
-    let producerScope: Scope.Closeable | undefined
-    let producer: TransactionalProducer | undefined
     let open: Transaction | undefined
     let openedAt: number | undefined
     /** Offsets of the records whose handlers sent in the open transaction. */
@@ -140,33 +184,8 @@ export const make = (options: Options): Effect.Effect<PartitionTransactions, Tra
         new TransactionAborted(reason, error !== undefined && fencingCodes.has(error.code) ? fencedBy(error) : undefined),
       )
 
-    const openProducer = Effect.gen(function*() {
-      const scope = yield* Scope.fork(parent)
-      const opened = yield* Effect.exit(Scope.provide(options.open(transactionalId), scope))
-      if (Exit.isFailure(opened)) {
-        yield* Scope.close(scope, Exit.void)
-        return yield* Effect.failCause(opened.cause)
-      }
-      producerScope = scope
-      producer = opened.value
-    }).pipe(
-      Effect.tapError((error) =>
-        Effect.logWarning(`Opening transactional producer "${transactionalId}" for ${where} failed: ${error.message}`)
-      ),
-      Effect.retry({ schedule: options.retry, while: (error) => error.retriable }),
-    )
-
-    /** A new producer with the id: the coordinator fences the old one and whatever it still has on the way. */
-    const reopen = (why: string) =>
-      Effect.gen(function*() {
-        yield* Effect.logWarning(`Reopening transactional producer "${transactionalId}" for ${where}: ${why}`)
-        const old = producerScope
-        producerScope = undefined
-        producer = undefined
-        // Closing a producer whose request hangs could hang too: bounded, it is being replaced anyway.
-        if (old !== undefined) yield* Effect.ignore(Effect.timeoutOption(Scope.close(old, Exit.void), timeout))
-        yield* Effect.orDie(openProducer)
-      })
+    const slot = yield* producerSlot(options)
+    const reopen = slot.reopen
 
     const forget = () => {
       open = undefined
@@ -178,8 +197,7 @@ export const make = (options: Options): Effect.Effect<PartitionTransactions, Tra
     const begin: Effect.Effect<void> = Effect.suspend(() => {
       if (open !== undefined) return Effect.void
       return Effect.gen(function*() {
-        if (producer === undefined) yield* Effect.orDie(openProducer)
-        const begun = yield* Effect.exit(producer!.begin)
+        const begun = yield* Effect.exit((yield* slot.producer).begin)
         if (Exit.isFailure(begun)) {
           const error = Cause.findErrorOption(begun.cause)
           if (error._tag === "None") return yield* Effect.failCause(begun.cause as Cause.Cause<never>)
@@ -264,8 +282,6 @@ export const make = (options: Options): Effect.Effect<PartitionTransactions, Tra
           return yield* die(`The commit of ${where} at ${offset} failed: ${error.value.message}`)
         })
       })
-
-    yield* openProducer
 
     return {
       transactionalId,
