@@ -13,7 +13,7 @@ import * as KafkaJsTransport from "../lib/KafkaJsTransport.ts"
 import * as KafkaTransport from "../lib/KafkaTransport.ts"
 import { RecordContext } from "../lib/RecordContext.ts"
 import { Transport } from "../lib/Transport.ts"
-import { eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
+import { createUniqueTopics, eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
 import { type Child, startChild } from "./fixtures/child.ts"
 import { run, text } from "./fixtures/effect.ts"
 import { reportOpenHandles } from "./fixtures/openHandles.ts"
@@ -46,17 +46,7 @@ const onBoth = (
 }
 const consumer = { sessionTimeout: "6 seconds", heartbeatInterval: "500 millis", rebalanceTimeout: "10 seconds" } as const
 
-const createTopics = (...specs: ReadonlyArray<readonly [prefix: string, partitions: number]>) =>
-  Effect.gen(function*() {
-    const transport = yield* Transport
-    const names: Array<string> = []
-    for (const [prefix, partitions] of specs) {
-      const topic = uniqueName(prefix)
-      yield* transport.createTopic({ topic, partitions })
-      names.push(topic)
-    }
-    return names
-  })
+const createTopics = createUniqueTopics
 
 onBoth("ActorSystem on Kafka handles every record in partition order and commits to the end", (brokers, kafka) =>
   run(

@@ -62,13 +62,10 @@ interface Participant {
 }
 
 interface Open {
-  readonly id: number
   readonly transaction: Transaction
   readonly openedAt: number
   readonly participants: Map<string, Participant>
   readonly outcome: Deferred.Deferred<Outcome>
-  /** Records produced in it, by partition key and offset. */
-  readonly produced: Set<string>
   /** A send in it failed: it can only abort. */
   doomed: boolean
   /** Committing or aborting: nobody joins it any more. */
@@ -80,7 +77,6 @@ export const make = (options: Options): Effect.Effect<MemberTransactions, Transp
     const { transactionalId, group } = options
     const timeout = Duration.fromInputUnsafe(options.timeout)
     let open: Open | undefined
-    let nextId = 1
     /** Completes when the transaction being ended has ended: who waits to begin waits for it. */
     let ended: Deferred.Deferred<void> | undefined
     /** One begin at a time: two partitions finding none open must not both begin one. */
@@ -198,27 +194,25 @@ export const make = (options: Options): Effect.Effect<MemberTransactions, Transp
           })
         })
         const joinOrBegin = beginning.withPermits(1)(Effect.gen(function*() {
-            while (open !== undefined && open.ending && ended !== undefined) yield* Deferred.await(ended)
-            if (open === undefined) {
-              const begun = yield* Effect.exit((yield* slot.producer).begin)
-              if (Exit.isFailure(begun)) {
-                const error = Cause.findErrorOption(begun.cause)
-                if (error._tag === "None") return yield* Effect.failCause(begun.cause as Cause.Cause<never>)
-                return yield* Effect.die(new TransactionAborted(`Beginning a transaction failed: ${error.value.message}`, undefined))
-              }
-              open = {
-                  id: nextId++,
-                  transaction: begun.value,
-                  openedAt: yield* Clock.currentTimeMillis,
-                  participants: new Map(),
-                  outcome: yield* Deferred.make<Outcome>(),
-                  produced: new Set(),
-                  doomed: false,
-                  ending: false,
-                }
+          while (open !== undefined && open.ending && ended !== undefined) yield* Deferred.await(ended)
+          if (open === undefined) {
+            const begun = yield* Effect.exit((yield* slot.producer).begin)
+            if (Exit.isFailure(begun)) {
+              const error = Cause.findErrorOption(begun.cause)
+              if (error._tag === "None") return yield* Effect.failCause(begun.cause as Cause.Cause<never>)
+              return yield* Effect.die(new TransactionAborted(`Beginning a transaction failed: ${error.value.message}`, undefined))
             }
-            joined = open
-            open!.participants.set(key, self)
+            open = {
+              transaction: begun.value,
+              openedAt: yield* Clock.currentTimeMillis,
+              participants: new Map(),
+              outcome: yield* Deferred.make<Outcome>(),
+              doomed: false,
+              ending: false,
+            }
+          }
+          joined = open
+          open!.participants.set(key, self)
         }))
 
         const sendAll = (records: ReadonlyArray<ProducerRecord>) =>

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Cause, Effect, Exit, Fiber, Schedule } from "effect"
+import { Cause, type Duration, Effect, Exit, Fiber, Schedule } from "effect"
 import * as MemoryTransport from "../../lib/MemoryTransport.ts"
 import { Transport } from "../../lib/Transport.ts"
 import * as MemberTransactions from "../../lib/internal/memberTransactions.ts"
@@ -13,13 +13,14 @@ import { abortedBy } from "../../lib/internal/partitionTransactions.ts"
 import { startConsumer } from "../fixtures/consume.ts"
 import { bytes, run, text } from "../fixtures/effect.ts"
 
-const setUp = Effect.gen(function*() {
+/** A member's transactions on the embedded broker, and two partitions' views of them. */
+const setUp = (timeout: Duration.Input = "5 seconds") => Effect.gen(function*() {
   const transport = yield* Transport
   const member = yield* MemberTransactions.make({
     transactionalId: "member-1",
     group: "g",
     open: transport.transactional,
-    timeout: "5 seconds",
+    timeout,
     retry: Schedule.recurs(0),
   })
   const status0 = { committed: 0 }
@@ -43,7 +44,7 @@ const committedOf = (transport: Transport["Service"]) =>
 test("Partitions of one member share a transaction: it commits once each is at a boundary, with every offset", () =>
   run(
     Effect.gen(function*() {
-      const { transport, p0, p1, status0, status1 } = yield* setUp
+      const { transport, p0, p1, status0, status1 } = yield* setUp()
       yield* p0.begin
       yield* p1.begin
       assert.equal(p0.openedAt, p1.openedAt, "one transaction")
@@ -68,7 +69,7 @@ test("Partitions of one member share a transaction: it commits once each is at a
 test("An abort by one partition aborts the member's transaction for all: the other rewinds, and nothing of it is visible", () =>
   run(
     Effect.gen(function*() {
-      const { transport, p0, p1 } = yield* setUp
+      const { transport, p0, p1 } = yield* setUp()
       yield* p0.begin
       yield* p1.begin
       yield* p1.producer.send(record("lost"))
@@ -95,7 +96,7 @@ test("A partition that begins while the member's transaction commits joins the n
   run(
     Effect.gen(function*() {
       const broker = yield* MemoryTransport.MemoryBroker
-      const { p0, p1 } = yield* setUp
+      const { p0, p1 } = yield* setUp()
       yield* p0.begin
       const opened = p0.openedAt
       // The commit (a transaction call) takes a while: p1 arrives meanwhile.
@@ -116,16 +117,7 @@ test("A member's commit that gets no answer in time reopens its producer, and ev
   run(
     Effect.gen(function*() {
       const broker = yield* MemoryTransport.MemoryBroker
-      const transport = yield* Transport
-      const member = yield* MemberTransactions.make({
-        transactionalId: "member-late",
-        group: "g",
-        open: transport.transactional,
-        timeout: "100 millis",
-        retry: Schedule.recurs(0),
-      })
-      const p0 = yield* member.partition({ topic: "in", partition: 0 }, { committed: 0 })
-      const p1 = yield* member.partition({ topic: "in", partition: 1 }, { committed: 0 })
+      const { transport, p0, p1 } = yield* setUp("100 millis")
       yield* p0.begin
       yield* p1.begin
       yield* p0.producer.send(record("maybe"))
