@@ -50,11 +50,26 @@ export const runtime: { readonly name: "bun" | "deno" | "node"; readonly version
   return { name: "node", version: process.versions.node }
 })()
 
-/** Records per case: `BENCH_RECORDS`, else the bench's own default. */
-export const records = (fallback: number): number => Math.max(1, integer("BENCH_RECORDS", fallback))
+/** Records per case: `BENCH_RECORDS`, else the bench's own default (its CI-scale one under `BENCH_SCALE=ci`). */
+export const records = (fallback: number, ciFallback = Math.min(fallback, 2_000)): number =>
+  Math.max(1, integer("BENCH_RECORDS", scaled(ciFallback, fallback)))
+
+/**
+ * `BENCH_SCALE=ci`: every bench at the smallest size that still runs each case and emits each
+ * figure (CI runs it to prove the table works, never to read speed); default `full`.
+ */
+const scale: "ci" | "full" = (() => {
+  const raw = process.env["BENCH_SCALE"] ?? "full"
+  if (raw !== "ci" && raw !== "full") throw new Error(`BENCH_SCALE must be "ci" or "full", got "${raw}"`)
+  return raw
+})()
+
+/** `ci` under `BENCH_SCALE=ci`, else `full`: sizes (records, partitions, rates) for each scale. */
+export const scaled = <A>(ci: A, full: A): A => scale === "ci" ? ci : full
 
 export const config = {
-  warmup: integer("BENCH_WARMUP", 1),
+  scale,
+  warmup: integer("BENCH_WARMUP", scaled(0, 1)),
   roundTimeoutMs: Math.max(1, integer("BENCH_ROUND_TIMEOUT", 120)) * 1000,
   out: process.env["BENCH_OUT"] === "" ? undefined : process.env["BENCH_OUT"],
   /** On Node: a directory to write a CPU profile of the counted rounds to (warm-up and setup left out). */
@@ -118,6 +133,22 @@ export interface Measurement {
   readonly detail?: string | undefined
 }
 
+/**
+ * One sample of a figure that is not a rate (a latency percentile, heap per actor, µs per span):
+ * a case returns it beside or instead of `Measurement`s, and the rounds' samples are summarized
+ * into a `Reading`.
+ */
+export interface Observed {
+  readonly unit: string
+  readonly value: number
+  readonly detail?: string | undefined
+}
+
+export const observed = (value: number, unit: string, detail?: string): Observed =>
+  detail === undefined ? { unit, value } : { unit, value, detail }
+
+const isObserved = (sample: Measurement | Observed): sample is Observed => "unit" in sample
+
 /** A point in time, on the wall clock and on this process's CPU clock. */
 export interface Mark {
   readonly at: number
@@ -166,7 +197,7 @@ export const summarize = (samples: ReadonlyArray<number>): Summary => ({
 /** One thing measured each round. It may return several named measures (a produce and a consume). */
 export interface Case {
   readonly name: string
-  readonly run: (round: number) => Promise<Readonly<Record<string, Measurement>>>
+  readonly run: (round: number) => Promise<Readonly<Record<string, Measurement | Observed>>>
   /**
    * `false` leaves the case out of warm-up rounds: for a slow case whose code another case
    * already warms up. Default true.
@@ -180,6 +211,18 @@ export interface RatioSpec {
   readonly denominator: string
   /** Met when the median is at least this. */
   readonly target?: number | undefined
+  /**
+   * An A/A ratio: the same case twice. Its median more than 5% from 1 marks the run noisy (the
+   * table says so), since then no ratio of that run is sharper than the noise.
+   */
+  readonly aa?: boolean | undefined
+}
+
+/** A bound on a reading (an `Observed` name): reported as met or missed, never asserted. */
+export interface ReadingSpec {
+  readonly name: string
+  readonly atMost?: number | undefined
+  readonly atLeast?: number | undefined
 }
 
 export interface TargetSpec {
@@ -200,6 +243,7 @@ export interface BenchSpec {
   readonly cases: ReadonlyArray<Case>
   readonly ratios?: ReadonlyArray<RatioSpec> | undefined
   readonly targets?: ReadonlyArray<TargetSpec> | undefined
+  readonly readings?: ReadonlyArray<ReadingSpec> | undefined
   /** Runs once, after every round (also on failure). */
   readonly teardown?: (() => Promise<void>) | undefined
 }
@@ -222,6 +266,8 @@ export interface RatioResult {
   readonly value: Summary
   readonly target?: number | undefined
   readonly met?: boolean | undefined
+  /** An A/A ratio more than 5% from 1. */
+  readonly noisy?: boolean | undefined
 }
 
 export interface TargetResult extends TargetSpec {
@@ -247,12 +293,13 @@ export interface BenchResult {
   readonly readings?: ReadonlyArray<Reading> | undefined
 }
 
-/** A figure that is not a rate: a median over rounds, with an upper bound when it has a target. */
+/** A figure that is not a rate: a median over rounds, with a bound when it has a target. */
 export interface Reading {
   readonly name: string
   readonly unit: string
   readonly value: Summary
   readonly atMost?: number | undefined
+  readonly atLeast?: number | undefined
   readonly met?: boolean | undefined
 }
 
@@ -279,7 +326,7 @@ const withTimeout = <A>(what: string, promise: Promise<A>): Promise<A> => {
 export const runBench = async (spec: BenchSpec): Promise<void> => {
   const startedAt = new Date()
   const clock = performance.now()
-  const rounds = Math.max(1, integer("BENCH_ROUNDS", spec.rounds ?? 5))
+  const rounds = Math.max(1, integer("BENCH_ROUNDS", scaled(1, spec.rounds ?? 5)))
   const selected = config.cases.length === 0
     ? spec.cases
     : spec.cases.filter((benchCase) => config.cases.includes(benchCase.name))
@@ -298,6 +345,7 @@ export const runBench = async (spec: BenchSpec): Promise<void> => {
       (spec.notes === undefined ? "" : spec.notes.map((note) => `\n   ${note}`).join("")),
   )
   const samples = new Map<string, Array<Measurement | undefined>>()
+  const observations = new Map<string, Array<Observed | undefined>>()
   // Measures are reported in the order of the cases that produce them, whatever the rotation.
   const order = new Map<string, number>()
   let failure: unknown = undefined
@@ -315,6 +363,18 @@ export const runBench = async (spec: BenchSpec): Promise<void> => {
         collectGarbage()
         const measured = await withTimeout(`${spec.name}: ${benchCase.name} (${label})`, benchCase.run(round))
         for (const [name, measurement] of Object.entries(measured)) {
+          if (isObserved(measurement)) {
+            console.log(
+              `   ${label.padEnd(11)} ${name.padEnd(34)} ${formatReading(measurement.value).padStart(9)} ${measurement.unit}` +
+                (measurement.detail === undefined ? "" : `  (${measurement.detail})`),
+            )
+            if (!order.has(name)) order.set(name, selected.indexOf(benchCase) * 1000 + order.size)
+            if (!counted) continue
+            const list = observations.get(name) ?? []
+            list[round - config.warmup] = measurement
+            observations.set(name, list)
+            continue
+          }
           const join =
             (measurement.joinSeconds === undefined ? "" : `, join ${measurement.joinSeconds.toFixed(2)} s`) +
             (measurement.detail === undefined ? "" : `, ${measurement.detail}`)
@@ -388,8 +448,28 @@ export const runBench = async (spec: BenchSpec): Promise<void> => {
       denominator: ratio.denominator,
       value,
       ...(ratio.target === undefined ? {} : { target: ratio.target, met: value.median >= ratio.target }),
+      ...(ratio.aa === true ? { noisy: !(Math.abs(value.median - 1) <= 0.05) } : {}),
     }
   })
+  const readings: Array<Reading> = [...observations].sort(([a], [b]) => order.get(a)! - order.get(b)!).map(
+    ([name, list]) => {
+      const present = list.filter((o): o is Observed => o !== undefined)
+      const value = summarize(present.map((o) => o.value))
+      const bound = (spec.readings ?? []).find((reading) => reading.name === name)
+      const met = bound === undefined || (bound.atMost === undefined && bound.atLeast === undefined)
+        ? undefined
+        : (bound.atMost === undefined || value.median <= bound.atMost) &&
+          (bound.atLeast === undefined || value.median >= bound.atLeast)
+      return {
+        name,
+        unit: present[0]?.unit ?? "",
+        value,
+        ...(bound?.atMost === undefined ? {} : { atMost: bound.atMost }),
+        ...(bound?.atLeast === undefined ? {} : { atLeast: bound.atLeast }),
+        ...(met === undefined ? {} : { met }),
+      }
+    },
+  )
   const targets: Array<TargetResult> = (spec.targets ?? []).filter((target) => ran(target.measure)).map(
     (target) => {
       const found = measures.find((measure) => measure.name === target.measure)
@@ -411,6 +491,7 @@ export const runBench = async (spec: BenchSpec): Promise<void> => {
     measures,
     ratios,
     targets,
+    ...(readings.length === 0 ? {} : { readings }),
   }
   console.log("")
   console.log(benchTable(result))
@@ -434,6 +515,15 @@ export const formatRate = (value: number): string => {
   return value.toFixed(0)
 }
 
+/** A reading's value: three significant digits, at most two decimals. */
+export const formatReading = (value: number): string => {
+  if (!Number.isFinite(value)) return "-"
+  const magnitude = Math.abs(value)
+  if (magnitude >= 100) return Math.round(value).toString()
+  if (magnitude >= 10) return value.toFixed(1)
+  return value.toFixed(2)
+}
+
 export const formatRatio = (value: number): string => Number.isFinite(value) ? `${value.toFixed(2)}×` : "-"
 
 /** `412k (398k–420k)`: the median, then the range over rounds. */
@@ -448,7 +538,8 @@ const ratioCell = (ratio: RatioResult): string =>
     : `${formatRatio(ratio.value.median)} (${formatRatio(ratio.value.min)}–${
       formatRatio(ratio.value.max)
     })`) +
-  (ratio.target === undefined ? "" : ` ${ratio.met === true ? "met" : "MISSED"} ≥${ratio.target}`)
+  (ratio.target === undefined ? "" : ` ${ratio.met === true ? "met" : "MISSED"} ≥${ratio.target}`) +
+  (ratio.noisy === true ? " NOISY (A/A off by more than 5%)" : "")
 
 export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
   const widths = header.map((cell, column) =>
@@ -477,8 +568,19 @@ export const benchTable = (result: BenchResult): string =>
         "",
         "",
       ]),
+      ...(result.readings ?? []).map((reading) => [`${reading.name}, ${reading.unit}${boundLabel(reading)}`, readingCell(reading), "", ""]),
     ],
   )
+
+const boundLabel = (reading: Reading): string =>
+  (reading.atMost === undefined ? "" : ` (≤ ${reading.atMost})`) + (reading.atLeast === undefined ? "" : ` (≥ ${reading.atLeast})`)
+
+const readingCell = (reading: Reading): string => {
+  const cell = reading.value.samples.length < 2
+    ? formatReading(reading.value.median)
+    : `${formatReading(reading.value.median)} (${formatReading(reading.value.min)}–${formatReading(reading.value.max)})`
+  return reading.met === undefined ? cell : `${cell} ${reading.met ? "met" : "MISSED"}`
+}
 
 /**
  * Every bench, one column per runtime: what `bench/run` prints at the end. Rows follow the
@@ -538,12 +640,10 @@ export const suiteTable = (results: ReadonlyArray<BenchResult>): string => {
       const first = [...byRuntime.values()].flatMap((r) => r.readings ?? []).find((m) => m.name === name)!
       rows.push([
         take(),
-        `${name}, ${first.unit}${first.atMost === undefined ? "" : ` (≤ ${first.atMost})`}`,
+        `${name}, ${first.unit}${boundLabel(first)}`,
         ...runtimes.map((runtimeName) => {
           const reading = byRuntime.get(runtimeName)?.readings?.find((m) => m.name === name)
-          if (reading === undefined) return ""
-          const cell = `${Math.round(reading.value.median)} (${Math.round(reading.value.min)}–${Math.round(reading.value.max)})`
-          return reading.met === false ? `${cell} MISSED` : cell
+          return reading === undefined ? "" : readingCell(reading)
         }),
       ])
     }
