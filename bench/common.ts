@@ -19,7 +19,8 @@
  * to profile one), `BENCH_PROFILE` (on Node and Deno, a directory for a CPU profile of the counted rounds
  * only; read it with `bench/profile.ts`).
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { spawn } from "node:child_process"
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { dirname } from "node:path"
 import { Buffer } from "node:buffer"
 import process from "node:process"
@@ -660,6 +661,54 @@ export const writeResult = (result: BenchResult): void => {
 
 /** Reads bench results written by `runBench`. */
 export const readResult = (path: string): BenchResult => JSON.parse(readFileSync(path, "utf8")) as BenchResult
+
+// ---------------------------------------------------------------------------------------------
+// Kafka's own tools (the "limit" rows)
+
+/** The jars `scripts/kafka` fetched: Kafka's Java tools run from them, against the same broker. */
+export const kafkaLibs = new URL("../.cache/kafka/libs/", import.meta.url).pathname
+
+/** Why Kafka's Java tools cannot run here, or undefined when they can. */
+export const javaToolsMissing = (): string | undefined =>
+  existsSync(kafkaLibs)
+    ? undefined
+    : `Kafka's jars are not in ${kafkaLibs} (run scripts/kafka fetch)`
+
+/**
+ * Runs one of Kafka's Java tools (`org.apache.kafka.tools.ProducerPerformance`, say) to its end
+ * and resolves with its stdout; rejects, with the end of stderr, when it exits non-zero or runs
+ * past `timeoutMs`. The JVM is started for each call, so a figure read from the tool's own
+ * report excludes the JVM's start but not its warm-up (the tools' usual cold-JVM figure).
+ */
+export const runJavaTool = (mainClass: string, args: ReadonlyArray<string>, timeoutMs = 120_000): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const child = spawn("java", ["-Xms256m", "-Xmx1g", "-cp", `${kafkaLibs}*`, mainClass, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, KAFKA_HEAP_OPTS: "" },
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs)
+    child.on("error", (error) => {
+      clearTimeout(timer)
+      reject(new Error(`${mainClass} did not start: ${error.message}`))
+    })
+    child.on("close", (code, signal) => {
+      clearTimeout(timer)
+      if (code === 0) resolve(stdout)
+      else {
+        reject(
+          new Error(
+            `${mainClass} ${signal === "SIGKILL" ? `ran past ${timeoutMs} ms` : `exited with ${code ?? signal}`}: ${
+              stderr.slice(-2000) || stdout.slice(-2000)
+            }`,
+          ),
+        )
+      }
+    })
+  })
 
 // ---------------------------------------------------------------------------------------------
 // Payloads
