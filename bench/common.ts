@@ -219,6 +219,12 @@ export interface RatioSpec {
   readonly aa?: boolean | undefined
 }
 
+/** A measure a runtime cannot produce, and why. */
+export interface Unavailable {
+  readonly measure: string
+  readonly why: string
+}
+
 /** A bound on a reading (an `Observed` name): reported as met or missed, never asserted. */
 export interface ReadingSpec {
   readonly name: string
@@ -245,6 +251,11 @@ export interface BenchSpec {
   readonly ratios?: ReadonlyArray<RatioSpec> | undefined
   readonly targets?: ReadonlyArray<TargetSpec> | undefined
   readonly readings?: ReadonlyArray<ReadingSpec> | undefined
+  /**
+   * Measures (or readings) this runtime cannot produce, with why (a peer that does not load on
+   * Bun, say): the table shows the reason in their cell, and the bench still succeeds.
+   */
+  readonly unavailable?: ReadonlyArray<Unavailable> | undefined
   /** Runs once, after every round (also on failure). */
   readonly teardown?: (() => Promise<void>) | undefined
 }
@@ -292,6 +303,7 @@ export interface BenchResult {
   readonly targets: ReadonlyArray<TargetResult>
   /** Figures that are not rates (heap per partition, say), with their unit and bound. */
   readonly readings?: ReadonlyArray<Reading> | undefined
+  readonly unavailable?: ReadonlyArray<Unavailable> | undefined
 }
 
 /** A figure that is not a rate: a median over rounds, with a bound when it has a target. */
@@ -493,8 +505,10 @@ export const runBench = async (spec: BenchSpec): Promise<void> => {
     ratios,
     targets,
     ...(readings.length === 0 ? {} : { readings }),
+    ...(spec.unavailable === undefined || spec.unavailable.length === 0 ? {} : { unavailable: spec.unavailable }),
   }
   console.log("")
+  for (const missing of spec.unavailable ?? []) console.log(`   unavailable on ${runtime.name}: ${missing.measure}: ${missing.why}`)
   console.log(benchTable(result))
   if (config.out !== undefined) {
     mkdirSync(dirname(config.out), { recursive: true })
