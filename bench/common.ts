@@ -118,6 +118,21 @@ export const collectGarbage = (): void => {
   else global.gc?.()
 }
 
+/**
+ * The heap in use after full collections, twice with a turn of the event loop between (so
+ * finalizers and weak references settle). Node and Deno need `--expose-gc` for it.
+ */
+export const heapAfterGc = async (): Promise<number> => {
+  const global = globalThis as { gc?: unknown; Bun?: unknown }
+  if (global.gc === undefined && global.Bun === undefined) {
+    throw new Error("Reading the heap needs a garbage collector to call: node --expose-gc, deno --v8-flags=--expose-gc")
+  }
+  collectGarbage()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  collectGarbage()
+  return process.memoryUsage().heapUsed
+}
+
 // ---------------------------------------------------------------------------------------------
 // Measurements and statistics
 
@@ -542,12 +557,12 @@ export const formatReading = (value: number): string => {
 export const formatRatio = (value: number): string => Number.isFinite(value) ? `${value.toFixed(2)}×` : "-"
 
 /** `412k (398k–420k)`: the median, then the range over rounds. */
-const rateCell = (summary: Summary): string =>
+export const rateCell = (summary: Summary): string =>
   summary.samples.length < 2
     ? formatRate(summary.median)
     : `${formatRate(summary.median)} (${formatRate(summary.min)}–${formatRate(summary.max)})`
 
-const ratioCell = (ratio: RatioResult): string =>
+export const ratioCell = (ratio: RatioResult): string =>
   (ratio.value.samples.length < 2
     ? formatRatio(ratio.value.median)
     : `${formatRatio(ratio.value.median)} (${formatRatio(ratio.value.min)}–${
@@ -587,10 +602,10 @@ export const benchTable = (result: BenchResult): string =>
     ],
   )
 
-const boundLabel = (reading: Reading): string =>
+export const boundLabel = (reading: Reading): string =>
   (reading.atMost === undefined ? "" : ` (≤ ${reading.atMost})`) + (reading.atLeast === undefined ? "" : ` (≥ ${reading.atLeast})`)
 
-const readingCell = (reading: Reading): string => {
+export const readingCell = (reading: Reading): string => {
   const cell = reading.value.samples.length < 2
     ? formatReading(reading.value.median)
     : `${formatReading(reading.value.median)} (${formatReading(reading.value.min)}–${formatReading(reading.value.max)})`

@@ -18,7 +18,7 @@ import { Effect, Fiber, type ManagedRuntime, Stream } from "effect"
 import { Actor, ActorSystem, Codec, ErrorPolicy, Transport } from "../mod.ts"
 import {
   type BenchResult,
-  collectGarbage,
+  heapAfterGc,
   kafkaResources,
   kafkaRuntime,
   type Reading,
@@ -32,19 +32,6 @@ const partitions = Math.max(1, Number(process.env["BENCH_PARTITIONS"] ?? 256))
 const rounds = Math.max(1, Number(process.env["BENCH_ROUNDS"] ?? 3))
 const settleMillis = 2_000
 
-if ((globalThis as { gc?: unknown; Bun?: unknown }).gc === undefined && (globalThis as { Bun?: unknown }).Bun === undefined) {
-  console.error("bench/idle_partitions.ts needs a garbage collector to call: node --expose-gc, deno --v8-flags=--expose-gc")
-  process.exit(2)
-}
-
-const heap = async (): Promise<number> => {
-  // Twice, with a turn of the event loop between: finalizers and weak references settle.
-  collectGarbage()
-  await new Promise((resolve) => setTimeout(resolve, 50))
-  collectGarbage()
-  return process.memoryUsage().heapUsed
-}
-
 const resources = kafkaResources()
 const topic = await resources.topic("idle", partitions)
 const own = kafkaRuntime("own")
@@ -54,7 +41,7 @@ type Runtime = ManagedRuntime.ManagedRuntime<Transport.Transport, unknown>
 
 /** Claims every partition with a bare subscription, pulls every claim, and reads the heap once all are idle. */
 const subscriptionCase = (rt: Runtime) => async (): Promise<number> => {
-  const before = await heap()
+  const before = await heapAfterGc()
   const ready = Promise.withResolvers<void>()
   const release = Promise.withResolvers<void>()
   const done = rt.runPromise(Effect.scoped(Effect.gen(function*() {
@@ -77,7 +64,7 @@ const subscriptionCase = (rt: Runtime) => async (): Promise<number> => {
   })))
   await ready.promise
   await new Promise((resolve) => setTimeout(resolve, settleMillis))
-  const after = await heap()
+  const after = await heapAfterGc()
   release.resolve()
   await done
   return (after - before) / partitions
@@ -85,7 +72,7 @@ const subscriptionCase = (rt: Runtime) => async (): Promise<number> => {
 
 /** One no-op actor on the topic: a partition actor per claim. */
 const actorCase = (rt: Runtime) => async (): Promise<number> => {
-  const before = await heap()
+  const before = await heapAfterGc()
   const release = Promise.withResolvers<void>()
   const ready = Promise.withResolvers<void>()
   const done = rt.runPromise(Effect.scoped(Effect.gen(function*() {
@@ -107,7 +94,7 @@ const actorCase = (rt: Runtime) => async (): Promise<number> => {
   })))
   await ready.promise
   await new Promise((resolve) => setTimeout(resolve, settleMillis))
-  const after = await heap()
+  const after = await heapAfterGc()
   release.resolve()
   await done
   return (after - before) / partitions
