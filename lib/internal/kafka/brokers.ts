@@ -69,6 +69,9 @@ export const defaults = {
   ) as Schedule.Schedule<unknown, TransportError.TransportError>,
 } as const
 
+/** How often `leaderFor` asks again for a partition beyond a topic's known count before it fails. */
+const beyondCountRefetches = 5
+
 /** A broker as the cluster's metadata lists it. */
 export interface BrokerNode {
   readonly nodeId: number
@@ -508,14 +511,19 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
     const topicsRetrying = (topics: ReadonlyArray<string>) =>
       retrying(topicsOnce(topics), (error) => error.retriable && error.code !== "UNKNOWN_TOPIC_OR_PARTITION")
 
-    const leaderOnce = (tp: TopicPartition, refetched = false): Effect.Effect<Leader, TransportError.TransportError> =>
+    const leaderOnce = (tp: TopicPartition, refetches = 0): Effect.Effect<Leader, TransportError.TransportError> =>
       Effect.gen(function* () {
         const topic = (yield* topicsOnce([tp.topic])).get(tp.topic)!
         const partition = topic.partitions[tp.partition]
         if (partition === undefined || partition.partition !== tp.partition) {
-          // Partitions may have been added since the answer cached: ask once more, then it is an answer.
+          // Partitions may have been added since the answer cached: ask again. A partition just
+          // added reaches the brokers' metadata a moment after CreatePartitions returns, so the
+          // asking goes on, 50 ms apart and doubling, for about 0.75 s before it is an answer.
           topicCache.get(tp.topic)!.stale = true
-          if (!refetched) return yield* leaderOnce(tp, true)
+          if (refetches < beyondCountRefetches) {
+            if (refetches > 0) yield* Effect.sleep(Duration.millis(25 * 2 ** refetches))
+            return yield* leaderOnce(tp, refetches + 1)
+          }
           return yield* Effect.fail(new TransportError.TransportError({
             code: "UNKNOWN_TOPIC_OR_PARTITION",
             retriable: true,
