@@ -949,6 +949,9 @@ export const instrument = (
 // Kafka
 
 const quietLogCreator = () => ({ namespace, log }: LogEntry) => {
+  // The error answers of the metadata polls `kafkaResources.topic` makes while a new topic's
+  // leaders are elected (LEADER_NOT_AVAILABLE): expected, and hundreds for a large topic.
+  if (namespace === "Connection" && log.message.startsWith("Response Metadata")) return
   console.error(`   [kafkajs ${namespace}] ${log.message}`)
 }
 
