@@ -1125,3 +1125,35 @@ export const consumeWithActors = <V>(
     yield* Effect.promise(() => probe.committedTo(group, ends))
     return windowFrom(options, start)
   })
+
+// ---------------------------------------------------------------------------------------------
+// Many fibers sending one record each through `Producer` (bench/produce.ts, bench/kafka_producer.ts)
+
+/**
+ * `count` records sent by `fibers` fibers through a batching `Producer` (lib/Producer.ts), each
+ * fiber sending one record and waiting for its acknowledgement before the next, the way
+ * handlers that each forward a record use it: the producer gathers what the waiting fibers sent
+ * into one `sendEach` per round trip. The window runs from the first send to the last
+ * acknowledgement.
+ */
+export const sendFromFibers = (
+  producer: Producer.Producer["Service"],
+  options: {
+    readonly topic: string
+    readonly count: number
+    readonly fibers: number
+    readonly value: (id: number) => Uint8Array
+  },
+) =>
+  Effect.gen(function*() {
+    const { topic, count, value } = options
+    let next = 0
+    const start = mark()
+    yield* Effect.forEach(Array.from({ length: options.fibers }), () =>
+      Effect.whileLoop({
+        while: () => next < count,
+        body: () => producer.send({ topic, key: null, value: value(next++) }),
+        step: () => undefined,
+      }), { concurrency: "unbounded", discard: true })
+    return since(count, start)
+  })

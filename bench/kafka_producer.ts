@@ -32,7 +32,7 @@ import { Effect } from "effect"
 import { Producer as BatchingProducer, Transport } from "../mod.ts"
 import * as Brokers from "../lib/internal/kafka/brokers.ts"
 import * as Producer from "../lib/internal/kafka/producer.ts"
-import { type Case, config, kafkaClient, kafkaResources, mark, type Measurement, records, runBench, since } from "./common.ts"
+import { type Case, config, kafkaClient, kafkaResources, mark, type Measurement, records, runBench, sendFromFibers, since } from "./common.ts"
 
 const total = records(50_000)
 const concurrency = Math.max(1, Number(process.env["BENCH_CONCURRENCY"] ?? 1000))
@@ -96,16 +96,7 @@ const viaProducer = (value: (id: number) => Uint8Array) => async (): Promise<Mea
     })
     const transport = { sendEach: producer.sendEach } as unknown as Transport.Transport["Service"]
     return yield* Effect.gen(function*() {
-      const batching = yield* BatchingProducer.Producer
-      let next = 0
-      const start = mark()
-      yield* Effect.forEach(Array.from({ length: concurrency }), () =>
-        Effect.whileLoop({
-          while: () => next < total,
-          body: () => batching.send({ topic, key: null, value: value(next++) }),
-          step: () => undefined,
-        }), { concurrency: "unbounded", discard: true })
-      const measured = since(total, start)
+      const measured = yield* sendFromFibers(yield* BatchingProducer.Producer, { topic, count: total, fibers: concurrency, value })
       return { ...measured, detail: `${(total / producer.metrics().requests).toFixed(0)} records per request` }
     }).pipe(Effect.provide(BatchingProducer.layer()), Effect.provideService(Transport.Transport, transport))
   })))
