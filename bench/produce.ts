@@ -73,18 +73,20 @@ type Mode = (typeof modes)[number]
 
 /**
  * Records per case, so that each takes about a second at full scale: a call of one record is a
- * round trip (about a thousandth of a second), a call of 1000 about a hundred times less per
- * record; 1 KiB values move about a quarter as many records per second in large calls. Never
- * fewer than a few hundred (CI scale), always whole calls.
+ * round trip (well under a thousandth of a second on a quiet machine), a call of 1000 about a
+ * hundred times less per record; 1 KiB values move about a quarter as many records per second in
+ * large calls. Never fewer than a few hundred (CI scale), always whole calls. confluent lingers
+ * 5 ms per call (librdkafka's default): a fifth of the records at 1 per call.
  */
-const countOf = (perCall: number, size: Size): number => {
-  const share = perCall === 1 ? 1 / 100 : perCall === 100 ? 1 / 4 : size.bytes > 100 ? 1 / 4 : 1
+const countOf = (perCall: number, size: Size, client?: "confluent"): number => {
+  const share = perCall === 1 ? 1 / 200 : perCall === 100 ? 1 / 4 : size.bytes > 100 ? 1 / 4 : 1
   const least = perCall === 1 ? 200 : perCall === 100 ? 300 : 1000
-  return Math.ceil(Math.max(least, total * share) / perCall) * perCall
+  const count = Math.ceil(Math.max(least, total * share) / perCall) * perCall
+  return client === "confluent" && perCall === 1 ? Math.ceil(count / 5) : count
 }
-/** ProducerPerformance's records (a fifth of them warm-up): it batches as it likes, so more. */
-const limitCountOf = (size: Size): number => Math.max(1000, Math.round(size.bytes > 100 ? total / 2 : total * 2))
-const fiberCountOf = (size: Size): number => Math.max(fibers, Math.round(size.bytes > 100 ? total / 8 : total / 4))
+/** ProducerPerformance's records (a fifth of them warm-up). */
+const limitCountOf = (size: Size): number => Math.max(1000, Math.round(size.bytes > 100 ? total / 4 : total * 2))
+const fiberCountOf = (size: Size): number => Math.max(fibers, Math.round(size.bytes > 100 ? total / 2 : total))
 
 /** 1024 distinct values of exactly `bytes` bytes (the record's number, zero-padded, then `x`s), reused in turn. */
 const valuesOf = (bytes: number): ReadonlyArray<Buffer> =>
@@ -102,6 +104,8 @@ const name = {
   platformatic: (perCall: number, size: Size, mode: Mode) => `platformatic send, ${perCall} per call, ${size.name}, ${mode.name}`,
   confluent: (perCall: number, size: Size, mode: Mode) => `confluent send, ${perCall} per call, ${size.name}, ${mode.name}`,
   limit: (size: Size, mode: Mode) => `ProducerPerformance (Limit), ${size.name}, ${mode.name}`,
+  /** Java's `batch.size` is 16 KiB, 16 records of 1 KiB; Partita's batches go to 1 MiB. */
+  limitLargeBatches: (size: Size, mode: Mode) => `ProducerPerformance, ${size.name}, ${mode.name}, batch.size 1 MiB (diagnostic)`,
   fibers: (size: Size) => `Partita Producer, ${fibers} fibers × 1 record, ${size.name}, idempotent`,
 }
 
@@ -256,7 +260,7 @@ const confluentCase = (perCall: number, size: Size, mode: Mode) => async (round:
   await producer.connect()
   try {
     await producer.send({ topic, messages: [{ value: valueAt(size, 0) }] })
-    return await sequential(countOf(perCall, size), perCall, (from, length) =>
+    return await sequential(countOf(perCall, size, "confluent"), perCall, (from, length) =>
       producer.send({ topic, messages: Array.from({ length }, (_, index) => ({ value: valueAt(size, from + index) })) }))
   } finally {
     await producer.disconnect()
@@ -270,7 +274,7 @@ const steadyState = /^(\d+) steady state records sent, ([\d.]+) records\/sec \((
 /** Its whole-run summary, the last line without a warm-up: "<n> records sent, <r> records/sec (…), …, <p> ms 99th, …". */
 const wholeRun = /^(\d+) records sent, ([\d.]+) records\/sec \(([\d.]+) MB\/sec\), ([\d.]+) ms avg latency, [\d.]+ ms max latency, \d+ ms 50th/m
 
-const limitCase = (size: Size, mode: Mode) => async (round: number): Promise<Measurement> => {
+const limitCase = (size: Size, mode: Mode, properties: ReadonlyArray<string> = []) => async (round: number): Promise<Measurement> => {
   const topic = await topicOf(round, size)
   const count = limitCountOf(size)
   const warmup = Math.floor(count / 5)
@@ -291,6 +295,7 @@ const limitCase = (size: Size, mode: Mode) => async (round: number): Promise<Mea
     "acks=all",
     `enable.idempotence=${mode.idempotent}`,
     "client.id=partita-bench-producer-performance",
+    ...properties,
   ])
   const steady = steadyState.exec(output)
   const whole = wholeRun.exec(output)
@@ -340,12 +345,19 @@ for (const size of sizes) {
     else unavailable.push({ measure: limit, why: javaMissing })
     ratios.push({ numerator: name.partita(1000, size, mode), denominator: limit })
   }
+  if (size.bytes > 100) {
+    const large = name.limitLargeBatches(size, modes[1])
+    if (javaMissing === undefined) cases.push(one(large, limitCase(size, modes[1], ["batch.size=1048576"]), false))
+    else unavailable.push({ measure: large, why: javaMissing })
+  }
   cases.push(one(name.fibers(size), fibersCase(size)))
   ratios.push({ numerator: name.fibers(size), denominator: name.limit(size, modes[1]), target: 0.8 })
+  if (size.bytes > 100) ratios.push({ numerator: name.fibers(size), denominator: name.limitLargeBatches(size, modes[1]) })
 }
 
 const counts = (size: Size) =>
-  `${size.name}: ${perCalls.map((perCall) => `${countOf(perCall, size).toLocaleString("en-US")} at ${perCall} per call`).join(", ")}, ` +
+  `${size.name}: ${perCalls.map((perCall) => `${countOf(perCall, size).toLocaleString("en-US")} at ${perCall} per call`).join(", ")} ` +
+  `(confluent ${countOf(1, size, "confluent").toLocaleString("en-US")} at 1 per call), ` +
   `${limitCountOf(size).toLocaleString("en-US")} for ProducerPerformance (a fifth warm-up), ${fiberCountOf(size).toLocaleString("en-US")} from the fibers`
 
 await runBench({
@@ -357,7 +369,7 @@ await runBench({
     "plain: not idempotent; idempotent: Partita idempotent: true, kafkajs idempotent: true (which it allows only with maxInFlightRequests 1), platformatic and confluent idempotent: true, ProducerPerformance enable.idempotence=true",
     "every client at its defaults otherwise (Partita's linger 0, confluent's librdkafka linger.ms 5); each sends one record before its window opens",
     `records per case: ${counts(sizes[0])}; ${counts(sizes[1])}`,
-    `ProducerPerformance: a fresh JVM per run, its steady-state figure after --warmup-records; no CPU-second figure (another process)`,
+    `ProducerPerformance: a fresh JVM per run, its steady-state figure after --warmup-records; no CPU-second figure (another process); its defaults otherwise (batch.size 16 KiB, linger.ms 5): the diagnostic row gives it 1 MiB batches, as Partita's`,
     `Partita Producer: ${fibers} fibers each sending one record and awaiting it, Producer.layer() on an idempotent KafkaTransport`,
   ],
   cases,
