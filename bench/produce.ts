@@ -84,8 +84,12 @@ const countOf = (perCall: number, size: Size, client?: "confluent"): number => {
   const count = Math.ceil(Math.max(least, total * share) / perCall) * perCall
   return client === "confluent" && perCall === 1 ? Math.ceil(count / 5) : count
 }
-/** ProducerPerformance's records (a fifth of them warm-up). */
-const limitCountOf = (size: Size): number => Math.max(1000, Math.round(size.bytes > 100 ? total / 4 : total * 2))
+/**
+ * ProducerPerformance's records (a fifth of them warm-up): ten times a 1000-per-call case's, as a
+ * fresh JVM needs seconds to reach its pace (on a busy 2-core machine 2M records of 12 B ran at
+ * 344k/s steady, 100k at about 100k/s).
+ */
+const limitCountOf = (size: Size): number => Math.max(1000, Math.round(size.bytes > 100 ? total : total * 10))
 const fiberCountOf = (size: Size): number => Math.max(fibers, Math.round(size.bytes > 100 ? total / 2 : total))
 
 /** 1024 distinct values of exactly `bytes` bytes (the record's number, zero-padded, then `x`s), reused in turn. */
