@@ -36,8 +36,6 @@
  */
 import { Buffer } from "node:buffer"
 import kafkajs, { type Producer as KafkaJsProducer } from "kafkajs"
-import { existsSync } from "node:fs"
-import { createRequire } from "node:module"
 import { Effect } from "effect"
 import { KafkaTransport, Producer, Transport } from "../mod.ts"
 import {
@@ -46,9 +44,12 @@ import {
   javaToolsMissing,
   kafkaClient,
   kafkaResources,
+  loadPeer,
+  loadPlatformatic,
   loggingLayer,
   mark,
   type Measurement,
+  type Peer,
   type RatioSpec,
   records,
   runBench,
@@ -210,34 +211,17 @@ const kafkajsCase = (perCall: number, size: Size, mode: Mode) => async (round: n
 
 // --- the peers: @platformatic/kafka (bench/peers), @confluentinc/kafka-javascript (native) -----
 
-/** A peer's module, or why it is not here. */
-type Loaded = { readonly module: any; readonly problem?: undefined } | { readonly module?: undefined; readonly problem: string }
-
-const loadProblem = (cause: unknown) =>
-  `does not load on ${runtime.name}: ${cause instanceof Error ? cause.message : String(cause)}`.slice(0, 200)
-
-const platformatic: Loaded = await (async () => {
-  const entry = new URL("../.cache/bench-peers/node_modules/@platformatic/kafka/dist/index.js", import.meta.url)
-  if (!existsSync(entry)) return { problem: "not installed (bench/run installs bench/peers into .cache/bench-peers)" }
-  try {
-    return { module: await import(entry.href) }
-  } catch (cause) {
-    return { problem: loadProblem(cause) }
-  }
-})()
-
-const confluent: Loaded = await (async () => {
-  const entry = new URL("../.cache/bench-peers-native/node_modules/@confluentinc/kafka-javascript/", import.meta.url)
-  if (!existsSync(entry)) return { problem: "not installed (a native addon: it goes into .cache/bench-peers-native)" }
-  try {
-    // CommonJS with a native addon: `require` it, as its users do.
-    const module = createRequire(import.meta.url)(entry.pathname)
-    if (module?.KafkaJS?.Kafka === undefined) return { problem: `loaded on ${runtime.name} without its KafkaJS API` }
-    return { module }
-  } catch (cause) {
-    return { problem: loadProblem(cause) }
-  }
-})()
+const platformatic = await loadPlatformatic()
+const confluent: Peer = await loadPeer({
+  directory: "bench-peers-native",
+  entry: "@confluentinc/kafka-javascript/",
+  how: "require",
+  missing: "a native addon: it goes into .cache/bench-peers-native",
+}).then((peer) =>
+  peer.module !== undefined && peer.module.KafkaJS?.Kafka === undefined
+    ? { problem: `loaded on ${runtime.name} without its KafkaJS API` }
+    : peer
+)
 
 const platformaticCase = (perCall: number, size: Size, mode: Mode) => async (round: number): Promise<Measurement> => {
   const topic = await topicOf(round, size)
