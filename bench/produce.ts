@@ -77,21 +77,23 @@ type Mode = (typeof modes)[number]
  * round trip (well under a thousandth of a second on a quiet machine), a call of 1000 about a
  * hundred times less per record; 1 KiB values move about a quarter as many records per second in
  * large calls. Never fewer than a few hundred (CI scale), always whole calls. confluent lingers
- * 5 ms per call (librdkafka's default): a fifth of the records at 1 per call; kafkajs takes about
- * three times as long as the others for a large call: half of them at 100 and 1000 per call.
+ * 5 ms per call (librdkafka's default): a fifth of the records at 1 per call, a quarter at 100,
+ * half at 1000; kafkajs takes two to three times as long as the others for a large call: half of
+ * them at 100 and 1000 per call.
  */
 const countOf = (perCall: number, size: Size, client?: "confluent" | "kafkajs"): number => {
   const share = perCall === 1 ? 1 / 200 : perCall === 100 ? 1 / 4 : size.bytes > 100 ? 1 / 4 : 1
   const least = perCall === 1 ? 200 : perCall === 100 ? 300 : 1000
-  const fewer = client === "confluent" && perCall === 1 ? 5 : client === "kafkajs" && perCall > 1 ? 2 : 1
+  const fewer = client === "confluent" ? (perCall === 1 ? 5 : perCall === 100 ? 4 : 2) : client === "kafkajs" && perCall > 1 ? 2 : 1
   return Math.ceil(Math.max(least, total * share) / fewer / perCall) * perCall
 }
 /**
- * ProducerPerformance's records (a fifth of them warm-up): ten times a 1000-per-call case's, as a
- * fresh JVM needs seconds to reach its pace (on a busy 2-core machine 2M records of 12 B ran at
- * 344k/s steady, 100k at about 100k/s).
+ * ProducerPerformance's records (a fifth of them warm-up): five times a 1000-per-call case's at
+ * 12 B, as a fresh JVM needs seconds to reach its pace (on a busy 2-core machine 2M records of
+ * 12 B ran at 344k/s steady, 100k at about 100k/s); at 1 KiB its 16 KiB batches hold it to a
+ * tenth of the JavaScript clients' pace, so as many as theirs.
  */
-const limitCountOf = (size: Size): number => Math.max(1000, Math.round(size.bytes > 100 ? total : total * 10))
+const limitCountOf = (size: Size): number => Math.max(1000, Math.round(size.bytes > 100 ? total / 4 : total * 5))
 const fiberCountOf = (size: Size): number => Math.max(fibers, Math.round(size.bytes > 100 ? total / 2 : total))
 
 /** 1024 distinct values of exactly `bytes` bytes (the record's number, zero-padded, then `x`s), reused in turn. */
@@ -346,8 +348,8 @@ for (const size of sizes) {
 
 const counts = (size: Size) =>
   `${size.name}: ${perCalls.map((perCall) => `${countOf(perCall, size).toLocaleString("en-US")} at ${perCall} per call`).join(", ")} ` +
-  `(kafkajs ${countOf(100, size, "kafkajs").toLocaleString("en-US")} and ${countOf(1000, size, "kafkajs").toLocaleString("en-US")}, ` +
-  `confluent ${countOf(1, size, "confluent").toLocaleString("en-US")} at 1 per call), ` +
+  `(kafkajs ${countOf(100, size, "kafkajs").toLocaleString("en-US")} and ${countOf(1000, size, "kafkajs").toLocaleString("en-US")} at 100 and 1000, ` +
+  `confluent ${perCalls.map((perCall) => countOf(perCall, size, "confluent").toLocaleString("en-US")).join(", ")}), ` +
   `${limitCountOf(size).toLocaleString("en-US")} for ProducerPerformance (a fifth warm-up), ${fiberCountOf(size).toLocaleString("en-US")} from the fibers`
 
 await runBench({
