@@ -21,6 +21,7 @@
  */
 import { spawn } from "node:child_process"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { createRequire } from "node:module"
 import { dirname } from "node:path"
 import { Buffer } from "node:buffer"
 import process from "node:process"
@@ -1142,4 +1143,69 @@ export const consumeWithActors = <V>(
     yield* Deferred.await(handledAll)
     yield* Effect.promise(() => probe.committedTo(group, ends))
     return windowFrom(options, start)
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Many fibers sending one record each through `Producer` (bench/produce.ts, bench/kafka_producer.ts)
+
+/**
+ * `count` records sent by `fibers` fibers through a batching `Producer` (lib/Producer.ts), each
+ * fiber sending one record and waiting for its acknowledgement before the next, the way
+ * handlers that each forward a record use it: the producer gathers what the waiting fibers sent
+ * into one `sendEach` per round trip. The window runs from the first send to the last
+ * acknowledgement.
+ */
+export const sendFromFibers = (
+  producer: Producer.Producer["Service"],
+  options: {
+    readonly topic: string
+    readonly count: number
+    readonly fibers: number
+    readonly value: (id: number) => Uint8Array
+  },
+) =>
+  Effect.gen(function*() {
+    const { topic, count, value } = options
+    let next = 0
+    const start = mark()
+    yield* Effect.forEach(Array.from({ length: options.fibers }), () =>
+      Effect.whileLoop({
+        while: () => next < count,
+        body: () => producer.send({ topic, key: null, value: value(next++) }),
+        step: () => undefined,
+      }), { concurrency: "unbounded", discard: true })
+    return since(count, start)
+  })
+
+/** A bench peer's module, or why it is not here (not installed, or does not load on this runtime). */
+export type Peer = { readonly module: any; readonly problem?: undefined } | { readonly module?: undefined; readonly problem: string }
+
+/**
+ * Loads a bench peer from `.cache/<directory>/node_modules/<entry>`: ES modules by `import`,
+ * CommonJS packages (a native addon) by `require`, as their users do. Never throws: a peer that
+ * is missing or does not load on this runtime comes back as its `problem`, for the cells that say so.
+ */
+export const loadPeer = async (options: {
+  readonly directory: "bench-peers" | "bench-peers-native"
+  readonly entry: string
+  readonly how: "import" | "require"
+  /** What to say when it is not installed. */
+  readonly missing: string
+}): Promise<Peer> => {
+  const url = new URL(`../.cache/${options.directory}/node_modules/${options.entry}`, import.meta.url)
+  if (!existsSync(url)) return { problem: `not installed (${options.missing})` }
+  try {
+    return { module: options.how === "import" ? await import(url.href) : createRequire(import.meta.url)(url.pathname) }
+  } catch (cause) {
+    return { problem: `does not load on ${runtime.name}: ${cause instanceof Error ? cause.message : String(cause)}`.slice(0, 200) }
+  }
+}
+
+/** `@platformatic/kafka`, from the bench peers bench/run installs. */
+export const loadPlatformatic = (): Promise<Peer> =>
+  loadPeer({
+    directory: "bench-peers",
+    entry: "@platformatic/kafka/dist/index.js",
+    how: "import",
+    missing: "bench/run installs bench/peers into .cache/bench-peers",
   })

@@ -26,13 +26,12 @@
  *   bun bench/kafka_producer.ts        (KAFKA_BROKERS, BENCH_RECORDS, BENCH_CONCURRENCY, BENCH_ROUNDS)
  */
 import { Buffer } from "node:buffer"
-import { existsSync } from "node:fs"
 import process from "node:process"
 import { Effect } from "effect"
 import { Producer as BatchingProducer, Transport } from "../mod.ts"
 import * as Brokers from "../lib/internal/kafka/brokers.ts"
 import * as Producer from "../lib/internal/kafka/producer.ts"
-import { type Case, config, kafkaClient, kafkaResources, mark, type Measurement, records, runBench, since } from "./common.ts"
+import { type Case, config, kafkaClient, kafkaResources, loadPlatformatic, mark, type Measurement, records, runBench, sendFromFibers, since } from "./common.ts"
 
 const total = records(50_000)
 const concurrency = Math.max(1, Number(process.env["BENCH_CONCURRENCY"] ?? 1000))
@@ -96,16 +95,7 @@ const viaProducer = (value: (id: number) => Uint8Array) => async (): Promise<Mea
     })
     const transport = { sendEach: producer.sendEach } as unknown as Transport.Transport["Service"]
     return yield* Effect.gen(function*() {
-      const batching = yield* BatchingProducer.Producer
-      let next = 0
-      const start = mark()
-      yield* Effect.forEach(Array.from({ length: concurrency }), () =>
-        Effect.whileLoop({
-          while: () => next < total,
-          body: () => batching.send({ topic, key: null, value: value(next++) }),
-          step: () => undefined,
-        }), { concurrency: "unbounded", discard: true })
-      const measured = since(total, start)
+      const measured = yield* sendFromFibers(yield* BatchingProducer.Producer, { topic, count: total, fibers: concurrency, value })
       return { ...measured, detail: `${(total / producer.metrics().requests).toFixed(0)} records per request` }
     }).pipe(Effect.provide(BatchingProducer.layer()), Effect.provideService(Transport.Transport, transport))
   })))
@@ -113,17 +103,7 @@ const viaProducer = (value: (id: number) => Uint8Array) => async (): Promise<Mea
 
 // --- @platformatic/kafka, from the bench peers ---------------------------------------------------
 
-const peers = new URL("../.cache/bench-peers/node_modules/", import.meta.url)
-/** The peer's module, or why it is not here. */
-const platformatic: { readonly module?: any; readonly problem?: string } = await (async () => {
-  const entry = new URL("@platformatic/kafka/dist/index.js", peers)
-  if (!existsSync(entry)) return { problem: "not installed (bench/run installs bench/peers into .cache/bench-peers)" }
-  try {
-    return { module: await import(entry.href) }
-  } catch (cause) {
-    return { problem: `does not load on this runtime: ${cause instanceof Error ? cause.message : String(cause)}`.slice(0, 200) }
-  }
-})()
+const platformatic = await loadPlatformatic()
 
 const platformaticCase = (value: (id: number) => Uint8Array, batchSize: number) => async (): Promise<Measurement> => {
   const { Producer: PlatformaticProducer } = platformatic.module
