@@ -69,8 +69,24 @@ export const defaults = {
   ) as Schedule.Schedule<unknown, TransportError.TransportError>,
 } as const
 
-/** How often `leaderFor` asks again for a partition beyond a topic's known count before it fails. */
-const beyondCountRefetches = 5
+/**
+ * How long a topic or partition the metadata does not know is asked for again before that is the
+ * answer: one just created (or added) reaches the brokers' metadata a moment after CreateTopics
+ * (CreatePartitions) returns, and a producer sending to it then should not fail for it. About
+ * 0.75 s: 50 ms, doubling, four times. Kafka's Java producer waits up to `max.block.ms` (60 s);
+ * an unknown topic here is far more often a typo than a topic on its way.
+ */
+const newTopicGrace = Schedule.exponential("50 millis", 2).pipe(Schedule.upTo({ times: 4 }))
+
+/**
+ * `effect`, asked again within `newTopicGrace` while it fails with UNKNOWN_TOPIC_OR_PARTITION
+ * (the cache keeps no unknown topic and marks a short one stale, so each try refetches).
+ *
+ * @since 0.2.0
+ * @category combinators
+ */
+export const untilKnown = <A>(effect: Effect.Effect<A, TransportError.TransportError>): Effect.Effect<A, TransportError.TransportError> =>
+  Effect.retry(effect, { schedule: newTopicGrace, while: (error) => error.code === "UNKNOWN_TOPIC_OR_PARTITION" })
 
 /** A broker as the cluster's metadata lists it. */
 export interface BrokerNode {
@@ -511,19 +527,15 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
     const topicsRetrying = (topics: ReadonlyArray<string>) =>
       retrying(topicsOnce(topics), (error) => error.retriable && error.code !== "UNKNOWN_TOPIC_OR_PARTITION")
 
-    const leaderOnce = (tp: TopicPartition, refetches = 0): Effect.Effect<Leader, TransportError.TransportError> =>
+    const leaderOnce = (tp: TopicPartition, refetched = false): Effect.Effect<Leader, TransportError.TransportError> =>
       Effect.gen(function* () {
         const topic = (yield* topicsOnce([tp.topic])).get(tp.topic)!
         const partition = topic.partitions[tp.partition]
         if (partition === undefined || partition.partition !== tp.partition) {
-          // Partitions may have been added since the answer cached: ask again. A partition just
-          // added reaches the brokers' metadata a moment after CreatePartitions returns, so the
-          // asking goes on, 50 ms apart and doubling, for about 0.75 s before it is an answer.
+          // Partitions may have been added since the answer cached: ask once more, then it is an
+          // answer (which `leaderFor` gives a moment to change: see `newTopicGrace`).
           topicCache.get(tp.topic)!.stale = true
-          if (refetches < beyondCountRefetches) {
-            if (refetches > 0) yield* Effect.sleep(Duration.millis(25 * 2 ** refetches))
-            return yield* leaderOnce(tp, refetches + 1)
-          }
+          if (!refetched) return yield* leaderOnce(tp, true)
           return yield* Effect.fail(new TransportError.TransportError({
             code: "UNKNOWN_TOPIC_OR_PARTITION",
             retriable: true,
@@ -550,7 +562,7 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
       })
 
     const leaderFor = (tp: TopicPartition) =>
-      retrying(leaderOnce(tp), (error) => error.retriable && error.code !== "UNKNOWN_TOPIC_OR_PARTITION")
+      untilKnown(retrying(leaderOnce(tp), (error) => error.retriable && error.code !== "UNKNOWN_TOPIC_OR_PARTITION"))
 
     const invalidate = (topic: string, hint?: LeaderHint): Effect.Effect<void> =>
       Effect.sync(() => {

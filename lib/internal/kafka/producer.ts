@@ -45,7 +45,7 @@ import type { Acks, ProducerRecord, RecordMetadata, TopicPartition } from "../..
 import * as TransportError from "../../TransportError.ts"
 import { partitionForKey } from "../partitioner.ts"
 import { Accumulator, addSequence, type Batch, type Complete, type PartitionQueue, recordSize } from "./accumulator.ts"
-import type * as Brokers from "./brokers.ts"
+import * as Brokers from "./brokers.ts"
 import { staleMetadataErrors } from "./brokers.ts"
 import type { Compression } from "./compression.ts"
 import type { Connection } from "./connection.ts"
@@ -79,8 +79,9 @@ export interface Cluster {
  * @category constructors
  */
 export const fromBrokers = (brokers: Brokers.Brokers): Cluster => ({
+  // A topic created a moment ago may not be in the metadata yet: `untilKnown` gives it that moment.
   partitionCount: (topic) =>
-    Effect.flatMap(brokers.topics([topic]), (topics) => {
+    Effect.flatMap(Brokers.untilKnown(brokers.topics([topic])), (topics) => {
       const found = topics.get(topic)
       return found === undefined
         ? Effect.fail(TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", "send", `Cannot produce to ${topic}: the cluster has no such topic`))
