@@ -27,17 +27,15 @@ import { Codec, Transport } from "../mod.ts"
 import {
   type Case,
   consumeWithActors,
+  consumeRawKafkajs,
   consumeWithSubscription,
   instrument,
-  kafkaClient,
   kafkaResources,
   kafkaRuntime,
-  mark,
   type Measurement,
   produceRaw,
   records,
   runBench,
-  since,
 } from "./common.ts"
 
 const total = records(200_000)
@@ -51,47 +49,9 @@ const ends = await resources.ends(topic)
 const probe = instrument(Context.get(await kafka.context(), Transport.Transport))
 const ownProbe = instrument(Context.get(await own.context(), Transport.Transport), { kafkajsJoin: false })
 
-/** The baseline: kafkajs with nothing in between, set up as `KafkaJsTransport` sets up its consumer. */
-const raw = async (): Promise<Measurement> => {
-  const group = resources.group("raw")
-  const start = mark()
-  const consumer = kafkaClient().consumer({
-    groupId: group,
-    maxWaitTimeInMs: 500,
-    allowAutoTopicCreation: false,
-  })
-  let joined = start
-  consumer.on(consumer.events.GROUP_JOIN, () => {
-    joined = mark()
-  })
-  await consumer.connect()
-  try {
-    await consumer.subscribe({ topics: [topic], fromBeginning: true })
-    const done = Promise.withResolvers<void>()
-    const next = new Map<number, number>()
-    let count = 0
-    await consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: partitions,
-      eachBatch: async ({ batch, resolveOffset }) => {
-        if (batch.messages.length === 0) return
-        const last = batch.lastOffset()
-        resolveOffset(last)
-        next.set(batch.partition, Number(last) + 1)
-        count += batch.messages.length
-        if (count >= total) done.resolve()
-      },
-    })
-    await done.promise
-    await consumer.commitOffsets(
-      [...next].map(([partition, offset]) => ({ topic, partition, offset: String(offset) })),
-    )
-    return since(total, joined, (joined.at - start.at) / 1000)
-  } finally {
-    await consumer.disconnect()
-  }
-}
+/** The baseline: kafkajs with nothing in between (see `consumeRawKafkajs`). */
+const raw = (): Promise<Measurement> =>
+  consumeRawKafkajs({ topic, group: resources.group("raw"), total, partitions })
 
 const scoped = (program: Effect.Effect<Measurement, unknown, Scope.Scope>) =>
   kafka.runPromise(Effect.scoped(program))

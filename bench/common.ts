@@ -819,7 +819,9 @@ const benchLogger = Logger.make((options) => {
   const message = Array.isArray(options.message) ? options.message.join(" ") : String(options.message)
   if (message.includes("Consumer has joined the group")) {
     const annotations = options.fiber.getRef(References.CurrentLogAnnotations)
-    const group = annotations["groupId"]
+    // KafkaJsTransport logs kafkajs' lines on its layer's context (no annotations), with kafkajs'
+    // fields in the line itself: `(groupId=…, memberId=…, …)`.
+    const group = annotations["groupId"] ?? /[(,] ?groupId="?([^",)\s]+)/.exec(message)?.[1]
     if (typeof group === "string" && !joins.has(group)) joins.set(group, mark())
     return
   }
@@ -1209,3 +1211,56 @@ export const loadPlatformatic = (): Promise<Peer> =>
     how: "import",
     missing: "bench/run installs bench/peers into .cache/bench-peers",
   })
+
+// ---------------------------------------------------------------------------------------------
+// The raw kafkajs baseline (actors_kafka, consume)
+
+/**
+ * Reads `total` records of `topic` (`partitions` partitions) with kafkajs and nothing in between,
+ * set up as `KafkaJsTransport` sets up its consumer: `eachBatch`, every partition consumed
+ * concurrently, `resolveOffset` per batch, no work per record, one commit of every partition's
+ * end at the end (at-least-once). The window runs from kafkajs' `GROUP_JOIN` to that commit's
+ * return; the join is `joinSeconds`.
+ */
+export const consumeRawKafkajs = async (
+  options: { readonly topic: string; readonly group: string; readonly total: number; readonly partitions: number },
+): Promise<Measurement> => {
+  const { topic, group, total, partitions } = options
+  const start = mark()
+  const consumer = kafkaClient().consumer({
+    groupId: group,
+    maxWaitTimeInMs: 500,
+    allowAutoTopicCreation: false,
+  })
+  let joined = start
+  consumer.on(consumer.events.GROUP_JOIN, () => {
+    joined = mark()
+  })
+  await consumer.connect()
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true })
+    const done = Promise.withResolvers<void>()
+    const next = new Map<number, number>()
+    let count = 0
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: partitions,
+      eachBatch: async ({ batch, resolveOffset }) => {
+        if (batch.messages.length === 0) return
+        const last = batch.lastOffset()
+        resolveOffset(last)
+        next.set(batch.partition, Number(last) + 1)
+        count += batch.messages.length
+        if (count >= total) done.resolve()
+      },
+    })
+    await done.promise
+    await consumer.commitOffsets(
+      [...next].map(([partition, offset]) => ({ topic, partition, offset: String(offset) })),
+    )
+    return since(total, joined, (joined.at - start.at) / 1000)
+  } finally {
+    await consumer.disconnect()
+  }
+}
