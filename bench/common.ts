@@ -803,7 +803,8 @@ const benchLogger = Logger.make((options) => {
   const message = Array.isArray(options.message) ? options.message.join(" ") : String(options.message)
   if (message.includes("Consumer has joined the group")) {
     const annotations = options.fiber.getRef(References.CurrentLogAnnotations)
-    const group = annotations["groupId"]
+    // KafkaJsTransport writes kafkajs' fields inline (`groupId=…`, lib/internal/kafkajs.ts `lineOf`), not as annotations.
+    const group = annotations["groupId"] ?? /groupId=([^,)]+)/.exec(message)?.[1]
     if (typeof group === "string" && !joins.has(group)) joins.set(group, mark())
     return
   }
