@@ -292,9 +292,11 @@ const limit: Case = {
     const average = /Avg latency: ([\d.]+) ms/.exec(out)
     if (found === null) throw new Error(`EndToEndLatency printed no percentiles: ${out.slice(-500)}`)
     return {
-      [`${limitName}, p50`]: observed(Number(found[1]), "ms", `${limitRecords.toLocaleString("en-US")} records, one at a time; average ${average?.[1] ?? "?"} ms; whole ms`),
+      [`${limitName}, p50`]: observed(Number(found[1]), "ms", `${limitRecords.toLocaleString("en-US")} records, one at a time; whole ms, truncated`),
       [`${limitName}, p99`]: observed(Number(found[2]), "ms"),
       [`${limitName}, p99.9`]: observed(Number(found[3]), "ms"),
+      // Its percentiles are whole milliseconds (truncated); its average is the one finer figure.
+      ...(average === null ? {} : { [`${limitName}, average`]: observed(Number(average[1]), "ms") }),
     }
   },
 }
@@ -318,7 +320,7 @@ await runBench({
       { name: `Partita added latency, ${transport}, ${rateLabel(rate)}, p99`, atMost: 5 },
     ])
   ),
-  unavailable: javaMissing === undefined ? [] : quantiles.map((q) => ({ measure: `${limitName}, ${q}`, why: javaMissing })),
+  unavailable: javaMissing === undefined ? [] : [...quantiles, "average"].map((q) => ({ measure: `${limitName}, ${q}`, why: javaMissing })),
   teardown: async () => {
     for (const dispose of disposers) await dispose()
     await Effect.runPromise(Scope.close(producerScope, Exit.void))
