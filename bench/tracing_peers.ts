@@ -71,6 +71,7 @@ const otel: {
   readonly Kafka?: any
   readonly provider?: any
   readonly spans?: () => number
+  readonly exported?: () => number
   readonly contextManager?: any
   readonly problem?: string
 } = (() => {
@@ -89,11 +90,22 @@ const otel: {
     const { registerInstrumentations } = require("@opentelemetry/instrumentation")
     const { KafkaJsInstrumentation } = require("@opentelemetry/instrumentation-kafkajs")
     let ended = 0
+    let exported = 0
     // Counts every span that ends (whether the batch processor then keeps or drops it).
     const counting = { onStart: () => {}, onEnd: () => void ended++, forceFlush: async () => {}, shutdown: async () => {} }
+    // Counts the spans handed to the exporter: the rest of those made were dropped (a full queue).
+    const otlp = new OTLPTraceExporter({ url: `${endpoint}/v1/traces` })
+    const exporter = {
+      export: (spans: ReadonlyArray<unknown>, done: (result: unknown) => void) => {
+        exported += spans.length
+        otlp.export(spans, done)
+      },
+      shutdown: () => otlp.shutdown(),
+      forceFlush: () => otlp.forceFlush(),
+    }
     const provider = new TracerProvider({
       resource: resourceFromAttributes({ "service.name": "partita-bench-kafkajs" }),
-      spanProcessors: [counting, new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }) })],
+      spanProcessors: [counting, new BatchSpanProcessor({ exporter })],
     })
     api.trace.setGlobalTracerProvider(provider)
     const contextManager = new AsyncLocalStorageContextManager()
@@ -106,7 +118,7 @@ const otel: {
     if (typeof probe.run?.__wrapped !== "boolean" || probe.run.__wrapped !== true) {
       return { problem: "@opentelemetry/instrumentation-kafkajs did not patch kafkajs here (its require hook makes no spans on this runtime)" }
     }
-    return { Kafka, provider, spans: () => ended, contextManager }
+    return { Kafka, provider, spans: () => ended, exported: () => exported, contextManager }
   } catch (cause) {
     return { problem: `the OpenTelemetry peers do not load here: ${cause instanceof Error ? cause.message : String(cause)}`.slice(0, 200) }
   }
@@ -156,6 +168,7 @@ const consumerOptions = () => ({ groupId: resources.group("tracing-peers-raw"), 
 
 const instrumented = async (): Promise<Measurement> => {
   const before = otel.spans!()
+  const exportedBefore = otel.exported!()
   const client = new otel.Kafka({ brokers: [...config.brokers], clientId: "partita-bench-otel", logLevel: 1 })
   const measured = await eachMessage(client.consumer(consumerOptions())).finally(() =>
     // Its AsyncLocalStorage, once run, tracks every promise of the process (async hooks, Node 22):
@@ -166,7 +179,8 @@ const instrumented = async (): Promise<Measurement> => {
   // Outside the window, as Partita's layer sends what is queued when its scope closes.
   const flushed = await otel.provider.forceFlush().then(() => "", (error: unknown) =>
     `, export failed: ${error instanceof Error ? error.message : String(error)}`)
-  return { ...measured, detail: `spans made ${made} (${(made / total).toFixed(2)} per record)${flushed}` }
+  const sent = otel.exported!() - exportedBefore
+  return { ...measured, detail: `spans made ${made} (${(made / total).toFixed(2)} per record), sent ${sent}, dropped ${made - sent}${flushed}` }
 }
 
 const untracedRaw = (): Promise<Measurement> => eachMessage(kafkaClient().consumer(consumerOptions()))
