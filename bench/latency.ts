@@ -35,6 +35,7 @@ import * as Brokers from "../lib/internal/kafka/brokers.ts"
 import * as KafkaProducer from "../lib/internal/kafka/producer.ts"
 import {
   type Case,
+  collectGarbage,
   config,
   instrument,
   javaToolsMissing,
@@ -262,6 +263,8 @@ const atRate = (rate: number): Case => ({
     const order = consumers.map((_, index) => consumers[(index + round) % consumers.length]!)
     for (const consumer of order) {
       const topic = await resources.topic("latency", partitions)
+      // As runBench does before each case: one run's garbage is not collected in the next one's window.
+      collectGarbage()
       results.set(consumer.name, await consumer.run(topic, rate, warm, window))
     }
     // In the declared order, whatever the order they ran in: the table lists readings as first returned.
