@@ -57,7 +57,7 @@ import {
   type Unavailable,
 } from "./common.ts"
 
-const total = records(30_000)
+const total = records(100_000)
 const partitions = 3
 const endpoint = (process.env["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "http://127.0.0.1:4318").replace(/\/+$/, "")
 const workMicros = 10
