@@ -759,9 +759,31 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     if (closing) return Exit.fail(closedError(record.topic))
     const count = counts?.get(record.topic) ?? partitionCounts.get(record.topic)!.count
     if (Exit.isFailure(count)) return Exit.fail(TransportError.forRecord(errorOfExit(count, undefined), record.topic, undefined))
+    // Checked here, once per record: from JavaScript (or a cast) anything can arrive, and bytes
+    // set from a string or a number would be written as zeros, not refused.
+    if (
+      (record.key != null && !(record.key instanceof Uint8Array)) || (record.value != null && !(record.value instanceof Uint8Array)) ||
+      (record.headers !== undefined && record.headers.some((header) => header.value != null && !(header.value instanceof Uint8Array)))
+    ) {
+      return Exit.fail(TransportError.forRecord(
+        TransportError.make(
+          "INVALID_RECORD",
+          "send",
+          `Cannot produce to ${record.topic}: a record's key, value and header values must be bytes (a Uint8Array) or null, got ${
+            record.key != null && !(record.key instanceof Uint8Array)
+              ? `a key of type ${typeof record.key}`
+              : record.value != null && !(record.value instanceof Uint8Array)
+              ? `a value of type ${typeof record.value}`
+              : "a header value that is not"
+          }: encode it first (Codec)`,
+        ),
+        record.topic,
+        record.partition,
+      ))
+    }
     let partition = record.partition
     if (partition === undefined) {
-      if (record.key !== null) partition = partitionForKey(record.key, count.value)
+      if (record.key != null) partition = partitionForKey(record.key, count.value)
       else {
         const next = roundRobin.get(record.topic) ?? 0
         roundRobin.set(record.topic, next + 1)

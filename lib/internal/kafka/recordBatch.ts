@@ -267,8 +267,8 @@ const bodySize = (
     1 +
     varlongSize(timestampDelta) +
     varintSize(offsetDelta) +
-    (key === null ? 1 : varintSize(key.length) + key.length) +
-    (value === null ? 1 : varintSize(value.length) + value.length)
+    (key == null ? 1 : varintSize(key.length) + key.length) +
+    (value == null ? 1 : varintSize(value.length) + value.length)
   if (headers === undefined || headers.length === 0) return size + 1
   size += varintSize(headers.length)
   for (let h = 0; h < headers.length; h++) {
@@ -296,13 +296,14 @@ const writeRecord = (
   bytes[at++] = 0 // record attributes: unused
   at = writeVarlong(bytes, at, timestampDelta)
   at = writeVarint(bytes, at, offsetDelta)
-  if (key === null) bytes[at++] = 1 // zigzag(-1)
+  // `== null`: a record from JavaScript that leaves the key or value out has none (not a crash).
+  if (key == null) bytes[at++] = 1 // zigzag(-1)
   else {
     at = writeVarint(bytes, at, key.length)
     bytes.set(key, at)
     at += key.length
   }
-  if (value === null) bytes[at++] = 1
+  if (value == null) bytes[at++] = 1
   else {
     at = writeVarint(bytes, at, value.length)
     bytes.set(value, at)

@@ -201,6 +201,33 @@ kafkaTest("Producer: each record of a call gets its own outcome in order; a part
   }))
 })
 
+kafkaTest("Producer: a record from JavaScript that leaves its key or value out is written with none; a key, value or header value that is not bytes fails alone with INVALID_RECORD", async ([broker]) => {
+  const topic = uniqueName("producer-untyped")
+  await run(Effect.gen(function*() {
+    const cluster = yield* testCluster(broker!)
+    yield* createTopic(yield* cluster.any, topic, 1)
+    const producer = yield* Producer.make(cluster)
+    // What plain JavaScript (or a cast) may hand over: the types say otherwise.
+    const untyped = [
+      { topic, partition: 0, value: bytes("no key") },
+      { topic, partition: 0, key: "a string", value: bytes("x") },
+      { topic, partition: 0, key: bytes("no value") },
+      { topic, partition: 0, key: null, value: 42 },
+      { topic, partition: 0, key: null, value: bytes("y"), headers: [{ key: "h", value: "text" }] },
+    ] as unknown as ReadonlyArray<ProducerRecord>
+    const outcomes = yield* producer.sendEach(untyped)
+    assert.deepEqual([0, 2].map((i) => metadataOf(outcomes[i]!).offset), [0, 1])
+    for (const [i, what] of [[1, "a key of type string"], [3, "a value of type number"], [4, "a header value"]] as const) {
+      const error = errorOf(outcomes[i]!)
+      assert.equal(error.code, "INVALID_RECORD")
+      assert.equal(error.retriable, false)
+      assert.match(error.message, new RegExp(`must be bytes \\(a Uint8Array\\) or null, got ${what}`))
+    }
+    const { records: read } = yield* readBack(yield* cluster.any, topic, 0, 2)
+    assert.deepEqual(read.map((r) => [r.key === null ? null : text(r.key), r.value === null ? null : text(r.value)]), [[null, "no key"], ["no value", null]])
+  }))
+})
+
 kafkaTest("Producer: acks none writes without offsets (-1), acks leader and all return offsets", async ([broker]) => {
   const topic = uniqueName("producer-acks")
   await run(Effect.gen(function*() {
