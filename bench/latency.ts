@@ -51,7 +51,7 @@ import {
 } from "./common.ts"
 
 const partitions = 3
-const windowSeconds = Number(process.env["BENCH_WINDOW"] ?? scaled(0.5, 10))
+const windowSeconds = Number(process.env["BENCH_WINDOW"] ?? scaled(0.5, 5))
 const rates = [1_000, 10_000] as const
 const limitRecords = scaled(100, 3_000)
 const resources = kafkaResources()

@@ -63,7 +63,7 @@ import {
 const partitions = 3
 const fibers = 1000
 /** Records of a 1000-per-call case of 12 B values; every other case's count derives from it. */
-const total = records(200_000, 1_000)
+const total = records(100_000, 1_000)
 const resources = kafkaResources()
 
 const sizes = [{ name: "12 B", bytes: 12 }, { name: "1 KiB", bytes: 1024 }] as const
