@@ -5,6 +5,8 @@
  * topic per value size and round (shared by its cases); beside Kafka's own `ProducerPerformance`,
  * and Partita's `Producer` fed by 1000 fibers sending one record each.
  *
+ * - Partita on KafkaJsTransport: the same `Transport.send`, idempotent only (kafkajs' idempotent
+ *   producer is how that transport writes acks=all), as many records as raw kafkajs.
  * - Partita: `Transport.send` on `KafkaTransport` (the user-facing path), its defaults (linger
  *   0, batches of at most 10,000 records or 1 MiB per partition), `idempotent: true` (its
  *   default) or `false`.
@@ -37,7 +39,7 @@
 import { Buffer } from "node:buffer"
 import kafkajs, { type Producer as KafkaJsProducer } from "kafkajs"
 import { Effect } from "effect"
-import { KafkaTransport, Producer, Transport } from "../mod.ts"
+import { KafkaJsTransport, KafkaTransport, Producer, Transport } from "../mod.ts"
 import {
   type Case,
   config,
@@ -108,6 +110,7 @@ const valueAt = (size: Size, index: number): Buffer => values.get(size.bytes)![i
 
 const name = {
   partita: (perCall: number, size: Size, mode: Mode) => `Partita KafkaTransport.send, ${perCall} per call, ${size.name}, ${mode.name}`,
+  partitaKafkajs: (perCall: number, size: Size, mode: Mode) => `Partita KafkaJsTransport.send, ${perCall} per call, ${size.name}, ${mode.name}`,
   kafkajs: (perCall: number, size: Size, mode: Mode) => `kafkajs send, ${perCall} per call, ${size.name}, ${mode.name}`,
   platformatic: (perCall: number, size: Size, mode: Mode) => `platformatic send, ${perCall} per call, ${size.name}, ${mode.name}`,
   confluent: (perCall: number, size: Size, mode: Mode) => `confluent send, ${perCall} per call, ${size.name}, ${mode.name}`,
@@ -162,6 +165,24 @@ const partitaCase = (perCall: number, size: Size, mode: Mode) => async (round: n
   const count = countOf(perCall, size)
   return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
     const transport = yield* KafkaTransport.make({ brokers: config.brokers, clientId: "partita-bench-produce", idempotent: mode.idempotent })
+    yield* transport.send([{ topic, key: null, value: valueAt(size, 0) }])
+    const start = mark()
+    for (let from = 0; from < count; from += perCall) {
+      yield* transport.send(Array.from({ length: perCall }, (_, index) => ({ topic, key: null, value: valueAt(size, from + index) })))
+    }
+    return since(count, start)
+  })).pipe(Effect.provide(loggingLayer)))
+}
+
+/**
+ * The same on `KafkaJsTransport`: it writes acks=all through kafkajs' idempotent producer, so it
+ * has an idempotent cell only.
+ */
+const partitaKafkajsCase = (perCall: number, size: Size) => async (round: number): Promise<Measurement> => {
+  const topic = await topicOf(round, size)
+  const count = countOf(perCall, size, "kafkajs")
+  return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const transport = yield* KafkaJsTransport.make({ brokers: config.brokers, clientId: "partita-bench-produce-kafkajs" })
     yield* transport.send([{ topic, key: null, value: valueAt(size, 0) }])
     const start = mark()
     for (let from = 0; from < count; from += perCall) {
@@ -323,6 +344,13 @@ for (const size of sizes) {
       cases.push(one(partita, partitaCase(perCall, size, mode)))
       cases.push(one(name.kafkajs(perCall, size, mode), kafkajsCase(perCall, size, mode)))
       ratios.push({ numerator: partita, denominator: name.kafkajs(perCall, size, mode) })
+      const onKafkajs = name.partitaKafkajs(perCall, size, mode)
+      if (mode.idempotent) {
+        cases.push(one(onKafkajs, partitaKafkajsCase(perCall, size)))
+        ratios.push({ numerator: onKafkajs, denominator: name.kafkajs(perCall, size, mode) })
+      } else {
+        unavailable.push({ measure: onKafkajs, why: "KafkaJsTransport writes acks=all through kafkajs' idempotent producer only" })
+      }
       for (const [peer, loaded, make] of [["platformatic", platformatic, platformaticCase], ["confluent", confluent, confluentCase]] as const) {
         const measure = name[peer](perCall, size, mode)
         if (loaded.problem === undefined) cases.push(one(measure, make(perCall, size, mode)))
