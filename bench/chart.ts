@@ -112,9 +112,11 @@ const latencyPanel = (result: BenchResult | undefined, panel: Panel, title: stri
         `<rect x="${(left + bar * position).toFixed(1)}" y="${(panel.y + panel.height - height).toFixed(1)}" width="${(bar * 0.9).toFixed(1)}" height="${height.toFixed(1)}" fill="${palette[position % palette.length]}"><title>${escape(`${label} ${percentile}: ${value.toFixed(2)} ms`)}</title></rect>`,
       )
     })
-    const x = left + slot * 0.4
+    // Slanted down to the right from under its bars, so a long label stays inside the picture.
+    const x = left + slot * 0.3
+    const short = label.replace(/^Partita actor, /, "Partita, ").replace(/^Limit: Kafka /, "")
     out.push(
-      `<text x="${x.toFixed(1)}" y="${panel.y + panel.height + 12}" font-size="9" text-anchor="end" transform="rotate(-30 ${x.toFixed(1)} ${panel.y + panel.height + 12})">${escape(label)}</text>`,
+      `<text x="${x.toFixed(1)}" y="${panel.y + panel.height + 12}" font-size="9" text-anchor="start" transform="rotate(35 ${x.toFixed(1)} ${panel.y + panel.height + 12})">${escape(short)}</text>`,
     )
     index++
   }
@@ -132,8 +134,8 @@ export const chart = (results: ReadonlyArray<BenchResult>): string => {
   const columns = Math.max(1, runtimes.length)
   const panelWidth = 360
   const panelHeight = 220
-  const width = 70 + columns * (panelWidth + 70)
-  const height = 2 * (panelHeight + 150) + 20
+  const width = 130 + columns * (panelWidth + 70)
+  const height = 2 * (panelHeight + 150) + 60
   const body: Array<string> = []
   runtimes.forEach((runtime, column) => {
     const x = 70 + column * (panelWidth + 70)
