@@ -61,7 +61,11 @@ export interface Committer {
    * the retry schedule until it lands: nothing of the chunk may run before.
    */
   readonly commitAhead: (offset: number) => Effect.Effect<void>
-  /** The commit loop: on the interval or when asked, backing off after failures. Runs until interrupted. */
+  /**
+   * The commit loop: on the interval or when asked, backing off after failures; parked while
+   * nothing is left to commit. Runs until interrupted; at-most-once (nothing to commit after
+   * handling) it only waits.
+   */
   readonly run: Effect.Effect<never>
 }
 
@@ -72,8 +76,11 @@ export const make = (options: CommitterOptions): Committer => {
   let lastCommitted = options.startOffset
   let sinceCommit = 0
   let pending = false
+  /** The loop is parked with nothing to commit, without a timer: the next completion wakes it. */
+  let idle = false
   const requested = new Signal()
-  const failures = Metric.withAttributes(failuresMetric, options.attributes)
+  // Made on the first failure: an idle partition's committer holds no metric series of its own.
+  let failures: Metric.Counter<number> | undefined
   status.committed = options.startOffset
   status.commitFailures ??= 0
 
@@ -90,7 +97,7 @@ export const make = (options: CommitterOptions): Committer => {
     status.commitFailures = (status.commitFailures ?? 0) + 1
     status.lastError = `Commit of ${topic}/${partition}@${offset} failed: ${error.message}`
     return Effect.andThen(
-      Metric.update(failures, 1),
+      Metric.update(failures ??= Metric.withAttributes(failuresMetric, options.attributes), 1),
       Effect.logWarning(retryIn === undefined ? status.lastError : `${status.lastError}; trying again in ${Duration.format(retryIn)}`),
     )
   }
@@ -128,9 +135,18 @@ export const make = (options: CommitterOptions): Committer => {
       }
     })
 
-  const run: Effect.Effect<never> = Effect.gen(function*() {
+  const run: Effect.Effect<never> = !options.afterHandling ? Effect.never : Effect.gen(function*() {
     let step: Step | undefined
     while (true) {
+      // Nothing to commit: parked on the signal alone, with no timer (and no fibers racing it), until
+      // a record completes or a commit is asked for. An idle partition then costs one parked fiber,
+      // and its interval starts with the first record completed rather than ticking for nothing.
+      yield* Effect.suspend(() => {
+        if (pending || options.committable() > lastCommitted) return Effect.void
+        idle = true
+        return requested.wait
+      })
+      idle = false
       // Checked and armed in one step, so a request made while a commit ran is not missed; and
       // `wait` is read anew each round, as a signal's wait is for its next notification only.
       yield* Effect.suspend(() => pending ? Effect.void : Effect.raceFirst(Effect.sleep(options.interval), requested.wait))
@@ -153,6 +169,10 @@ export const make = (options: CommitterOptions): Committer => {
     },
     completed: () => {
       if (++sinceCommit >= options.records) request()
+      else if (idle) {
+        idle = false
+        requested.notify()
+      }
     },
     request,
     commitCompleted,

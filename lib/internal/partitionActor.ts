@@ -170,7 +170,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const { actor, claim, subscription, producer, status } = deps
     const tp = { topic: claim.topic, partition: claim.partition }
     const attributes = partitionAttributes({ ...tp, group: actor.group })
-    const consumedHere = Metric.withAttributes(consumed, attributes)
+    // Metric series of this partition are made when first fed, not per partition up front: an
+    // idle partition actor then holds none (each is a few objects and closures).
+    let consumedHere: Metric.Counter<number> | undefined
+    const countConsumed = (records: number) =>
+      Metric.update(consumedHere ??= Metric.withAttributes(consumed, attributes), records)
     const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped") =>
       Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), 1)
 
@@ -270,8 +274,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const startable = (record: ConsumerRecord) =>
       stopping !== "in-flight" && (!resuming || !tracker.isCompleted(record.offset))
     /** Exactly-once: where the error policy of records whose transaction was rewound left off. */
-    const carried = new Map<number, Processor.Carried>()
+    const carried = transactions === undefined ? undefined : new Map<number, Processor.Carried>()
 
+    let deadLetter: ReturnType<typeof DeadLetter.make> | undefined
     const processor = Processor.make<R>({
       // Key lanes finish records of several chunks at once: each leaves the mailbox's bound when done.
       onSettled: actor.ordering._tag === "Partition" ? undefined : (record) => mailbox.release(record),
@@ -284,20 +289,22 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       durations: deps.durations,
       pauseFor,
       resumeFor,
-      deadLetter: DeadLetter.make({
-        actor: actor as Actor<unknown>,
-        // Exactly-once: a dead letter joins the transaction of its record's offset.
-        producer: transactions?.producer ?? producer,
-        status,
-        around: hooks.onDeadLetter,
-        pause: pauseFor("dead-letter"),
-        resume: resumeFor("dead-letter"),
-        written: outcome("dead_lettered"),
-        stopped: Deferred.await(stopRequested),
-      }),
+      // Made for the first dead letter: most partitions never write one.
+      deadLetter: (record, error, attempts) =>
+        (deadLetter ??= DeadLetter.make({
+          actor: actor as Actor<unknown>,
+          // Exactly-once: a dead letter joins the transaction of its record's offset.
+          producer: transactions?.producer ?? producer,
+          status,
+          around: hooks.onDeadLetter,
+          pause: pauseFor("dead-letter"),
+          resume: resumeFor("dead-letter"),
+          written: outcome("dead_lettered"),
+          stopped: Deferred.await(stopRequested),
+        }))(record, error, attempts),
       outcome,
       startable,
-      transactions: transactions === undefined ? undefined : {
+      transactions: transactions === undefined || carried === undefined ? undefined : {
         produced: transactions.produced,
         carried,
         rewind: (reason) => Effect.die(new PartitionTransactions.TransactionAborted(reason, undefined)),
@@ -339,7 +346,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         if (Exit.isFailure(taken)) return // the mailbox ended: stopped, or the claim was revoked
         current = taken.value
         yield* resumeWhenRoom
-        yield* Metric.update(consumedHere, current.length)
+        yield* countConsumed(current.length)
         // Committed before handling: a crash loses these records instead of repeating them.
         yield* commitAhead(current)
         yield* processor.inOrder(current)
@@ -386,11 +393,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           }
           current = chunk
           yield* resumeWhenRoom
-          yield* Metric.update(consumedHere, chunk.length)
+          yield* countConsumed(chunk.length)
           // A record whose policy was carried over a rewind runs in a transaction of its own:
           // what comes before it commits first, so a second failure further on never makes it
           // (its dead letter, say) run again.
-          const at = carried.size === 0 ? -1 : chunk.findIndex((record) => carried.has(record.offset))
+          const at = carried!.size === 0 ? -1 : chunk.findIndex((record) => carried!.has(record.offset))
           if (at < 0) {
             yield* handleInTransaction(chunk)
             continue
@@ -412,44 +419,45 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
      * By key, or unordered: the dispatcher moves records from the mailbox into key lanes (one
      * lane per record, unordered) as they come, whatever chunk they came in, and the lanes'
      * workers handle them. Taken records stay counted in the mailbox until done, so the lanes
-     * hold at most what the mailbox may.
+     * hold at most what the mailbox may. Made only for those orderings: a partition-order actor
+     * holds no lanes.
      */
-    const lanes = Lanes.make<ConsumerRecord>()
-    const laneKey = actor.ordering._tag === "ByKey"
-      ? (record: ConsumerRecord) => record.key === null ? "\u0000null" : keyString(record.key)
-      : () => undefined
-    const handleLane = actor.ordering._tag === "ByKey"
-      ? processor.inOrder
-      : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
-    const afterLane = () => {
-      if (mailbox.size === 0) committer.request()
-      return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
-    }
-    /** Taken from the mailbox, not in the lanes yet: a restart picks it up where the dispatcher left it. */
-    let undispatched: ReadonlyArray<ConsumerRecord> = []
-    const dispatcher = Effect.gen(function*() {
-      while (true) {
-        if (undispatched.length === 0) {
-          if (stopping === "in-flight") break
-          // Polled in the step that keeps it: a sibling's failure interrupting the dispatcher
-          // cannot come between taking records and holding them.
-          const chunk = mailbox.pollHeld(chunkSize)
-          if (chunk === undefined) {
-            if (Exit.isFailure(yield* Effect.exit(mailbox.available))) break // ended: stopped, or revoked
-            continue
-          }
-          undispatched = chunk
-        }
-        yield* commitAhead(undispatched)
-        const chunk = undispatched
-        for (const record of chunk) lanes.push(laneKey(record), record)
-        undispatched = []
-        yield* Metric.update(consumedHere, chunk.length)
+    const inLanes = (concurrency: number): Effect.Effect<void, Processor.Halted, R> => {
+      const lanes = Lanes.make<ConsumerRecord>()
+      const laneKey = actor.ordering._tag === "ByKey"
+        ? (record: ConsumerRecord) => record.key === null ? "\u0000null" : keyString(record.key)
+        : () => undefined
+      const handleLane = actor.ordering._tag === "ByKey"
+        ? processor.inOrder
+        : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
+      const afterLane = () => {
+        if (mailbox.size === 0) committer.request()
+        return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
       }
-      lanes.close()
-    })
-    const inLanes = (concurrency: number): Effect.Effect<void, Processor.Halted, R> =>
-      Effect.suspend(() => {
+      /** Taken from the mailbox, not in the lanes yet: a restart picks it up where the dispatcher left it. */
+      let undispatched: ReadonlyArray<ConsumerRecord> = []
+      const dispatcher = Effect.gen(function*() {
+        while (true) {
+          if (undispatched.length === 0) {
+            if (stopping === "in-flight") break
+            // Polled in the step that keeps it: a sibling's failure interrupting the dispatcher
+            // cannot come between taking records and holding them.
+            const chunk = mailbox.pollHeld(chunkSize)
+            if (chunk === undefined) {
+              if (Exit.isFailure(yield* Effect.exit(mailbox.available))) break // ended: stopped, or revoked
+              continue
+            }
+            undispatched = chunk
+          }
+          yield* commitAhead(undispatched)
+          const chunk = undispatched
+          for (const record of chunk) lanes.push(laneKey(record), record)
+          undispatched = []
+          yield* countConsumed(chunk.length)
+        }
+        lanes.close()
+      })
+      return Effect.suspend(() => {
         if (resuming) {
           lanes.recover((record) => tracker.isCompleted(record.offset))
           resuming = false
@@ -459,6 +467,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           discard: true,
         })
       })
+    }
 
     const processing = transactions !== undefined
       ? inTransactions(transactions)
@@ -491,12 +500,14 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
 
     // ---- supervision --------------------------------------------------------------------------
+    const restartStep = Schedule.toStep(actor.supervision.schedule)
     const supervised = Effect.gen(function*() {
       // Exactly-once: what handlers produce joins the partition's transaction.
       const provided = Effect.provideService(processing, Producer, transactions?.producer ?? producer)
       const window = Duration.toMillis(actor.supervision.window)
       const restartTimes: Array<number> = []
-      const step = yield* Schedule.toStep(actor.supervision.schedule)
+      // The schedule's state is made at the first restart: most partition actors never restart.
+      let step: Effect.Success<typeof restartStep> | undefined
       while (true) {
         const exit = yield* Effect.exit(provided)
         if (Exit.isSuccess(exit)) {
@@ -565,6 +576,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         // Exactly-once: what the failed run left open aborts, and the records are handled again.
         if (transactions !== undefined) yield* rewind(transactions)
         else resuming = true
+        step ??= yield* restartStep
         const next = yield* Effect.exit(step(now, exit.cause))
         yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(10))
         status.state = "running"
@@ -586,8 +598,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
 
     let fetcherFiber = yield* Effect.forkScoped(fetcher)
     // Handling never waits on the broker for a commit; revocation, shutdown and at-most-once
-    // still commit inline.
-    yield* Effect.forkScoped(committer.run)
+    // still commit inline. Only at-least-once commits after handling: the others need no loop.
+    if (actor.delivery === "at-least-once") yield* Effect.forkScoped(committer.run)
     // Whatever ends this actor, what completed is committed.
     yield* Effect.addFinalizer(() => committer.commitCompleted)
     // Exactly-once: interrupted mid-transaction (a stop past its deadline), it aborts.
