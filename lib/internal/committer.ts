@@ -9,7 +9,7 @@
  * step of the schedule, not one per completed record. A commit ahead of handling (at-most-once)
  * is retried on the same schedule until it lands, since nothing of its chunk may run before it.
  */
-import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule, type Scope } from "effect"
 import type { TransportError } from "../TransportError.ts"
 import { Signal } from "./signal.ts"
 
@@ -34,6 +34,8 @@ export interface CommitterOptions {
   readonly commit: (offset: number) => Effect.Effect<void, TransportError>
   /** The offset safe to commit now: where a new owner must start. */
   readonly committable: () => number
+  /** Records delivered and not completed yet (for `delivered`; without it, none). */
+  readonly outstanding?: (() => number) | undefined
   readonly startOffset: number
   readonly interval: Duration.Input
   /** Ask for a commit once this many records completed since the last one. */
@@ -67,6 +69,13 @@ export interface Committer {
    * handling) it only waits.
    */
   readonly run: Effect.Effect<never>
+  /**
+   * Records were delivered (and tracked): starts the loop in `scope` unless one runs. That loop
+   * ends once everything delivered is completed and committed (`outstanding` says), so an idle
+   * partition has no commit fiber at all; a record cannot complete before it is delivered, so one
+   * runs whenever something may need committing. At-most-once it does nothing.
+   */
+  readonly delivered: (scope: Scope.Scope) => Effect.Effect<void>
 }
 
 type Step = (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>
@@ -135,17 +144,25 @@ export const make = (options: CommitterOptions): Committer => {
       }
     })
 
-  const run: Effect.Effect<never> = !options.afterHandling ? Effect.never : Effect.gen(function*() {
+  const outstanding = options.outstanding ?? (() => 0)
+  /**
+   * The loop; with `untilDone`, it ends once every record delivered is completed and committed
+   * (what `delivered` starts), else it runs until interrupted.
+   */
+  const loop = (untilDone: boolean): Effect.Effect<void> => Effect.gen(function*() {
     let step: Step | undefined
     while (true) {
       // Nothing to commit: parked on the signal alone, with no timer (and no fibers racing it), until
-      // a record completes or a commit is asked for. An idle partition then costs one parked fiber,
-      // and its interval starts with the first record completed rather than ticking for nothing.
-      yield* Effect.suspend(() => {
-        if (pending || options.committable() > lastCommitted) return Effect.void
+      // a record completes or a commit is asked for; its interval starts with the first record
+      // completed rather than ticking for nothing. With nothing delivered left either, no record can
+      // complete before the next delivery, which starts a loop again: this one ends.
+      const done = yield* Effect.suspend(() => {
+        if (pending || options.committable() > lastCommitted) return Effect.succeed(false)
+        if (untilDone && outstanding() === 0) return Effect.succeed(true)
         idle = true
-        return requested.wait
+        return Effect.as(requested.wait, false)
       })
+      if (done) return
       idle = false
       // Checked and armed in one step, so a request made while a commit ran is not missed; and
       // `wait` is read anew each round, as a signal's wait is for its next notification only.
@@ -162,6 +179,16 @@ export const make = (options: CommitterOptions): Committer => {
       pending = true
     }
   })
+  const run: Effect.Effect<never> = options.afterHandling ? Effect.andThen(loop(false), Effect.never) : Effect.never
+  /** A loop started by `delivered` runs. */
+  let running = false
+  const looping = Effect.ensuring(loop(true), Effect.sync(() => void (running = false)))
+  const delivered = (scope: Scope.Scope): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (running || !options.afterHandling) return Effect.void
+      running = true
+      return Effect.asVoid(Effect.forkIn(looping, scope))
+    })
 
   return {
     get committed() {
@@ -178,5 +205,6 @@ export const make = (options: CommitterOptions): Committer => {
     commitCompleted,
     commitAhead,
     run,
+    delivered,
   }
 }

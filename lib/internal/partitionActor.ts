@@ -260,6 +260,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       ...tp,
       commit: (offset) => hooks.onCommit(offset, subscription.commit([{ ...tp, offset }])),
       committable: () => tracker.committable(),
+      outstanding: () => tracker.outstanding(),
       startOffset,
       interval: actor.commit.interval,
       records: actor.commit.records,
@@ -584,6 +585,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     })
 
     // ---- fetching -------------------------------------------------------------------------------
+    const scope = yield* Effect.scope
     const fetcher = Fetcher.run({
       claim,
       mailbox,
@@ -592,14 +594,15 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       status,
       pauseAfter: actor.pauseAfter,
       pause: pauseFor("mailbox"),
+      delivered: committer.delivered(scope),
       fill: actor.ordering._tag !== "Partition",
       from: transactions === undefined ? undefined : () => fetchFrom,
     })
 
     let fetcherFiber = yield* Effect.forkScoped(fetcher)
-    // Handling never waits on the broker for a commit; revocation, shutdown and at-most-once
-    // still commit inline. Only at-least-once commits after handling: the others need no loop.
-    if (actor.delivery === "at-least-once") yield* Effect.forkScoped(committer.run)
+    // Handling never waits on the broker for a commit (the fetcher starts the commit loop as it
+    // delivers records; see `Committer.delivered`); revocation, shutdown and at-most-once still
+    // commit inline.
     // Whatever ends this actor, what completed is committed.
     yield* Effect.addFinalizer(() => committer.commitCompleted)
     // Exactly-once: interrupted mid-transaction (a stop past its deadline), it aborts.
