@@ -141,6 +141,10 @@ export interface Deps<R> {
   readonly actor: Actor<R>
   readonly claim: PartitionClaim
   readonly subscription: Subscription
+  /**
+   * The system's producer, for dead letters. Handlers find it in the context: the caller
+   * provides `Producer` once for all the partition actors it forks.
+   */
   readonly producer: Producer["Service"]
   readonly status: PartitionStatus
   /** The transport's span attributes (server address, client id). */
@@ -503,8 +507,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     // ---- supervision --------------------------------------------------------------------------
     const restartStep = Schedule.toStep(actor.supervision.schedule)
     const supervised = Effect.gen(function*() {
-      // Exactly-once: what handlers produce joins the partition's transaction.
-      const provided = Effect.provideService(processing, Producer, transactions?.producer ?? producer)
+      // Exactly-once: what handlers produce joins the partition's transaction. Otherwise handlers
+      // find the system's producer in the context, provided once for all partitions (see
+      // `systemMembership.ts`), not here per partition.
+      const provided = transactions === undefined ? processing : Effect.provideService(processing, Producer, transactions.producer)
       const window = Duration.toMillis(actor.supervision.window)
       const restartTimes: Array<number> = []
       // The schedule's state is made at the first restart: most partition actors never restart.
