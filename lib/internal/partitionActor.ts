@@ -504,92 +504,6 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         return offset
       })
 
-    // ---- supervision --------------------------------------------------------------------------
-    const restartStep = Schedule.toStep(actor.supervision.schedule)
-    const supervised = Effect.gen(function*() {
-      // Exactly-once: what handlers produce joins the partition's transaction. Otherwise handlers
-      // find the system's producer in the context, provided once for all partitions (see
-      // `systemMembership.ts`), not here per partition.
-      const provided = transactions === undefined ? processing : Effect.provideService(processing, Producer, transactions.producer)
-      const window = Duration.toMillis(actor.supervision.window)
-      const restartTimes: Array<number> = []
-      // The schedule's state is made at the first restart: most partition actors never restart.
-      let step: Effect.Success<typeof restartStep> | undefined
-      while (true) {
-        const exit = yield* Effect.exit(provided)
-        if (Exit.isSuccess(exit)) {
-          // Stopped (revocation, shutdown): the open transaction is the next owner's to redo.
-          if (transactions !== undefined) yield* transactions.abort
-          return
-        }
-        const aborted = transactions === undefined ? undefined : PartitionTransactions.abortedBy(exit.cause)
-        if (aborted !== undefined && transactions !== undefined) {
-          if (aborted.fenced !== undefined) {
-            yield* transactions.abort
-            status.state = "fenced"
-            status.lastError = aborted.fenced.message
-            yield* pauseFor("halted")
-            yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} ended: ${aborted.fenced.message}`)
-            return yield* Deferred.await(stopRequested)
-          }
-          if (stopping !== "no") {
-            yield* transactions.abort
-            return
-          }
-          const offset = yield* rewind(transactions)
-          yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} aborted its transaction and handles again from offset ${offset}: ${aborted.reason}`)
-          continue
-        }
-        const halted = Cause.findErrorOption(exit.cause)
-        if (halted._tag === "Some") {
-          // What the open transaction holds is before the halting record: the next owner redoes it.
-          if (transactions !== undefined) yield* transactions.abort
-          status.state = "halted"
-          status.lastError = halted.value.reason
-          yield* pauseFor("halted")
-          yield* Effect.logError(`Partition ${claim.topic}/${claim.partition} halted by policy: ${halted.value.reason}`)
-          // Stay assigned and idle until revoked or stopped; nothing past the record is committed.
-          return yield* Deferred.await(stopRequested)
-        }
-        if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
-        const now = yield* Clock.currentTimeMillis
-        restartTimes.push(now)
-        while (restartTimes.length > 0 && restartTimes[0]! < now - window) restartTimes.shift()
-        status.restarts++
-        status.lastError = Cause.pretty(exit.cause)
-        yield* Metric.update(Metric.withAttributes(restartsMetric, attributes), 1)
-        yield* Effect.logError(`Partition actor ${claim.topic}/${claim.partition} died; restarting`, exit.cause)
-        if (restartTimes.length > actor.supervision.maxRestarts) {
-          if (actor.supervision.then === "fail-system") {
-            status.state = "failed"
-            return yield* Effect.fail(
-              new RestartsExhausted({
-                actor: actor.name,
-                topic: claim.topic,
-                partition: claim.partition,
-                restarts: status.restarts,
-                lastDefect: Cause.pretty(exit.cause),
-              }),
-            )
-          }
-          status.state = "stopped"
-          yield* pauseFor("halted")
-          yield* Effect.logError(
-            `Partition ${claim.topic}/${claim.partition} stopped after ${restartTimes.length} restarts within ${window} ms`,
-          )
-          return yield* Deferred.await(stopRequested)
-        }
-        status.state = "restarting"
-        // Exactly-once: what the failed run left open aborts, and the records are handled again.
-        if (transactions !== undefined) yield* rewind(transactions)
-        else resuming = true
-        step ??= yield* restartStep
-        const next = yield* Effect.exit(step(now, exit.cause))
-        yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(10))
-        status.state = "running"
-      }
-    })
-
     // ---- fetching -------------------------------------------------------------------------------
     const scope = yield* Effect.scope
     const fetcher = Fetcher.run({
@@ -626,12 +540,101 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         }),
     })
 
-    yield* supervised
+    // ---- supervision --------------------------------------------------------------------------
+    // Inline in the actor's own generator rather than an effect of its own: a parked partition
+    // actor then holds one generator frame less.
+    // Exactly-once: what handlers produce joins the partition's transaction. Otherwise handlers
+    // find the system's producer in the context, provided once for all partitions (see
+    // `systemMembership.ts`), not here per partition.
+    const provided = transactions === undefined ? processing : Effect.provideService(processing, Producer, transactions.producer)
+    const window = Duration.toMillis(actor.supervision.window)
+    const restartTimes: Array<number> = []
+    // The schedule's state is made at the first restart: most partition actors never restart.
+    let step: RestartStep | undefined
+    supervision: while (true) {
+      const exit = yield* Effect.exit(provided)
+      if (Exit.isSuccess(exit)) {
+        // Stopped (revocation, shutdown): the open transaction is the next owner's to redo.
+        if (transactions !== undefined) yield* transactions.abort
+        break supervision
+      }
+      const aborted = transactions === undefined ? undefined : PartitionTransactions.abortedBy(exit.cause)
+      if (aborted !== undefined && transactions !== undefined) {
+        if (aborted.fenced !== undefined) {
+          yield* transactions.abort
+          status.state = "fenced"
+          status.lastError = aborted.fenced.message
+          yield* pauseFor("halted")
+          yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} ended: ${aborted.fenced.message}`)
+          yield* Deferred.await(stopRequested)
+          break supervision
+        }
+        if (stopping !== "no") {
+          yield* transactions.abort
+          break supervision
+        }
+        const offset = yield* rewind(transactions)
+        yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} aborted its transaction and handles again from offset ${offset}: ${aborted.reason}`)
+        continue
+      }
+      const halted = Cause.findErrorOption(exit.cause)
+      if (halted._tag === "Some") {
+        // What the open transaction holds is before the halting record: the next owner redoes it.
+        if (transactions !== undefined) yield* transactions.abort
+        status.state = "halted"
+        status.lastError = halted.value.reason
+        yield* pauseFor("halted")
+        yield* Effect.logError(`Partition ${claim.topic}/${claim.partition} halted by policy: ${halted.value.reason}`)
+        // Stay assigned and idle until revoked or stopped; nothing past the record is committed.
+        yield* Deferred.await(stopRequested)
+        break supervision
+      }
+      if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+      const now = yield* Clock.currentTimeMillis
+      restartTimes.push(now)
+      while (restartTimes.length > 0 && restartTimes[0]! < now - window) restartTimes.shift()
+      status.restarts++
+      status.lastError = Cause.pretty(exit.cause)
+      yield* Metric.update(Metric.withAttributes(restartsMetric, attributes), 1)
+      yield* Effect.logError(`Partition actor ${claim.topic}/${claim.partition} died; restarting`, exit.cause)
+      if (restartTimes.length > actor.supervision.maxRestarts) {
+        if (actor.supervision.then === "fail-system") {
+          status.state = "failed"
+          return yield* Effect.fail(
+            new RestartsExhausted({
+              actor: actor.name,
+              topic: claim.topic,
+              partition: claim.partition,
+              restarts: status.restarts,
+              lastDefect: Cause.pretty(exit.cause),
+            }),
+          )
+        }
+        status.state = "stopped"
+        yield* pauseFor("halted")
+        yield* Effect.logError(
+          `Partition ${claim.topic}/${claim.partition} stopped after ${restartTimes.length} restarts within ${window} ms`,
+        )
+        yield* Deferred.await(stopRequested)
+        break supervision
+      }
+      status.state = "restarting"
+      // Exactly-once: what the failed run left open aborts, and the records are handled again.
+      if (transactions !== undefined) yield* rewind(transactions)
+      else resuming = true
+      step ??= yield* Schedule.toStep(actor.supervision.schedule)
+      const next = yield* Effect.exit(step(now, exit.cause))
+      yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(10))
+      status.state = "running"
+    }
     if (status.state !== "halted") status.state = "stopped"
   }).pipe(
     Effect.scoped,
     Effect.annotateLogs({ actor: deps.actor.name, topic: deps.claim.topic, partition: deps.claim.partition }),
   )
+
+/** A supervision schedule's step function (`Schedule.toStep`). */
+type RestartStep = (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>
 
 const keyString = (key: Uint8Array): string => {
   let out = ""
