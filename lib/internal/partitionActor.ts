@@ -332,12 +332,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
 
     /**
      * Partition order: a chunk at a time, in the processor's fiber (the hot path). After a
-     * restart it first finishes what the failed chunk left. Caught up, it returns `idle`, and
-     * supervision waits for records before running it again: a parked partition actor then holds
-     * no frame of this loop.
+     * restart it first finishes what the failed chunk left.
      */
     let current: ReadonlyArray<ConsumerRecord> = []
-    const inPartitionOrder: Effect.Effect<"idle" | undefined, Processor.Halted, R> = Effect.gen(function*() {
+    const inPartitionOrder: Effect.Effect<void, Processor.Halted, R> = Effect.gen(function*() {
       while (true) {
         if (resuming) {
           const pending = current.filter((record) => !tracker.isCompleted(record.offset))
@@ -349,9 +347,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           continue
         }
         if (stopping === "in-flight") return
-        const taken = mailbox.pollHeld(chunkSize, false)
-        if (taken === undefined) return "idle" as const // empty; ended too, if stopped or revoked
-        current = taken
+        const taken = yield* Effect.exit(mailbox.take(chunkSize))
+        if (Exit.isFailure(taken)) return // the mailbox ended: stopped, or the claim was revoked
+        current = taken.value
         yield* resumeWhenRoom
         yield* countConsumed(current.length)
         // Committed before handling: a crash loses these records instead of repeating them.
@@ -476,8 +474,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
     }
 
-    /** Succeeds when stopped, or with `idle` when partition order caught up (see `inPartitionOrder`). */
-    const processing: Effect.Effect<"idle" | void, Processor.Halted, R> = transactions !== undefined
+    const processing = transactions !== undefined
       ? inTransactions(transactions)
       : actor.ordering._tag === "Partition"
       ? inPartitionOrder
@@ -557,8 +554,6 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     supervision: while (true) {
       const exit = yield* Effect.exit(provided)
       if (Exit.isSuccess(exit)) {
-        // Partition order, caught up: records come, or the mailbox ends (stopped, or revoked).
-        if (exit.value === "idle" && Exit.isSuccess(yield* Effect.exit(mailbox.available))) continue
         // Stopped (revocation, shutdown): the open transaction is the next owner's to redo.
         if (transactions !== undefined) yield* transactions.abort
         break supervision
