@@ -9,7 +9,7 @@
  * step of the schedule, not one per completed record. A commit ahead of handling (at-most-once)
  * is retried on the same schedule until it lands, since nothing of its chunk may run before it.
  */
-import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule, type Scope } from "effect"
 import type { TransportError } from "../TransportError.ts"
 import { Signal } from "./signal.ts"
 
@@ -34,6 +34,8 @@ export interface CommitterOptions {
   readonly commit: (offset: number) => Effect.Effect<void, TransportError>
   /** The offset safe to commit now: where a new owner must start. */
   readonly committable: () => number
+  /** Records delivered and not completed yet (for `delivered`; without it, none). */
+  readonly outstanding?: (() => number) | undefined
   readonly startOffset: number
   readonly interval: Duration.Input
   /** Ask for a commit once this many records completed since the last one. */
@@ -61,102 +63,175 @@ export interface Committer {
    * the retry schedule until it lands: nothing of the chunk may run before.
    */
   readonly commitAhead: (offset: number) => Effect.Effect<void>
-  /** The commit loop: on the interval or when asked, backing off after failures. Runs until interrupted. */
+  /**
+   * The commit loop: on the interval or when asked, backing off after failures; parked while
+   * nothing is left to commit. Runs until interrupted; at-most-once (nothing to commit after
+   * handling) it only waits.
+   */
   readonly run: Effect.Effect<never>
+  /**
+   * Records were delivered (and tracked): starts the loop in `scope` unless one runs. That loop
+   * ends once everything delivered is completed and committed (`outstanding` says), so an idle
+   * partition has no commit fiber at all; a record cannot complete before it is delivered, so one
+   * runs whenever something may need committing. At-most-once it does nothing.
+   */
+  readonly delivered: (scope: Scope.Scope) => Effect.Effect<void>
 }
 
 type Step = (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>
 
-export const make = (options: CommitterOptions): Committer => {
-  const { status, topic, partition } = options
-  let lastCommitted = options.startOffset
-  let sinceCommit = 0
-  let pending = false
-  const requested = new Signal()
-  const failures = Metric.withAttributes(failuresMetric, options.attributes)
-  status.committed = options.startOffset
-  status.commitFailures ??= 0
+export const make = (options: CommitterOptions): Committer => new PartitionCommitter(options)
 
-  const request = () => {
-    if (pending) return
-    pending = true
-    requested.notify()
+/**
+ * A class rather than closures over `make`'s locals: one object per partition, its methods
+ * shared, where a dozen closures and their context were kept per partition whether it ever
+ * committed or not (an object literal with a getter also went to dictionary mode).
+ */
+class PartitionCommitter implements Committer {
+  private lastCommitted: number
+  private sinceCommit = 0
+  private pending = false
+  /** The loop is parked with nothing to commit, without a timer: the next completion wakes it. */
+  private idle = false
+  /** A loop started by `delivered` runs. */
+  private running = false
+  private readonly requested = new Signal()
+  /** Made on the first failure: an idle partition's committer holds no metric series of its own. */
+  private failures: Metric.Counter<number> | undefined
+  private readonly options: CommitterOptions
+  readonly commitCompleted: Effect.Effect<boolean>
+
+  constructor(options: CommitterOptions) {
+    this.options = options
+    this.lastCommitted = options.startOffset
+    options.status.committed = options.startOffset
+    options.status.commitFailures ??= 0
+    this.commitCompleted = Effect.suspend(() => {
+      this.pending = false
+      const offset = options.committable()
+      if (offset <= this.lastCommitted || !options.afterHandling) return Effect.succeed(true)
+      this.sinceCommit = 0
+      return Effect.matchEffect(options.commit(offset), {
+        onSuccess: () => Effect.sync(() => (this.succeeded(offset), true)),
+        onFailure: (error) => Effect.as(this.failed(offset, error, undefined), false),
+      })
+    })
   }
-  const succeeded = (offset: number) => {
-    lastCommitted = Math.max(lastCommitted, offset)
-    status.committed = lastCommitted
+
+  get committed(): number {
+    return this.lastCommitted
   }
-  const failed = (offset: number, error: TransportError, retryIn: Duration.Duration | undefined) => {
+
+  completed(): void {
+    if (++this.sinceCommit >= this.options.records) this.request()
+    else if (this.idle) {
+      this.idle = false
+      this.requested.notify()
+    }
+  }
+
+  request(): void {
+    if (this.pending) return
+    this.pending = true
+    this.requested.notify()
+  }
+
+  private succeeded(offset: number): void {
+    this.lastCommitted = Math.max(this.lastCommitted, offset)
+    this.options.status.committed = this.lastCommitted
+  }
+
+  private failed(offset: number, error: TransportError, retryIn: Duration.Duration | undefined): Effect.Effect<void> {
+    const { status, topic, partition } = this.options
     status.commitFailures = (status.commitFailures ?? 0) + 1
     status.lastError = `Commit of ${topic}/${partition}@${offset} failed: ${error.message}`
     return Effect.andThen(
-      Metric.update(failures, 1),
+      Metric.update(this.failures ??= Metric.withAttributes(failuresMetric, this.options.attributes), 1),
       Effect.logWarning(retryIn === undefined ? status.lastError : `${status.lastError}; trying again in ${Duration.format(retryIn)}`),
     )
   }
-  const newStep = Schedule.toStep(options.retry) as unknown as Effect.Effect<Step>
+
+  private newStep(): Effect.Effect<Step> {
+    return Schedule.toStep(this.options.retry) as unknown as Effect.Effect<Step>
+  }
+
   /** The next delay of `step`, or the commit interval once the schedule is over. */
-  const delayOf = (step: Step, input: unknown) =>
-    Effect.gen(function*() {
+  private delayOf(step: Step, input: unknown): Effect.Effect<Duration.Duration> {
+    const interval = this.options.interval
+    return Effect.gen(function*() {
       const next = yield* Effect.exit(step(yield* Clock.currentTimeMillis, input))
-      return Exit.isSuccess(next) ? next.value[1] : Duration.fromInputUnsafe(options.interval)
+      return Exit.isSuccess(next) ? next.value[1] : Duration.fromInputUnsafe(interval)
     })
+  }
 
-  const commitCompleted: Effect.Effect<boolean> = Effect.suspend(() => {
-    pending = false
-    const offset = options.committable()
-    if (offset <= lastCommitted || !options.afterHandling) return Effect.succeed(true)
-    sinceCommit = 0
-    return Effect.matchEffect(options.commit(offset), {
-      onSuccess: () => Effect.sync(() => (succeeded(offset), true)),
-      onFailure: (error) => Effect.as(failed(offset, error, undefined), false),
-    })
-  })
-
-  const commitAhead = (offset: number): Effect.Effect<void> =>
-    Effect.gen(function*() {
+  commitAhead(offset: number): Effect.Effect<void> {
+    const self = this
+    return Effect.gen(function*() {
       let step: Step | undefined
       while (true) {
-        const exit = yield* Effect.exit(options.commit(offset))
-        if (Exit.isSuccess(exit)) return succeeded(offset)
+        const exit = yield* Effect.exit(self.options.commit(offset))
+        if (Exit.isSuccess(exit)) return self.succeeded(offset)
         const error = Cause.findErrorOption(exit.cause)
         if (error._tag === "None") return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
-        step ??= yield* newStep
-        const delay = yield* delayOf(step, error.value)
-        yield* failed(offset, error.value, delay)
+        step ??= yield* self.newStep()
+        const delay = yield* self.delayOf(step, error.value)
+        yield* self.failed(offset, error.value, delay)
         yield* Effect.sleep(delay)
       }
     })
+  }
 
-  const run: Effect.Effect<never> = Effect.gen(function*() {
-    let step: Step | undefined
-    while (true) {
-      // Checked and armed in one step, so a request made while a commit ran is not missed; and
-      // `wait` is read anew each round, as a signal's wait is for its next notification only.
-      yield* Effect.suspend(() => pending ? Effect.void : Effect.raceFirst(Effect.sleep(options.interval), requested.wait))
-      if (yield* commitCompleted) {
-        step = undefined
-        // Let the processor run before looking again: commits then gather more records each.
-        yield* Effect.yieldNow
-        continue
+  /**
+   * The loop; with `untilDone`, it ends once every record delivered is completed and committed
+   * (what `delivered` starts), else it runs until interrupted.
+   */
+  private loop(untilDone: boolean): Effect.Effect<void> {
+    const self = this
+    const options = this.options
+    const outstanding = options.outstanding ?? (() => 0)
+    return Effect.gen(function*() {
+      let step: Step | undefined
+      while (true) {
+        // Nothing to commit: parked on the signal alone, with no timer (and no fibers racing it),
+        // until a record completes or a commit is asked for; its interval starts with the first
+        // record completed rather than ticking for nothing. With nothing delivered left either, no
+        // record can complete before the next delivery, which starts a loop again: this one ends.
+        const done = yield* Effect.suspend(() => {
+          if (self.pending || options.committable() > self.lastCommitted) return Effect.succeed(false)
+          if (untilDone && outstanding() === 0) return Effect.succeed(true)
+          self.idle = true
+          return Effect.as(self.requested.wait, false)
+        })
+        if (done) return
+        self.idle = false
+        // Checked and armed in one step, so a request made while a commit ran is not missed; and
+        // `wait` is read anew each round, as a signal's wait is for its next notification only.
+        yield* Effect.suspend(() =>
+          self.pending ? Effect.void : Effect.raceFirst(Effect.sleep(options.interval), self.requested.wait)
+        )
+        if (yield* self.commitCompleted) {
+          step = undefined
+          // Let the processor run before looking again: commits then gather more records each.
+          yield* Effect.yieldNow
+          continue
+        }
+        step ??= yield* self.newStep()
+        yield* Effect.sleep(yield* self.delayOf(step, undefined))
+        // What failed is still to commit, asked again or not.
+        self.pending = true
       }
-      step ??= yield* newStep
-      yield* Effect.sleep(yield* delayOf(step, undefined))
-      // What failed is still to commit, asked again or not.
-      pending = true
-    }
-  })
+    })
+  }
 
-  return {
-    get committed() {
-      return lastCommitted
-    },
-    completed: () => {
-      if (++sinceCommit >= options.records) request()
-    },
-    request,
-    commitCompleted,
-    commitAhead,
-    run,
+  get run(): Effect.Effect<never> {
+    return this.options.afterHandling ? Effect.andThen(this.loop(false), Effect.never) : Effect.never
+  }
+
+  delivered(scope: Scope.Scope): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.running || !this.options.afterHandling) return Effect.void
+      this.running = true
+      return Effect.asVoid(Effect.forkIn(Effect.ensuring(this.loop(true), Effect.sync(() => void (this.running = false))), scope))
+    })
   }
 }

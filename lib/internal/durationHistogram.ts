@@ -9,18 +9,34 @@ import type { Context, Metric } from "effect"
  * few arithmetic operations, and what an exporter reads is the same `HistogramState` Effect's own
  * histogram gives.
  */
+/**
+ * Boundaries as given, sorted: one copy per boundaries array, shared by every histogram made from
+ * it (a histogram per partition, and an idle partition holds only its own counts).
+ */
+const sortedBoundaries = new WeakMap<ReadonlyArray<number>, ReadonlyArray<number>>()
+const noChange = (): void => {}
+
 export class DurationHistogram {
   private readonly boundaries: ReadonlyArray<number>
-  /** Per bucket, not cumulative; the last one counts values above every boundary. */
-  private readonly counts: Float64Array
+  /**
+   * Per bucket, not cumulative; the last one counts values above every boundary. A plain array
+   * of small integers: a `Float64Array` costs its buffer and two more objects per partition.
+   */
+  private readonly counts: Array<number>
   private count = 0
   private sum = 0
   private min = Number.MAX_VALUE
   private max = -Number.MAX_VALUE
 
   constructor(boundaries: ReadonlyArray<number>) {
-    this.boundaries = [...boundaries].sort((a, b) => a - b)
-    this.counts = new Float64Array(this.boundaries.length + 1)
+    let sorted = sortedBoundaries.get(boundaries)
+    if (sorted === undefined) {
+      sorted = [...boundaries].sort((a, b) => a - b)
+      sortedBoundaries.set(boundaries, sorted)
+    }
+    this.boundaries = sorted
+    this.counts = []
+    for (let i = 0; i <= sorted.length; i++) this.counts.push(0)
   }
 
   record(seconds: number): void {
@@ -59,6 +75,6 @@ export class DurationHistogram {
 
   /** Hooks for `Metric.registerUnsafe`: reads only. */
   hooks(): Metric.Metric.Hooks<number, Metric.HistogramState> {
-    return { get: (_context: Context.Context<never>) => this.state(), update: () => {}, modify: () => {} }
+    return { get: (_context: Context.Context<never>) => this.state(), update: noChange, modify: noChange }
   }
 }

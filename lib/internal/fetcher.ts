@@ -19,6 +19,8 @@ export interface FetcherDeps {
   /** How long a wait for room lasts before the partition is paused. */
   readonly pauseAfter: Duration.Input
   readonly pause: Effect.Effect<void>
+  /** Told once a batch's records are tracked, before they go into the mailbox (starts the commit loop). */
+  readonly delivered?: Effect.Effect<void> | undefined
   /**
    * Put what fits in as room comes (`Mailbox.fill`) rather than waiting for room for a whole
    * piece: for key lanes, whose records leave the mailbox's bound one by one.
@@ -60,6 +62,7 @@ export const run = (deps: FetcherDeps): Effect.Effect<void> => {
         if (hooks.enabled) hooks.onPoll(batch)
         for (const record of batch) tracker.track(record.offset)
         status.position = batch[batch.length - 1]!.offset + 1
+        if (deps.delivered !== undefined) yield* deps.delivered
         // A batch larger than the mailbox goes in as pieces that fit, so the bound holds.
         const pieces = piecesOf(batch, mailbox)
         let pauser: Fiber.Fiber<void> | undefined

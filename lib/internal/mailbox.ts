@@ -74,8 +74,8 @@ export class Mailbox<A> {
   }
 
   /** Adds a batch (of `bytes`, if already counted), waiting for room; after `end` the batch is dropped. */
-  readonly offer = (batch: ReadonlyArray<A>, bytes?: number): Effect.Effect<void> =>
-    Effect.suspend(() => {
+  offer(batch: ReadonlyArray<A>, bytes?: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
       if (this.ended || batch.length === 0) return Effect.void
       const counted = bytes ?? this.bytesOf(batch)
       if (!this.fits(batch, counted)) {
@@ -94,14 +94,15 @@ export class Mailbox<A> {
       this.changed.notify()
       return Effect.void
     })
+  }
 
   /**
    * As `offer`, but when the whole batch does not fit, what fits goes in now and the rest waits
    * for room: for a processor whose taken records leave the bound one by one (key lanes), where
    * waiting for room for a whole batch could wait for a record stuck in a retry.
    */
-  readonly fill = (batch: ReadonlyArray<A>, bytes?: number): Effect.Effect<void> =>
-    Effect.suspend(() => {
+  fill(batch: ReadonlyArray<A>, bytes?: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
       if (this.ended || batch.length === 0) return Effect.void
       const counted = bytes ?? this.bytesOf(batch)
       if (this.fits(batch, counted)) return this.offer(batch, counted)
@@ -126,15 +127,20 @@ export class Mailbox<A> {
       }
       return Effect.andThen(this.offer(batch.slice(0, count), prefixBytes), this.fill(batch.slice(count), counted - prefixBytes))
     })
+  }
 
   /**
    * Takes the oldest batch, at most `max` records of it (the rest stays first in line); waits
    * while the mailbox is empty. Fails with `Cause.Done` once ended and empty.
    */
-  readonly take = (max: number): Effect.Effect<ReadonlyArray<A>, Cause.Done> => this.takeFrom(max, false)
+  take(max: number): Effect.Effect<ReadonlyArray<A>, Cause.Done> {
+    return this.takeFrom(max, false)
+  }
 
   /** As `take`, but the records taken count against the bound until each is `release`d. */
-  readonly takeHeld = (max: number): Effect.Effect<ReadonlyArray<A>, Cause.Done> => this.takeFrom(max, true)
+  takeHeld(max: number): Effect.Effect<ReadonlyArray<A>, Cause.Done> {
+    return this.takeFrom(max, true)
+  }
 
   private takeFrom(max: number, hold: boolean): Effect.Effect<ReadonlyArray<A>, Cause.Done> {
     return Effect.suspend(() => {

@@ -141,6 +141,10 @@ export interface Deps<R> {
   readonly actor: Actor<R>
   readonly claim: PartitionClaim
   readonly subscription: Subscription
+  /**
+   * The system's producer, for dead letters. Handlers find it in the context: the caller
+   * provides `Producer` once for all the partition actors it forks.
+   */
   readonly producer: Producer["Service"]
   readonly status: PartitionStatus
   /** The transport's span attributes (server address, client id). */
@@ -170,7 +174,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const { actor, claim, subscription, producer, status } = deps
     const tp = { topic: claim.topic, partition: claim.partition }
     const attributes = partitionAttributes({ ...tp, group: actor.group })
-    const consumedHere = Metric.withAttributes(consumed, attributes)
+    // Metric series of this partition are made when first fed, not per partition up front: an
+    // idle partition actor then holds none (each is a few objects and closures).
+    let consumedHere: Metric.Counter<number> | undefined
+    const countConsumed = (records: number) =>
+      Metric.update(consumedHere ??= Metric.withAttributes(consumed, attributes), records)
     const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped") =>
       Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), 1)
 
@@ -256,6 +264,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       ...tp,
       commit: (offset) => hooks.onCommit(offset, subscription.commit([{ ...tp, offset }])),
       committable: () => tracker.committable(),
+      outstanding: () => tracker.outstanding(),
       startOffset,
       interval: actor.commit.interval,
       records: actor.commit.records,
@@ -270,8 +279,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const startable = (record: ConsumerRecord) =>
       stopping !== "in-flight" && (!resuming || !tracker.isCompleted(record.offset))
     /** Exactly-once: where the error policy of records whose transaction was rewound left off. */
-    const carried = new Map<number, Processor.Carried>()
+    const carried = transactions === undefined ? undefined : new Map<number, Processor.Carried>()
 
+    let deadLetter: ReturnType<typeof DeadLetter.make> | undefined
     const processor = Processor.make<R>({
       // Key lanes finish records of several chunks at once: each leaves the mailbox's bound when done.
       onSettled: actor.ordering._tag === "Partition" ? undefined : (record) => mailbox.release(record),
@@ -284,20 +294,22 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       durations: deps.durations,
       pauseFor,
       resumeFor,
-      deadLetter: DeadLetter.make({
-        actor: actor as Actor<unknown>,
-        // Exactly-once: a dead letter joins the transaction of its record's offset.
-        producer: transactions?.producer ?? producer,
-        status,
-        around: hooks.onDeadLetter,
-        pause: pauseFor("dead-letter"),
-        resume: resumeFor("dead-letter"),
-        written: outcome("dead_lettered"),
-        stopped: Deferred.await(stopRequested),
-      }),
+      // Made for the first dead letter: most partitions never write one.
+      deadLetter: (record, error, attempts) =>
+        (deadLetter ??= DeadLetter.make({
+          actor: actor as Actor<unknown>,
+          // Exactly-once: a dead letter joins the transaction of its record's offset.
+          producer: transactions?.producer ?? producer,
+          status,
+          around: hooks.onDeadLetter,
+          pause: pauseFor("dead-letter"),
+          resume: resumeFor("dead-letter"),
+          written: outcome("dead_lettered"),
+          stopped: Deferred.await(stopRequested),
+        }))(record, error, attempts),
       outcome,
       startable,
-      transactions: transactions === undefined ? undefined : {
+      transactions: transactions === undefined || carried === undefined ? undefined : {
         produced: transactions.produced,
         carried,
         rewind: (reason) => Effect.die(new PartitionTransactions.TransactionAborted(reason, undefined)),
@@ -339,7 +351,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         if (Exit.isFailure(taken)) return // the mailbox ended: stopped, or the claim was revoked
         current = taken.value
         yield* resumeWhenRoom
-        yield* Metric.update(consumedHere, current.length)
+        yield* countConsumed(current.length)
         // Committed before handling: a crash loses these records instead of repeating them.
         yield* commitAhead(current)
         yield* processor.inOrder(current)
@@ -386,11 +398,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           }
           current = chunk
           yield* resumeWhenRoom
-          yield* Metric.update(consumedHere, chunk.length)
+          yield* countConsumed(chunk.length)
           // A record whose policy was carried over a rewind runs in a transaction of its own:
           // what comes before it commits first, so a second failure further on never makes it
           // (its dead letter, say) run again.
-          const at = carried.size === 0 ? -1 : chunk.findIndex((record) => carried.has(record.offset))
+          const at = carried!.size === 0 ? -1 : chunk.findIndex((record) => carried!.has(record.offset))
           if (at < 0) {
             yield* handleInTransaction(chunk)
             continue
@@ -412,44 +424,45 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
      * By key, or unordered: the dispatcher moves records from the mailbox into key lanes (one
      * lane per record, unordered) as they come, whatever chunk they came in, and the lanes'
      * workers handle them. Taken records stay counted in the mailbox until done, so the lanes
-     * hold at most what the mailbox may.
+     * hold at most what the mailbox may. Made only for those orderings: a partition-order actor
+     * holds no lanes.
      */
-    const lanes = Lanes.make<ConsumerRecord>()
-    const laneKey = actor.ordering._tag === "ByKey"
-      ? (record: ConsumerRecord) => record.key === null ? "\u0000null" : keyString(record.key)
-      : () => undefined
-    const handleLane = actor.ordering._tag === "ByKey"
-      ? processor.inOrder
-      : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
-    const afterLane = () => {
-      if (mailbox.size === 0) committer.request()
-      return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
-    }
-    /** Taken from the mailbox, not in the lanes yet: a restart picks it up where the dispatcher left it. */
-    let undispatched: ReadonlyArray<ConsumerRecord> = []
-    const dispatcher = Effect.gen(function*() {
-      while (true) {
-        if (undispatched.length === 0) {
-          if (stopping === "in-flight") break
-          // Polled in the step that keeps it: a sibling's failure interrupting the dispatcher
-          // cannot come between taking records and holding them.
-          const chunk = mailbox.pollHeld(chunkSize)
-          if (chunk === undefined) {
-            if (Exit.isFailure(yield* Effect.exit(mailbox.available))) break // ended: stopped, or revoked
-            continue
-          }
-          undispatched = chunk
-        }
-        yield* commitAhead(undispatched)
-        const chunk = undispatched
-        for (const record of chunk) lanes.push(laneKey(record), record)
-        undispatched = []
-        yield* Metric.update(consumedHere, chunk.length)
+    const inLanes = (concurrency: number): Effect.Effect<void, Processor.Halted, R> => {
+      const lanes = Lanes.make<ConsumerRecord>()
+      const laneKey = actor.ordering._tag === "ByKey"
+        ? (record: ConsumerRecord) => record.key === null ? "\u0000null" : keyString(record.key)
+        : () => undefined
+      const handleLane = actor.ordering._tag === "ByKey"
+        ? processor.inOrder
+        : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
+      const afterLane = () => {
+        if (mailbox.size === 0) committer.request()
+        return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
       }
-      lanes.close()
-    })
-    const inLanes = (concurrency: number): Effect.Effect<void, Processor.Halted, R> =>
-      Effect.suspend(() => {
+      /** Taken from the mailbox, not in the lanes yet: a restart picks it up where the dispatcher left it. */
+      let undispatched: ReadonlyArray<ConsumerRecord> = []
+      const dispatcher = Effect.gen(function*() {
+        while (true) {
+          if (undispatched.length === 0) {
+            if (stopping === "in-flight") break
+            // Polled in the step that keeps it: a sibling's failure interrupting the dispatcher
+            // cannot come between taking records and holding them.
+            const chunk = mailbox.pollHeld(chunkSize)
+            if (chunk === undefined) {
+              if (Exit.isFailure(yield* Effect.exit(mailbox.available))) break // ended: stopped, or revoked
+              continue
+            }
+            undispatched = chunk
+          }
+          yield* commitAhead(undispatched)
+          const chunk = undispatched
+          for (const record of chunk) lanes.push(laneKey(record), record)
+          undispatched = []
+          yield* countConsumed(chunk.length)
+        }
+        lanes.close()
+      })
+      return Effect.suspend(() => {
         if (resuming) {
           lanes.recover((record) => tracker.isCompleted(record.offset))
           resuming = false
@@ -459,6 +472,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           discard: true,
         })
       })
+    }
 
     const processing = transactions !== undefined
       ? inTransactions(transactions)
@@ -490,88 +504,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         return offset
       })
 
-    // ---- supervision --------------------------------------------------------------------------
-    const supervised = Effect.gen(function*() {
-      // Exactly-once: what handlers produce joins the partition's transaction.
-      const provided = Effect.provideService(processing, Producer, transactions?.producer ?? producer)
-      const window = Duration.toMillis(actor.supervision.window)
-      const restartTimes: Array<number> = []
-      const step = yield* Schedule.toStep(actor.supervision.schedule)
-      while (true) {
-        const exit = yield* Effect.exit(provided)
-        if (Exit.isSuccess(exit)) {
-          // Stopped (revocation, shutdown): the open transaction is the next owner's to redo.
-          if (transactions !== undefined) yield* transactions.abort
-          return
-        }
-        const aborted = transactions === undefined ? undefined : PartitionTransactions.abortedBy(exit.cause)
-        if (aborted !== undefined && transactions !== undefined) {
-          if (aborted.fenced !== undefined) {
-            yield* transactions.abort
-            status.state = "fenced"
-            status.lastError = aborted.fenced.message
-            yield* pauseFor("halted")
-            yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} ended: ${aborted.fenced.message}`)
-            return yield* Deferred.await(stopRequested)
-          }
-          if (stopping !== "no") {
-            yield* transactions.abort
-            return
-          }
-          const offset = yield* rewind(transactions)
-          yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} aborted its transaction and handles again from offset ${offset}: ${aborted.reason}`)
-          continue
-        }
-        const halted = Cause.findErrorOption(exit.cause)
-        if (halted._tag === "Some") {
-          // What the open transaction holds is before the halting record: the next owner redoes it.
-          if (transactions !== undefined) yield* transactions.abort
-          status.state = "halted"
-          status.lastError = halted.value.reason
-          yield* pauseFor("halted")
-          yield* Effect.logError(`Partition ${claim.topic}/${claim.partition} halted by policy: ${halted.value.reason}`)
-          // Stay assigned and idle until revoked or stopped; nothing past the record is committed.
-          return yield* Deferred.await(stopRequested)
-        }
-        if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
-        const now = yield* Clock.currentTimeMillis
-        restartTimes.push(now)
-        while (restartTimes.length > 0 && restartTimes[0]! < now - window) restartTimes.shift()
-        status.restarts++
-        status.lastError = Cause.pretty(exit.cause)
-        yield* Metric.update(Metric.withAttributes(restartsMetric, attributes), 1)
-        yield* Effect.logError(`Partition actor ${claim.topic}/${claim.partition} died; restarting`, exit.cause)
-        if (restartTimes.length > actor.supervision.maxRestarts) {
-          if (actor.supervision.then === "fail-system") {
-            status.state = "failed"
-            return yield* Effect.fail(
-              new RestartsExhausted({
-                actor: actor.name,
-                topic: claim.topic,
-                partition: claim.partition,
-                restarts: status.restarts,
-                lastDefect: Cause.pretty(exit.cause),
-              }),
-            )
-          }
-          status.state = "stopped"
-          yield* pauseFor("halted")
-          yield* Effect.logError(
-            `Partition ${claim.topic}/${claim.partition} stopped after ${restartTimes.length} restarts within ${window} ms`,
-          )
-          return yield* Deferred.await(stopRequested)
-        }
-        status.state = "restarting"
-        // Exactly-once: what the failed run left open aborts, and the records are handled again.
-        if (transactions !== undefined) yield* rewind(transactions)
-        else resuming = true
-        const next = yield* Effect.exit(step(now, exit.cause))
-        yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(10))
-        status.state = "running"
-      }
-    })
-
     // ---- fetching -------------------------------------------------------------------------------
+    const scope = yield* Effect.scope
     const fetcher = Fetcher.run({
       claim,
       mailbox,
@@ -580,14 +514,15 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       status,
       pauseAfter: actor.pauseAfter,
       pause: pauseFor("mailbox"),
+      delivered: committer.delivered(scope),
       fill: actor.ordering._tag !== "Partition",
       from: transactions === undefined ? undefined : () => fetchFrom,
     })
 
     let fetcherFiber = yield* Effect.forkScoped(fetcher)
-    // Handling never waits on the broker for a commit; revocation, shutdown and at-most-once
-    // still commit inline.
-    yield* Effect.forkScoped(committer.run)
+    // Handling never waits on the broker for a commit (the fetcher starts the commit loop as it
+    // delivers records; see `Committer.delivered`); revocation, shutdown and at-most-once still
+    // commit inline.
     // Whatever ends this actor, what completed is committed.
     yield* Effect.addFinalizer(() => committer.commitCompleted)
     // Exactly-once: interrupted mid-transaction (a stop past its deadline), it aborts.
@@ -605,12 +540,101 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         }),
     })
 
-    yield* supervised
+    // ---- supervision --------------------------------------------------------------------------
+    // Inline in the actor's own generator rather than an effect of its own: a parked partition
+    // actor then holds one generator frame less.
+    // Exactly-once: what handlers produce joins the partition's transaction. Otherwise handlers
+    // find the system's producer in the context, provided once for all partitions (see
+    // `systemMembership.ts`), not here per partition.
+    const provided = transactions === undefined ? processing : Effect.provideService(processing, Producer, transactions.producer)
+    const window = Duration.toMillis(actor.supervision.window)
+    const restartTimes: Array<number> = []
+    // The schedule's state is made at the first restart: most partition actors never restart.
+    let step: RestartStep | undefined
+    supervision: while (true) {
+      const exit = yield* Effect.exit(provided)
+      if (Exit.isSuccess(exit)) {
+        // Stopped (revocation, shutdown): the open transaction is the next owner's to redo.
+        if (transactions !== undefined) yield* transactions.abort
+        break supervision
+      }
+      const aborted = transactions === undefined ? undefined : PartitionTransactions.abortedBy(exit.cause)
+      if (aborted !== undefined && transactions !== undefined) {
+        if (aborted.fenced !== undefined) {
+          yield* transactions.abort
+          status.state = "fenced"
+          status.lastError = aborted.fenced.message
+          yield* pauseFor("halted")
+          yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} ended: ${aborted.fenced.message}`)
+          yield* Deferred.await(stopRequested)
+          break supervision
+        }
+        if (stopping !== "no") {
+          yield* transactions.abort
+          break supervision
+        }
+        const offset = yield* rewind(transactions)
+        yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} aborted its transaction and handles again from offset ${offset}: ${aborted.reason}`)
+        continue
+      }
+      const halted = Cause.findErrorOption(exit.cause)
+      if (halted._tag === "Some") {
+        // What the open transaction holds is before the halting record: the next owner redoes it.
+        if (transactions !== undefined) yield* transactions.abort
+        status.state = "halted"
+        status.lastError = halted.value.reason
+        yield* pauseFor("halted")
+        yield* Effect.logError(`Partition ${claim.topic}/${claim.partition} halted by policy: ${halted.value.reason}`)
+        // Stay assigned and idle until revoked or stopped; nothing past the record is committed.
+        yield* Deferred.await(stopRequested)
+        break supervision
+      }
+      if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+      const now = yield* Clock.currentTimeMillis
+      restartTimes.push(now)
+      while (restartTimes.length > 0 && restartTimes[0]! < now - window) restartTimes.shift()
+      status.restarts++
+      status.lastError = Cause.pretty(exit.cause)
+      yield* Metric.update(Metric.withAttributes(restartsMetric, attributes), 1)
+      yield* Effect.logError(`Partition actor ${claim.topic}/${claim.partition} died; restarting`, exit.cause)
+      if (restartTimes.length > actor.supervision.maxRestarts) {
+        if (actor.supervision.then === "fail-system") {
+          status.state = "failed"
+          return yield* Effect.fail(
+            new RestartsExhausted({
+              actor: actor.name,
+              topic: claim.topic,
+              partition: claim.partition,
+              restarts: status.restarts,
+              lastDefect: Cause.pretty(exit.cause),
+            }),
+          )
+        }
+        status.state = "stopped"
+        yield* pauseFor("halted")
+        yield* Effect.logError(
+          `Partition ${claim.topic}/${claim.partition} stopped after ${restartTimes.length} restarts within ${window} ms`,
+        )
+        yield* Deferred.await(stopRequested)
+        break supervision
+      }
+      status.state = "restarting"
+      // Exactly-once: what the failed run left open aborts, and the records are handled again.
+      if (transactions !== undefined) yield* rewind(transactions)
+      else resuming = true
+      step ??= yield* Schedule.toStep(actor.supervision.schedule)
+      const next = yield* Effect.exit(step(now, exit.cause))
+      yield* Effect.sleep(Exit.isSuccess(next) ? next.value[1] : Duration.seconds(10))
+      status.state = "running"
+    }
     if (status.state !== "halted") status.state = "stopped"
   }).pipe(
     Effect.scoped,
     Effect.annotateLogs({ actor: deps.actor.name, topic: deps.claim.topic, partition: deps.claim.partition }),
   )
+
+/** A supervision schedule's step function (`Schedule.toStep`). */
+type RestartStep = (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>
 
 const keyString = (key: Uint8Array): string => {
   let out = ""

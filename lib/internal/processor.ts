@@ -134,9 +134,31 @@ class RecordInContext implements RecordContextValue {
   }
 }
 
-export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
-  const { actor, status, clock, hooks, tracker, committer, startable, onSettled } = deps
+/** How a try of one record runs, which depends on its actor alone. */
+interface Attempts<R> {
+  /** What `RecordContext` holds while `record` is handled, on try number `attempt`. */
+  readonly contextOf: (record: ConsumerRecord, attempt: number) => RecordContext["Service"]
+  /** One try, decode then handle, without the record's context. */
+  readonly attemptBare: (record: ConsumerRecord) => Effect.Effect<void, unknown, R>
+  /** One try with the record in the handler's context. */
+  readonly attemptOnce: (record: ConsumerRecord, attempt: number) => Effect.Effect<void, unknown, R>
+}
 
+/**
+ * Made once per actor and shared by its partitions (a partition actor kept its own copy of
+ * these closures, idle or not). Keyed weakly: an actor no longer used takes its entry with it.
+ */
+const attemptsByActor = new WeakMap<object, unknown>()
+const attemptsOf = <R>(actor: Actor<R>): Attempts<R> => {
+  let attempts = attemptsByActor.get(actor) as Attempts<R> | undefined
+  if (attempts === undefined) {
+    attempts = makeAttempts(actor)
+    attemptsByActor.set(actor, attempts)
+  }
+  return attempts
+}
+
+const makeAttempts = <R>(actor: Actor<R>): Attempts<R> => {
   const decodeFailed = (record: ConsumerRecord, part: "key" | "value") => (error: Codec.CodecError) =>
     new DecodeError({
       topic: record.topic,
@@ -191,6 +213,14 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
   /** One try with the record in the handler's context. */
   const attemptOnce = (record: ConsumerRecord, attempt: number): Effect.Effect<void, unknown, R> =>
     Effect.provideService(attemptBare(record), RecordContext, contextOf(record, attempt))
+
+  return { contextOf, attemptBare, attemptOnce }
+}
+
+export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
+  const { actor, status, clock, hooks, tracker, committer, startable, onSettled } = deps
+
+  const { contextOf, attemptBare, attemptOnce } = attemptsOf(actor)
 
   /**
    * A record is done, however it ended: book it, and ask for a commit if enough completed.

@@ -5,7 +5,7 @@
  */
 import { Cause, Clock, Data, Deferred, Duration, Effect, Exit, Fiber, Option, Queue, Schedule, Scope, Stream } from "effect"
 import type { Actor } from "../Actor.ts"
-import type * as Producer from "../Producer.ts"
+import * as Producer from "../Producer.ts"
 import { type GroupEvent, type PartitionClaim, type Subscription, type TopicPartition, Transport } from "../Transport.ts"
 import * as TransportError from "../TransportError.ts"
 import * as MemberTransactions from "./memberTransactions.ts"
@@ -314,10 +314,13 @@ const consume = (
     const { scope, subscription } = joined
     const events = yield* Queue.unbounded<GroupEvent>()
     const pump = Stream.runForEach(subscription.events, (event) => Queue.offer(events, event))
+    // The handlers' `Producer`, provided here once for every partition actor forked from this
+    // fiber (they inherit its context): provided per partition actor, it cost each a context of
+    // its own. Exactly-once actors provide their transactions' producer in its place.
     const handle = Effect.forever(Effect.flatMap(Queue.take(events), (event) =>
       event._tag === "Assigned"
         ? startPartitions(shared, membership, subscription, scope, event.claims, joined.memberTransactions)
-        : revokePartitions(membership, event)))
+        : revokePartitions(membership, event))).pipe(Effect.provideService(Producer.Producer, shared.producer))
     return yield* Effect.raceFirst(pump, handle)
   }).pipe(Effect.ensuring(Scope.close(joined.scope, Exit.void)))
 

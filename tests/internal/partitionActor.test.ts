@@ -311,3 +311,61 @@ test("Ordering.byKey: a defect in one lane restarts the actor, which finishes ev
     }),
     onTestClock(),
   ))
+
+/**
+ * The test clock, counting the sleeps pending on it: a timer per idle partition (a commit
+ * interval ticking for nothing, say) shows as a count that grows with the partitions.
+ */
+const countingSleeps = Effect.map(Clock.Clock, (inner) => {
+  const counter = { pending: 0 }
+  // The test clock's own methods stay (`TestClock.adjust` finds them on the clock it is given).
+  const clock: Clock.Clock = {
+    ...inner,
+    sleep: (duration) =>
+      Effect.suspend(() => {
+        counter.pending++
+        return Effect.ensuring(inner.sleep(duration), Effect.sync(() => void counter.pending--))
+      }),
+  }
+  return { clock, counter }
+})
+
+test("An idle partition actor holds no timer: the sleeps pending do not grow with idle partitions, and a record still commits", () =>
+  run(
+    Effect.gen(function*() {
+      const { clock, counter } = yield* countingSleeps
+      /** Sleeps pending once `partitions` idle partition actors run, at-least-once with a commit interval. */
+      const pendingWith = (partitions: number) =>
+        Effect.scoped(Effect.gen(function*() {
+          const topic = `idle-${partitions}`
+          yield* createTopics([topic, partitions])
+          const actor = Actor.make({
+            name: topic,
+            topics: [topic],
+            value: Event,
+            handle: () => Effect.void,
+            onError: { default: ErrorPolicy.halt },
+            commit: { interval: "1 second" },
+            ...still,
+          })
+          const system = yield* ActorSystem.start([actor])
+          yield* advance("100 millis")
+          const health = yield* system.health
+          assert.equal(health.partitions.length, partitions)
+          assert.ok(health.partitions.every((partition) => partition.state === "running"))
+          const pending = counter.pending
+          // Idle is not stuck: a record is handled and committed, and the partition idles again.
+          yield* sendJson(topic, [{ value: { id: 1, user: "a" }, partition: 0 }])
+          yield* advance("2 seconds")
+          const partition = (yield* system.health).partitions.find((p) => p.partition === 0)!
+          assert.equal(partition.processed, 1)
+          assert.equal(partition.committed, 1)
+          assert.equal(counter.pending, pending, "back to idle, no timer left behind")
+          return pending
+        })).pipe(Effect.provideService(Clock.Clock, clock))
+      const one = yield* pendingWith(1)
+      const many = yield* pendingWith(16)
+      assert.equal(many, one, `sleeps pending with 16 idle partitions (${many}) as with 1 (${one})`)
+    }),
+    onTestClock(),
+  ))
