@@ -797,6 +797,37 @@ test("Partition actors report consumed records, outcomes, durations and lag as m
     memory(),
   ))
 
+test("A partition that never handled a record exports no duration series (none to read), and gets one with its first record", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["sparse", 2])
+      let handled = 0
+      const actor = Actor.make({
+        name: "sparse",
+        topics: ["sparse"],
+        value: Event,
+        handle: () => Effect.sync(() => handled++),
+        onError: { default: ErrorPolicy.halt },
+        ...quick,
+      })
+      yield* sendJson("sparse", [{ value: { id: 1, user: "a" }, partition: 1 }])
+      yield* ActorSystem.start([actor], { lagInterval: "10 millis" })
+      yield* eventually(10, "handled", () => handled === 1)
+      const durationsOf = (partition: string) =>
+        Effect.map(Metric.snapshot, (snapshots) =>
+          snapshots.filter((s) =>
+            s.id === "messaging.process.duration" && s.attributes?.["messaging.destination.name"] === "sparse" &&
+            s.attributes?.["messaging.destination.partition.id"] === partition
+          ))
+      assert.equal((yield* durationsOf("0")).length, 0, "partition 0 handled nothing")
+      assert.equal(((yield* durationsOf("1"))[0]?.state as { count: number } | undefined)?.count, 1)
+      yield* sendJson("sparse", [{ value: { id: 2, user: "a" }, partition: 0 }])
+      yield* eventually(10, "handled on partition 0", () => handled === 2)
+      assert.equal(((yield* durationsOf("0"))[0]?.state as { count: number } | undefined)?.count, 1)
+    }),
+    memory(),
+  ))
+
 test("The health report says ready once every actor had its first assignment", () =>
   run(
     Effect.gen(function*() {

@@ -27,8 +27,11 @@ export class DurationHistogram {
   private sum = 0
   private min = Number.MAX_VALUE
   private max = -Number.MAX_VALUE
+  /** Called before the first duration is recorded, then dropped (see `registerDurations`). */
+  private onFirstRecord: (() => void) | undefined
 
-  constructor(boundaries: ReadonlyArray<number>) {
+  constructor(boundaries: ReadonlyArray<number>, onFirstRecord?: () => void) {
+    this.onFirstRecord = onFirstRecord
     let sorted = sortedBoundaries.get(boundaries)
     if (sorted === undefined) {
       sorted = [...boundaries].sort((a, b) => a - b)
@@ -39,7 +42,14 @@ export class DurationHistogram {
     for (let i = 0; i <= sorted.length; i++) this.counts.push(0)
   }
 
+  private first(): void {
+    const onFirstRecord = this.onFirstRecord
+    this.onFirstRecord = undefined
+    onFirstRecord?.()
+  }
+
   record(seconds: number): void {
+    if (this.count === 0) this.first()
     const boundaries = this.boundaries
     let bucket = 0
     // Linear: most handler durations land in the first buckets, and there are few of them.
@@ -53,6 +63,7 @@ export class DurationHistogram {
 
   /** `count` durations of `seconds` each: records that ended in one step, sharing its time. */
   recordMany(seconds: number, count: number): void {
+    if (this.count === 0) this.first()
     const boundaries = this.boundaries
     let bucket = 0
     while (bucket < boundaries.length && seconds > boundaries[bucket]!) bucket++

@@ -120,16 +120,29 @@ const partitionAttributes = (partition: { readonly topic: string; readonly parti
 
 /**
  * A partition's `messaging.process.duration` histogram, registered with the metric registry of
- * `context` under the partition's attributes until the returned registration is removed.
+ * `context` under the partition's attributes when it records its first duration, until the
+ * returned registration is removed. Not before: the series, its registry entry and its key cost
+ * an idle partition actor about 1.4 KiB, for a histogram with nothing in it (OpenTelemetry's SDK
+ * exports no series for attributes never recorded either).
  */
 export const registerDurations = (
   context: Context.Context<never>,
   partition: { readonly topic: string; readonly partition: number; readonly group: string },
 ): { readonly histogram: DurationHistogram; readonly remove: () => void } => {
-  const histogram = new DurationHistogram(durationBoundaries)
-  const series = Metric.withAttributes(processDuration, partitionAttributes(partition))
-  const registration = Metric.registerUnsafe(series, context, histogram.hooks())
-  return { histogram, remove: () => registration.remove() }
+  let registration: { readonly remove: () => void } | undefined
+  let removed = false
+  const histogram: DurationHistogram = new DurationHistogram(durationBoundaries, () => {
+    if (removed) return
+    const series = Metric.withAttributes(processDuration, partitionAttributes(partition))
+    registration = Metric.registerUnsafe(series, context, histogram.hooks())
+  })
+  return {
+    histogram,
+    remove: () => {
+      removed = true
+      registration?.remove()
+    },
+  }
 }
 const restartsMetric = Metric.counter("partita.partition.restarts", {
   description: "Partition actor restarts after a defect",

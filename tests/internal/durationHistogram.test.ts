@@ -35,3 +35,16 @@ test("DurationHistogram.recordMany books as many durations as recording each", (
   assert.deepEqual({ ...b, sum: Math.round(b.sum * 1e9) }, { ...a, sum: Math.round(a.sum * 1e9) })
   assert.equal(b.count, 6)
 })
+
+test("DurationHistogram calls its first-record hook once, before the first duration, from record or recordMany", () => {
+  for (const first of ["record", "recordMany"] as const) {
+    const calls: Array<number> = []
+    const histogram: DurationHistogram = new DurationHistogram([0.001, 1], () => calls.push(histogram.state().count))
+    assert.deepEqual(calls, [], "nothing before a duration")
+    if (first === "record") histogram.record(0.0005)
+    else histogram.recordMany(0.0005, 3)
+    histogram.record(0.5)
+    histogram.recordMany(2, 2)
+    assert.deepEqual(calls, [0], `once, before the first (${first})`)
+  }
+})
