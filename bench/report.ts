@@ -55,7 +55,8 @@ if (process.env["BENCH_BASELINE"] === "1") {
   if (config.scale !== "full") {
     console.log("\nBENCH_BASELINE=1 writes the baseline at full scale only: not written")
   } else {
-    const commit = (() => {
+    // BENCH_COMMIT: the commit the figures were measured at, when the report is written later.
+    const commit = process.env["BENCH_COMMIT"] ?? (() => {
       try {
         return readFileSync(".git/HEAD", "utf8").startsWith("ref:")
           ? readFileSync(`.git/${readFileSync(".git/HEAD", "utf8").slice(5).trim()}`, "utf8").trim().slice(0, 12)
@@ -64,7 +65,7 @@ if (process.env["BENCH_BASELINE"] === "1") {
         return "unknown"
       }
     })()
-    const settings = Object.entries(process.env).filter(([key]) => key.startsWith("BENCH_") && !["BENCH_OUT", "BENCH_LATEST", "BENCH_FAILURES", "BENCH_STAMP", "BENCH_BASELINE"].includes(key))
+    const settings = Object.entries(process.env).filter(([key]) => key.startsWith("BENCH_") && !["BENCH_OUT", "BENCH_LATEST", "BENCH_FAILURES", "BENCH_STAMP", "BENCH_BASELINE", "BENCH_COMMIT"].includes(key))
     writeFileSync(
       "bench/BASELINE.md",
       [
