@@ -17,8 +17,12 @@ test("exclusive: a process waits while another holds the lock, and runs once it 
   const child = startChild(holder, { LOCK: name, HOLD_MS: "1500" })
   try {
     await child.waitForLine(/^held$/, 30_000)
-    const ran = await exclusive(name, async () => child.lines.includes("released"))
-    assert.equal(ran, true, "the body ran only after the other process released the lock")
+    // The body's start against the holder's release, by the clock: the holder's lines reach this
+    // process through a pipe, possibly after this process took the lock.
+    const startedAt = await exclusive(name, async () => Date.now())
+    const releasing = await child.waitForLine(/^releasing at \d+$/, 30_000)
+    const releasedAt = Number(/(\d+)$/.exec(releasing)![1])
+    assert.ok(startedAt >= releasedAt, `the body ran only after the other process released the lock (${startedAt} < ${releasedAt})`)
     assert.equal(fs.existsSync(lockDir(name)), false, "released after the body")
     assert.equal(await child.exited, 0)
   } finally {
