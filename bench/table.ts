@@ -266,10 +266,15 @@ export const markdown = (results: ReadonlyArray<BenchResult>): string => {
   return parts.join("\n\n")
 }
 
-/** Expected figures (the targets' own) a run did not emit on a runtime, neither as a value nor as unavailable. */
+/**
+ * Expected figures (the targets' own) a run did not emit on a runtime, neither as a value nor as
+ * unavailable, for the benches the run has results of (a bench left out by BENCH_ONLY is not
+ * missing; one that crashed is a failure of bench/run already).
+ */
 export const missingFigures = (results: ReadonlyArray<BenchResult>): ReadonlyArray<string> =>
   runtimesOf(results).flatMap((runtime) =>
     targetRows.filter((row) => {
+      if (!results.some((result) => result.bench === row.bench)) return false
       const result = find(results, row.bench, runtime)
       return figure(result, row) === undefined && unavailableCell(result, row.name) === undefined
     }).map((row) => `${row.bench} on ${runtime}: no figure for "${row.name}" (${row.target})`)
