@@ -27,8 +27,8 @@ import { Buffer } from "node:buffer"
 import process from "node:process"
 import kafkajs from "kafkajs"
 import type { Admin, Kafka as KafkaClient, LogEntry } from "kafkajs"
-import { Context, Deferred, Effect, Exit, Layer, Logger, ManagedRuntime, Metric, References, type Scope, Stream } from "effect"
-import { Actor, ActorSystem, ErrorPolicy, KafkaJsTransport, KafkaTransport, MemoryTransport, type Producer, Transport } from "../mod.ts"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, ManagedRuntime, Metric, References, type Scope, Stream } from "effect"
+import { Actor, ActorSystem, Codec, ErrorPolicy, KafkaJsTransport, KafkaTransport, MemoryTransport, type Producer, Transport } from "../mod.ts"
 
 // kafkajs is CommonJS: its default import is `module.exports` on every runtime.
 const { Kafka, logLevel: KafkaLogLevel } = kafkajs
@@ -1220,10 +1220,17 @@ export const loadPlatformatic = (): Promise<Peer> =>
  * set up as `KafkaJsTransport` sets up its consumer: `eachBatch`, every partition consumed
  * concurrently, `resolveOffset` per batch, no work per record, one commit of every partition's
  * end at the end (at-least-once). The window runs from kafkajs' `GROUP_JOIN` to that commit's
- * return; the join is `joinSeconds`.
+ * return; the join is `joinSeconds`. With `commit: false` nothing is committed and the window
+ * ends at the last record (bench/fetch_loop.ts: a fetch loop commits nothing either).
  */
 export const consumeRawKafkajs = async (
-  options: { readonly topic: string; readonly group: string; readonly total: number; readonly partitions: number },
+  options: {
+    readonly topic: string
+    readonly group: string
+    readonly total: number
+    readonly partitions: number
+    readonly commit?: boolean | undefined
+  },
 ): Promise<Measurement> => {
   const { topic, group, total, partitions } = options
   const start = mark()
@@ -1256,11 +1263,53 @@ export const consumeRawKafkajs = async (
       },
     })
     await done.promise
-    await consumer.commitOffsets(
-      [...next].map(([partition, offset]) => ({ topic, partition, offset: String(offset) })),
-    )
+    if (options.commit !== false) {
+      await consumer.commitOffsets(
+        [...next].map(([partition, offset]) => ({ topic, partition, offset: String(offset) })),
+      )
+    }
     return since(total, joined, (joined.at - start.at) / 1000)
   } finally {
     await consumer.disconnect()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle partition actors (memory, idle_partitions)
+
+/**
+ * Starts one no-op actor on `topic` in `rt` and resolves once each of its `partitions` has its
+ * partition actor; `stop` ends the system and resolves when it has. A system that fails first
+ * rejects the wait with that.
+ */
+export const idleActorSystem = async (
+  rt: ManagedRuntime.ManagedRuntime<Transport.Transport, unknown>,
+  options: { readonly topic: string; readonly group: string; readonly partitions: number },
+): Promise<{ readonly stop: () => Promise<void> }> => {
+  const release = Promise.withResolvers<void>()
+  const ready = Promise.withResolvers<void>()
+  const done = rt.runPromise(Effect.scoped(Effect.gen(function*() {
+    const actor = Actor.make({
+      name: "idle",
+      group: options.group,
+      topics: [options.topic],
+      value: Codec.bytes,
+      handle: () => Effect.void,
+      onError: { default: ErrorPolicy.halt },
+    })
+    const system = yield* ActorSystem.start([actor])
+    const watcher = yield* Effect.forkScoped(Effect.gen(function*() {
+      while ((yield* system.health).partitions.length < options.partitions) yield* Effect.sleep("50 millis")
+      ready.resolve()
+    }))
+    yield* Effect.promise(() => release.promise)
+    yield* Fiber.interrupt(watcher)
+  })))
+  await Promise.race([ready.promise, done.then(() => Promise.reject(new Error("the system stopped before every partition had its actor")))])
+  return {
+    stop: () => {
+      release.resolve()
+      return done
+    },
   }
 }

@@ -18,7 +18,7 @@ import * as FetchLoop from "../lib/internal/kafka/fetchLoop.ts"
 import {
   type Case,
   config,
-  kafkaClient,
+  consumeRawKafkajs,
   kafkaResources,
   mark,
   type Measurement,
@@ -38,36 +38,8 @@ const ends = await resources.ends(topic)
 /** Keeps the work observable so no runtime can drop it. */
 let sink = 0
 
-const raw = async (): Promise<Measurement> => {
-  const group = resources.group("raw")
-  const start = mark()
-  const consumer = kafkaClient().consumer({ groupId: group, maxWaitTimeInMs: 500, allowAutoTopicCreation: false })
-  let joined = start
-  consumer.on(consumer.events.GROUP_JOIN, () => {
-    joined = mark()
-  })
-  await consumer.connect()
-  try {
-    await consumer.subscribe({ topics: [topic], fromBeginning: true })
-    const done = Promise.withResolvers<void>()
-    let count = 0
-    await consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: partitions,
-      eachBatch: async ({ batch, resolveOffset }) => {
-        if (batch.messages.length === 0) return
-        resolveOffset(batch.lastOffset())
-        count += batch.messages.length
-        if (count >= total) done.resolve()
-      },
-    })
-    await done.promise
-    return since(total, joined, (joined.at - start.at) / 1000)
-  } finally {
-    await consumer.disconnect()
-  }
-}
+const raw = (): Promise<Measurement> =>
+  consumeRawKafkajs({ topic, group: resources.group("raw"), total, partitions, commit: false })
 
 const quiet = Layer.succeed(References.MinimumLogLevel, "Warn")
 

@@ -14,11 +14,12 @@
  *   deno run -A --v8-flags=--expose-gc bench/idle_partitions.ts;  node --expose-gc bench/idle_partitions.ts
  */
 import process from "node:process"
-import { Effect, Fiber, type ManagedRuntime, Stream } from "effect"
-import { Actor, ActorSystem, Codec, ErrorPolicy, Transport } from "../mod.ts"
+import { Effect, type ManagedRuntime, Stream } from "effect"
+import { Transport } from "../mod.ts"
 import {
   type BenchResult,
   heapAfterGc,
+  idleActorSystem,
   kafkaResources,
   kafkaRuntime,
   type Reading,
@@ -73,30 +74,10 @@ const subscriptionCase = (rt: Runtime) => async (): Promise<number> => {
 /** One no-op actor on the topic: a partition actor per claim. */
 const actorCase = (rt: Runtime) => async (): Promise<number> => {
   const before = await heapAfterGc()
-  const release = Promise.withResolvers<void>()
-  const ready = Promise.withResolvers<void>()
-  const done = rt.runPromise(Effect.scoped(Effect.gen(function*() {
-    const actor = Actor.make({
-      name: "idle",
-      group: resources.group("idle-actor"),
-      topics: [topic],
-      value: Codec.bytes,
-      handle: () => Effect.void,
-      onError: { default: ErrorPolicy.halt },
-    })
-    const system = yield* ActorSystem.start([actor])
-    const watcher = yield* Effect.forkScoped(Effect.gen(function*() {
-      while ((yield* system.health).partitions.length < partitions) yield* Effect.sleep("50 millis")
-      ready.resolve()
-    }))
-    yield* Effect.promise(() => release.promise)
-    yield* Fiber.interrupt(watcher)
-  })))
-  await ready.promise
+  const system = await idleActorSystem(rt, { topic, group: resources.group("idle-actor"), partitions })
   await new Promise((resolve) => setTimeout(resolve, settleMillis))
   const after = await heapAfterGc()
-  release.resolve()
-  await done
+  await system.stop()
   return (after - before) / partitions
 }
 

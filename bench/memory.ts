@@ -13,9 +13,9 @@
  *   deno run -A --v8-flags=--expose-gc bench/memory.ts;  node --expose-gc bench/memory.ts
  */
 import process from "node:process"
-import { Effect, Fiber, type ManagedRuntime } from "effect"
-import { Actor, ActorSystem, Codec, ErrorPolicy, type Transport } from "../mod.ts"
-import { type Case, heapAfterGc, kafkaResources, kafkaRuntime, observed, type Observed, runBench, scaled } from "./common.ts"
+import type { ManagedRuntime } from "effect"
+import type { Transport } from "../mod.ts"
+import { type Case, heapAfterGc, idleActorSystem, kafkaResources, kafkaRuntime, observed, type Observed, runBench, scaled } from "./common.ts"
 
 const sizes = [128, 1024] as const
 /** How long every actor is idle before the heap is read, and the CPU window after it. */
@@ -34,27 +34,7 @@ const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, m
 const idleActors = (client: keyof typeof clients, partitions: number) => async (): Promise<Record<string, Observed>> => {
   const rt = clients[client] as Runtime
   const before = await heapAfterGc()
-  const release = Promise.withResolvers<void>()
-  const ready = Promise.withResolvers<void>()
-  const done = rt.runPromise(Effect.scoped(Effect.gen(function*() {
-    const actor = Actor.make({
-      name: "idle",
-      group: resources.group(`idle-${partitions}`),
-      topics: [topics.get(partitions)!],
-      value: Codec.bytes,
-      handle: () => Effect.void,
-      onError: { default: ErrorPolicy.halt },
-    })
-    const system = yield* ActorSystem.start([actor])
-    const watcher = yield* Effect.forkScoped(Effect.gen(function*() {
-      while ((yield* system.health).partitions.length < partitions) yield* Effect.sleep("50 millis")
-      ready.resolve()
-    }))
-    yield* Effect.promise(() => release.promise)
-    yield* Fiber.interrupt(watcher)
-  })))
-  // A system that fails before every partition has its actor ends the wait with its error.
-  await Promise.race([ready.promise, done.then(() => Promise.reject(new Error("the system stopped before every partition had its actor")))])
+  const system = await idleActorSystem(rt, { topic: topics.get(partitions)!, group: resources.group(`idle-${partitions}`), partitions })
   await sleep(settleMillis)
   const after = await heapAfterGc()
   const cpu = process.cpuUsage()
@@ -62,8 +42,7 @@ const idleActors = (client: keyof typeof clients, partitions: number) => async (
   await sleep(idleWindowMillis)
   const used = process.cpuUsage(cpu)
   const busy = (used.user + used.system) / 1000 / (performance.now() - started)
-  release.resolve()
-  await done
+  await system.stop()
   const prefix = `${client}, ${partitions} idle partition actors`
   return {
     // Read before every case; reported from the first size's (the same process state each time).

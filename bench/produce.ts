@@ -38,7 +38,7 @@
  */
 import { Buffer } from "node:buffer"
 import kafkajs, { type Producer as KafkaJsProducer } from "kafkajs"
-import { Effect } from "effect"
+import { Effect, type Scope } from "effect"
 import { KafkaJsTransport, KafkaTransport, Producer, Transport } from "../mod.ts"
 import {
   type Case,
@@ -160,11 +160,17 @@ const sequential = async (count: number, perCall: number, send: (from: number, l
 
 // --- Partita ----------------------------------------------------------------------------------
 
-const partitaCase = (perCall: number, size: Size, mode: Mode) => async (round: number): Promise<Measurement> => {
+/** `count` records through `Transport.send` on the transport `make` opens, `perCall` a call, each awaited. */
+const transportSends = (
+  make: Effect.Effect<Transport.Transport["Service"], unknown, Scope.Scope>,
+  perCall: number,
+  size: Size,
+  count: number,
+) =>
+async (round: number): Promise<Measurement> => {
   const topic = await topicOf(round, size)
-  const count = countOf(perCall, size)
   return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const transport = yield* KafkaTransport.make({ brokers: config.brokers, clientId: "partita-bench-produce", idempotent: mode.idempotent })
+    const transport = yield* make
     yield* transport.send([{ topic, key: null, value: valueAt(size, 0) }])
     const start = mark()
     for (let from = 0; from < count; from += perCall) {
@@ -174,23 +180,25 @@ const partitaCase = (perCall: number, size: Size, mode: Mode) => async (round: n
   })).pipe(Effect.provide(loggingLayer)))
 }
 
+const partitaCase = (perCall: number, size: Size, mode: Mode) =>
+  transportSends(
+    KafkaTransport.make({ brokers: config.brokers, clientId: "partita-bench-produce", idempotent: mode.idempotent }),
+    perCall,
+    size,
+    countOf(perCall, size),
+  )
+
 /**
  * The same on `KafkaJsTransport`: it writes acks=all through kafkajs' idempotent producer, so it
- * has an idempotent cell only.
+ * has an idempotent cell only; as many records as raw kafkajs.
  */
-const partitaKafkajsCase = (perCall: number, size: Size) => async (round: number): Promise<Measurement> => {
-  const topic = await topicOf(round, size)
-  const count = countOf(perCall, size, "kafkajs")
-  return Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const transport = yield* KafkaJsTransport.make({ brokers: config.brokers, clientId: "partita-bench-produce-kafkajs" })
-    yield* transport.send([{ topic, key: null, value: valueAt(size, 0) }])
-    const start = mark()
-    for (let from = 0; from < count; from += perCall) {
-      yield* transport.send(Array.from({ length: perCall }, (_, index) => ({ topic, key: null, value: valueAt(size, from + index) })))
-    }
-    return since(count, start)
-  })).pipe(Effect.provide(loggingLayer)))
-}
+const partitaKafkajsCase = (perCall: number, size: Size) =>
+  transportSends(
+    KafkaJsTransport.make({ brokers: config.brokers, clientId: "partita-bench-produce-kafkajs" }),
+    perCall,
+    size,
+    countOf(perCall, size, "kafkajs"),
+  )
 
 const fibersCase = (size: Size) => async (round: number): Promise<Measurement> => {
   const topic = await topicOf(round, size)
