@@ -41,7 +41,7 @@
  * are handed to the pool, which then needs no Metadata round trip.
  */
 import { Deferred, Duration, Effect, Exit, Scope } from "effect"
-import type { Acks, ProducerRecord, RecordMetadata, TopicPartition } from "../../Transport.ts"
+import type { Acks, Header, ProducerRecord, RecordMetadata, TopicPartition } from "../../Transport.ts"
 import * as TransportError from "../../TransportError.ts"
 import { partitionForKey } from "../partitioner.ts"
 import { Accumulator, addSequence, type Batch, type Complete, type PartitionQueue, recordSize } from "./accumulator.ts"
@@ -70,6 +70,15 @@ export interface Cluster {
   readonly any: Effect.Effect<Connection, TransportError.TransportError>
   /** Marks a topic's metadata stale: the next `leaderFor` refetches it (or takes the KIP-951 hint). */
   readonly invalidate: (topic: string, hint?: Brokers.LeaderHint) => Effect.Effect<void>
+}
+
+/** A key, value or header value that is present but not bytes (from JavaScript, or a cast). */
+const notBytes = (value: unknown): boolean => value != null && !(value instanceof Uint8Array)
+
+/** Whether a header value is not bytes: a loop, not a closure per record (every traced record has headers). */
+const headerNotBytes = (headers: ReadonlyArray<Header>): boolean => {
+  for (let i = 0; i < headers.length; i++) if (notBytes(headers[i]!.value)) return true
+  return false
 }
 
 /**
@@ -761,18 +770,15 @@ export const make = Effect.fnUntraced(function*(cluster: Cluster, options: Optio
     if (Exit.isFailure(count)) return Exit.fail(TransportError.forRecord(errorOfExit(count, undefined), record.topic, undefined))
     // Checked here, once per record: from JavaScript (or a cast) anything can arrive, and bytes
     // set from a string or a number would be written as zeros, not refused.
-    if (
-      (record.key != null && !(record.key instanceof Uint8Array)) || (record.value != null && !(record.value instanceof Uint8Array)) ||
-      (record.headers !== undefined && record.headers.some((header) => header.value != null && !(header.value instanceof Uint8Array)))
-    ) {
+    if (notBytes(record.key) || notBytes(record.value) || (record.headers !== undefined && headerNotBytes(record.headers))) {
       return Exit.fail(TransportError.forRecord(
         TransportError.make(
           "INVALID_RECORD",
           "send",
           `Cannot produce to ${record.topic}: a record's key, value and header values must be bytes (a Uint8Array) or null, got ${
-            record.key != null && !(record.key instanceof Uint8Array)
+            notBytes(record.key)
               ? `a key of type ${typeof record.key}`
-              : record.value != null && !(record.value instanceof Uint8Array)
+              : notBytes(record.value)
               ? `a value of type ${typeof record.value}`
               : "a header value that is not"
           }: encode it first (Codec)`,
