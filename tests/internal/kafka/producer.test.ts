@@ -316,6 +316,14 @@ kafkaTest("Producer: records for a topic deleted meanwhile fail with UNKNOWN_TOP
     const producer = yield* Producer.make(Producer.fromBrokers(brokers), { deliveryTimeout: "10 minutes" })
     metadataOf((yield* producer.sendEach([{ topic, key: null, value: bytes("before") }]))[0]!)
     yield* admin.deleteTopics([topic])
+    // The deletion reaches the brokers a moment after DeleteTopics returns (its leader may still
+    // take a record): wait until a separate pool's metadata no longer knows the topic.
+    const probe = yield* Brokers.make({ bootstrap: [broker!] })
+    for (let i = 0; i < 200; i++) {
+      yield* probe.invalidate(topic)
+      if (Exit.isFailure(yield* Effect.exit(probe.topics([topic])))) break
+      yield* Effect.sleep("50 millis")
+    }
     const [outcome] = yield* producer.sendEach([{ topic, key: null, value: bytes("after") }])
     const error = errorOf(outcome!)
     assert.equal(error.code, "UNKNOWN_TOPIC_OR_PARTITION")
