@@ -182,7 +182,7 @@ export class TopicNotFound extends Data.TaggedError("TopicNotFound")<{
   readonly role: "dead-letter topic" | "target topic"
 }> {
   override get message(): string {
-    return `Cannot replay: the ${this.role} "${this.topic}" does not exist (check the name, or create it first)`
+    return `The ${this.role} "${this.topic}" does not exist (check the name, or create it first)`
   }
 }
 
