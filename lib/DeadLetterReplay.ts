@@ -341,10 +341,15 @@ export const replay = (options: Options): Effect.Effect<Report, TopicNotFound | 
     const where = options.where ?? {}
     /** Partition counts of the topics letters go back to; `undefined` for one that does not exist. */
     const targets = new Map<string, number | undefined>()
+    // One description at a time, each once: partitions' batches ask concurrently, and kafkajs'
+    // admin fails some of many concurrent topic descriptions.
+    const describing = yield* Semaphore.make(1)
     const partitionsOfTarget = (topic: string) =>
-      targets.has(topic)
-        ? Effect.succeed(targets.get(topic))
-        : Effect.tap(partitionsOf(transport, topic), (count) => Effect.sync(() => targets.set(topic, count)))
+      describing.withPermits(1)(Effect.suspend(() =>
+        targets.has(topic)
+          ? Effect.succeed(targets.get(topic))
+          : Effect.tap(partitionsOf(transport, topic), (count) => Effect.sync(() => targets.set(topic, count)))
+      ))
 
     let moved = 0
     let skipped = 0

@@ -47,19 +47,6 @@ const oneLine = (text: string, max: number): string => {
 
 const decoder = new TextDecoder()
 
-/** The transport operations the lead adds to `Transport`, read structurally until they are on main. */
-interface Admin {
-  readonly listTopics: Effect.Effect<ReadonlyArray<string>, import("../TransportError.ts").TransportError>
-  readonly committedOffsets: (
-    group: string,
-    topics?: ReadonlyArray<string>,
-  ) => Effect.Effect<
-    ReadonlyArray<{ readonly topic: string; readonly partition: number; readonly offset: number }>,
-    import("../TransportError.ts").TransportError
-  >
-}
-const admin = (transport: Transport["Service"]): Admin => transport as unknown as Admin
-
 const replay = (command: Extract<Command, { _tag: "DlqReplay" }>) =>
   Effect.gen(function*() {
     const report = yield* DeadLetterReplay.replay({
@@ -112,29 +99,33 @@ const list = (command: Extract<Command, { _tag: "DlqList" }>) =>
 
 const topics = Effect.gen(function*() {
     const transport = yield* Transport
-    const names = yield* admin(transport).listTopics
-    const described = yield* Effect.forEach(names, transport.describeTopic, { concurrency: 8 })
-    yield* Console.log(table(
-      ["TOPIC", "PARTITIONS", "MESSAGES"],
-      described.map((topic) => [
-        topic.topic,
-        String(topic.partitions.length),
-        String(topic.partitions.reduce((sum, p) => sum + p.highWatermark - p.logStartOffset, 0)),
-      ]),
-    ))
+    const names = yield* transport.listTopics
+    // One topic that cannot be described (being deleted, leaderless) does not hide the others:
+    // its row says "-" and stderr says why. One at a time: kafkajs' admin fails some of many
+    // concurrent topic descriptions (seen on a broker of a thousand topics).
+    const described = yield* Effect.forEach(names, (topic) =>
+      transport.describeTopic(topic).pipe(
+        Effect.map((description) => [
+          topic,
+          String(description.partitions.length),
+          String(description.partitions.reduce((sum, p) => sum + p.highWatermark - p.logStartOffset, 0)),
+        ]),
+        Effect.catch((error) => Effect.as(Console.error(`partita: ${error.message}`), [topic, "-", "-"])),
+      ))
+    yield* Console.log(table(["TOPIC", "PARTITIONS", "MESSAGES"], described))
     return exitCodes.ok
   })
 
 const describeGroup = (command: Extract<Command, { _tag: "GroupsDescribe" }>) =>
   Effect.gen(function*() {
     const transport = yield* Transport
-    const committed = yield* admin(transport).committedOffsets(command.group)
+    const committed = yield* transport.committedOffsets(command.group)
     if (committed.length === 0) {
       yield* Console.log(`Group "${command.group}" has no committed offsets (it does not exist, or has not committed yet)`)
       return exitCodes.ok
     }
     const topicNames = [...new Set(committed.map((offset) => offset.topic))].sort()
-    const described = yield* Effect.forEach(topicNames, transport.describeTopic, { concurrency: 8 })
+    const described = yield* Effect.forEach(topicNames, transport.describeTopic)
     const ends = new Map(described.flatMap((topic) => topic.partitions.map((p) => [`${topic.topic}/${p.partition}`, p.highWatermark] as const)))
     const rows = [...committed]
       .sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition)
