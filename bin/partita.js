@@ -17,7 +17,7 @@ if (isNode && entry.includes("/node_modules/")) {
 } else {
   const [major, minor] = process.versions.node.split(".").map(Number)
   if (major < 22 || (major === 22 && minor < 6)) {
-    process.stderr.write(`partita: Node ${process.versions.node} cannot run TypeScript: use Node 22.6 or newer, Bun (bunx partita) or Deno (deno run -A bin/partita.ts)\n`)
+    process.stderr.write(`partita: Node ${process.versions.node} cannot run TypeScript: use Node 22.6 or newer, Bun (bun bin/partita.ts) or Deno (deno run -A bin/partita.ts)\n`)
     process.exit(2)
   }
   const child = spawnSync(process.execPath, ["--experimental-strip-types", "--no-warnings", entry, ...process.argv.slice(2)], { stdio: "inherit" })
