@@ -17,7 +17,8 @@
  * with it. The letters themselves stay in the dead-letter topic, as Kafka topics keep records.
  *
  * Letters a filter (`where`, `since`) leaves out are passed over, and so are letters that cannot
- * be moved (no `partita.dlq.*` headers, a source topic that no longer exists): each of those is
+ * be moved (no `partita.dlq.*` headers, a source topic that no longer exists, a value cut to fit
+ * the dead-letter topic): each of those is
  * in the report with its offset, never a failure of the replay. Both are passed for the group
  * too: a later replay with another filter, or once the source topic is back, needs a `group` of
  * its own (and `since`, to start near them).
@@ -63,6 +64,10 @@ export const headers = {
   attempts: "partita.dlq.attempts",
   time: "partita.dlq.time",
   actor: "partita.dlq.actor",
+  /** `truncated` or `omitted` when the letter's value was cut to fit the topic's size limit. */
+  value: "partita.dlq.value",
+  originalSize: "partita.dlq.original.size",
+  originalSha256: "partita.dlq.original.sha256",
   /** Added by a replay: `<dead-letter topic>/<partition>@<offset>` of the letter it came from. */
   replayedFrom: "partita.replayed-from",
 } as const
@@ -144,7 +149,7 @@ export class NotADeadLetter extends Data.TaggedError("NotADeadLetter")<{
   readonly missing: string
 }> {
   override get message(): string {
-    return `Record ${this.letter} is not a dead letter: it has no "${this.missing}" header, so its source is unknown; it stays where it is (replay it with a target topic of your own)`
+    return `Record ${this.letter} is not a dead letter: it has no "${this.missing}" header, so its source is unknown; it stays where it is`
   }
 }
 
@@ -164,12 +169,32 @@ export class SourceTopicMissing extends Data.TaggedError("SourceTopicMissing")<{
 }
 
 /**
+ * A letter whose value was cut (`truncated` or `omitted`) when it was written, to fit the
+ * dead-letter topic's size limit: replaying it would publish a value that is not the record's.
+ *
+ * @since 0.4.0
+ * @category errors
+ */
+export class IncompleteLetter extends Data.TaggedError("IncompleteLetter")<{
+  readonly letter: string
+  readonly form: string
+  /** Where the whole record was, for fetching it while the source topic still retains it. */
+  readonly source: string
+  readonly originalSize: number | undefined
+}> {
+  override get message(): string {
+    const size = this.originalSize === undefined ? "" : ` (it was ${this.originalSize} bytes)`
+    return `Dead letter ${this.letter} was not moved: its value was ${this.form} when it was dead-lettered${size}, so it is not the record's; it stays in the dead-letter topic (the whole record is ${this.source}, while its topic retains it)`
+  }
+}
+
+/**
  * Why one letter was not moved; the replay goes on with the others.
  *
  * @since 0.4.0
  * @category errors
  */
-export type LetterError = NotADeadLetter | SourceTopicMissing
+export type LetterError = NotADeadLetter | SourceTopicMissing | IncompleteLetter
 
 /**
  * A topic the replay needs does not exist: the dead-letter topic, or the target topic given.
@@ -234,9 +259,11 @@ export interface Letter {
   readonly actor?: string | undefined
   readonly error?: { readonly tag: string; readonly message: string } | undefined
   readonly attempts?: number | undefined
+  /** Set when the value was cut to fit the dead-letter topic: `truncated` or `omitted`. */
+  readonly valueCut?: { readonly form: string; readonly originalSize: number | undefined } | undefined
   readonly key: Uint8Array | null
   readonly value: Uint8Array | null
-  /** The original record's headers: the letter's, without `partita.dlq.*`. */
+  /** The original record's headers: the letter's, without `partita.dlq.*` (nor an earlier replay's `partita.replayed-from`). */
   readonly headers: ReadonlyArray<Header>
 }
 
@@ -254,7 +281,7 @@ export const parse = (record: ConsumerRecord): Letter => {
   for (const header of record.headers) {
     if (header.key.startsWith(headers.prefix)) {
       if (header.value !== null) found.set(header.key, utf8.decode(header.value))
-    } else original.push(header)
+    } else if (header.key !== headers.replayedFrom) original.push(header)
   }
   const number = (key: string) => {
     const text = found.get(key)
@@ -267,6 +294,7 @@ export const parse = (record: ConsumerRecord): Letter => {
   const errorTag = found.get(headers.errorTag)
   const actor = found.get(headers.actor)
   const attempts = number(headers.attempts)
+  const valueForm = found.get(headers.value)
   return {
     topic: record.topic,
     partition: record.partition,
@@ -278,6 +306,7 @@ export const parse = (record: ConsumerRecord): Letter => {
     ...(actor !== undefined ? { actor } : {}),
     ...(errorTag !== undefined ? { error: { tag: errorTag, message: found.get(headers.errorMessage) ?? "" } } : {}),
     ...(attempts !== undefined ? { attempts } : {}),
+    ...(valueForm !== undefined ? { valueCut: { form: valueForm, originalSize: number(headers.originalSize) } } : {}),
     key: record.key,
     value: record.value,
     headers: original,
@@ -368,6 +397,10 @@ export const replay = (options: Options): Effect.Effect<Report, TopicNotFound | 
           return { tag, kind: "failed", error: new NotADeadLetter({ letter: at, missing }) }
         }
         if (record.timestamp < since || !matches(where, letter)) return { tag, kind: "skipped" }
+        if (letter.valueCut !== undefined) {
+          const error = new IncompleteLetter({ letter: at, form: letter.valueCut.form, source: positionOf(letter.source), originalSize: letter.valueCut.originalSize })
+          return { tag, kind: "failed", error }
+        }
         const topic = options.to ?? letter.source.topic
         const partitions = yield* partitionsOfTarget(topic)
         if (partitions === undefined) return { tag, kind: "failed", error: new SourceTopicMissing({ letter: at, topic }) }

@@ -104,6 +104,8 @@ export const scan = <E, R>(
           yield* event.acknowledge
         })
       ),
+      // The events end only as the subscription closes, which this scope does after `finished`.
+      Effect.andThen(Effect.die(new Error(`The subscription to "${options.topic}" ended before its read did`))),
       Effect.exit,
       Effect.flatMap(fail),
       Effect.forkIn(scope),
