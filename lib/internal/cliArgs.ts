@@ -137,24 +137,21 @@ const parseSince = (text: string): Date | Duration.Duration | undefined => {
 interface Spec {
   readonly help: string
   readonly helpCommand: string
-  /** Flags that take a value; `repeatable` ones collect every value. */
+  /** Flags, each taking a value; `repeatable` ones collect every value. */
   readonly values: ReadonlyArray<string>
   readonly repeatable?: ReadonlyArray<string>
-  readonly switches?: ReadonlyArray<string>
   /** How many positional arguments. */
   readonly positionals: number
 }
 
 interface Parsed {
   readonly values: Map<string, Array<string>>
-  readonly switches: Set<string>
   readonly positionals: Array<string>
 }
 
 const parseFlags = (args: ReadonlyArray<string>, spec: Spec): Parsed | UsageError | "help" => {
   const fail = (problem: string) => new UsageError({ problem, help: spec.helpCommand })
   const values = new Map<string, Array<string>>()
-  const switches = new Set<string>()
   const positionals: Array<string> = []
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!
@@ -165,11 +162,6 @@ const parseFlags = (args: ReadonlyArray<string>, spec: Spec): Parsed | UsageErro
     }
     const equals = arg.indexOf("=")
     const name = equals === -1 ? arg.slice(2) : arg.slice(2, equals)
-    if (spec.switches?.includes(name)) {
-      if (equals !== -1) return fail(`--${name} takes no value`)
-      switches.add(name)
-      continue
-    }
     if (!spec.values.includes(name)) return fail(`Unknown option --${name}`)
     const value = equals === -1 ? args[++i] : arg.slice(equals + 1)
     if (value === undefined || value === "" || (equals === -1 && value.startsWith("--"))) return fail(`--${name} needs a value`)
@@ -180,7 +172,7 @@ const parseFlags = (args: ReadonlyArray<string>, spec: Spec): Parsed | UsageErro
   if (positionals.length > spec.positionals) {
     return fail(`Unexpected argument "${positionals[spec.positionals]}"`)
   }
-  return { values, switches, positionals }
+  return { values, positionals }
 }
 
 const positiveInteger = (text: string | undefined): number | undefined => {
