@@ -116,6 +116,7 @@ export interface Options {
 }
 
 /**
+ * - `batchSize`: letters per transaction, at most (also the fetch batch size).
  * - `idleTimeout`: how long a partition short of its end waits for a letter before it counts as
  *   done (the last offsets of a log written transactionally can be markers, which take an offset
  *   but are never read).
