@@ -125,7 +125,7 @@ test("A retried record shows its attempts on its process span, and a dead-letter
         topics: ["orders"],
         value: Order,
         handle: () => Effect.fail(new Flaky()),
-        onError: { Flaky: ErrorPolicy.retry(Schedule.spaced("5 millis"), { times: 2 }), DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
+        onError: { Flaky: ErrorPolicy.retry(Schedule.spaced("5 millis"), { times: 2, then: "dead-letter" }), DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
         deadLetter: { topic: "orders.dlq" },
       })
       const orders = Producer.forTopic({ topic: "orders", value: Order })

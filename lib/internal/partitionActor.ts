@@ -28,6 +28,7 @@ import type { Actor } from "../Actor.ts"
 import { Producer } from "../Producer.ts"
 import type { ConsumerRecord, PartitionClaim, Subscription, Transport } from "../Transport.ts"
 import * as Tracing from "../Tracing.ts"
+import * as BatchProcessor from "./batchProcessor.ts"
 import * as Committer from "./committer.ts"
 import * as DeadLetter from "./deadLetter.ts"
 import { DurationHistogram } from "./durationHistogram.ts"
@@ -192,8 +193,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     let consumedHere: Metric.Counter<number> | undefined
     const countConsumed = (records: number) =>
       Metric.update(consumedHere ??= Metric.withAttributes(consumed, attributes), records)
-    const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped") =>
-      Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), 1)
+    const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped", records = 1) =>
+      Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), records)
 
     // Read once: the hot path uses the clock synchronously, per record.
     const clock = yield* Clock.Clock
@@ -295,7 +296,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const carried = transactions === undefined ? undefined : new Map<number, Processor.Carried>()
 
     let deadLetter: ReturnType<typeof DeadLetter.make> | undefined
-    const processor = Processor.make<R>({
+    const processorDeps = {
       // Key lanes finish records of several chunks at once: each leaves the mailbox's bound when done.
       onSettled: actor.ordering._tag === "Partition" ? undefined : (record) => mailbox.release(record),
       actor,
@@ -308,7 +309,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       pauseFor,
       resumeFor,
       // Made for the first dead letter: most partitions never write one.
-      deadLetter: (record, error, attempts) =>
+      deadLetter: (record: ConsumerRecord, error: { readonly _tag: string; readonly message?: string }, attempts: number) =>
         (deadLetter ??= DeadLetter.make({
           actor: actor as Actor<unknown>,
           // Exactly-once: a dead letter joins the transaction of its record's offset.
@@ -322,10 +323,22 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         }))(record, error, attempts),
       outcome,
       startable,
+    } satisfies Omit<Processor.ProcessorDeps<R>, "transactions">
+    const processor = Processor.make<R>({
+      ...processorDeps,
       transactions: transactions === undefined || carried === undefined ? undefined : {
         produced: transactions.produced,
         carried,
         rewind: (reason) => Effect.die(new PartitionTransactions.TransactionAborted(reason, undefined)),
+      },
+    })
+    // A batch actor's records go to its batch handler; exactly-once, each batch is a transaction.
+    const batches = actor.batch === undefined ? undefined : BatchProcessor.make<R>({
+      ...processorDeps,
+      transaction: transactions === undefined ? undefined : {
+        begin: transactions.begin,
+        commit: Effect.suspend(() => transactions.commit(tracker.committable())),
+        abort: transactions.abort,
       },
     })
 
@@ -487,7 +500,78 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
     }
 
-    const processing = transactions !== undefined
+    /**
+     * Batch actors: the next batch, up to `batch.maxRecords` records, waiting for more for at most
+     * `batch.maxWait` from the first one taken (by the clock, so TestClock drives it) unless the
+     * actor is stopping; undefined once the mailbox ended empty.
+     */
+    const gather = (maxRecords: number, maxWaitMillis: number): Effect.Effect<ReadonlyArray<ConsumerRecord> | undefined> =>
+      Effect.gen(function*() {
+        const taken = yield* Effect.exit(mailbox.take(maxRecords))
+        if (Exit.isFailure(taken)) return undefined
+        if (taken.value.length >= maxRecords) return taken.value
+        const parts = [taken.value]
+        let count = taken.value.length
+        const due = clock.currentTimeMillisUnsafe() + maxWaitMillis
+        while (count < maxRecords) {
+          const more = mailbox.pollHeld(maxRecords - count, false)
+          if (more !== undefined) {
+            parts.push(more)
+            count += more.length
+            continue
+          }
+          const left = due - clock.currentTimeMillisUnsafe()
+          if (stopping !== "no" || left <= 0) break
+          const woke = yield* Effect.raceFirst(Effect.exit(mailbox.available), Effect.as(Effect.sleep(left), "due" as const))
+          if (woke === "due" || Exit.isFailure(woke)) break
+        }
+        return parts.length === 1 ? parts[0]! : parts.flat()
+      })
+    /** Batch actors in partition order (at-least-once, at-most-once), as `inPartitionOrder` is for records. */
+    const inBatches = (batches: BatchProcessor.BatchProcessor<R>, maxRecords: number, maxWaitMillis: number): Effect.Effect<void, Processor.Halted, R> =>
+      Effect.gen(function*() {
+        while (true) {
+          if (resuming) {
+            const pending = current.filter((record) => !tracker.isCompleted(record.offset))
+            if (pending.length > 0 && stopping !== "in-flight") {
+              yield* commitAhead(pending)
+              yield* batches.handle(pending)
+            }
+            resuming = false
+            continue
+          }
+          if (stopping === "in-flight") return
+          const gathered = yield* gather(maxRecords, maxWaitMillis)
+          if (gathered === undefined) return
+          current = gathered
+          yield* resumeWhenRoom
+          yield* countConsumed(current.length)
+          yield* commitAhead(current)
+          yield* batches.handle(current)
+          if (mailbox.size === 0) committer.request()
+        }
+      })
+    /** Exactly-once batch actors: each batch commits in a transaction of its own (see `batchProcessor.ts`); a stop returns at once. */
+    const inTransactionBatches = (batches: BatchProcessor.BatchProcessor<R>, maxRecords: number, maxWaitMillis: number): Effect.Effect<void, Processor.Halted, R> =>
+      Effect.gen(function*() {
+        while (true) {
+          if (stopping !== "no") return
+          const gathered = yield* gather(maxRecords, maxWaitMillis)
+          if (gathered === undefined) return
+          current = gathered
+          yield* resumeWhenRoom
+          yield* countConsumed(current.length)
+          yield* batches.handle(current)
+        }
+      })
+
+    const processing = batches !== undefined
+      ? (transactions !== undefined ? inTransactionBatches : inBatches)(
+        batches,
+        actor.batch!.maxRecords,
+        Duration.toMillis(Duration.fromInputUnsafe(actor.batch!.maxWait)),
+      )
+      : transactions !== undefined
       ? inTransactions(transactions)
       : actor.ordering._tag === "Partition"
       ? inPartitionOrder
