@@ -18,6 +18,7 @@
  */
 import { Cause, Duration, Effect, Exit, Schedule, Tracer } from "effect"
 import { type Actor, type BatchRecord, type DecodeError, HandlerTimeout } from "../Actor.ts"
+import * as Codec from "../Codec.ts"
 import type { ErrorPolicy } from "../ErrorPolicy.ts"
 import type { ConsumerRecord, Header } from "../Transport.ts"
 import { describe } from "./errorText.ts"
@@ -38,16 +39,20 @@ export interface BatchProcessor<R> {
   readonly handle: (records: ReadonlyArray<ConsumerRecord>) => Effect.Effect<void, Halted, R>
 }
 
-/** A record that decoded, with how often it was handed to the handler. */
-interface Item {
-  readonly record: ConsumerRecord
-  readonly value: unknown
-  readonly key: unknown
-  attempts: number
+/**
+ * One record of a unit of work (a batch, a half of one, a record that did not decode) on its
+ * latest try: what the policy needs of it, and the same for the next try.
+ */
+interface Tried<Self> {
+  readonly attempt: number
+  readonly next: () => Self
 }
 
-/** What the handler sees of one record on one try: a fresh object per try, so one it keeps never changes. */
-class BatchRecordView implements BatchRecord<unknown, unknown> {
+/**
+ * What the handler sees of one record on one try. A fresh object per try (`next`), so one the
+ * handler keeps never changes; the first try's are the only ones most records ever get.
+ */
+class BatchRecordView implements BatchRecord<unknown, unknown>, Tried<BatchRecordView> {
   readonly value: unknown
   readonly key: unknown
   readonly topic: string
@@ -56,19 +61,41 @@ class BatchRecordView implements BatchRecord<unknown, unknown> {
   readonly timestamp: number
   readonly attempt: number
   readonly #record: ConsumerRecord
-  constructor(item: Item) {
-    this.value = item.value
-    this.key = item.key
-    this.topic = item.record.topic
-    this.partition = item.record.partition
-    this.offset = item.record.offset
-    this.timestamp = item.record.timestamp
-    this.attempt = item.attempts
-    this.#record = item.record
+  constructor(record: ConsumerRecord, value: unknown, key: unknown, attempt: number) {
+    this.value = value
+    this.key = key
+    this.topic = record.topic
+    this.partition = record.partition
+    this.offset = record.offset
+    this.timestamp = record.timestamp
+    this.attempt = attempt
+    this.#record = record
   }
   // Read from the record when asked: Partita's own client decodes headers on access.
   get headers(): ReadonlyArray<Header> {
     return this.#record.headers
+  }
+  next(): BatchRecordView {
+    return new BatchRecordView(this.#record, this.value, this.key, this.attempt + 1)
+  }
+  static recordOf(view: BatchRecordView): ConsumerRecord {
+    return view.#record
+  }
+}
+
+/** A record that did not decode: tried (decoded) again only if its policy retries. */
+class Undecoded implements Tried<Undecoded> {
+  readonly record: ConsumerRecord
+  readonly attempt: number
+  constructor(record: ConsumerRecord, attempt: number) {
+    this.record = record
+    this.attempt = attempt
+  }
+  next(): Undecoded {
+    return new Undecoded(this.record, this.attempt + 1)
+  }
+  static recordOf(item: Undecoded): ConsumerRecord {
+    return item.record
   }
 }
 
@@ -96,19 +123,15 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
     })
 
   /** One call of the batch handler, under the actor's timeout. */
-  const attempt = (items: ReadonlyArray<Item>): Effect.Effect<void, unknown, R> => {
-    const views = items.map((item) => {
-      item.attempts++
-      return new BatchRecordView(item)
-    })
+  const attempt = (views: ReadonlyArray<BatchRecordView>): Effect.Effect<void, unknown, R> => {
     const handled = batch.handle(views)
     if (timeout === undefined || Exit.isExit(handled)) return handled
-    const first = items[0]!.record
+    const first = views[0]!
     return Effect.timeoutOrElse(handled, {
       duration: timeout,
       orElse: () =>
         Effect.fail(
-          new HandlerTimeout({ topic: first.topic, partition: first.partition, offset: first.offset, timeout, records: items.length }),
+          new HandlerTimeout({ topic: first.topic, partition: first.partition, offset: first.offset, timeout, records: views.length }),
         ),
     })
   }
@@ -142,17 +165,18 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
 
   /**
    * Handles `items` to their end: tries until one succeeds or the policy of the error gives up,
-   * then its end for all of them, or, bisecting, each half the same way. A failure already known
-   * (a record that did not decode, `tryAgain` re-decoding it) starts from `firstFailure`.
+   * then its end for all of them, or, bisecting, each half the same way. `items` are on the try
+   * they are about to get, unless `firstFailure` says how that try ended (a record that did not
+   * decode): the policy starts from there.
    */
-  const runUnit = <I>(
-    items: ReadonlyArray<I>,
+  const runUnit = <I extends Tried<I>>(
+    given: ReadonlyArray<I>,
     recordOf: (item: I) => ConsumerRecord,
-    attemptsOf: (item: I) => number,
     tryOnce: (items: ReadonlyArray<I>) => Effect.Effect<void, unknown, R>,
     firstFailure: Cause.Cause<unknown> | undefined,
   ): Effect.Effect<void, Halted, R> =>
     Effect.gen(function*() {
+      let items = given
       const startedMillis = clock.currentTimeMillisUnsafe()
       const records = items.map(recordOf)
       const first = records[0]!
@@ -172,7 +196,10 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
           return Exit.isSuccess(next) ? next.value[1] : undefined
         })
       const end = (then: "dead-letter" | "skip" | "halt", error: Failure) =>
-        terminal(then, error, records, (index) => attemptsOf(items[index]!), startedMillis)
+        terminal(then, error, records, (index) => items[index]!.attempt, startedMillis)
+      const advance = () => {
+        items = items.map((item) => item.next())
+      }
       let cause = firstFailure
       let retries = 0
       while (true) {
@@ -197,7 +224,7 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
         status.lastError = describe(error)
         yield* deps.outcome("failed", records.length)
         const policy = actor.policyFor(error._tag)
-        const tries = attemptsOf(items[0]!)
+        const tries = items[0]!.attempt
         yield* Effect.logWarning(`${where} failed on attempt ${tries} with ${describe(error)} (policy ${policy._tag})`)
         if (policy._tag === "Retry") {
           const delay = policy.times !== undefined && retries >= policy.times ? undefined : yield* nextDelay(policy, error)
@@ -205,8 +232,9 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
             if (policy.bisect && items.length > 1) {
               const half = Math.ceil(items.length / 2)
               if (hooks.enabled) yield* hooks.onRecordRetry("bisect", { attempt: tries + 1, delayMillis: 0, error: error._tag })
-              yield* runUnit(items.slice(0, half), recordOf, attemptsOf, tryOnce, undefined)
-              yield* runUnit(items.slice(half), recordOf, attemptsOf, tryOnce, undefined)
+              advance()
+              yield* runUnit(items.slice(0, half), recordOf, tryOnce, undefined)
+              yield* runUnit(items.slice(half), recordOf, tryOnce, undefined)
               return
             }
             yield* end(policy.then, error)
@@ -219,6 +247,7 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
             yield* hooks.onRecordRetry("retry", { attempt: tries + 1, delayMillis: Duration.toMillis(delay), error: error._tag })
           }
           yield* Effect.sleep(delay)
+          advance()
           retries++
           continue
         }
@@ -234,6 +263,7 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
           }
           yield* deps.pauseFor("policy")
           yield* Effect.sleep(delay)
+          advance()
           continue
         }
         yield* end(policy._tag === "DeadLetter" ? "dead-letter" : policy._tag === "Skip" ? "skip" : "halt", error)
@@ -243,57 +273,60 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
       status.state = "running"
     })
 
-  /** A record that did not decode, tried (decoded) again if its policy says to retry. */
-  interface Undecoded {
-    readonly record: ConsumerRecord
-    attempts: number
-  }
-  const redecode = (items: ReadonlyArray<Undecoded>): Effect.Effect<void, DecodeError> =>
-    Effect.suspend(() => {
-      const item = items[0]!
-      item.attempts++
-      return Effect.asVoid(decode(item.record))
-    })
+  const redecode = (items: ReadonlyArray<Undecoded>): Effect.Effect<void, DecodeError> => Effect.asVoid(decode(items[0]!.record))
 
-  /** The record's value and key, decoded; `Exit`s from the built-in codecs are read without running an effect. */
-  const decode = (record: ConsumerRecord): Effect.Effect<readonly [unknown, unknown], DecodeError> => {
-    const value = actor.decodeValue(record.value)
-    const key = actor.decodeKey(record.key)
+  /** The record's value and key, decoded from what its codecs answered; `Exit`s are read without running an effect. */
+  const decoded = (
+    record: ConsumerRecord,
+    value: Effect.Effect<unknown, Codec.CodecError>,
+    key: Effect.Effect<unknown, Codec.CodecError>,
+  ): Effect.Effect<readonly [unknown, unknown], DecodeError> => {
     if (Exit.isExit(value) && Exit.isExit(key)) {
-      if (Exit.isFailure(value)) return Effect.mapError(value as Exit.Exit<never, never>, decodeErrorOf(record, "value"))
-      if (Exit.isFailure(key)) return Effect.mapError(key as Exit.Exit<never, never>, decodeErrorOf(record, "key"))
+      if (Exit.isFailure(value)) return Effect.mapError(value as Exit.Exit<never, Codec.CodecError>, decodeErrorOf(record, "value"))
+      if (Exit.isFailure(key)) return Effect.mapError(key as Exit.Exit<never, Codec.CodecError>, decodeErrorOf(record, "key"))
       return Exit.succeed([value.value, key.value] as const)
     }
     return Effect.flatMap(Effect.mapError(value, decodeErrorOf(record, "value")), (decodedValue) =>
       Effect.map(Effect.mapError(key, decodeErrorOf(record, "key")), (decodedKey) => [decodedValue, decodedKey] as const))
   }
+  const decode = (record: ConsumerRecord) => decoded(record, actor.decodeValue(record.value), actor.decodeKey(record.key))
 
+  const bytesOnly = actor.decodeValue === Codec.bytes.decode && actor.decodeKey === Codec.bytes.decode
   const handleStartable = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.gen(function*() {
       status.lastOutcome = "handled"
-      const items: Array<Item> = []
-      const undecoded: Array<{ readonly record: ConsumerRecord; readonly cause: Cause.Cause<unknown> }> = []
-      for (const record of records) {
-        const decoded = decode(record)
-        const exit: Exit.Exit<readonly [unknown, unknown], DecodeError> = Exit.isExit(decoded)
-          ? decoded as Exit.Exit<readonly [unknown, unknown], DecodeError>
-          : yield* Effect.exit(decoded)
-        if (Exit.isSuccess(exit)) items.push({ record, value: exit.value[0], key: exit.value[1], attempts: 0 })
-        else undecoded.push({ record, cause: exit.cause })
+      const views: Array<BatchRecordView> = []
+      let undecoded: Array<{ readonly record: ConsumerRecord; readonly cause: Cause.Cause<unknown> }> | undefined
+      for (let i = 0; i < records.length; i++) {
+        const record = records[i]!
+        if (bytesOnly) {
+          views.push(new BatchRecordView(record, record.value, record.key, 1))
+          continue
+        }
+        // The built-in codecs answer with an `Exit`: read at once, no effect per record.
+        const value = actor.decodeValue(record.value)
+        const key = actor.decodeKey(record.key)
+        if (Exit.isExit(value) && Exit.isExit(key) && Exit.isSuccess(value) && Exit.isSuccess(key)) {
+          views.push(new BatchRecordView(record, value.value, key.value, 1))
+          continue
+        }
+        const exit = yield* Effect.exit(decoded(record, value, key))
+        if (Exit.isSuccess(exit)) views.push(new BatchRecordView(record, exit.value[0], exit.value[1], 1))
+        else (undecoded ??= []).push({ record, cause: exit.cause })
       }
-      if (items.length > 0) {
-        yield* runUnit(items, (item) => item.record, (item) => item.attempts, attempt, undefined)
-      }
+      if (views.length > 0) yield* runUnit(views, BatchRecordView.recordOf, attempt, undefined)
       // Each on its own, as a per-record actor's: a dead letter, a skip, a halt.
-      for (const { record, cause } of undecoded) {
-        const unit: ReadonlyArray<Undecoded> = [{ record, attempts: 1 }]
-        yield* runUnit(unit, (item) => item.record, (item) => item.attempts, redecode, cause)
+      if (undecoded !== undefined) {
+        for (const { record, cause } of undecoded) {
+          yield* runUnit([new Undecoded(record, 1)], Undecoded.recordOf, redecode, cause)
+        }
       }
     })
 
   const handle = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.suspend(() => {
-      const startable = records.filter(deps.startable)
+      // Usually all of them: filtered (copied) only when some may not start.
+      const startable = records.every(deps.startable) ? records : records.filter(deps.startable)
       if (startable.length === 0) return Effect.void
       if (!hooks.enabled) return handleStartable(startable)
       const span = hooks.onBatchStart(startable)
