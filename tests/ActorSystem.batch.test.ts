@@ -13,8 +13,8 @@ import * as ActorSystem from "../lib/ActorSystem.ts"
 import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
 import * as MemoryTransport from "../lib/MemoryTransport.ts"
 import * as Ordering from "../lib/Ordering.ts"
-import { createTopics, headerText, readAll, sendJson } from "./fixtures/actors.ts"
-import { batchCases, bisectionSizes, type Call, callOf, Event, StoreError } from "./fixtures/batch.ts"
+import { createTopics, eventually, headerText, readAll, sendJson } from "./fixtures/actors.ts"
+import { batchCases, bisectionSizes, type Call, callOf, committedTo, Event, StoreError } from "./fixtures/batch.ts"
 import { run } from "./fixtures/effect.ts"
 
 batchCases({
@@ -205,6 +205,91 @@ test("ActorSystem refuses a batch actor with key or unordered ordering, or per-m
       assert.match(yield* refused(perMember), /batch handler and per-member transactions/)
       const untyped = Actor.make({ ...base, name: "both", handle: () => Effect.void } as never) as Actor.Actor<never>
       assert.match(yield* refused(untyped), /sets both handle and handleBatch/)
+    }),
+    MemoryTransport.layer(),
+  ))
+
+test("A defect in a batch handler restarts the partition actor, which hands the batch's records over again", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["events", 1])
+      const calls: Array<Call> = []
+      const actor = Actor.make({
+        name: "defective",
+        topics: ["events"],
+        value: Event,
+        handleBatch: (records): Effect.Effect<void> =>
+          Effect.suspend(() => {
+            calls.push(callOf(records))
+            return calls.length === 1 ? Effect.die(new Error("boom")) : Effect.void
+          }),
+        batch: { maxRecords: 20, maxWait: "10 millis" },
+        onError: { default: ErrorPolicy.halt },
+        supervision: { schedule: Schedule.spaced("10 millis") },
+        commit: { interval: "20 millis" },
+      })
+      yield* sendJson("events", Array.from({ length: 20 }, (_, id) => ({ value: { id }, partition: 0 })))
+      const system = yield* ActorSystem.start([actor])
+      yield* committedTo(system, [20], 10)
+      assert.deepEqual(calls.slice(0, 2).map((call) => call.offsets), [calls[0]!.offsets, calls[0]!.offsets], "the same records again")
+      assert.deepEqual(calls.slice(1).flatMap((call) => call.offsets), Array.from({ length: 20 }, (_, i) => i))
+      const [partition] = (yield* system.health).partitions
+      assert.deepEqual([partition?.restarts, partition?.processed, partition?.state], [1, 20, "running"])
+    }),
+    MemoryTransport.layer(),
+  ))
+
+test("pausePartition pauses and retries a failed batch until it succeeds; skip ends it whole; halt stops the partition before it", () =>
+  run(
+    Effect.gen(function*() {
+      yield* createTopics(["paused", 1], ["skipped", 1], ["halted", 1])
+      let pausedTries = 0
+      const pausing = Actor.make({
+        name: "pausing",
+        topics: ["paused"],
+        value: Event,
+        handleBatch: () => Effect.suspend(() => ++pausedTries < 3 ? Effect.fail(new StoreError({ reason: "down" })) : Effect.void),
+        batch: { maxRecords: 5, maxWait: "10 millis" },
+        onError: { StoreError: ErrorPolicy.pausePartition(Schedule.spaced("10 millis")), DecodeError: ErrorPolicy.halt },
+        commit: { interval: "20 millis" },
+      })
+      const skipping = Actor.make({
+        name: "skipping",
+        topics: ["skipped"],
+        value: Event,
+        handleBatch: () => Effect.fail(new StoreError({ reason: "never" })),
+        batch: { maxRecords: 5, maxWait: "10 millis" },
+        onError: { StoreError: ErrorPolicy.skip, DecodeError: ErrorPolicy.halt },
+        commit: { interval: "20 millis" },
+      })
+      const halting = Actor.make({
+        name: "halting",
+        topics: ["halted"],
+        value: Event,
+        handleBatch: () => Effect.fail(new StoreError({ reason: "never" })),
+        batch: { maxRecords: 5, maxWait: "10 millis" },
+        onError: { default: ErrorPolicy.halt },
+        commit: { interval: "20 millis" },
+      })
+      for (const topic of ["paused", "skipped", "halted"]) {
+        yield* sendJson(topic, Array.from({ length: 5 }, (_, id) => ({ value: { id }, partition: 0 })))
+      }
+      const system = yield* ActorSystem.start([pausing, skipping, halting])
+      const byActor = (name: string) => Effect.map(system.health, (health) => health.partitions.find((p) => p.actor === name))
+      let states: Array<string> = []
+      yield* Effect.raceFirst(
+        eventually(10, "each actor's end", () => states.join() === "running 5 5,running 5 0,halted 0 0"),
+        Effect.forever(Effect.andThen(
+          Effect.map(Effect.all([byActor("pausing"), byActor("skipping"), byActor("halting")]), (partitions) => {
+            states = partitions.map((p) => p === undefined ? "unassigned" : `${p.state} ${p.committed} ${p.processed - p.skipped}`)
+          }),
+          Effect.sleep("10 millis"),
+        )),
+      )
+      assert.equal(pausedTries, 3)
+      assert.equal((yield* byActor("pausing"))?.paused, false, "resumed once the batch succeeded")
+      assert.equal((yield* byActor("skipping"))?.skipped, 5, "skip counts records")
+      assert.match((yield* byActor("halting"))?.lastError ?? "", /StoreError/)
     }),
     MemoryTransport.layer(),
   ))
