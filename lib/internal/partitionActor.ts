@@ -7,7 +7,9 @@
  *   memory stays bounded whatever the backlog;
  * - the processor (here) takes records from the mailbox and handles them under the ordering
  *   mode: a chunk at a time in partition order, or through key lanes (`lanes.ts`) that let keys
- *   progress independently; `processor.ts` handles one record under the error policy. Defects
+ *   progress independently; `processor.ts` handles one record under the error policy. A batch
+ *   actor's records are gathered into batches (`batch.maxRecords`, `batch.maxWait`) for
+ *   `batchProcessor.ts`, which applies the policy to a batch and bisects it. Defects
  *   restart it on the supervision schedule, and it resumes with the records that had not completed;
  * - the `OffsetTracker` says which offset is safe to commit, and the `Committer` commits it on
  *   an interval or when asked, backing off after failures;
@@ -296,7 +298,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const carried = transactions === undefined ? undefined : new Map<number, Processor.Carried>()
 
     let deadLetter: ReturnType<typeof DeadLetter.make> | undefined
-    const processorDeps = {
+    const processor = Processor.make<R>({
       // Key lanes finish records of several chunks at once: each leaves the mailbox's bound when done.
       onSettled: actor.ordering._tag === "Partition" ? undefined : (record) => mailbox.release(record),
       actor,
@@ -309,7 +311,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       pauseFor,
       resumeFor,
       // Made for the first dead letter: most partitions never write one.
-      deadLetter: (record: ConsumerRecord, error: { readonly _tag: string; readonly message?: string }, attempts: number) =>
+      deadLetter: (record, error, attempts) =>
         (deadLetter ??= DeadLetter.make({
           actor: actor as Actor<unknown>,
           // Exactly-once: a dead letter joins the transaction of its record's offset.
@@ -323,9 +325,6 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         }))(record, error, attempts),
       outcome,
       startable,
-    } satisfies Omit<Processor.ProcessorDeps<R>, "transactions">
-    const processor = Processor.make<R>({
-      ...processorDeps,
       transactions: transactions === undefined || carried === undefined ? undefined : {
         produced: transactions.produced,
         carried,
@@ -334,7 +333,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     })
     // A batch actor's records go to its batch handler; exactly-once, each batch is a transaction.
     const batches = actor.batch === undefined ? undefined : BatchProcessor.make<R>({
-      ...processorDeps,
+      ...processor.deps,
       transaction: transactions === undefined ? undefined : {
         begin: transactions.begin,
         commit: Effect.suspend(() => transactions.commit(tracker.committable())),
@@ -501,12 +500,19 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     }
 
     /**
-     * Batch actors: the next batch, up to `batch.maxRecords` records, waiting for more for at most
-     * `batch.maxWait` from the first one taken (by the clock, so TestClock drives it) unless the
-     * actor is stopping; undefined once the mailbox ended empty.
+     * Batch actors, in partition order: a batch at a time, gathered from the mailbox, handed to the
+     * batch processor; after a restart it first finishes what the failed batch left, as
+     * `inPartitionOrder` does for records. Exactly-once, each batch commits in a transaction of its
+     * own (see `batchProcessor.ts`), and a stop returns at once. Made only for a batch actor.
      */
-    const gather = (maxRecords: number, maxWaitMillis: number): Effect.Effect<ReadonlyArray<ConsumerRecord> | undefined> =>
-      Effect.gen(function*() {
+    const inBatches = (batches: BatchProcessor.BatchProcessor<R>, maxRecords: number, maxWait: Duration.Input): Effect.Effect<void, Processor.Halted, R> => {
+      const maxWaitMillis = Duration.toMillis(Duration.fromInputUnsafe(maxWait))
+      /**
+       * The next batch: up to `maxRecords` records, waiting for more for at most `maxWait` from the
+       * first one taken (by the clock, so TestClock drives it) unless the actor is stopping;
+       * undefined once the mailbox ended empty.
+       */
+      const gather = Effect.gen(function*() {
         const taken = yield* Effect.exit(mailbox.take(maxRecords))
         if (Exit.isFailure(taken)) return undefined
         if (taken.value.length >= maxRecords) return taken.value
@@ -527,9 +533,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         }
         return parts.length === 1 ? parts[0]! : parts.flat()
       })
-    /** Batch actors in partition order (at-least-once, at-most-once), as `inPartitionOrder` is for records. */
-    const inBatches = (batches: BatchProcessor.BatchProcessor<R>, maxRecords: number, maxWaitMillis: number): Effect.Effect<void, Processor.Halted, R> =>
-      Effect.gen(function*() {
+      const transactional = transactions !== undefined
+      return Effect.gen(function*() {
         while (true) {
           if (resuming) {
             const pending = current.filter((record) => !tracker.isCompleted(record.offset))
@@ -540,37 +545,22 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
             resuming = false
             continue
           }
-          if (stopping === "in-flight") return
-          const gathered = yield* gather(maxRecords, maxWaitMillis)
+          if (transactional ? stopping !== "no" : stopping === "in-flight") return
+          const gathered = yield* gather
           if (gathered === undefined) return
           current = gathered
           yield* resumeWhenRoom
           yield* countConsumed(current.length)
+          // At-most-once: committed before handling.
           yield* commitAhead(current)
           yield* batches.handle(current)
-          if (mailbox.size === 0) committer.request()
+          if (!transactional && mailbox.size === 0) committer.request()
         }
       })
-    /** Exactly-once batch actors: each batch commits in a transaction of its own (see `batchProcessor.ts`); a stop returns at once. */
-    const inTransactionBatches = (batches: BatchProcessor.BatchProcessor<R>, maxRecords: number, maxWaitMillis: number): Effect.Effect<void, Processor.Halted, R> =>
-      Effect.gen(function*() {
-        while (true) {
-          if (stopping !== "no") return
-          const gathered = yield* gather(maxRecords, maxWaitMillis)
-          if (gathered === undefined) return
-          current = gathered
-          yield* resumeWhenRoom
-          yield* countConsumed(current.length)
-          yield* batches.handle(current)
-        }
-      })
+    }
 
     const processing = batches !== undefined
-      ? (transactions !== undefined ? inTransactionBatches : inBatches)(
-        batches,
-        actor.batch!.maxRecords,
-        Duration.toMillis(Duration.fromInputUnsafe(actor.batch!.maxWait)),
-      )
+      ? inBatches(batches, actor.batch!.maxRecords, actor.batch!.maxWait)
       : transactions !== undefined
       ? inTransactions(transactions)
       : actor.ordering._tag === "Partition"

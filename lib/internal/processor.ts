@@ -91,6 +91,8 @@ export interface TransactionView {
 }
 
 export interface Processor<R> {
+  /** What it was made with: a batch actor's batch processor shares it (`batchProcessor.ts`). */
+  readonly deps: ProcessorDeps<R>
   /** Handles one record to its end under the error policy; fails only with `Halted`. */
   readonly handle: (record: ConsumerRecord) => Effect.Effect<void, Halted, R>
   /** Handles startable records one after another, in the current fiber; fails only with `Halted`. */
@@ -580,5 +582,5 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
     })
 
   // Decided once per partition actor: without hooks, the hot path has no span code at all.
-  return { handle: hooks.enabled ? handleHooked : handleRecord, inOrder }
+  return { deps, handle: hooks.enabled ? handleHooked : handleRecord, inOrder }
 }
