@@ -190,8 +190,10 @@ const makeAttempts = <R>(actor: Actor<R>): Attempts<R> => {
       ? handled
       : Effect.timeoutOrElse(handled, { duration: actor.handlerTimeout, orElse: timeoutFor(record, actor.handlerTimeout) })
   }
+  /** `Codec.bytes` for the key, the default: its bytes are the key, nothing to decode. */
+  const keyAsBytes = actor.decodeKey === Codec.bytes.decode
   /** `Codec.bytes` for both, the default key's and the raw value's: nothing to decode, nothing can fail. */
-  const bytesOnly = actor.decodeValue === Codec.bytes.decode && actor.decodeKey === Codec.bytes.decode
+  const bytesOnly = keyAsBytes && actor.decodeValue === Codec.bytes.decode
   /**
    * One try, decode then handle, without the record's context (see `attemptOnce`). Codecs that
    * answer with an `Exit` (the built-in ones do) are read synchronously, which keeps two effects
@@ -200,6 +202,10 @@ const makeAttempts = <R>(actor: Actor<R>): Attempts<R> => {
   const attemptBare = (record: ConsumerRecord): Effect.Effect<void, unknown, R> => {
     if (bytesOnly) return runHandler(record, record.value, record.key)
     const value = actor.decodeValue(record.value)
+    // With the default key codec, no Exit per record for the key.
+    if (keyAsBytes && Exit.isExit(value)) {
+      return Exit.isSuccess(value) ? runHandler(record, value.value, record.key) : Effect.mapError(value, decodeFailed(record, "value"))
+    }
     const key = actor.decodeKey(record.key)
     if (Exit.isExit(value) && Exit.isExit(key)) {
       if (Exit.isFailure(value)) return Effect.mapError(value, decodeFailed(record, "value"))
