@@ -12,6 +12,7 @@
 import { Cause, Data, Effect, Exit, Schema, SchemaAST, SchemaIssue } from "effect"
 import * as SchemaJITCompiler from "effect/schema/SchemaJITCompiler"
 import * as JsonBytes from "./internal/jsonBytes.ts"
+import * as PlainDecode from "./internal/plainDecode.ts"
 
 /**
  * One thing wrong with a value: where (a path into it) and what.
@@ -135,10 +136,11 @@ const readJson = (bytes: Uint8Array, reader: JsonBytes.Reader): Read => {
  * `write` turns its encoded output into bytes.
  *
  * Per record, decoding runs the schema synchronously and answers with an `Exit`, which the
- * partition actor reads without a fiber step. The schema's parser is compiled once, here, by
- * Effect's JIT compiler (`SchemaJITCompiler`: a function generated for the schema's checks,
- * which returns the value or "invalid" without building an Effect); a value it rejects is run
- * again through Schema's interpreter, which finds every problem with its path. Where the
+ * partition actor reads without a fiber step (or, through `PlainDecode`, with the value itself).
+ * The schema's parser is compiled once, here, by Effect's JIT compiler (`SchemaJITCompiler`: a
+ * function generated for the schema's checks, which returns the value or "invalid" without
+ * building an Effect); a value it rejects is run again through Schema's interpreter, which
+ * finds every problem with its path. Where the
  * compiler does not apply (transformations, declarations) Schema interprets as before, with the
  * same results. A schema that turns out to need waiting (an effectful transformation that
  * sleeps) cannot run synchronously: from its first such record on, the codec runs it as an
@@ -153,6 +155,10 @@ const schemaCodec = <A, I>(
   SchemaJITCompiler.enable(schema.ast)
   SchemaJITCompiler.enable(SchemaAST.flip(schema.ast))
   const options = { errors: "all" } as const
+  // The compiled parser answers the value itself; Schema's `Exit` adapter wraps it in layers and
+  // an `Exit` per record. A value it rejects throws, and is decoded again by the `Exit` adapter,
+  // whose failure lists every problem (failures are the rare case).
+  const decodeSync = Schema.decodeUnknownSync(schema, options)
   const decodeExit = Schema.decodeUnknownExit(schema, options)
   const encodeExit = Schema.encodeUnknownExit(schema, options)
   const decodeEffect = Schema.decodeUnknownEffect(schema, options)
@@ -162,20 +168,37 @@ const schemaCodec = <A, I>(
   const decodeAsync = (input: unknown): Effect.Effect<A, CodecError> => Effect.mapError(decodeEffect(input), mismatch)
   const encodeAsync = (value: A): Effect.Effect<Uint8Array | null, CodecError> =>
     Effect.mapError(Effect.map(encodeEffect(value), write), mismatch)
+  /** The value of `bytes`, or `declined` for anything else: bad bytes, a mismatch, a schema that waits. */
+  const plain = (bytes: Uint8Array | null): unknown => {
+    if (decodesAsync) return PlainDecode.declined
+    const input = bytes === null ? null : read(bytes)
+    if (input instanceof CodecError) return PlainDecode.declined
+    try {
+      return decodeSync(input)
+    } catch {
+      return PlainDecode.declined
+    }
+  }
+  /** Why `bytes` do not decode synchronously (or, for a schema that waits, its Effect). */
+  const explain = (bytes: Uint8Array | null): Effect.Effect<A, CodecError> => {
+    const input = bytes === null ? null : read(bytes)
+    if (input instanceof CodecError) return Exit.fail(input)
+    if (decodesAsync) return decodeAsync(input)
+    const exit = decodeExit(input)
+    if (Exit.isSuccess(exit)) return exit as Exit.Exit<A, never>
+    if (ranAsync(exit.cause)) {
+      decodesAsync = true
+      return decodeAsync(input)
+    }
+    return Exit.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
+  }
+  const decode = (bytes: Uint8Array | null): Effect.Effect<A, CodecError> => {
+    const value = plain(bytes)
+    return value === PlainDecode.declined ? explain(bytes) : Exit.succeed(value as A)
+  }
+  PlainDecode.register(decode, plain)
   return {
-    decode: (bytes): Effect.Effect<A, CodecError> => {
-      const input = bytes === null ? null : read(bytes)
-      if (input instanceof CodecError) return Exit.fail(input)
-      if (decodesAsync) return decodeAsync(input)
-      const exit = decodeExit(input)
-      // A success carries no error: the schema's own Exit is returned as it is.
-      if (Exit.isSuccess(exit)) return exit as Exit.Exit<A, never>
-      if (ranAsync(exit.cause)) {
-        decodesAsync = true
-        return decodeAsync(input)
-      }
-      return Exit.fail(new CodecError({ reason: "SchemaMismatch", problems: schemaProblems(exit.cause) }))
-    },
+    decode,
     encode: (value) =>
       Effect.suspend(() => {
         if (encodesAsync) return encodeAsync(value)
@@ -239,6 +262,11 @@ export const string: Codec<string | null> = {
   },
   encode: (value) => Effect.succeed(value === null ? null : encoder.encode(value)),
 }
+PlainDecode.register(string.decode, (bytes) => {
+  if (bytes === null) return null
+  const text = readUtf8(bytes)
+  return typeof text === "string" ? text : PlainDecode.declined
+})
 
 /**
  * The bytes as they are.
@@ -250,3 +278,4 @@ export const bytes: Codec<Uint8Array | null> = {
   decode: (bytes) => bytes === null ? nullExit : Exit.succeed(bytes),
   encode: (value) => Effect.succeed(value),
 }
+PlainDecode.register(bytes.decode, (bytes) => bytes)

@@ -84,6 +84,8 @@ export class Reader {
     const bytes = this.#bytes
     const end = this.#end
     let position = this.#position
+    // Most JSON has no white space at all: one comparison.
+    if (position < end && bytes[position]! > space) return bytes[position]!
     while (position < end) {
       const byte = bytes[position]!
       // Above the space character nothing is white space: the common case, one comparison.
@@ -142,43 +144,46 @@ export class Reader {
 
   /** JSON's number grammar, checked here: `Number` would also take `0x1`, `.5` or `1.`. */
   #number(): unknown {
+    const bytes = this.#bytes
+    const end = this.#end
     const start = this.#position
     let position = start
-    const negative = this.#at(position) === minus
+    const negative = bytes[position] === minus
     if (negative) position++
-    let byte = this.#at(position)
+    // -1 past the end: never a digit, and no read out of bounds.
+    let byte = position < end ? bytes[position]! : -1
     let integer = 0
     if (byte === zero) {
-      byte = this.#at(++position)
+      byte = ++position < end ? bytes[position]! : -1
     } else if (byte > zero && byte <= nine) {
       do {
         integer = integer * 10 + (byte - zero)
-        byte = this.#at(++position)
+        byte = ++position < end ? bytes[position]! : -1
       } while (byte >= zero && byte <= nine)
     } else {
       return unread
     }
-    const digits = position - start - (negative ? 1 : 0)
-    let plain = true
-    if (byte === dot) {
-      plain = false
-      byte = this.#at(++position)
-      if (byte < zero || byte > nine) return unread
-      do byte = this.#at(++position); while (byte >= zero && byte <= nine)
+    if (byte !== dot && byte !== 0x65 && byte !== 0x45) { // e E
+      this.#position = position
+      // Up to 15 digits an integer is exact in a double, so the sum above is the number itself
+      // (and -0 stays -0). Past that, or with a fraction or an exponent, the text is read the
+      // way JSON.parse reads it: correctly rounded.
+      if (position - start - (negative ? 1 : 0) <= 15) return negative ? -integer : integer
+      return Number(latin1(bytes, start, position))
     }
-    if (byte === 0x65 || byte === 0x45) { // e E
-      plain = false
-      byte = this.#at(++position)
-      if (byte === plus || byte === minus) byte = this.#at(++position)
+    if (byte === dot) {
+      byte = ++position < end ? bytes[position]! : -1
       if (byte < zero || byte > nine) return unread
-      do byte = this.#at(++position); while (byte >= zero && byte <= nine)
+      do byte = ++position < end ? bytes[position]! : -1; while (byte >= zero && byte <= nine)
+    }
+    if (byte === 0x65 || byte === 0x45) {
+      byte = ++position < end ? bytes[position]! : -1
+      if (byte === plus || byte === minus) byte = ++position < end ? bytes[position]! : -1
+      if (byte < zero || byte > nine) return unread
+      do byte = ++position < end ? bytes[position]! : -1; while (byte >= zero && byte <= nine)
     }
     this.#position = position
-    // Up to 15 digits an integer is exact in a double, so the sum above is the number itself
-    // (and -0 stays -0). Past that, or with a fraction or an exponent, the text is read the
-    // way JSON.parse reads it: correctly rounded.
-    if (plain && digits <= 15) return negative ? -integer : integer
-    return Number(latin1(this.#bytes, start, position))
+    return Number(latin1(bytes, start, position))
   }
 
   /**
@@ -210,7 +215,7 @@ export class Reader {
       while (index < length && cached.charCodeAt(index) === bytes[start + index]) index++
       if (index === length) return cached
     }
-    const key = latin1(bytes, start, end)
+    const key = internalize(latin1(bytes, start, end))
     this.#keys[slot] = key
     return key
   }
@@ -262,6 +267,14 @@ export class Reader {
     }
   }
 }
+
+/**
+ * The engine's own copy of `key`, the one property names use. A key made of characters is a new
+ * string; stored as a property name it is looked up in the engine's string table on every store
+ * (V8 and JavaScriptCore alike), which cost more than reading the record. A property name read
+ * back from an object is that table's copy, so a key is looked up once, when first seen.
+ */
+const internalize = (key: string): string => Object.keys({ [key]: 0 })[0]!
 
 /** ASCII bytes as a string: each byte is its own character. */
 const latin1 = (bytes: Uint8Array, start: number, end: number): string => {
