@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Data, Effect, Exit, Schema, SchemaAST, SchemaIssue } from "effect"
+import { Cause, Data, Effect, Exit, Schema, SchemaAST, SchemaIssue, SchemaParser } from "effect"
 import * as SchemaJITCompiler from "effect/schema/SchemaJITCompiler"
 import * as JsonBytes from "./internal/jsonBytes.ts"
 import * as PlainDecode from "./internal/plainDecode.ts"
@@ -155,10 +155,11 @@ const schemaCodec = <A, I>(
   SchemaJITCompiler.enable(schema.ast)
   SchemaJITCompiler.enable(SchemaAST.flip(schema.ast))
   const options = { errors: "all" } as const
-  // The compiled parser answers the value itself; Schema's `Exit` adapter wraps it in layers and
-  // an `Exit` per record. A value it rejects throws, and is decoded again by the `Exit` adapter,
-  // whose failure lists every problem (failures are the rare case).
-  const decodeSync = Schema.decodeUnknownSync(schema, options)
+  // The compiled parser answers the value itself, called straight by SchemaParser's sync adapter
+  // (Schema's own adapters run it as an Effect, and make an `Exit` per record). A value it
+  // rejects throws, and is decoded again by the `Exit` adapter, whose failure lists every
+  // problem (failures are the rare case).
+  const decodeSync = SchemaParser.decodeUnknownSync(schema, options)
   const decodeExit = Schema.decodeUnknownExit(schema, options)
   const encodeExit = Schema.encodeUnknownExit(schema, options)
   const decodeEffect = Schema.decodeUnknownEffect(schema, options)
