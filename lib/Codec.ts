@@ -159,7 +159,8 @@ const schemaCodec = <A, I>(
   // (Schema's own adapters run it as an Effect, and make an `Exit` per record). A value it
   // rejects throws, and is decoded again by the `Exit` adapter, whose failure lists every
   // problem (failures are the rare case).
-  const decodeSync = SchemaParser.decodeUnknownSync(schema, options)
+  // Without options: they only shape failures, and a failure is decoded again below with them.
+  const decodeSync = SchemaParser.decodeUnknownSync(schema)
   const decodeExit = Schema.decodeUnknownExit(schema, options)
   const encodeExit = Schema.encodeUnknownExit(schema, options)
   const decodeEffect = Schema.decodeUnknownEffect(schema, options)

@@ -196,6 +196,8 @@ const makeAttempts = <R>(actor: Actor<R>): Attempts<R> => {
   /** The codecs' decodes as plain functions, when they have them (the built-in ones do: plainDecode.ts). */
   const plainValue = PlainDecode.of(actor.decodeValue)
   const plainKey = PlainDecode.of(actor.decodeKey)
+  /** The default key codec: the key is its bytes, not even a call to find that out. */
+  const keyAsBytes = actor.decodeKey === Codec.bytes.decode
   /**
    * One try, decode then handle, without the record's context (see `attemptOnce`). Codecs that
    * answer with an `Exit` (the built-in ones do) are read synchronously, which keeps two effects
@@ -206,8 +208,10 @@ const makeAttempts = <R>(actor: Actor<R>): Attempts<R> => {
     if (plainValue !== undefined && plainKey !== undefined) {
       // No Exit per record; a decode that declines is run again below, for its error.
       const value = plainValue(record.value)
-      const key = value === PlainDecode.declined ? value : plainKey(record.key)
-      if (key !== PlainDecode.declined) return runHandler(record, value, key)
+      if (value !== PlainDecode.declined) {
+        const key = keyAsBytes ? record.key : plainKey(record.key)
+        if (key !== PlainDecode.declined) return runHandler(record, value, key)
+      }
     }
     const value = actor.decodeValue(record.value)
     const key = actor.decodeKey(record.key)
