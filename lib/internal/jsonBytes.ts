@@ -21,7 +21,11 @@ export type Unread = typeof unread
 
 /** `JSON.parse` takes any depth; past this one the fast path leaves the value to it. */
 const maxDepth = 128
-/** Past this many bytes `TextDecoder` and `JSON.parse`, native code, go faster than this reader. */
+/**
+ * Past this many bytes native code (`TextDecoder` and `JSON.parse`) is as fast or faster on Bun
+ * and Node: a string costs this reader a few nanoseconds per character (measured: 57-byte records
+ * about even on Bun, 160-byte ones twice as slow there; Deno's decoder, a runtime call, costs more).
+ */
 export const maxFastBytes = 64
 
 const space = 0x20
