@@ -18,6 +18,7 @@ import type { DurationHistogram } from "./durationHistogram.ts"
 import { describe } from "./errorText.ts"
 import type { OffsetTracker } from "./offsetTracker.ts"
 import type { PartitionHooks, RecordOutcome } from "./partitionHooks.ts"
+import * as PlainDecode from "./plainDecode.ts"
 import * as SyncEffect from "./syncEffect.ts"
 
 /** Raised when a policy halts the partition: the actor stops and commits nothing past the record. */
@@ -198,6 +199,11 @@ const makeAttempts = <R>(actor: Actor<R>): Attempts<R> => {
   }
   /** `Codec.bytes` for both, the default key's and the raw value's: nothing to decode, nothing can fail. */
   const bytesOnly = actor.decodeValue === Codec.bytes.decode && actor.decodeKey === Codec.bytes.decode
+  /** The codecs' decodes as plain functions, when they have them (the built-in ones do: plainDecode.ts). */
+  const plainValue = PlainDecode.of(actor.decodeValue)
+  const plainKey = PlainDecode.of(actor.decodeKey)
+  /** The default key codec: the key is its bytes, not even a call to find that out. */
+  const keyAsBytes = actor.decodeKey === Codec.bytes.decode
   /**
    * One try, decode then handle, without the record's context (see `attemptOnce`). Codecs that
    * answer with an `Exit` (the built-in ones do) are read synchronously, which keeps two effects
@@ -205,6 +211,14 @@ const makeAttempts = <R>(actor: Actor<R>): Attempts<R> => {
    */
   const attemptBare = (record: ConsumerRecord): Effect.Effect<void, unknown, R> => {
     if (bytesOnly) return runHandler(record, record.value, record.key)
+    if (plainValue !== undefined && plainKey !== undefined) {
+      // No Exit per record; a decode that declines is run again below, for its error.
+      const value = plainValue(record.value)
+      if (value !== PlainDecode.declined) {
+        const key = keyAsBytes ? record.key : plainKey(record.key)
+        if (key !== PlainDecode.declined) return runHandler(record, value, key)
+      }
+    }
     const value = actor.decodeValue(record.value)
     const key = actor.decodeKey(record.key)
     if (Exit.isExit(value) && Exit.isExit(key)) {
