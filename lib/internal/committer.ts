@@ -64,6 +64,12 @@ export interface Committer {
    */
   readonly commitAhead: (offset: number) => Effect.Effect<void>
   /**
+   * A seek: commits `offset` as the partition's position, back or forth, in one try, and counts
+   * from there (a seek back would otherwise commit nothing until progress passed the old offset).
+   * If the try fails, the next commit of progress commits whatever is committable then.
+   */
+  readonly moveTo: (offset: number) => Effect.Effect<void>
+  /**
    * The commit loop: on the interval or when asked, backing off after failures; parked while
    * nothing is left to commit. Runs until interrupted; at-most-once (nothing to commit after
    * handling) it only waits.
@@ -178,6 +184,27 @@ class PartitionCommitter implements Committer {
         yield* self.failed(offset, error.value, delay)
         yield* Effect.sleep(delay)
       }
+    })
+  }
+
+  moveTo(offset: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.sinceCommit = 0
+      this.pending = false
+      return Effect.matchEffect(this.options.commit(offset), {
+        onSuccess: () =>
+          Effect.sync(() => {
+            this.lastCommitted = offset
+            this.options.status.committed = offset
+          }),
+        onFailure: (error) =>
+          Effect.suspend(() => {
+            // Below any offset: the next commit of progress is made whatever it is.
+            this.lastCommitted = -1
+            this.pending = true
+            return this.failed(offset, error, undefined)
+          }),
+      })
     })
   }
 

@@ -41,6 +41,7 @@ import * as PartitionTracing from "./partitionTracing.ts"
 import * as MemberTransactions from "./memberTransactions.ts"
 import * as PartitionTransactions from "./partitionTransactions.ts"
 import * as Processor from "./processor.ts"
+import { Signal } from "./signal.ts"
 
 export { describe, messageOf } from "./errorText.ts"
 
@@ -78,6 +79,8 @@ export interface PartitionStatus {
   lastError: string | undefined
   /** How the last record ended: handled, or by a policy. */
   lastOutcome: "handled" | "dead_lettered" | "skipped"
+  /** While `state` is `halted`: the record a policy halted on, and its error. */
+  halted?: { readonly offset: number; readonly error: string } | undefined
 }
 
 /**
@@ -168,6 +171,11 @@ export interface Deps<R> {
   readonly transactional: Transport["Service"]["transactional"]
   /** Exactly-once with one producer per member: the member's shared transactions. */
   readonly memberTransactions?: MemberTransactions.MemberTransactions | undefined
+  /**
+   * Whether the operator paused this partition (the system's `pause`), read once the actor can
+   * take `Control` calls: a partition assigned while paused starts paused.
+   */
+  readonly startPaused?: (() => boolean) | undefined
 }
 
 export interface Control {
@@ -176,6 +184,25 @@ export interface Control {
    * `in-flight` only finishes the records already started (revocation).
    */
   readonly stop: (mode: "drain" | "in-flight") => Effect.Effect<void>
+  /**
+   * The operator's pause: fetching stops and no record starts until `resume`; records already
+   * started finish, the others wait in the mailbox (nothing is dropped or skipped). In partition
+   * order the rest of a chunk waits at the next record; in key lanes at each lane's next turn;
+   * exactly-once, the open transaction's chunk finishes first.
+   */
+  readonly pause: Effect.Effect<void>
+  readonly resume: Effect.Effect<void>
+  /**
+   * Partition order, not exactly-once: the partition goes on from `offset`. The record in flight
+   * finishes, what was fetched is dropped, what completed is committed, then `offset` is
+   * committed and fetched from. Completes once done (or once the actor stopped).
+   */
+  readonly seek: (offset: number) => Effect.Effect<void>
+  /**
+   * A halted partition handles its halting record again, where it stopped (nothing past it was
+   * committed). False when the partition is not halted.
+   */
+  readonly restart: Effect.Effect<boolean>
 }
 
 /**
@@ -289,8 +316,33 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
 
     /** True while a restarted processor finishes what the failed one left. */
     let resuming = false
+
+    // ---- run-time control: the operator's pause, seeks, restarting a halted partition ---------
+    /** Set while the operator's pause holds: completed by `resume`. */
+    let unpaused: Deferred.Deferred<void> | undefined
+    /** A seek asked for and not done yet: the processor does it between records. */
+    let pendingSeek: { readonly offset: number; readonly done: Deferred.Deferred<void> } | undefined
+    /** Wakes a processor waiting for records (or for the pause to end) to look at the requests. */
+    const controlled = new Signal()
+    /**
+     * Partition order: a pause or a seek refused a record of the current chunk, so the rest of it
+     * is refused too (keeping partition order); the loop then waits, or seeks, and goes on.
+     */
+    let holding = false
+    const chunked = actor.ordering._tag === "Partition" && actor.delivery !== "exactly-once"
+    const held = () => holding || ((unpaused !== undefined || pendingSeek !== undefined) && (holding = true))
     const startable = (record: ConsumerRecord) =>
-      stopping !== "in-flight" && (!resuming || !tracker.isCompleted(record.offset))
+      stopping !== "in-flight" && !(chunked && held()) && (!resuming || !tracker.isCompleted(record.offset))
+    /** Waits while the operator's pause holds, until a resume, a stop or another request. */
+    const whilePaused = Effect.suspend(() =>
+      unpaused === undefined
+        ? Effect.void
+        : Effect.raceFirst(Effect.raceFirst(Deferred.await(unpaused), Deferred.await(stopRequested)), controlled.wait)
+    )
+    /** Waits until the operator's pause ends or the actor stops. */
+    const untilUnpaused: Effect.Effect<void> = Effect.suspend(() =>
+      unpaused === undefined || stopping !== "no" ? Effect.void : Effect.andThen(whilePaused, untilUnpaused)
+    )
     /** Exactly-once: where the error policy of records whose transaction was rewound left off. */
     const carried = transactions === undefined ? undefined : new Map<number, Processor.Carried>()
 
@@ -344,13 +396,48 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     )
 
     /**
+     * Moves the partition to `offset` while no record is in flight: what was fetched is dropped,
+     * what completed is committed first (it was handled), then `offset` itself, so the group's
+     * position moves back or forth with the seek and later progress commits from there.
+     */
+    const seekNow = (request: { readonly offset: number; readonly done: Deferred.Deferred<void> }) =>
+      Effect.gen(function*() {
+        pendingSeek = undefined
+        holding = false
+        const { offset } = request
+        yield* Fiber.interrupt(fetcherFiber)
+        mailbox.clear()
+        current = []
+        yield* committer.commitCompleted
+        tracker.reset(offset)
+        fetchFrom = offset
+        yield* seekTo(offset)
+        yield* committer.moveTo(offset)
+        status.position = offset
+        if (status.pausedFor.has("mailbox")) yield* resumeFor("mailbox")
+        fetcherFiber = yield* Effect.forkIn(fetcher, scope)
+        yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} continues from offset ${offset} (seek)`)
+        yield* Deferred.succeed(request.done, undefined)
+      })
+
+    /**
      * Partition order: a chunk at a time, in the processor's fiber (the hot path). After a
-     * restart it first finishes what the failed chunk left.
+     * restart it first finishes what the failed chunk left; a pause waits between records, and a
+     * seek is done there.
      */
     let current: ReadonlyArray<ConsumerRecord> = []
     const inPartitionOrder: Effect.Effect<void, Processor.Halted, R> = Effect.gen(function*() {
       while (true) {
-        if (resuming) {
+        if (pendingSeek !== undefined && stopping === "no") {
+          yield* seekNow(pendingSeek)
+          continue
+        }
+        if (unpaused !== undefined && stopping === "no") {
+          yield* whilePaused
+          continue
+        }
+        if (resuming || holding) {
+          holding = false
           const pending = current.filter((record) => !tracker.isCompleted(record.offset))
           if (pending.length > 0 && stopping !== "in-flight") {
             yield* commitAhead(pending)
@@ -360,9 +447,14 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           continue
         }
         if (stopping === "in-flight") return
-        const taken = yield* Effect.exit(mailbox.take(chunkSize))
-        if (Exit.isFailure(taken)) return // the mailbox ended: stopped, or the claim was revoked
-        current = taken.value
+        // Waiting for records, a request (a seek, a pause) wakes the loop as well.
+        let taken = mailbox.pollHeld(chunkSize, false)
+        if (taken === undefined) {
+          const woke = yield* Effect.raceFirst(Effect.exit(mailbox.available), Effect.as(controlled.wait, "controlled" as const))
+          if (woke !== "controlled" && Exit.isFailure(woke)) return // the mailbox ended: stopped, or the claim was revoked
+          continue
+        }
+        current = taken
         yield* resumeWhenRoom
         yield* countConsumed(current.length)
         // Committed before handling: a crash loses these records instead of repeating them.
@@ -392,6 +484,12 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         })
         while (true) {
           if (stopping !== "no") return
+          if (unpaused !== undefined) {
+            // Paused: what the open transaction holds commits now rather than time out meanwhile.
+            if (txns.openedAt !== undefined) yield* commit
+            yield* untilUnpaused
+            continue
+          }
           const openedAt = txns.openedAt
           const due = openedAt === undefined ? undefined : openedAt + transactionInterval - clock.currentTimeMillisUnsafe()
           if (due !== undefined && (due <= 0 || inTransaction >= transactionRecords)) {
@@ -445,9 +543,12 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       const laneKey = actor.ordering._tag === "ByKey"
         ? (record: ConsumerRecord) => record.key === null ? "\u0000null" : keyString(record.key)
         : () => undefined
-      const handleLane = actor.ordering._tag === "ByKey"
+      const handleOne = actor.ordering._tag === "ByKey"
         ? processor.inOrder
         : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
+      // The operator's pause holds each lane at its next turn.
+      const handleLane = (records: ReadonlyArray<ConsumerRecord>) =>
+        unpaused === undefined ? handleOne(records) : Effect.andThen(untilUnpaused, handleOne(records))
       const afterLane = () => {
         if (mailbox.size === 0) committer.request()
         return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
@@ -458,6 +559,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         while (true) {
           if (undispatched.length === 0) {
             if (stopping === "in-flight") break
+            if (unpaused !== undefined && stopping === "no") {
+              yield* untilUnpaused
+              continue
+            }
             // Polled in the step that keeps it: a sibling's failure interrupting the dispatcher
             // cannot come between taking records and holding them.
             const chunk = mailbox.pollHeld(chunkSize)
@@ -529,7 +634,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       pause: pauseFor("mailbox"),
       delivered: committer.delivered(scope),
       fill: actor.ordering._tag !== "Partition",
-      from: transactions === undefined ? undefined : () => fetchFrom,
+      // After a seek (or an exactly-once rewind) a transport may still hand over what it fetched before.
+      from: () => fetchFrom,
     })
 
     let fetcherFiber = yield* Effect.forkScoped(fetcher)
@@ -541,7 +647,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     // Exactly-once: interrupted mid-transaction (a stop past its deadline), it aborts.
     if (transactions !== undefined) yield* Effect.addFinalizer(() => transactions.abort)
 
-    onControl({
+    /** Asked by `Control.restart` while halted: completes the halted wait. */
+    let restartRequested: Deferred.Deferred<void> | undefined
+    const control: Control = {
       stop: (mode) =>
         Effect.gen(function*() {
           stopping = mode
@@ -550,8 +658,40 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           yield* Fiber.interrupt(fetcherFiber)
           if (mode === "in-flight") mailbox.clear()
           mailbox.end()
+          if (pendingSeek !== undefined) yield* Deferred.succeed(pendingSeek.done, undefined)
         }),
-    })
+      pause: Effect.suspend(() => {
+        if (unpaused !== undefined) return Effect.void
+        unpaused = Deferred.makeUnsafe<void>()
+        controlled.notify()
+        return pauseFor("operator")
+      }),
+      resume: Effect.suspend(() => {
+        const paused = unpaused
+        if (paused === undefined) return Effect.void
+        unpaused = undefined
+        Deferred.doneUnsafe(paused, Exit.void)
+        return resumeFor("operator")
+      }),
+      seek: (offset) =>
+        Effect.suspend(() => {
+          if (stopping !== "no") return Effect.void
+          // A later seek replaces one not done yet: the last one asked for wins.
+          const done = pendingSeek?.done ?? Deferred.makeUnsafe<void>()
+          pendingSeek = { offset, done }
+          controlled.notify()
+          return Deferred.await(done)
+        }),
+      restart: Effect.sync(() => {
+        if (restartRequested === undefined) return false
+        Deferred.doneUnsafe(restartRequested, Exit.void)
+        restartRequested = undefined
+        return true
+      }),
+    }
+    onControl(control)
+    // Read right after `onControl`, in the same step: a pause asked for before goes by this, after it by `control`.
+    if (deps.startPaused?.() === true) yield* control.pause
 
     // ---- supervision --------------------------------------------------------------------------
     // Inline in the actor's own generator rather than an effect of its own: a parked partition
@@ -596,11 +736,29 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         if (transactions !== undefined) yield* transactions.abort
         status.state = "halted"
         status.lastError = halted.value.reason
+        status.halted = { offset: halted.value.offset ?? tracker.committable(), error: halted.value.reason }
         yield* pauseFor("halted")
         yield* Effect.logError(`Partition ${claim.topic}/${claim.partition} halted by policy: ${halted.value.reason}`)
-        // Stay assigned and idle until revoked or stopped; nothing past the record is committed.
-        yield* Deferred.await(stopRequested)
-        break supervision
+        // Stay assigned and idle until revoked or stopped, or restarted (`Control.restart`);
+        // nothing past the record is committed. A seek asked for meanwhile is done at once.
+        const restart = restartRequested = Deferred.makeUnsafe<void>()
+        while (true) {
+          const woke = yield* Effect.raceFirst(
+            Effect.raceFirst(Effect.as(Deferred.await(stopRequested), "stop" as const), Effect.as(Deferred.await(restart), "restart" as const)),
+            Effect.as(controlled.wait, "controlled" as const),
+          )
+          if (woke === "stop") break supervision
+          if (woke === "restart") break
+          if (pendingSeek !== undefined && stopping === "no") yield* seekNow(pendingSeek)
+        }
+        status.halted = undefined
+        status.state = "running"
+        yield* resumeFor("halted")
+        yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} restarted after its halt; handling its halting record again`)
+        // As after a defect: the halting record (and what its chunk left) is handled again.
+        if (transactions !== undefined) yield* rewind(transactions)
+        else resuming = true
+        continue
       }
       if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
       const now = yield* Clock.currentTimeMillis

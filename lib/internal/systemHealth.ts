@@ -28,6 +28,10 @@ export const report = (state: SystemState, settings: Settings, now: number): Hea
           status.state !== "blocked",
         stalled,
         paused: status.pausedFor.size > 0,
+        pausedFor: [...status.pausedFor],
+        halted: status.halted === undefined
+          ? undefined
+          : { topic: status.topic, partition: status.partition, offset: status.halted.offset, error: status.halted.error },
         processed: status.processed,
         failed: status.failed,
         retried: status.retried,
