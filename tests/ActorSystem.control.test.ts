@@ -1,0 +1,190 @@
+/**
+ * `ActorSystem.layer` and run-time control on the embedded broker, under `TestClock`: the cases
+ * every transport runs (tests/fixtures/control.ts), and what needs no real broker: the layer's
+ * start and graceful shutdown, a paused actor's new partitions, a seek while paused, the
+ * errors of control calls that name nothing this member can act on.
+ */
+import assert from "node:assert/strict"
+import { test } from "node:test"
+import { Context, Effect, Exit, Layer, Schema, Scope } from "effect"
+import { TestClock } from "effect/testing"
+import * as Actor from "../lib/Actor.ts"
+import * as ActorSystem from "../lib/ActorSystem.ts"
+import * as ErrorPolicy from "../lib/ErrorPolicy.ts"
+import * as MemoryTransport from "../lib/MemoryTransport.ts"
+import * as Ordering from "../lib/Ordering.ts"
+import { RecordContext } from "../lib/RecordContext.ts"
+import { Transport } from "../lib/Transport.ts"
+import { createUniqueTopics, sendJson } from "./fixtures/actors.ts"
+import { controlCases, type Target } from "./fixtures/control.ts"
+import { run } from "./fixtures/effect.ts"
+
+const layer = () => Layer.provideMerge(MemoryTransport.layer(), TestClock.layer())
+
+/** Lets the fibers run, and the clock move by 10 ms steps, until `condition` holds: at most 20 s of test time. */
+const waitUntil = (what: string, condition: Effect.Effect<boolean>) =>
+  Effect.gen(function*() {
+    for (let step = 0; step < 2000; step++) {
+      if (yield* condition) return
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+      yield* TestClock.adjust("10 millis")
+    }
+    return yield* Effect.die(new Error(`Waited 20 s of test time for ${what}`))
+  })
+
+/** One second of test time, for whatever would happen to happen. */
+const quiet = Effect.gen(function*() {
+  for (let step = 0; step < 100; step++) {
+    for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+    yield* TestClock.adjust("10 millis")
+  }
+})
+
+const target: Target = {
+  test: (name, body) => test(`${name} (MemoryTransport)`, () => run(body, layer())),
+  consumer: { heartbeatInterval: "100 millis", sessionTimeout: "1 second" },
+  waitUntil,
+  quiet,
+}
+
+controlCases(target)
+
+const Event = Schema.Struct({ id: Schema.Number })
+type Event = typeof Event.Type
+
+const recorder = (topic: string, seen: Array<number>, options: Partial<Actor.Options<Event, Uint8Array | null, never, never>> = {}) =>
+  Actor.make({
+    name: "recorder",
+    topics: [topic],
+    value: Event,
+    handle: (event: Event) => Effect.map(RecordContext, () => void seen.push(event.id)),
+    onError: { default: ErrorPolicy.halt },
+    commit: { interval: "20 millis" },
+    consumer: target.consumer,
+    ...options,
+  })
+
+test("ActorSystem.layer starts the system, provides it as ActorSystem.System, and shuts down gracefully when its scope closes", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["layer", 2])
+      const seen: Array<number> = []
+      const actor = recorder(topic!, seen)
+      yield* sendJson(topic!, Array.from({ length: 20 }, (_, id) => ({ value: { id }, partition: id % 2 })))
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(ActorSystem.layer([actor]), scope)
+      const system = Context.get(context, ActorSystem.System)
+      yield* waitUntil("20 records handled", Effect.sync(() => seen.length === 20))
+      assert.equal((yield* system.health).partitions.length, 2)
+      yield* Scope.close(scope, Exit.void)
+      // The shutdown committed everything handled: a new member of the group starts at the end.
+      const transport = yield* Transport
+      const subscription = yield* transport.subscribe({ group: actor.group, topics: [topic!] })
+      const committed = yield* subscription.committed([{ topic: topic!, partition: 0 }, { topic: topic!, partition: 1 }])
+      assert.deepEqual(committed.map((c) => c.offset).sort(), [10, 10])
+      // The deprecated name is the same service.
+      assert.equal(ActorSystem.ActorSystem, ActorSystem.System)
+    }),
+    layer(),
+  ))
+
+test("ActorSystem.pause of a whole actor holds partitions assigned to it later, and resume lets them go", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["paused-actor", 2])
+      const seen: Array<number> = []
+      const group = `paused-actor-${Math.random()}`
+      const first = recorder(topic!, seen, { group })
+      const system = yield* ActorSystem.start([first])
+      yield* waitUntil("both partitions held", Effect.map(system.health, (h) => h.partitions.length === 2))
+      const other = yield* Scope.make()
+      const second = yield* Scope.provide(ActorSystem.start([recorder(topic!, [], { group })]), other)
+      yield* waitUntil("the second member holds one", Effect.map(second.health, (h) => h.partitions.length === 1))
+      yield* waitUntil("the first member holds one", Effect.map(system.health, (h) => h.partitions.length === 1))
+      yield* system.pause("recorder")
+      yield* Scope.close(other, Exit.void)
+      yield* waitUntil("both partitions back", Effect.map(system.health, (h) => h.partitions.length === 2))
+      const health = yield* system.health
+      assert.deepEqual(health.partitions.map((p) => p.pausedFor), [["operator"], ["operator"]], "the newly assigned partition started paused")
+      yield* sendJson(topic!, [{ value: { id: 1 }, partition: 0 }, { value: { id: 2 }, partition: 1 }])
+      yield* quiet
+      assert.deepEqual(seen, [])
+      yield* system.resume(first)
+      yield* waitUntil("both records handled", Effect.sync(() => seen.length === 2))
+    }),
+    layer(),
+  ))
+
+test("ActorSystem.seek while paused moves the partition and leaves it paused; records fetched past the seek are dropped", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["seek-paused", 1])
+      const seen: Array<number> = []
+      const actor = recorder(topic!, seen)
+      const system = yield* ActorSystem.start([actor])
+      yield* sendJson(topic!, Array.from({ length: 5 }, (_, id) => ({ value: { id }, partition: 0 })))
+      yield* waitUntil("5 handled", Effect.sync(() => seen.length === 5))
+      yield* system.pause(actor)
+      yield* sendJson(topic!, Array.from({ length: 10 }, (_, i) => ({ value: { id: 5 + i }, partition: 0 })))
+      assert.equal(yield* system.seek(actor, { topic: topic!, partition: 0 }, { offset: 12 }), 12)
+      const moved = (yield* system.health).partitions[0]!
+      assert.equal(moved.committed, 12, "the seek committed its offset")
+      assert.equal(moved.position, 12)
+      assert.deepEqual(moved.pausedFor, ["operator"])
+      yield* quiet
+      assert.deepEqual(seen, [0, 1, 2, 3, 4])
+      yield* system.resume(actor, { topic: topic!, partition: 0 })
+      yield* waitUntil("12 to 14 handled", Effect.sync(() => seen.length === 8))
+      assert.deepEqual(seen, [0, 1, 2, 3, 4, 12, 13, 14])
+    }),
+    layer(),
+  ))
+
+test("ActorSystem.pause holds a key-lane actor at each lane's next turn, and resume lets every key go on", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["pause-lanes", 1])
+      const seen: Array<number> = []
+      const actor = recorder(topic!, seen, { ordering: Ordering.byKey({ concurrency: 4 }) })
+      const system = yield* ActorSystem.start([actor])
+      yield* system.pause(actor)
+      yield* sendJson(topic!, Array.from({ length: 12 }, (_, id) => ({ key: `k${id % 4}`, value: { id }, partition: 0 })))
+      yield* quiet
+      assert.deepEqual(seen, [])
+      yield* system.resume(actor)
+      yield* waitUntil("12 handled", Effect.sync(() => seen.length === 12))
+    }),
+    layer(),
+  ))
+
+test("Control calls that name nothing this member can act on fail with typed errors that say what exists", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic, other] = yield* createUniqueTopics(["control-errors", 1], ["control-errors-other", 1])
+      const actor = recorder(topic!, [])
+      const lanes = recorder(topic!, [], { name: "lanes", ordering: Ordering.unordered({ concurrency: 2 }) })
+      const system = yield* ActorSystem.start([actor, lanes])
+      yield* waitUntil("assigned", Effect.map(system.health, (h) => h.partitions.length === 2))
+      const unknown = yield* Effect.flip(system.pause("nobody"))
+      assert.equal(unknown._tag, "UnknownActor")
+      assert.match(unknown.message, /No actor named "nobody".*"recorder", "lanes"/)
+      const notConsumed = yield* Effect.flip(system.pause(actor, { topic: other!, partition: 0 }))
+      assert.equal(notConsumed._tag, "PartitionNotHeld")
+      assert.match(notConsumed.message, /does not consume/)
+      const notHeld = yield* Effect.flip(system.seek(actor, { topic: topic!, partition: 5 }, { offset: 0 }))
+      assert.equal(notHeld._tag, "PartitionNotHeld")
+      assert.match(notHeld.message, new RegExp(`does not hold it now \\(it holds ${topic}/0\\)`))
+      const notPaused = yield* Effect.flip(system.resume(actor, { topic: topic!, partition: 5 }))
+      assert.equal(notPaused._tag, "PartitionNotHeld")
+      // Paused ahead: a partition not held now may be paused, and then resumed.
+      yield* system.pause(actor, { topic: topic!, partition: 5 })
+      yield* system.resume(actor, { topic: topic!, partition: 5 })
+      const outside = yield* Effect.flip(system.seek(actor, { topic: topic!, partition: 0 }, { offset: 7 }))
+      assert.equal(outside._tag, "InvalidSeek")
+      assert.match(outside.message, /outside the log, which holds offsets 0 to 0/)
+      const unordered = yield* Effect.flip(system.seek(lanes, { topic: topic!, partition: 0 }, { offset: 0 }))
+      assert.equal(unordered._tag, "InvalidSeek")
+      assert.match(unordered.message, /partition ordering/)
+    }),
+    layer(),
+  ))
