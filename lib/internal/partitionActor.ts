@@ -322,7 +322,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     let unpaused: Deferred.Deferred<void> | undefined
     /** A seek asked for and not done yet: the processor does it between records. */
     let pendingSeek: { readonly offset: number; readonly done: Deferred.Deferred<void> } | undefined
-    /** Wakes a processor waiting for records (or for the pause to end) to look at the requests. */
+    /** Wakes a processor waiting for the pause to end (or halted) to look at the requests; `mailbox.nudge` one waiting for records. */
     const controlled = new Signal()
     /**
      * Partition order: a pause or a seek refused a record of the current chunk, so the rest of it
@@ -447,11 +447,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           continue
         }
         if (stopping === "in-flight") return
-        // Waiting for records, a request (a seek, a pause) wakes the loop as well.
-        let taken = mailbox.pollHeld(chunkSize, false)
+        // Waiting for records, a request (a seek, a pause) wakes the loop as well (`nudge`).
+        const taken = mailbox.pollHeld(chunkSize, false)
         if (taken === undefined) {
-          const woke = yield* Effect.raceFirst(Effect.exit(mailbox.available), Effect.as(controlled.wait, "controlled" as const))
-          if (woke !== "controlled" && Exit.isFailure(woke)) return // the mailbox ended: stopped, or the claim was revoked
+          if (Exit.isFailure(yield* Effect.exit(mailbox.available))) return // the mailbox ended: stopped, or the claim was revoked
           continue
         }
         current = taken
@@ -664,6 +663,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         if (unpaused !== undefined) return Effect.void
         unpaused = Deferred.makeUnsafe<void>()
         controlled.notify()
+        mailbox.nudge()
         return pauseFor("operator")
       }),
       resume: Effect.suspend(() => {
@@ -680,6 +680,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           const done = pendingSeek?.done ?? Deferred.makeUnsafe<void>()
           pendingSeek = { offset, done }
           controlled.notify()
+          mailbox.nudge()
           return Deferred.await(done)
         }),
       restart: Effect.sync(() => {

@@ -200,7 +200,17 @@ export const make = (state: SystemState, transport: Transport["Service"]) => {
           }),
         )
       }
-      const control = membership.partitions.get(keyOf(tp))?.control
+      const partition = membership.partitions.get(keyOf(tp))
+      const control = partition?.control
+      if (partition !== undefined && (partition.status.state === "stopped" || partition.status.state === "failed")) {
+        return yield* Effect.fail(
+          new InvalidSeek({
+            actor: definition.name,
+            ...tp,
+            reason: `the partition actor ${partition.status.state} after ${partition.status.restarts} restarts and handles nothing until the partition is assigned again`,
+          }),
+        )
+      }
       if (control === undefined) {
         return yield* Effect.fail(
           new PartitionNotHeld({
