@@ -670,9 +670,15 @@ export const run = <const Actors extends ReadonlyArray<Actor<any>>>(
  * @example
  * ```ts
  * import { Effect, Layer } from "effect"
- * import { Actor, ActorSystem, MemoryTransport } from "partita"
+ * import { Actor, ActorSystem, Codec, ErrorPolicy, MemoryTransport } from "partita"
  *
- * const audit = Actor.make({ name: "audit", topics: ["orders"], handle: () => Effect.void })
+ * const audit = Actor.make({
+ *   name: "audit",
+ *   topics: ["orders"],
+ *   value: Codec.bytes,
+ *   handle: () => Effect.void,
+ *   onError: { default: ErrorPolicy.skip },
+ * })
  *
  * const program = Effect.gen(function*() {
  *   const system = yield* ActorSystem.System
@@ -681,7 +687,9 @@ export const run = <const Actors extends ReadonlyArray<Actor<any>>>(
  * })
  *
  * program.pipe(
- *   Effect.provide(ActorSystem.layer([audit]).pipe(Layer.provide(MemoryTransport.layer()))),
+ *   Effect.provide(ActorSystem.layer([audit]).pipe(
+ *     Layer.provide(MemoryTransport.layer({ topics: [{ topic: "orders", partitions: 1 }] })),
+ *   )),
  *   Effect.runPromise,
  * )
  * ```
