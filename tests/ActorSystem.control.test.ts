@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Context, Effect, Exit, Layer, Schema, Scope } from "effect"
+import { Context, Data, Effect, Exit, Layer, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
@@ -185,6 +185,63 @@ test("Control calls that name nothing this member can act on fail with typed err
       const unordered = yield* Effect.flip(system.seek(lanes, { topic: topic!, partition: 0 }, { offset: 0 }))
       assert.equal(unordered._tag, "InvalidSeek")
       assert.match(unordered.message, /partition ordering/)
+    }),
+    layer(),
+  ))
+
+class StoreError extends Data.TaggedError("StoreError")<{ readonly id: number }> {}
+
+test("A halted key-lane partition restarts on resume: the halting record and the records behind it are handled, each key in order", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["halt-lanes", 1])
+      const seen: Array<number> = []
+      let failing = true
+      const actor = Actor.make({
+        name: "lanes",
+        topics: [topic!],
+        value: Event,
+        handle: (event: Event) =>
+          event.id === 5 && failing ? Effect.fail(new StoreError({ id: 5 })) : Effect.sync(() => void seen.push(event.id)),
+        onError: { StoreError: ErrorPolicy.halt, default: ErrorPolicy.halt },
+        ordering: Ordering.byKey({ concurrency: 4 }),
+        commit: { interval: "20 millis" },
+        consumer: target.consumer,
+      })
+      const system = yield* ActorSystem.start([actor])
+      yield* sendJson(topic!, Array.from({ length: 12 }, (_, id) => ({ key: `k${id % 3}`, value: { id }, partition: 0 })))
+      yield* waitUntil("halted", Effect.map(system.health, (h) => h.partitions[0]?.state === "halted"))
+      const halted = (yield* system.health).partitions[0]!
+      assert.equal(halted.halted?.offset, 5)
+      assert.ok(!seen.includes(5))
+      failing = false
+      yield* system.resume(actor, { topic: topic!, partition: 0 })
+      yield* waitUntil("every record handled", Effect.sync(() => new Set(seen).size === 12))
+      for (let key = 0; key < 3; key++) {
+        const ids = seen.filter((id) => id % 3 === key)
+        assert.deepEqual(ids, [...ids].sort((a, b) => a - b), `key k${key} in order`)
+      }
+      yield* waitUntil("committed to the end", Effect.map(system.health, (h) => h.partitions[0]?.committed === 12 && h.partitions[0].halted === undefined))
+    }),
+    layer(),
+  ))
+
+test("ActorSystem.seek back on an at-most-once actor commits the new offset ahead and handles the records from there once", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["seek-at-most-once", 1])
+      const seen: Array<number> = []
+      const actor = recorder(topic!, seen, { delivery: "at-most-once" })
+      const system = yield* ActorSystem.start([actor])
+      yield* sendJson(topic!, Array.from({ length: 6 }, (_, id) => ({ value: { id }, partition: 0 })))
+      yield* waitUntil("6 handled", Effect.sync(() => seen.length === 6))
+      yield* system.pause(actor)
+      yield* system.seek(actor, { topic: topic!, partition: 0 }, { offset: 2 })
+      assert.equal((yield* system.health).partitions[0]?.committed, 2)
+      yield* system.resume(actor)
+      yield* waitUntil("2 to 5 handled again", Effect.sync(() => seen.length === 10))
+      assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 2, 3, 4, 5])
+      yield* waitUntil("committed to the end", Effect.map(system.health, (h) => h.partitions[0]?.committed === 6))
     }),
     layer(),
   ))

@@ -105,6 +105,11 @@ class PartitionCommitter implements Committer {
   /** Made on the first failure: an idle partition's committer holds no metric series of its own. */
   private failures: Metric.Counter<number> | undefined
   private readonly options: CommitterOptions
+  /**
+   * Bumped by `moveTo`: a commit begun before a seek and answered after it must not count as
+   * the position (it would put a seek back's offset forward again).
+   */
+  private epoch = 0
   readonly commitCompleted: Effect.Effect<boolean>
 
   constructor(options: CommitterOptions) {
@@ -117,8 +122,9 @@ class PartitionCommitter implements Committer {
       const offset = options.committable()
       if (offset <= this.lastCommitted || !options.afterHandling) return Effect.succeed(true)
       this.sinceCommit = 0
+      const epoch = this.epoch
       return Effect.matchEffect(options.commit(offset), {
-        onSuccess: () => Effect.sync(() => (this.succeeded(offset), true)),
+        onSuccess: () => Effect.sync(() => (epoch === this.epoch && this.succeeded(offset), true)),
         onFailure: (error) => Effect.as(this.failed(offset, error, undefined), false),
       })
     })
@@ -174,9 +180,10 @@ class PartitionCommitter implements Committer {
     const self = this
     return Effect.gen(function*() {
       let step: Step | undefined
+      const epoch = self.epoch
       while (true) {
         const exit = yield* Effect.exit(self.options.commit(offset))
-        if (Exit.isSuccess(exit)) return self.succeeded(offset)
+        if (Exit.isSuccess(exit)) return epoch === self.epoch ? self.succeeded(offset) : undefined
         const error = Cause.findErrorOption(exit.cause)
         if (error._tag === "None") return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
         step ??= yield* self.newStep()
@@ -191,6 +198,7 @@ class PartitionCommitter implements Committer {
     return Effect.suspend(() => {
       this.sinceCommit = 0
       this.pending = false
+      this.epoch++
       return Effect.matchEffect(this.options.commit(offset), {
         onSuccess: () =>
           Effect.sync(() => {

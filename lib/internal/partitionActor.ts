@@ -415,7 +415,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         yield* committer.moveTo(offset)
         status.position = offset
         if (status.pausedFor.has("mailbox")) yield* resumeFor("mailbox")
-        fetcherFiber = yield* Effect.forkIn(fetcher, scope)
+        // Stopped meanwhile (a revocation, the shutdown): nothing more is fetched.
+        if (stopping === "no") fetcherFiber = yield* Effect.forkIn(fetcher, scope)
         yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} continues from offset ${offset} (seek)`)
         yield* Deferred.succeed(request.done, undefined)
       })
