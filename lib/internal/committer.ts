@@ -9,7 +9,7 @@
  * step of the schedule, not one per completed record. A commit ahead of handling (at-most-once)
  * is retried on the same schedule until it lands, since nothing of its chunk may run before it.
  */
-import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule, type Scope } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Metric, Schedule, type Scope } from "effect"
 import type { TransportError } from "../TransportError.ts"
 import { Signal } from "./signal.ts"
 
@@ -106,10 +106,10 @@ class PartitionCommitter implements Committer {
   private failures: Metric.Counter<number> | undefined
   private readonly options: CommitterOptions
   /**
-   * Bumped by `moveTo`: a commit begun before a seek and answered after it must not count as
-   * the position (it would put a seek back's offset forward again).
+   * The loop's commit waiting for its answer: `moveTo` waits for it, so a commit of progress
+   * made before a seek cannot land after the seek's and put its offset forward again.
    */
-  private epoch = 0
+  private inFlight: Deferred.Deferred<void> | undefined
   readonly commitCompleted: Effect.Effect<boolean>
 
   constructor(options: CommitterOptions) {
@@ -122,11 +122,14 @@ class PartitionCommitter implements Committer {
       const offset = options.committable()
       if (offset <= this.lastCommitted || !options.afterHandling) return Effect.succeed(true)
       this.sinceCommit = 0
-      const epoch = this.epoch
+      const inFlight = this.inFlight = Deferred.makeUnsafe<void>()
       return Effect.matchEffect(options.commit(offset), {
-        onSuccess: () => Effect.sync(() => (epoch === this.epoch && this.succeeded(offset), true)),
+        onSuccess: () => Effect.sync(() => (this.succeeded(offset), true)),
         onFailure: (error) => Effect.as(this.failed(offset, error, undefined), false),
-      })
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        if (this.inFlight === inFlight) this.inFlight = undefined
+        Deferred.doneUnsafe(inFlight, Exit.void)
+      })))
     })
   }
 
@@ -180,10 +183,9 @@ class PartitionCommitter implements Committer {
     const self = this
     return Effect.gen(function*() {
       let step: Step | undefined
-      const epoch = self.epoch
       while (true) {
         const exit = yield* Effect.exit(self.options.commit(offset))
-        if (Exit.isSuccess(exit)) return epoch === self.epoch ? self.succeeded(offset) : undefined
+        if (Exit.isSuccess(exit)) return self.succeeded(offset)
         const error = Cause.findErrorOption(exit.cause)
         if (error._tag === "None") return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
         step ??= yield* self.newStep()
@@ -195,10 +197,9 @@ class PartitionCommitter implements Committer {
   }
 
   moveTo(offset: number): Effect.Effect<void> {
-    return Effect.suspend(() => {
+    const commit = Effect.suspend(() => {
       this.sinceCommit = 0
       this.pending = false
-      this.epoch++
       return Effect.matchEffect(this.options.commit(offset), {
         onSuccess: () =>
           Effect.sync(() => {
@@ -214,6 +215,7 @@ class PartitionCommitter implements Committer {
           }),
       })
     })
+    return Effect.suspend(() => this.inFlight === undefined ? commit : Effect.andThen(Deferred.await(this.inFlight), commit))
   }
 
   /**
