@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict"
 import { test } from "node:test"
-import { Context, Data, Effect, Exit, Layer, Schema, Scope } from "effect"
+import { Context, Data, Deferred, Effect, Exit, Layer, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import * as Actor from "../lib/Actor.ts"
 import * as ActorSystem from "../lib/ActorSystem.ts"
@@ -242,6 +242,61 @@ test("ActorSystem.seek back on an at-most-once actor commits the new offset ahea
       yield* waitUntil("2 to 5 handled again", Effect.sync(() => seen.length === 10))
       assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 2, 3, 4, 5])
       yield* waitUntil("committed to the end", Effect.map(system.health, (h) => h.partitions[0]?.committed === 6))
+    }),
+    layer(),
+  ))
+
+test("A partition the operator paused with records waiting stays healthy past its stallAfter, and counts from the resume", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["pause-stall", 1])
+      const seen: Array<number> = []
+      const started = yield* Deferred.make<void>()
+      const open = yield* Deferred.make<void>()
+      const actor = recorder(topic!, seen, {
+        stallAfter: "1 second",
+        handle: (event: Event) =>
+          Effect.gen(function*() {
+            if (event.id === 0) yield* Effect.andThen(Deferred.succeed(started, undefined), Deferred.await(open))
+            seen.push(event.id)
+          }),
+      })
+      const system = yield* ActorSystem.start([actor])
+      yield* sendJson(topic!, Array.from({ length: 3 }, (_, id) => ({ value: { id }, partition: 0 })))
+      yield* Deferred.await(started)
+      yield* system.pause(actor)
+      yield* Deferred.succeed(open, undefined)
+      yield* quiet
+      yield* quiet
+      const paused = (yield* system.health).partitions[0]!
+      assert.deepEqual(seen, [0])
+      assert.ok(paused.position > paused.committed, "records wait past the committed offset")
+      assert.equal(paused.stalled, false)
+      assert.equal(paused.healthy, true)
+      yield* system.resume(actor)
+      assert.equal((yield* system.health).partitions[0]!.stalled, false, "not stalled the moment it resumes")
+      yield* waitUntil("3 handled", Effect.sync(() => seen.length === 3))
+    }),
+    layer(),
+  ))
+
+test("ActorSystem.pause of an exactly-once actor commits its open transaction and starts nothing more until resumed", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["pause-eos", 1])
+      const seen: Array<number> = []
+      const actor = recorder(topic!, seen, { delivery: "exactly-once", transaction: { records: 100, interval: "10 seconds" } })
+      const system = yield* ActorSystem.start([actor])
+      yield* sendJson(topic!, Array.from({ length: 4 }, (_, id) => ({ value: { id }, partition: 0 })))
+      yield* waitUntil("4 handled", Effect.sync(() => seen.length === 4))
+      yield* system.pause(actor)
+      yield* waitUntil("the open transaction committed", Effect.map(system.health, (h) => h.partitions[0]?.committed === 4))
+      yield* sendJson(topic!, Array.from({ length: 4 }, (_, i) => ({ value: { id: 4 + i }, partition: 0 })))
+      yield* quiet
+      assert.equal(seen.length, 4)
+      yield* system.resume(actor)
+      yield* waitUntil("8 handled", Effect.sync(() => seen.length === 8))
+      assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7])
     }),
     layer(),
   ))

@@ -672,6 +672,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         if (paused === undefined) return Effect.void
         unpaused = undefined
         Deferred.doneUnsafe(paused, Exit.void)
+        // The stall watchdog counts from the resume: the pause was no lack of progress.
+        status.lastProgress = clock.currentTimeMillisUnsafe()
         return resumeFor("operator")
       }),
       seek: (offset) =>

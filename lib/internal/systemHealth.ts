@@ -15,7 +15,8 @@ const consumerLag = Metric.gauge("partita.consumer.lag", {
 export const report = (state: SystemState, settings: Settings, now: number): HealthReport => {
   const partitions = state.memberships.flatMap((membership) =>
     [...membership.partitions.values()].map(({ status, stallAfter }): PartitionHealth => {
-      const waiting = status.mailbox > 0 || status.position > status.committed
+      // A partition the operator paused is idle on purpose: not stalled, however long the pause.
+      const waiting = (status.mailbox > 0 || status.position > status.committed) && !status.pausedFor.has("operator")
       const stalled = waiting && now - status.lastProgress > stallAfter
       const watermark = state.watermarks.get(keyOf(status))
       return {
