@@ -27,6 +27,10 @@
  * `brokerTimeout`), reported with their age; readiness includes whether the broker answered
  * within `brokerWindow`.
  *
+ * `layer` makes the running system a service (`System`) an app composes like any other; through
+ * it an operator pauses and resumes an actor or one partition (the pause outlives rebalances),
+ * seeks a partition to an offset or a time, and restarts a partition a `halt` policy stopped.
+ *
  * @example
  * ```ts
  * import { Effect } from "effect"
@@ -395,9 +399,11 @@ export interface System {
    * Moves a partition this member holds to an offset, or to the first record at or after a
    * time, and succeeds with the offset once done. The record in flight finishes; records fetched
    * past it are dropped; what completed is committed, then the new offset is committed, so a
-   * seek back moves the group's committed offset back and its records are handled again. Works
-   * while paused (the partition stays paused) and while halted (it stays halted until resumed).
-   * For actors in partition order that are not exactly-once.
+   * seek back moves the group's committed offset back and its records are handled again. It
+   * waits for the record in flight, its retries included. Works while paused (the partition
+   * stays paused) and while halted (it stays halted until resumed). For actors in partition
+   * order that are not exactly-once (`InvalidSeek` otherwise: key lanes have records of several
+   * offsets in flight at once, and an exactly-once actor's position is its transactions').
    */
   readonly seek: (
     actor: ActorRef,
