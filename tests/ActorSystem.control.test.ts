@@ -300,3 +300,33 @@ test("ActorSystem.pause of an exactly-once actor commits its open transaction an
     }),
     layer(),
   ))
+
+test("ActorSystem.seek of a halted partition moves it past the halting record; it stays halted until resumed, then goes on from there", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["seek-halted", 1])
+      const seen: Array<number> = []
+      const actor = Actor.make({
+        name: "recorder",
+        topics: [topic!],
+        value: Event,
+        handle: (event: Event) => event.id === 3 ? Effect.fail(new StoreError({ id: 3 })) : Effect.sync(() => void seen.push(event.id)),
+        onError: { StoreError: ErrorPolicy.halt, default: ErrorPolicy.halt },
+        commit: { interval: "20 millis" },
+        consumer: target.consumer,
+      })
+      const system = yield* ActorSystem.start([actor])
+      yield* sendJson(topic!, Array.from({ length: 8 }, (_, id) => ({ value: { id }, partition: 0 })))
+      yield* waitUntil("halted", Effect.map(system.health, (h) => h.partitions[0]?.state === "halted"))
+      assert.equal(yield* system.seek(actor, { topic: topic!, partition: 0 }, { offset: 5 }), 5)
+      const moved = (yield* system.health).partitions[0]!
+      assert.equal(moved.state, "halted")
+      assert.equal(moved.committed, 5)
+      yield* quiet
+      assert.deepEqual(seen, [0, 1, 2])
+      yield* system.resume(actor, { topic: topic!, partition: 0 })
+      yield* waitUntil("5 to 7 handled", Effect.sync(() => seen.length === 6))
+      assert.deepEqual(seen, [0, 1, 2, 5, 6, 7])
+    }),
+    layer(),
+  ))

@@ -323,7 +323,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     /** A seek asked for and not done yet: the processor does it between records. */
     let pendingSeek: { readonly offset: number; readonly done: Deferred.Deferred<void> } | undefined
     /** Wakes a processor waiting for the pause to end (or halted) to look at the requests; `mailbox.nudge` one waiting for records. */
-    const controlled = new Signal()
+    // Made by the first wait on it: most partitions are never paused nor halted.
+    let controlled: Signal | undefined
+    const controlledWait = () => (controlled ??= new Signal()).wait
     /**
      * Partition order: a pause or a seek refused a record of the current chunk, so the rest of it
      * is refused too (keeping partition order); the loop then waits, or seeks, and goes on.
@@ -337,7 +339,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     const whilePaused = Effect.suspend(() =>
       unpaused === undefined
         ? Effect.void
-        : Effect.raceFirst(Effect.raceFirst(Deferred.await(unpaused), Deferred.await(stopRequested)), controlled.wait)
+        : Effect.raceFirst(Effect.raceFirst(Deferred.await(unpaused), Deferred.await(stopRequested)), controlledWait())
     )
     /** Waits until the operator's pause ends or the actor stops. */
     const untilUnpaused: Effect.Effect<void> = Effect.suspend(() =>
@@ -663,7 +665,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       pause: Effect.suspend(() => {
         if (unpaused !== undefined) return Effect.void
         unpaused = Deferred.makeUnsafe<void>()
-        controlled.notify()
+        controlled?.notify()
         mailbox.nudge()
         return pauseFor("operator")
       }),
@@ -682,7 +684,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           // A later seek replaces one not done yet: the last one asked for wins.
           const done = pendingSeek?.done ?? Deferred.makeUnsafe<void>()
           pendingSeek = { offset, done }
-          controlled.notify()
+          controlled?.notify()
           mailbox.nudge()
           return Deferred.await(done)
         }),
@@ -747,13 +749,16 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         // nothing past the record is committed. A seek asked for meanwhile is done at once.
         const restart = restartRequested = Deferred.makeUnsafe<void>()
         while (true) {
+          if (pendingSeek !== undefined && stopping === "no") {
+            yield* seekNow(pendingSeek)
+            continue
+          }
           const woke = yield* Effect.raceFirst(
             Effect.raceFirst(Effect.as(Deferred.await(stopRequested), "stop" as const), Effect.as(Deferred.await(restart), "restart" as const)),
-            Effect.as(controlled.wait, "controlled" as const),
+            Effect.as(controlledWait(), "controlled" as const),
           )
           if (woke === "stop") break supervision
           if (woke === "restart") break
-          if (pendingSeek !== undefined && stopping === "no") yield* seekNow(pendingSeek)
         }
         status.halted = undefined
         status.state = "running"
