@@ -103,7 +103,7 @@ export class TransactionFenced extends Data.TaggedError("TransactionFenced")<{
   readonly topic: string
   readonly partition: number
   readonly transactionalId: string
-  /** Kafka's error: `PRODUCER_FENCED`, `INVALID_PRODUCER_EPOCH`, `UNKNOWN_MEMBER_ID`, ... */
+  /** Kafka's error: `PRODUCER_FENCED`, `INVALID_PRODUCER_EPOCH` or `FENCED_INSTANCE_ID`. */
   readonly code: string
   readonly reason: string
 }> {

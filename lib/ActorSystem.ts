@@ -33,16 +33,27 @@
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
- * import { ActorSystem, MemoryTransport } from "partita"
- * import { notifier } from "./actors.ts"
+ * import { Effect, Schema } from "effect"
+ * import { Actor, ActorSystem, ErrorPolicy, Main, MemoryTransport } from "partita"
  *
- * ActorSystem.run([notifier]).pipe(Effect.provide(MemoryTransport.layer()), ActorSystem.runMain)
+ * const greeter = Actor.make({
+ *   name: "greeter",
+ *   topics: ["greetings"],
+ *   value: Schema.Struct({ to: Schema.String }),
+ *   handle: (greeting) => Effect.log(`hello, ${greeting.to}`),
+ *   onError: { default: ErrorPolicy.skip },
+ * })
+ *
+ * // Runs until interrupted (Ctrl-C is a graceful shutdown); Main.runMain sets the exit code.
+ * ActorSystem.run([greeter]).pipe(
+ *   Effect.provide(MemoryTransport.layer({ topics: [{ topic: "greetings", partitions: 3 }] })),
+ *   Main.runMain,
+ * )
  * ```
  *
  * @since 0.1.0
  */
-import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Layer, Schedule, Scope } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Layer, Option, Schedule, Scope } from "effect"
 import type { Actor } from "./Actor.ts"
 import * as DeadLetter from "./internal/deadLetter.ts"
 import * as DenoFiberContext from "./internal/denoFiberContext.ts"
@@ -116,8 +127,8 @@ export {
    */
   PartitionNotHeld,
   /**
-   * A seek that cannot be done: an offset outside the partition's log, a transport that cannot
-   * list offsets by time, or an actor that cannot seek (exactly-once, or not in partition order).
+   * A seek that cannot be done: an offset outside the partition's log, a timestamp that is not
+   * a time, or an actor that cannot seek (exactly-once, or not in partition order).
    *
    * @since 0.4.0
    * @category errors
@@ -191,7 +202,13 @@ export interface Options {
    * Default 30 seconds.
    */
   readonly shutdownDeadline?: Duration.Input | undefined
-  /** The producer handlers and dead letters use. */
+  /**
+   * Settings of a producer of the system's own, for handlers and dead letters. Without them the
+   * system uses the `Producer` its context has (an app's `Producer.layer()`), so the app, its
+   * handlers and the dead letters share one producer and its batches; only when the context has
+   * none does the system make one with the defaults. The system flushes the producer it uses on
+   * shutdown, and closes it only when it is its own.
+   */
   readonly producer?: Producer.Options | undefined
   /**
    * How often high watermarks are read for consumer lag (the `partita.consumer.lag` metric and
@@ -578,7 +595,10 @@ const launch = (
         : Effect.flatMap(shutdown(shared, producerScope, systemScope), (left) => left === undefined ? Effect.void : onIncomplete(left))
     )
 
-    const producer = yield* Scope.provide(Producer.make(options.producer), producerScope)
+    const given = options.producer === undefined ? yield* Effect.serviceOption(Producer.Producer) : Option.none()
+    const producer = Option.isSome(given)
+      ? yield* Effect.as(Scope.addFinalizer(producerScope, given.value.flush), given.value)
+      : yield* Scope.provide(Producer.make(options.producer), producerScope)
     // One duration histogram per partition an actor ever held, exported for the system's life.
     const metricsContext = yield* Effect.context<never>()
     const durations = new Map<string, ReturnType<typeof PartitionActor.registerDurations>>()

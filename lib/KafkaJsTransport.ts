@@ -206,7 +206,10 @@ import { allWritten, errorOf } from "./internal/sendOutcomes.ts"
 import { partitionForKey } from "./internal/partitioner.ts"
 import {
   type Acks,
+  type CommittedOffset,
+  type ListedOffset,
   type OffsetCommit,
+  type OffsetQuery,
   type ProducerRecord,
   type RecordMetadata,
   type TopicDescription,
@@ -965,6 +968,67 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       } satisfies TopicDescription
     })
 
+  const listTopics = Effect.map(
+    adminCalls.attempt("listTopics", "Cannot list the topics", () => admin.listTopics()),
+    (names) => names.filter((name) => !internalTopics.has(name)).sort(),
+  )
+
+  /**
+   * kafkajs lists by timestamp per topic, every partition at once, and answers the high watermark
+   * where no record reaches the timestamp (and no record timestamp): that is read back as none.
+   */
+  const listOffsets = (queries: ReadonlyArray<OffsetQuery>) =>
+    Effect.gen(function* () {
+      const answers = new Array<ListedOffset>(queries.length)
+      for (const topic of new Set(queries.map((query) => query.topic))) {
+        const asked = queries.flatMap((query, index) => query.topic === topic ? [{ ...query, index }] : [])
+        const described = yield* describeTopic(topic)
+        const timestamps = new Set(asked.flatMap((query) => typeof query.at === "object" ? [query.at.timestamp] : []))
+        const byTime = new Map<number, ReadonlyArray<{ readonly partition: number; readonly offset: string }>>()
+        for (const timestamp of timestamps) {
+          byTime.set(timestamp, yield* adminCalls.attempt(
+            "listOffsets",
+            `Cannot list the offsets of topic "${topic}" at ${new Date(timestamp).toISOString()}`,
+            () => admin.fetchTopicOffsetsByTimestamp(topic, timestamp),
+          ))
+        }
+        for (const query of asked) {
+          const partition = described.partitions.find((p) => p.partition === query.partition)
+          if (partition === undefined) {
+            return yield* Effect.fail(
+              TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", "listOffsets", `Partition ${topic}/${query.partition} does not exist`),
+            )
+          }
+          let offset: number | undefined
+          if (query.at === "earliest") offset = partition.logStartOffset
+          else if (query.at === "latest") offset = partition.highWatermark
+          else {
+            const found = Number(byTime.get(query.at.timestamp)?.find((p) => p.partition === query.partition)?.offset ?? -1)
+            offset = found >= 0 && found < partition.highWatermark ? found : undefined
+          }
+          answers[query.index] = { topic, partition: query.partition, offset, timestamp: undefined }
+        }
+      }
+      return answers
+    })
+
+  const committedOffsets = (group: string, topics?: ReadonlyArray<string>) =>
+    Effect.map(
+      adminCalls.attempt(
+        "committedOffsets",
+        `Cannot read the committed offsets of group "${group}"`,
+        () => topics === undefined ? admin.fetchOffsets({ groupId: group }) : admin.fetchOffsets({ groupId: group, topics: [...topics] }),
+      ),
+      (answer): ReadonlyArray<CommittedOffset> =>
+        answer
+          .flatMap(({ topic, partitions }) =>
+            partitions
+              .filter(({ offset }) => Number(offset) >= 0)
+              .map(({ partition, offset, metadata }) => ({ topic, partition, offset: Number(offset), metadata: metadata ?? "" }))
+          )
+          .sort((a, b) => a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition),
+    )
+
   const environment: Environment = {
     kafka: (clientId, gate) => clientId === undefined && gate === undefined ? client : kafka(clientId, gate),
     admin,
@@ -1115,8 +1179,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     transactional,
     createTopic,
     describeTopic,
+    listTopics,
+    listOffsets,
+    committedOffsets,
   })
 })
+
+/** Kafka's own topics, left out of `listTopics`. */
+const internalTopics = new Set(["__consumer_offsets", "__transaction_state", "__share_group_state", "__cluster_metadata"])
 
 /** Disconnects a kafkajs client, logging (not failing) when it cannot. */
 // ---------------------------------------------------------------------------------------------

@@ -253,6 +253,23 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     createTopic: (spec) =>
       admin.createTopics([{ topic: spec.topic, partitions: spec.partitions, config: spec.config }]),
     describeTopic: admin.describeTopic,
+    listTopics: admin.listTopics,
+    listOffsets: (queries) =>
+      Effect.map(
+        admin.listOffsets(queries.map(({ topic, partition, at }) => ({ topic, partition, spec: at }))),
+        (listed) =>
+          listed.map(({ topic, partition, offset, timestamp }) => ({
+            topic,
+            partition,
+            offset: offset ?? undefined,
+            timestamp: offset !== null && timestamp >= 0 ? timestamp : undefined,
+          })),
+      ),
+    committedOffsets: (group, topics) =>
+      Effect.map(admin.committedOffsets(group), (committed) =>
+        committed
+          .filter((offset) => topics === undefined || topics.includes(offset.topic))
+          .sort((a, b) => a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition)),
   })
 })
 

@@ -36,7 +36,9 @@ import {
   type CommittedOffset,
   type ConsumerRecord,
   type GroupEvent,
+  type ListedOffset,
   type OffsetCommit,
+  type OffsetQuery,
   type PartitionClaim,
   type ProducerRecord,
   type RecordMetadata,
@@ -65,6 +67,7 @@ export type Operation =
   | "heartbeat"
   | "createTopic"
   | "describeTopic"
+  | "admin"
   | "transaction"
 
 /**
@@ -197,6 +200,17 @@ class PartitionLog {
     let stable = this.next
     for (const first of this.openTransactions.values()) stable = Math.min(stable, first)
     return stable
+  }
+
+  /** The first record at or after `timestamp`, as ListOffsets finds it; undefined when every record is older. */
+  offsetForTime(timestamp: number): { readonly offset: number; readonly timestamp: number } | undefined {
+    for (let index = this.head; index < this.entries.length; index++) {
+      const entry = this.entries[index]!
+      if (!entry.control && entry.record.timestamp >= timestamp) {
+        return { offset: entry.record.offset, timestamp: entry.record.timestamp }
+      }
+    }
+    return undefined
   }
 
   /** Up to `max` deliverable records from `from`, and the position after what was scanned. */
@@ -423,6 +437,36 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           highWatermark: log.next,
         })),
       })),
+    )
+
+  const listTopics = Effect.andThen(enter("admin"), Effect.sync(() => [...topics.keys()].sort()))
+
+  const listOffsets = (queries: ReadonlyArray<OffsetQuery>) =>
+    Effect.andThen(
+      enter("admin"),
+      Effect.forEach(queries, (query): Effect.Effect<ListedOffset, TransportError.TransportError> => {
+        const log = topics.get(query.topic)?.partitions[query.partition]
+        if (log === undefined) {
+          return Effect.fail(
+            TransportError.make("UNKNOWN_TOPIC_OR_PARTITION", "listOffsets", `Partition ${query.topic}/${query.partition} does not exist`),
+          )
+        }
+        const { topic, partition, at } = query
+        if (at === "earliest") return Effect.succeed({ topic, partition, offset: log.start, timestamp: undefined })
+        if (at === "latest") return Effect.succeed({ topic, partition, offset: log.next, timestamp: undefined })
+        const found = log.offsetForTime(at.timestamp)
+        return Effect.succeed({ topic, partition, offset: found?.offset, timestamp: found?.timestamp })
+      }),
+    )
+
+  const committedOffsets = (groupId: string, only?: ReadonlyArray<string>) =>
+    Effect.andThen(
+      enter("admin"),
+      Effect.sync(() =>
+        [...(groups.get(groupId)?.offsets.values() ?? [])]
+          .filter((offset) => only === undefined || only.includes(offset.topic))
+          .sort((a, b) => a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition)
+      ),
     )
 
   /**
@@ -1012,6 +1056,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     transactional,
     createTopic,
     describeTopic,
+    listTopics,
+    listOffsets,
+    committedOffsets,
   })
 
   const broker = MemoryBroker.of({

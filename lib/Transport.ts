@@ -272,6 +272,38 @@ export interface TopicDescription {
 }
 
 /**
+ * Which offset of a partition `listOffsets` finds: the first still in the log, the next to be
+ * written (the high watermark), or the first whose record's timestamp is at or after
+ * `timestamp` (epoch milliseconds), as Kafka's ListOffsets does.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export type OffsetSpec = "earliest" | "latest" | { readonly timestamp: number }
+
+/**
+ * @since 0.4.0
+ * @category models
+ */
+export interface OffsetQuery extends TopicPartition {
+  readonly at: OffsetSpec
+}
+
+/**
+ * @since 0.4.0
+ * @category models
+ */
+export interface ListedOffset extends TopicPartition {
+  /**
+   * The offset found; undefined for a timestamp no record reaches (every record is older: a
+   * consumer seeking there starts at the high watermark).
+   */
+  readonly offset: number | undefined
+  /** The found record's timestamp, for a timestamp query that found one. */
+  readonly timestamp: number | undefined
+}
+
+/**
  * What a transport can do, for callers and for the contract suite to adapt to.
  *
  * @since 0.1.0
@@ -349,4 +381,20 @@ export class Transport extends Context.Service<Transport, {
   /** Creates a topic; fails with `TOPIC_ALREADY_EXISTS` if it exists. */
   readonly createTopic: (spec: TopicSpec) => Effect.Effect<void, TransportError>
   readonly describeTopic: (topic: string) => Effect.Effect<TopicDescription, TransportError>
+  /** Every topic's name, sorted; Kafka's internal topics (`__consumer_offsets`, ...) left out. */
+  readonly listTopics: Effect.Effect<ReadonlyArray<string>, TransportError>
+  /**
+   * The offsets asked for, in the order asked. A missing topic or partition fails with
+   * `UNKNOWN_TOPIC_OR_PARTITION` naming it.
+   */
+  readonly listOffsets: (queries: ReadonlyArray<OffsetQuery>) => Effect.Effect<ReadonlyArray<ListedOffset>, TransportError>
+  /**
+   * A group's committed offsets, for any group (this process need not be a member), sorted by
+   * topic and partition: of `topics` when given, else of every topic it committed. A partition
+   * never committed is absent; a group that does not exist has none.
+   */
+  readonly committedOffsets: (
+    group: string,
+    topics?: ReadonlyArray<string>,
+  ) => Effect.Effect<ReadonlyArray<CommittedOffset>, TransportError>
 }>()("partita/Transport") {}

@@ -92,6 +92,40 @@ test("exactly-once: a commit that gets no answer in time reopens the producer (f
     MemoryTransport.layer(),
   ))
 
+test("exactly-once: offsets the group refuses for a generation that moved on (a rebalance the partition stays through) abort that transaction and the partition handles its records again: not a fence", () =>
+  run(
+    Effect.gen(function*() {
+      const broker = yield* MemoryTransport.MemoryBroker
+      const [input, out] = yield* topics(["eos-generation-in", 1], ["eos-generation-out", 1])
+      const outputs = Producer.forTopic({ topic: out!, value: Event })
+      let handled = 0
+      const actor = Actor.make({
+        name: "eos-generation",
+        topics: [input!],
+        value: Event,
+        handle: (event: Event) => Effect.andThen(outputs.send(event), Effect.sync(() => void handled++)),
+        onError: { default: ErrorPolicy.halt },
+        delivery: "exactly-once",
+        transaction: { records: 10, interval: "1 minute" },
+        consumer: { heartbeatInterval: "100 millis" },
+      })
+      const system = yield* ActorSystem.start([actor])
+      yield* sendJson(input!, range(5).map((id) => ({ value: { id } })))
+      yield* eventually(10, "5 records handled", () => handled >= 5)
+      // The transaction is open; its commit (the next transaction call) is refused as Kafka
+      // refuses offsets carrying the member's previous generation.
+      yield* broker.failNext("transaction", "ILLEGAL_GENERATION")
+      yield* sendJson(input!, range(5).map((id) => ({ value: { id: 5 + id } })))
+      yield* committedAll(system, 10, 20)
+      const [partition] = (yield* system.health).partitions
+      assert.equal(partition?.state, "running")
+      assert.equal(partition?.restarts, 0)
+      assert.ok(handled >= 20, `the 10 records were handled again after the refusal (${handled})`)
+      assert.deepEqual(yield* readOutput(out!, 1, 20), range(10))
+    }),
+    MemoryTransport.layer(),
+  ))
+
 test("ActorSystem refuses an exactly-once actor with key ordering, one on a transport without transactions, and one producer per member where the group does not fence transactions", () =>
   run(
     Effect.gen(function*() {

@@ -186,6 +186,73 @@ export const transportContract = (subject: TransportUnderTest): void => {
   )
 
   it(
+    "listTopics names every topic, sorted, without Kafka's internal ones",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const [a, b] = [yield* newTopic(1), yield* newTopic(2)]
+      const listed = yield* transport.listTopics
+      assert.ok(listed.includes(a) && listed.includes(b), `both new topics are listed: ${a}, ${b}`)
+      assert.deepEqual([...listed].sort(), listed, "sorted")
+      assert.ok(!listed.some((name) => name.startsWith("__")), `no internal topic: ${listed.filter((n) => n.startsWith("__"))}`)
+    }),
+  )
+
+  it(
+    "listOffsets finds the earliest, the latest and the first offset at or after a timestamp",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const topic = yield* newTopic(2)
+      const base = 1_700_000_000_000
+      // Timestamps 0, 10, ..., 90 ms after `base` on partition 0; partition 1 stays empty.
+      yield* transport.send(Array.from({ length: 10 }, (_, i) => ({ topic, partition: 0, key: null, value: bytes(`${i}`), timestamp: base + 10 * i })))
+      const listed = yield* transport.listOffsets([
+        { topic, partition: 0, at: "earliest" },
+        { topic, partition: 0, at: "latest" },
+        { topic, partition: 0, at: { timestamp: base + 35 } },
+        { topic, partition: 0, at: { timestamp: base } },
+        { topic, partition: 0, at: { timestamp: base + 1000 } },
+        { topic, partition: 1, at: "latest" },
+        { topic, partition: 1, at: { timestamp: base } },
+      ])
+      assert.deepEqual(listed.map((l) => [l.partition, l.offset]), [[0, 0], [0, 10], [0, 4], [0, 0], [0, undefined], [1, 0], [1, undefined]])
+      for (const found of [listed[2]!, listed[3]!]) {
+        // A transport that reads the found record's timestamp reports the right one.
+        if (found.timestamp !== undefined) assert.equal(found.timestamp, base + 10 * found.offset!)
+      }
+      const missing = yield* Effect.flip(transport.listOffsets([{ topic, partition: 5, at: "latest" }]))
+      assert.equal(missing.code, "UNKNOWN_TOPIC_OR_PARTITION")
+    }),
+  )
+
+  it(
+    "committedOffsets reads any group's committed offsets, from outside the group",
+    Effect.gen(function*() {
+      const transport = yield* Transport
+      const [topic, other] = [yield* newTopic(3), yield* newTopic(1)]
+      const group = uniqueName("g")
+      yield* transport.send([0, 1, 2].map((partition) => ({ topic, partition, key: null, value: bytes(`${partition}`) })))
+      yield* transport.send([{ topic: other, key: null, value: bytes("o") }])
+      yield* Effect.scoped(Effect.gen(function*() {
+        const consumer = yield* startConsumer(transport, { group, topics: [topic, other], ...groupOptions })
+        yield* within(30, "4 records", consumer.receivedAtLeast(4))
+        yield* consumer.subscription.commit([
+          { topic, partition: 0, offset: 1 },
+          { topic, partition: 2, offset: 1, metadata: "m" },
+          { topic: other, partition: 0, offset: 1 },
+        ])
+      }))
+      const all = yield* transport.committedOffsets(group)
+      assert.deepEqual(all.map((c) => [c.topic, c.partition, c.offset]).filter(([t]) => t === topic || t === other), [
+        ...[[topic, 0, 1], [topic, 2, 1]],
+        [other, 0, 1],
+      ].sort((x, y) => x[0]! < y[0]! ? -1 : x[0]! > y[0]! ? 1 : 0))
+      const one = yield* transport.committedOffsets(group, [topic])
+      assert.deepEqual(one.map((c) => [c.topic, c.partition, c.offset, c.metadata]), [[topic, 0, 1, ""], [topic, 2, 1, "m"]])
+      assert.deepEqual(yield* transport.committedOffsets(uniqueName("never-joined"), [topic]), [])
+    }),
+  )
+
+  it(
     "a send is a description: running it again sends again",
     Effect.gen(function*() {
       const transport = yield* Transport

@@ -1,5 +1,5 @@
 // Produce and consume on the embedded broker: no Kafka needed. (README's Quick look; CI runs it.)
-import { Effect, Schema } from "effect"
+import { Effect, Schedule, Schema } from "effect"
 import { Actor, ActorSystem, ErrorPolicy, MemoryTransport, Producer } from "../../mod.ts"
 
 const Greeting = Schema.Struct({ to: Schema.String, text: Schema.String })
@@ -14,9 +14,13 @@ const printer = Actor.make({
 })
 
 const program = Effect.gen(function*() {
-  yield* ActorSystem.start([printer])
+  const system = yield* ActorSystem.start([printer])
   for (const to of ["emma", "bruno", "chen"]) yield* greetings.send({ to, text: "hello" }, { key: to })
-  yield* Effect.sleep("200 millis")
+  // Done once the printer has handled all three: the system's health counts what it processed.
+  yield* system.health.pipe(Effect.repeat({
+    until: (health) => health.partitions.reduce((handled, partition) => handled + partition.processed, 0) === 3,
+    schedule: Schedule.spaced("10 millis"),
+  }))
 })
 
 Effect.runPromise(program.pipe(

@@ -5,8 +5,9 @@
  * topic and the partition. Opening it fences every older producer with that id (Kafka bumps the
  * epoch and aborts what the older one left open), so a zombie that still thinks it owns the
  * partition can no longer commit. On Partita's own Kafka client the offsets also carry the
- * member's generation (KIP-447), and the group refuses them from a member that lost the
- * partition. kafkajs and the embedded broker fence by the transactional id alone.
+ * member's generation (KIP-447), and the group refuses them from a member whose generation
+ * moved on: that transaction aborts and the partition handles its records again (see
+ * `fencingCodes`). kafkajs and the embedded broker fence by the transactional id alone.
  *
  * A transaction holds one partition's work: the records its handlers produced through
  * `Producer`, its dead letters, and the consumed offset, committed together by `commit`. Nothing
@@ -32,16 +33,20 @@ import type { ProducerRecord, RecordMetadata, Transaction, TransactionalProducer
 import type { TransportError } from "../TransportError.ts"
 
 /**
- * Kafka's answers that mean another instance owns the partition now: a newer producer with the
- * transactional id, or a group that no longer counts this member as the partition's owner.
+ * Kafka's answers that mean another instance owns the partition now: a newer producer opened
+ * the partition's transactional id, or another process took this member's static identity.
+ *
+ * A group that refuses the transaction's offsets because the member's generation moved on
+ * (`ILLEGAL_GENERATION`, `FENCED_MEMBER_EPOCH`, `UNKNOWN_MEMBER_ID`) is not among them: a
+ * rebalance bumps the generation of members that keep their partitions too, so the refusal only
+ * says this transaction cannot commit. It aborts and the partition handles its records again;
+ * a partition that did move is revoked (or its membership lost) and its actor stopped, and a
+ * new owner's producer fences anything this one still sends.
  */
 export const fencingCodes: ReadonlySet<string> = new Set([
   "PRODUCER_FENCED",
   "INVALID_PRODUCER_EPOCH",
   "FENCED_INSTANCE_ID",
-  "UNKNOWN_MEMBER_ID",
-  "ILLEGAL_GENERATION",
-  "FENCED_MEMBER_EPOCH",
 ])
 
 /**

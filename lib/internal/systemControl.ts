@@ -56,19 +56,6 @@ export class InvalidSeek extends Data.TaggedError("InvalidSeek")<{
 /** Where a seek goes: an offset, or the first record at or after a time (epoch milliseconds). */
 export type SeekTarget = { readonly offset: number } | { readonly timestamp: number }
 
-/**
- * The transport's list-offsets, where it has one: the earliest offset whose timestamp is at
- * least the one asked (undefined when no record is that recent), or the log's ends.
- */
-type ListOffsets = (
-  queries: ReadonlyArray<
-    { readonly topic: string; readonly partition: number; readonly at: "earliest" | "latest" | { readonly timestamp: number } }
-  >,
-) => Effect.Effect<
-  ReadonlyArray<{ readonly topic: string; readonly partition: number; readonly offset: number | undefined; readonly timestamp: number | undefined }>,
-  TransportError
->
-
 const nameOf = (actor: string | { readonly name: string }) => typeof actor === "string" ? actor : actor.name
 
 const held = (membership: Membership) => {
@@ -158,12 +145,8 @@ export const make = (state: SystemState, transport: Transport["Service"]) => {
     Effect.gen(function*() {
       const invalid = (reason: string) => new InvalidSeek({ actor: actor.name, ...tp, reason })
       if ("timestamp" in to) {
-        const listOffsets = (transport as { readonly listOffsets?: ListOffsets }).listOffsets
-        if (listOffsets === undefined) {
-          return yield* Effect.fail(invalid(`the ${transport.name} transport cannot list offsets by time; seek to an offset instead`))
-        }
         if (!Number.isFinite(to.timestamp)) return yield* Effect.fail(invalid(`the timestamp ${to.timestamp} is not a time`))
-        const [byTime, latest] = yield* listOffsets([{ ...tp, at: { timestamp: to.timestamp } }, { ...tp, at: "latest" }])
+        const [byTime, latest] = yield* transport.listOffsets([{ ...tp, at: { timestamp: to.timestamp } }, { ...tp, at: "latest" }])
         // No record that recent: the end of the log, where the next record will be.
         return byTime?.offset ?? latest?.offset ?? 0
       }

@@ -173,6 +173,8 @@ export interface Admin {
     resource: ConfigResource,
     keys?: ReadonlyArray<string>,
   ) => Effect.Effect<ReadonlyMap<string, ConfigEntry>, TransportError.TransportError>
+  /** Every topic's name, sorted, internal topics left out (one Metadata request for all topics). */
+  readonly listTopics: Effect.Effect<ReadonlyArray<string>, TransportError.TransportError>
   /** The groups of every broker of the cluster. */
   readonly listGroups: Effect.Effect<ReadonlyArray<ListedGroup>, TransportError.TransportError>
   readonly describeGroups: (
@@ -470,6 +472,23 @@ export const make = (brokers: Brokers.Brokers, options: Options = {}): Admin => 
       return retrying(listOffsetsOnce(queries, listOptions?.readCommitted ?? false, done))
     })
 
+  const listTopics = retrying(Effect.gen(function* () {
+    const connection = yield* brokers.any
+    const version = yield* connection.versionFor(Metadata)
+    const answer = yield* connection.request(Metadata, {
+      topics: null,
+      ...(version >= 4 ? { allowAutoTopicCreation: false } : {}),
+    }, { version })
+    const failed = answer.topics.find((topic) => topic.errorCode !== 0)
+    if (failed !== undefined) {
+      return yield* Effect.fail(fail(failed.errorCode, "listTopics", `Cannot list the topics (${detail(failed.errorCode, null)} for "${failed.name ?? "?"}")`))
+    }
+    return answer.topics
+      .filter((topic) => topic.isInternal !== true && topic.name !== null)
+      .map((topic) => topic.name!)
+      .sort()
+  }))
+
   const describeTopic = (topic: string) =>
     Effect.gen(function* () {
       // Metadata first: it fails at once for a missing topic.
@@ -676,6 +695,7 @@ export const make = (brokers: Brokers.Brokers, options: Options = {}): Admin => 
     createPartitions,
     describeTopic,
     describeConfigs,
+    listTopics,
     listGroups,
     describeGroups,
     deleteGroups,
