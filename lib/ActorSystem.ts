@@ -128,7 +128,7 @@ export {
   PartitionNotHeld,
   /**
    * A seek that cannot be done: an offset outside the partition's log, a timestamp that is not
-   * a time, or an actor that cannot seek (exactly-once, or not in partition order).
+   * a time, or an actor that cannot seek (exactly-once).
    *
    * @since 0.4.0
    * @category errors
@@ -418,9 +418,9 @@ export interface System {
    * past it are dropped; what completed is committed, then the new offset is committed, so a
    * seek back moves the group's committed offset back and its records are handled again. It
    * waits for the record in flight, its retries included. Works while paused (the partition
-   * stays paused) and while halted (it stays halted until resumed). For actors in partition
-   * order that are not exactly-once (`InvalidSeek` otherwise: key lanes have records of several
-   * offsets in flight at once, and an exactly-once actor's position is its transactions').
+   * stays paused) and while halted (it stays halted until resumed). In key lanes (`byKey`,
+   * `unordered`) every record in flight finishes first. Not for exactly-once actors, whose
+   * position is their transactions' (`InvalidSeek`).
    */
   readonly seek: (
     actor: ActorRef,

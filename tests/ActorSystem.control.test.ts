@@ -182,9 +182,11 @@ test("Control calls that name nothing this member can act on fail with typed err
       const outside = yield* Effect.flip(system.seek(actor, { topic: topic!, partition: 0 }, { offset: 7 }))
       assert.equal(outside._tag, "InvalidSeek")
       assert.match(outside.message, /outside the log, which holds offsets 0 to 0/)
-      const unordered = yield* Effect.flip(system.seek(lanes, { topic: topic!, partition: 0 }, { offset: 0 }))
-      assert.equal(unordered._tag, "InvalidSeek")
-      assert.match(unordered.message, /partition ordering/)
+      const eos = recorder(topic!, [], { name: "eos", delivery: "exactly-once" })
+      const other2 = yield* ActorSystem.start([eos])
+      const exactlyOnce = yield* Effect.flip(other2.seek(eos, { topic: topic!, partition: 0 }, { offset: 0 }))
+      assert.equal(exactlyOnce._tag, "InvalidSeek")
+      assert.match(exactlyOnce.message, /exactly-once/)
     }),
     layer(),
   ))
@@ -327,6 +329,26 @@ test("ActorSystem.seek of a halted partition moves it past the halting record; i
       yield* system.resume(actor, { topic: topic!, partition: 0 })
       yield* waitUntil("5 to 7 handled", Effect.sync(() => seen.length === 6))
       assert.deepEqual(seen, [0, 1, 2, 5, 6, 7])
+    }),
+    layer(),
+  ))
+
+test("ActorSystem.seek back of an unordered actor handles every record from the offset again", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["seek-unordered", 1])
+      const seen: Array<number> = []
+      const actor = recorder(topic!, seen, { ordering: Ordering.unordered({ concurrency: 4 }) })
+      const system = yield* ActorSystem.start([actor])
+      yield* sendJson(topic!, Array.from({ length: 10 }, (_, id) => ({ value: { id }, partition: 0 })))
+      yield* waitUntil("10 handled", Effect.sync(() => seen.length === 10))
+      yield* waitUntil("committed", Effect.map(system.health, (h) => h.partitions[0]?.committed === 10))
+      assert.equal(yield* system.seek(actor, { topic: topic!, partition: 0 }, { offset: 3 }), 3)
+      yield* waitUntil("3 to 9 handled again", Effect.sync(() => seen.length === 17))
+      assert.deepEqual(seen.slice(10).sort((a, b) => a - b), [3, 4, 5, 6, 7, 8, 9])
+      const health = (yield* system.health).partitions[0]!
+      assert.equal(health.mailbox, 0, "nothing refused for the seek still counts against the mailbox")
+      yield* waitUntil("committed again", Effect.map(system.health, (h) => h.partitions[0]?.committed === 10))
     }),
     layer(),
   ))

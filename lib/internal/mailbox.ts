@@ -233,6 +233,17 @@ export class Mailbox<A> {
     this.changed.notify()
   }
 
+  /**
+   * Forgets the records taken with `takeHeld` and not released: for a seek, once nothing taken
+   * is still being handled (what was refused will never be released).
+   */
+  forgetTaken(): void {
+    this.out = 0
+    this.outBytes = 0
+    this.onChange(this)
+    this.changed.notify()
+  }
+
   /** No more batches: `take` fails with `Done` once the held ones are taken; `offer` drops. */
   end(): void {
     this.ended = true

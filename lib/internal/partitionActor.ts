@@ -193,9 +193,9 @@ export interface Control {
   readonly pause: Effect.Effect<void>
   readonly resume: Effect.Effect<void>
   /**
-   * Partition order, not exactly-once: the partition goes on from `offset`. The record in flight
-   * finishes, what was fetched is dropped, what completed is committed, then `offset` is
-   * committed and fetched from. Completes once done (or once the actor stopped).
+   * Not exactly-once: the partition goes on from `offset`. The records in flight finish (in key
+   * lanes, every one started), what was fetched is dropped, what completed is committed, then
+   * `offset` is committed and fetched from. Completes once done (or once the actor stopped).
    */
   readonly seek: (offset: number) => Effect.Effect<void>
   /**
@@ -333,18 +333,22 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     let holding = false
     const chunked = actor.ordering._tag === "Partition" && actor.delivery !== "exactly-once"
     const held = () => holding || ((unpaused !== undefined || pendingSeek !== undefined) && (holding = true))
+    // Key lanes: a seek asked for refuses what has not started; their records are dropped anyway.
     const startable = (record: ConsumerRecord) =>
-      stopping !== "in-flight" && !(chunked && held()) && (!resuming || !tracker.isCompleted(record.offset))
+      stopping !== "in-flight" && !(chunked ? held() : pendingSeek !== undefined) &&
+      (!resuming || !tracker.isCompleted(record.offset))
     /** Waits while the operator's pause holds, until a resume, a stop or another request. */
     const whilePaused = Effect.suspend(() =>
       unpaused === undefined
         ? Effect.void
         : Effect.raceFirst(Effect.raceFirst(Deferred.await(unpaused), Deferred.await(stopRequested)), controlledWait())
     )
-    /** Waits until the operator's pause ends or the actor stops. */
+    /** Waits until the operator's pause ends, the actor stops or a seek is asked for. */
     const untilUnpaused: Effect.Effect<void> = Effect.suspend(() =>
-      unpaused === undefined || stopping !== "no" ? Effect.void : Effect.andThen(whilePaused, untilUnpaused)
+      unpaused === undefined || stopping !== "no" || pendingSeek !== undefined ? Effect.void : Effect.andThen(whilePaused, untilUnpaused)
     )
+    /** Key lanes: a seek was done, so the lanes (closed for it, holding nothing current) are made anew. */
+    let lanesStale = false
     /** Exactly-once: where the error policy of records whose transaction was rewound left off. */
     const carried = transactions === undefined ? undefined : new Map<number, Processor.Carried>()
 
@@ -409,7 +413,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         const { offset } = request
         yield* Fiber.interrupt(fetcherFiber)
         mailbox.clear()
+        // Key lanes refused what they held and had not started: it leaves the mailbox's bound too.
+        mailbox.forgetTaken()
         current = []
+        lanesStale = true
         yield* committer.commitCompleted
         tracker.reset(offset)
         fetchFrom = offset
@@ -541,7 +548,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
      * holds no lanes.
      */
     const inLanes = (concurrency: number): Effect.Effect<void, Processor.Halted, R> => {
-      const lanes = Lanes.make<ConsumerRecord>()
+      let lanes = Lanes.make<ConsumerRecord>()
       const laneKey = actor.ordering._tag === "ByKey"
         ? (record: ConsumerRecord) => record.key === null ? "\u0000null" : keyString(record.key)
         : () => undefined
@@ -559,6 +566,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       let undispatched: ReadonlyArray<ConsumerRecord> = []
       const dispatcher = Effect.gen(function*() {
         while (true) {
+          // A seek: the lanes finish what they started and end; the processor seeks, then runs anew.
+          if (pendingSeek !== undefined && stopping === "no") break
           if (undispatched.length === 0) {
             if (stopping === "in-flight") break
             if (unpaused !== undefined && stopping === "no") {
@@ -583,7 +592,13 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         lanes.close()
       })
       return Effect.suspend(() => {
-        if (resuming) {
+        if (lanesStale) {
+          // After a seek nothing of before is current: no lane to recover, nothing undispatched.
+          lanes = Lanes.make<ConsumerRecord>()
+          undispatched = []
+          lanesStale = false
+          resuming = false
+        } else if (resuming) {
           lanes.recover((record) => tracker.isCompleted(record.offset))
           resuming = false
         }
@@ -712,6 +727,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     let step: RestartStep | undefined
     supervision: while (true) {
       const exit = yield* Effect.exit(provided)
+      // Key lanes end for a seek: it is done here, and the lanes run again from the new offset.
+      if (Exit.isSuccess(exit) && pendingSeek !== undefined && stopping === "no") {
+        yield* seekNow(pendingSeek)
+        continue
+      }
       if (Exit.isSuccess(exit)) {
         // Stopped (revocation, shutdown): the open transaction is the next owner's to redo.
         if (transactions !== undefined) yield* transactions.abort

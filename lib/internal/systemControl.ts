@@ -172,14 +172,12 @@ export const make = (state: SystemState, transport: Transport["Service"]) => {
       const membership = yield* find(actor)
       const definition = membership.actor
       yield* checkPartition("seek", definition, tp)
-      if (definition.delivery === "exactly-once" || definition.ordering._tag !== "Partition") {
+      if (definition.delivery === "exactly-once") {
         return yield* Effect.fail(
           new InvalidSeek({
             actor: definition.name,
             ...tp,
-            reason: definition.delivery === "exactly-once"
-              ? "seeks are for at-least-once and at-most-once actors; an exactly-once actor's position is its transactions'"
-              : `seeks need partition ordering, and the actor's ordering is ${definition.ordering._tag}`,
+            reason: "seeks are for at-least-once and at-most-once actors; an exactly-once actor's position is its transactions'",
           }),
         )
       }
