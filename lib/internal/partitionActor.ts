@@ -325,28 +325,29 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     /** Wakes a processor waiting for the pause to end (or halted) to look at the requests; `mailbox.nudge` one waiting for records. */
     // Made by the first wait on it: most partitions are never paused nor halted.
     let controlled: Signal | undefined
-    const controlledWait = () => (controlled ??= new Signal()).wait
     /**
      * Partition order: a pause or a seek refused a record of the current chunk, so the rest of it
      * is refused too (keeping partition order); the loop then waits, or seeks, and goes on.
      */
     let holding = false
     const chunked = actor.ordering._tag === "Partition" && actor.delivery !== "exactly-once"
-    const held = () => holding || ((unpaused !== undefined || pendingSeek !== undefined) && (holding = true))
     // Key lanes: a seek asked for refuses what has not started; their records are dropped anyway.
     const startable = (record: ConsumerRecord) =>
-      stopping !== "in-flight" && !(chunked ? held() : pendingSeek !== undefined) &&
+      stopping !== "in-flight" &&
+      !(chunked ? holding || ((unpaused !== undefined || pendingSeek !== undefined) && (holding = true)) : pendingSeek !== undefined) &&
       (!resuming || !tracker.isCompleted(record.offset))
+    // Functions rather than effects made up front, here and in `Control`: a partition actor that
+    // is never paused holds a closure for each, not an effect and its closure.
     /** Waits while the operator's pause holds, until a resume, a stop or another request. */
-    const whilePaused = Effect.suspend(() =>
+    const whilePaused = (): Effect.Effect<void> =>
       unpaused === undefined
         ? Effect.void
-        : Effect.raceFirst(Effect.raceFirst(Deferred.await(unpaused), Deferred.await(stopRequested)), controlledWait())
-    )
+        : Effect.raceFirst(Effect.raceFirst(Deferred.await(unpaused), Deferred.await(stopRequested)), (controlled ??= new Signal()).wait)
     /** Waits until the operator's pause ends, the actor stops or a seek is asked for. */
-    const untilUnpaused: Effect.Effect<void> = Effect.suspend(() =>
-      unpaused === undefined || stopping !== "no" || pendingSeek !== undefined ? Effect.void : Effect.andThen(whilePaused, untilUnpaused)
-    )
+    const untilUnpaused = (): Effect.Effect<void> =>
+      unpaused === undefined || stopping !== "no" || pendingSeek !== undefined
+        ? Effect.void
+        : Effect.andThen(whilePaused(), Effect.suspend(untilUnpaused))
     /** Key lanes: a seek was done, so the lanes (closed for it, holding nothing current) are made anew. */
     let lanesStale = false
     /** Exactly-once: where the error policy of records whose transaction was rewound left off. */
@@ -443,7 +444,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           continue
         }
         if (unpaused !== undefined && stopping === "no") {
-          yield* whilePaused
+          yield* whilePaused()
           continue
         }
         if (resuming || holding) {
@@ -496,7 +497,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           if (unpaused !== undefined) {
             // Paused: what the open transaction holds commits now rather than time out meanwhile.
             if (txns.openedAt !== undefined) yield* commit
-            yield* untilUnpaused
+            yield* untilUnpaused()
             continue
           }
           const openedAt = txns.openedAt
@@ -557,7 +558,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
       // The operator's pause holds each lane at its next turn.
       const handleLane = (records: ReadonlyArray<ConsumerRecord>) =>
-        unpaused === undefined ? handleOne(records) : Effect.andThen(untilUnpaused, handleOne(records))
+        unpaused === undefined ? handleOne(records) : Effect.andThen(untilUnpaused(), handleOne(records))
       const afterLane = () => {
         if (mailbox.size === 0) committer.request()
         return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
@@ -571,7 +572,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           if (undispatched.length === 0) {
             if (stopping === "in-flight") break
             if (unpaused !== undefined && stopping === "no") {
-              yield* untilUnpaused
+              yield* untilUnpaused()
               continue
             }
             // Polled in the step that keeps it: a sibling's failure interrupting the dispatcher
@@ -666,8 +667,42 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
 
     /** Asked by `Control.restart` while halted: completes the halted wait. */
     let restartRequested: Deferred.Deferred<void> | undefined
-    const control: Control = {
-      stop: (mode) =>
+    const operate = (request: OperatorRequest): Effect.Effect<unknown> => {
+      switch (request) {
+        case "pause": {
+          if (unpaused !== undefined) return Effect.void
+          unpaused = Deferred.makeUnsafe<void>()
+          controlled?.notify()
+          mailbox.nudge()
+          return pauseFor("operator")
+        }
+        case "resume": {
+          const paused = unpaused
+          if (paused === undefined) return Effect.void
+          unpaused = undefined
+          Deferred.doneUnsafe(paused, Exit.void)
+          // The stall watchdog counts from the resume: the pause was no lack of progress.
+          status.lastProgress = clock.currentTimeMillisUnsafe()
+          return resumeFor("operator")
+        }
+        case "restart": {
+          if (restartRequested === undefined) return Effect.succeed(false)
+          Deferred.doneUnsafe(restartRequested, Exit.void)
+          restartRequested = undefined
+          return Effect.succeed(true)
+        }
+        default: {
+          if (stopping !== "no") return Effect.void
+          // A later seek replaces one not done yet: the last one asked for wins.
+          const done = pendingSeek?.done ?? Deferred.makeUnsafe<void>()
+          pendingSeek = { offset: request, done }
+          controlled?.notify()
+          mailbox.nudge()
+          return Deferred.await(done)
+        }
+      }
+    }
+    const control: Control = new OperatedControl((mode) =>
         Effect.gen(function*() {
           stopping = mode
           yield* Deferred.succeed(stopRequested, undefined)
@@ -676,40 +711,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           if (mode === "in-flight") mailbox.clear()
           mailbox.end()
           if (pendingSeek !== undefined) yield* Deferred.succeed(pendingSeek.done, undefined)
-        }),
-      pause: Effect.suspend(() => {
-        if (unpaused !== undefined) return Effect.void
-        unpaused = Deferred.makeUnsafe<void>()
-        controlled?.notify()
-        mailbox.nudge()
-        return pauseFor("operator")
-      }),
-      resume: Effect.suspend(() => {
-        const paused = unpaused
-        if (paused === undefined) return Effect.void
-        unpaused = undefined
-        Deferred.doneUnsafe(paused, Exit.void)
-        // The stall watchdog counts from the resume: the pause was no lack of progress.
-        status.lastProgress = clock.currentTimeMillisUnsafe()
-        return resumeFor("operator")
-      }),
-      seek: (offset) =>
-        Effect.suspend(() => {
-          if (stopping !== "no") return Effect.void
-          // A later seek replaces one not done yet: the last one asked for wins.
-          const done = pendingSeek?.done ?? Deferred.makeUnsafe<void>()
-          pendingSeek = { offset, done }
-          controlled?.notify()
-          mailbox.nudge()
-          return Deferred.await(done)
-        }),
-      restart: Effect.sync(() => {
-        if (restartRequested === undefined) return false
-        Deferred.doneUnsafe(restartRequested, Exit.void)
-        restartRequested = undefined
-        return true
-      }),
-    }
+        }), operate)
     onControl(control)
     // Read right after `onControl`, in the same step: a pause asked for before goes by this, after it by `control`.
     if (deps.startPaused?.() === true) yield* control.pause
@@ -775,7 +777,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           }
           const woke = yield* Effect.raceFirst(
             Effect.raceFirst(Effect.as(Deferred.await(stopRequested), "stop" as const), Effect.as(Deferred.await(restart), "restart" as const)),
-            Effect.as(controlledWait(), "controlled" as const),
+            Effect.as((controlled ??= new Signal()).wait, "controlled" as const),
           )
           if (woke === "stop") break supervision
           if (woke === "restart") break
@@ -832,6 +834,34 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     Effect.scoped,
     Effect.annotateLogs({ actor: deps.actor.name, topic: deps.claim.topic, partition: deps.claim.partition }),
   )
+
+/** What the operator asks of a partition actor: a number is a seek to that offset. */
+type OperatorRequest = "pause" | "resume" | "restart" | number
+
+/**
+ * `Control` over two closures of the partition actor's: one object per partition, its members
+ * on the prototype and their effects made when asked for (most partitions are never operated).
+ */
+class OperatedControl implements Control {
+  readonly stop: Control["stop"]
+  readonly #operate: (request: OperatorRequest) => Effect.Effect<unknown>
+  constructor(stop: Control["stop"], operate: (request: OperatorRequest) => Effect.Effect<unknown>) {
+    this.stop = stop
+    this.#operate = operate
+  }
+  get pause(): Effect.Effect<void> {
+    return Effect.suspend(() => this.#operate("pause")) as Effect.Effect<void>
+  }
+  get resume(): Effect.Effect<void> {
+    return Effect.suspend(() => this.#operate("resume")) as Effect.Effect<void>
+  }
+  get restart(): Effect.Effect<boolean> {
+    return Effect.suspend(() => this.#operate("restart")) as Effect.Effect<boolean>
+  }
+  seek(offset: number): Effect.Effect<void> {
+    return Effect.suspend(() => this.#operate(offset)) as Effect.Effect<void>
+  }
+}
 
 /** A supervision schedule's step function (`Schedule.toStep`). */
 type RestartStep = (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>
