@@ -27,6 +27,7 @@
 export * as Actor from "./lib/Actor.ts"
 export * as ActorSystem from "./lib/ActorSystem.ts"
 export * as Codec from "./lib/Codec.ts"
+export * as DeadLetterReplay from "./lib/DeadLetterReplay.ts"
 export * as ErrorPolicy from "./lib/ErrorPolicy.ts"
 export * as KafkaJsTransport from "./lib/KafkaJsTransport.ts"
 export * as KafkaTransport from "./lib/KafkaTransport.ts"

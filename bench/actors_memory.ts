@@ -8,7 +8,9 @@
  * - transport subscription: the memory transport without actors (each claim's stream drained and
  *   counted, one commit at the end): the floor the actors stand on;
  * - actor, raw bytes: one actor, `Codec.bytes` values, nothing decoded, every option at its default;
- * - actor, JSON schema: the same with `Schema.Struct({ id: Schema.Number })` decoded per record.
+ * - actor, JSON schema: the same with `Schema.Struct({ id: Schema.Number })` decoded per record;
+ * - batch actor, JSON schema: the same records and schema through a no-op batch handler
+ *   (`handleBatch`, batches of up to 500 records, waiting at most 5 ms), next to the per-record one.
  * A window runs from the group's assignment to the moment every partition's end was committed.
  *
  *   bun bench/actors_memory.ts          (BENCH_RECORDS, BENCH_ROUNDS)
@@ -55,6 +57,23 @@ const cases: ReadonlyArray<Case> = [
       )),
     }),
   },
+  {
+    name: "batch actor, JSON schema",
+    run: async () => ({
+      "batch actor, JSON schema": await memory.runPromise(Effect.scoped(
+        consumeWithActors({
+          probe,
+          topic,
+          group: group("batch-json"),
+          ends,
+          value: Schema.Struct({ id: Schema.Number }),
+          // A short maxWait: the last, partial batch of each partition waits it out, which at
+          // the default 100 ms would be most of a small run's window.
+          batch: { maxRecords: 500, maxWait: "5 millis" },
+        }),
+      )),
+    }),
+  },
 ]
 
 await runBench({
@@ -66,7 +85,10 @@ await runBench({
     "window: the group's assignment -> every partition committed to its end",
   ],
   cases,
-  ratios: [{ numerator: "actor, JSON schema", denominator: "actor, raw bytes" }],
+  ratios: [
+    { numerator: "actor, JSON schema", denominator: "actor, raw bytes" },
+    { numerator: "batch actor, JSON schema", denominator: "actor, JSON schema" },
+  ],
   targets: [{ measure: "actor, JSON schema", atLeast: 300_000 }],
   teardown: () => memory.dispose(),
 })

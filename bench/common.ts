@@ -1119,6 +1119,8 @@ export const consumeWithActors = <V>(
     readonly actor?: Partial<Actor.Options<V, Uint8Array | null, never, never>> | undefined
     /** What the handler does with each value before it counts it (default nothing). */
     readonly work?: ((value: V) => Effect.Effect<void, never, Producer.Producer>) | undefined
+    /** A no-op batch handler (`handleBatch`) with these limits instead of the per-record one; `actor` and `work` do not apply. */
+    readonly batch?: Actor.BatchLimits | undefined
   },
 ): Effect.Effect<Measurement, unknown, Scope.Scope> =>
   Effect.gen(function* () {
@@ -1127,7 +1129,21 @@ export const consumeWithActors = <V>(
     const start = mark()
     const handledAll = Deferred.makeUnsafe<void>()
     let handled = 0
-    const actor = Actor.make({
+    const actor = options.batch !== undefined
+      ? Actor.make({
+        name: "bench",
+        group,
+        topics: [topic],
+        value: options.value,
+        handleBatch: (records) =>
+          Effect.sync(() => {
+            handled += records.length
+            if (handled === total) Deferred.doneUnsafe(handledAll, Exit.void)
+          }),
+        batch: options.batch,
+        onError: { default: ErrorPolicy.halt },
+      })
+      : Actor.make({
       name: "bench",
       group,
       topics: [topic],

@@ -21,10 +21,12 @@
  *   value: Notification,
  *   handle: (notification) => notification.message === "" ? Effect.fail(new StoreError({ reason: "empty" })) : Effect.void,
  *   onError: {
- *     StoreError: ErrorPolicy.retry(Schedule.exponential("100 millis").pipe(Schedule.jittered), { times: 5 }),
+ *     StoreError: ErrorPolicy.retry(Schedule.exponential("100 millis").pipe(Schedule.jittered), { times: 5, then: "dead-letter" }),
  *     DecodeError: ErrorPolicy.deadLetter,
- *     HandlerTimeout: ErrorPolicy.retry(Schedule.spaced("1 second"), { times: 3 }),
+ *     // Named because `handlerTimeout` is set: without it, a handler cannot time out.
+ *     HandlerTimeout: ErrorPolicy.retry(Schedule.spaced("1 second"), { times: 3, then: "dead-letter" }),
  *   },
+ *   handlerTimeout: "5 seconds",
  *   // Created at start if missing; a letter over the topic's limit is written with its value truncated.
  *   deadLetter: { topic: "notifications.dlq", create: { partitions: 1 }, tooLarge: "truncate" },
  *   ordering: Ordering.byKey({ concurrency: 16 }),
@@ -33,12 +35,12 @@
  *
  * @since 0.1.0
  */
-import { Data, type Duration, type Effect, Schedule } from "effect"
+import { Data, type Duration, Effect, Schedule } from "effect"
 import * as Codec from "./Codec.ts"
 import type * as ErrorPolicy from "./ErrorPolicy.ts"
 import * as Ordering from "./Ordering.ts"
 import { type CodecOrSchema, toCodec } from "./Producer.ts"
-import type { SubscribeOptions } from "./Transport.ts"
+import type { Header, SubscribeOptions } from "./Transport.ts"
 
 /**
  * A record whose key or value could not be decoded. Carries the raw bytes, so the dead-letter
@@ -74,21 +76,94 @@ export class DecodeError extends Data.TaggedError("DecodeError")<{
 export class HandlerTimeout extends Data.TaggedError("HandlerTimeout")<{
   readonly topic: string
   readonly partition: number
+  /** The record's offset; for a batch handler, the batch's first. */
   readonly offset: number
   readonly timeout: Duration.Duration
+  /** For a batch handler, the records in the batch that timed out. */
+  readonly records?: number | undefined
 }> {
   override get message(): string {
-    return `Handler for record ${this.topic}/${this.partition}@${this.offset} did not finish within ${this.timeout.toString()}`
+    return this.records === undefined
+      ? `Handler for record ${this.topic}/${this.partition}@${this.offset} did not finish within ${this.timeout.toString()}`
+      : `Batch handler for ${this.records} records of ${this.topic}/${this.partition} from offset ${this.offset} did not finish within ${this.timeout.toString()}`
   }
 }
 
 /**
- * The errors Partita raises itself, which every actor's `onError` covers.
+ * The errors Partita raises itself: `DecodeError` for every actor, `HandlerTimeout` for an actor
+ * that sets `handlerTimeout`.
  *
  * @since 0.1.0
  * @category models
  */
 export type SystemErrors = DecodeError | HandlerTimeout
+
+/**
+ * The errors Partita raises itself for an actor whose `handlerTimeout` has type `T`: no
+ * `HandlerTimeout` when it sets none.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export type SystemErrorsOf<T> = [T] extends [undefined] ? DecodeError : DecodeError | HandlerTimeout
+
+/**
+ * What `onError` maps: a policy for every tag the handler can fail with and Partita can raise
+ * (see {@link SystemErrorsOf}), or some of them and a `default`. A policy for `HandlerTimeout` is
+ * allowed (and unused) on an actor without `handlerTimeout`, so adding or removing the timeout
+ * never breaks a table that names it.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export type OnError<E, T> = ErrorPolicy.Policies<E | SystemErrorsOf<T>> & { readonly HandlerTimeout?: ErrorPolicy.ErrorPolicy | undefined }
+
+/**
+ * One record of a batch handed to a batch handler (`handleBatch`): its decoded value and key,
+ * and what `RecordContext` would hold for it (a batch handler has no `RecordContext`).
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface BatchRecord<V, K = Uint8Array | null> {
+  readonly value: V
+  /** The decoded key; the raw bytes without a key codec. */
+  readonly key: K
+  readonly topic: string
+  readonly partition: number
+  readonly offset: number
+  /** Epoch milliseconds. */
+  readonly timestamp: number
+  readonly headers: ReadonlyArray<Header>
+  /** 1 the first time the record is handed to the handler, 2 the next (a retry, or a bisected half), and so on. */
+  readonly attempt: number
+}
+
+/**
+ * What a batch handler gets: records of one partition, in offset order, none of which failed to
+ * decode (those go to the error policy one by one).
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export type Batch<V, K = Uint8Array | null> = ReadonlyArray<BatchRecord<V, K>>
+
+/**
+ * How a batch handler's batches are gathered (see `BatchOptions.batch`).
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface BatchLimits {
+  /** At most this many records per batch. Default 500. */
+  readonly maxRecords?: number | undefined
+  /**
+   * How long, from the first record taken, more records are waited for while the batch holds
+   * fewer than `maxRecords`; measured with `Clock`. A batch is handed over as soon as it is
+   * full, and records already in the mailbox never wait. Default 100 milliseconds.
+   */
+  readonly maxWait?: Duration.Input | undefined
+}
 
 /**
  * An exactly-once partition actor's transaction was refused because another producer or group
@@ -269,10 +344,13 @@ export interface DeadLetterSettings {
 }
 
 /**
- * @since 0.1.0
+ * What every actor's options hold, whatever its handler: everything but `handle` / `handleBatch`.
+ * `T` is the type of `handlerTimeout`, which decides whether `onError` must name `HandlerTimeout`.
+ *
+ * @since 0.4.0
  * @category models
  */
-export interface Options<V, K, E, R> {
+export interface CommonOptions<V, K, E, T extends Duration.Input | undefined = Duration.Input | undefined> {
   /** Names the actor in logs, metrics, health and dead-letter headers. */
   readonly name: string
   readonly topics: ReadonlyArray<string>
@@ -281,12 +359,13 @@ export interface Options<V, K, E, R> {
   readonly value: CodecOrSchema<V>
   /** Without a key codec the handler gets the raw key bytes. */
   readonly key?: CodecOrSchema<K> | undefined
-  readonly handle: (value: V, key: K) => Effect.Effect<void, E, R>
-  readonly onError: ErrorPolicy.Policies<E | SystemErrors>
+  /**
+   * A policy per error tag: every tag of the handler's errors, `DecodeError`, and
+   * `HandlerTimeout` when `handlerTimeout` is set, or some of them and a `default`.
+   */
+  readonly onError: OnError<E, T>
   /** Where `deadLetter` policies write, and what happens when a letter cannot be written. Required when a policy dead-letters. */
   readonly deadLetter?: DeadLetterOptions | undefined
-  /** `partition` (the default), `Ordering.byKey(...)` or `Ordering.unordered(...)`. */
-  readonly ordering?: "partition" | Ordering.Ordering | undefined
   /**
    * `at-least-once` (the default) commits after handling; `at-most-once` before.
    * `exactly-once` runs each partition in Kafka transactions (see `transaction`): what a
@@ -317,8 +396,11 @@ export interface Options<V, K, E, R> {
     readonly maxBytes?: number | undefined
     readonly pauseAfter?: Duration.Input | undefined
   } | undefined
-  /** A handler running longer is interrupted and fails with `HandlerTimeout`. Default: none. */
-  readonly handlerTimeout?: Duration.Input | undefined
+  /**
+   * A handler running longer is interrupted and fails with `HandlerTimeout` (for a batch
+   * handler, each call on a batch). Default: none. Set, `onError` must cover `HandlerTimeout`.
+   */
+  readonly handlerTimeout?: T | undefined
   readonly commit?: CommitOptions | undefined
   readonly supervision?: SupervisionOptions | undefined
   /**
@@ -331,6 +413,49 @@ export interface Options<V, K, E, R> {
   readonly stallAfter?: Duration.Input | undefined
   /** Consumer settings passed to the transport (session timeout, isolation, reset, ...). */
   readonly consumer?: Omit<SubscribeOptions, "group" | "topics"> | undefined
+}
+
+/**
+ * An actor handling one record at a time.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<V, K, E, R, T extends Duration.Input | undefined = Duration.Input | undefined>
+  extends CommonOptions<V, K, E, T>
+{
+  readonly handle: (value: V, key: K) => Effect.Effect<void, E, R>
+  /** `partition` (the default), `Ordering.byKey(...)` or `Ordering.unordered(...)`. */
+  readonly ordering?: "partition" | Ordering.Ordering | undefined
+  readonly handleBatch?: undefined
+  readonly batch?: undefined
+}
+
+/**
+ * An actor handling a partition's records in batches: `handleBatch` gets up to
+ * `batch.maxRecords` decoded records of one partition, in offset order, gathered for at most
+ * `batch.maxWait`. A record that does not decode never reaches it: it goes to the `DecodeError`
+ * policy on its own. A batch that fails gets the policy of its error's tag as a whole (retried
+ * whole; dead-lettered, skipped or halting as a whole), unless the policy is a `retry` with
+ * `bisect: true`, which splits a batch out of retries in halves, down to the record that fails alone.
+ *
+ * Batches are per partition and in order: a batch actor has `partition` ordering. Exactly-once,
+ * each batch is a transaction of its own (records produced in the handler, dead letters and the
+ * offset past the batch commit together; `transaction.records` and `interval` do not apply), and
+ * a failed try aborts what it produced before the policy's next step.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface BatchOptions<V, K, E, R, T extends Duration.Input | undefined = Duration.Input | undefined>
+  extends CommonOptions<V, K, E, T>
+{
+  readonly handleBatch: (records: Batch<V, K>) => Effect.Effect<void, E, R>
+  /** How batches are gathered. Default 500 records, 100 milliseconds. */
+  readonly batch?: BatchLimits | undefined
+  /** Batches are one partition's records in offset order: `partition`, the only ordering for a batch handler. */
+  readonly ordering?: "partition" | undefined
+  readonly handle?: undefined
 }
 
 /**
@@ -369,7 +494,18 @@ export interface Actor<out R = never> {
   readonly policies: ReadonlyArray<ErrorPolicy.ErrorPolicy>
   readonly decodeKey: (bytes: Uint8Array | null) => Effect.Effect<unknown, Codec.CodecError>
   readonly decodeValue: (bytes: Uint8Array | null) => Effect.Effect<unknown, Codec.CodecError>
+  /** Per-record actors: the handler. A batch actor's answers with a defect: it is never called. */
   readonly handle: (value: unknown, key: unknown) => Effect.Effect<void, { readonly _tag: string }, R>
+  /** Batch actors: the batch handler and how its batches are gathered; undefined otherwise. */
+  readonly batch:
+    | {
+      readonly handle: (records: Batch<unknown, unknown>) => Effect.Effect<void, { readonly _tag: string }, R>
+      readonly maxRecords: number
+      readonly maxWait: Duration.Input
+    }
+    | undefined
+  /** Why this actor cannot run, found by `make` where the types could not say it (`ActorSystem` fails with `InvalidActor`). */
+  readonly invalid: string | undefined
 }
 
 /**
@@ -411,16 +547,44 @@ export const defaults = {
   >,
   deadLetterTooLarge: "truncate" as "truncate" | "omit-value" | "block",
   deadLetterPartitions: 1,
+  batchMaxRecords: 500,
+  batchMaxWait: "100 millis" as Duration.Input,
 }
 
 /**
- * Describes an actor. Nothing runs until `ActorSystem.run`.
+ * Describes an actor: with `handle`, one record at a time; with `handleBatch` (and `batch`), a
+ * partition's records in batches (see {@link BatchOptions}). Exactly one of the two. Nothing
+ * runs until `ActorSystem.run`.
+ *
+ * @example
+ * ```ts
+ * import { Data, Effect, Schedule, Schema } from "effect"
+ * import { Actor, ErrorPolicy } from "partita"
+ *
+ * class StoreError extends Data.TaggedError("StoreError")<{ readonly reason: string }> {}
+ * const Order = Schema.Struct({ id: Schema.Number })
+ * const insertAll = (rows: ReadonlyArray<typeof Order.Type>): Effect.Effect<void, StoreError> => Effect.void
+ *
+ * const loader = Actor.make({
+ *   name: "loader",
+ *   topics: ["orders"],
+ *   value: Order,
+ *   handleBatch: (records) => insertAll(records.map((record) => record.value)),
+ *   batch: { maxRecords: 500, maxWait: "100 millis" },
+ *   onError: {
+ *     // Retried whole twice, then halved down to the record that fails alone, which is dead-lettered.
+ *     StoreError: ErrorPolicy.retry(Schedule.spaced("1 second"), { times: 2, then: "dead-letter", bisect: true }),
+ *     DecodeError: ErrorPolicy.deadLetter,
+ *   },
+ *   deadLetter: { topic: "orders.dlq" },
+ * })
+ * ```
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array | null>(
-  options: Options<V, K, E, R>,
+export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array | null, T extends Duration.Input | undefined = undefined>(
+  options: Options<V, K, E, R, T> | BatchOptions<V, K, E, R, T>,
 ): Actor<R> => {
   const valueCodec = toCodec(options.value)
   const keyCodec = options.key === undefined ? (Codec.bytes as unknown as Codec.Codec<K>) : toCodec(options.key)
@@ -465,9 +629,29 @@ export const make = <V, E extends { readonly _tag: string }, R, K = Uint8Array |
     policies: Object.values(table).filter((policy): policy is ErrorPolicy.ErrorPolicy => policy !== undefined),
     decodeKey: keyCodec.decode,
     decodeValue: valueCodec.decode,
-    handle: options.handle as Actor<R>["handle"],
+    handle: options.handle === undefined ? batchActorHandle(options.name) : options.handle as Actor<R>["handle"],
+    batch: options.handleBatch === undefined ? undefined : {
+      handle: options.handleBatch as unknown as NonNullable<Actor<R>["batch"]>["handle"],
+      maxRecords: Math.max(1, Math.floor(options.batch?.maxRecords ?? defaults.batchMaxRecords)),
+      maxWait: options.batch?.maxWait ?? defaults.batchMaxWait,
+    },
+    invalid: invalidHandlers(options),
   }
 }
+
+/** What `make` finds wrong with the handlers that the types let through (untyped callers, casts). */
+const invalidHandlers = (options: { readonly handle?: unknown; readonly handleBatch?: unknown; readonly batch?: unknown }) =>
+  options.handle !== undefined && options.handleBatch !== undefined
+    ? "it sets both handle and handleBatch; set one: handle for one record at a time, handleBatch for batches"
+    : options.handle === undefined && options.handleBatch === undefined
+    ? "it sets neither handle nor handleBatch; set one"
+    : options.handle !== undefined && options.batch !== undefined
+    ? "it sets batch limits for a per-record handler; batch goes with handleBatch"
+    : undefined
+
+/** A batch actor's `handle`: never called (its records go to `handleBatch`), a defect if it were. */
+const batchActorHandle = (name: string) => () =>
+  Effect.die(new Error(`Actor "${name}" handles batches: its per-record handler must not be called`))
 
 const deadLetterSettings = (options: DeadLetterOptions): DeadLetterSettings => {
   const create = options.create === undefined

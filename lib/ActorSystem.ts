@@ -459,9 +459,22 @@ const policiesDeadLetter = (actor: Actor<unknown>) =>
     policy._tag === "DeadLetter" || (policy._tag === "Retry" && policy.then === "dead-letter")
   )
 
+/** What a batch actor asks for that batches cannot give (the types say so too, for typed callers). */
+const batchActorProblem = (actor: Actor<unknown>): string | undefined =>
+  actor.batch === undefined
+    ? undefined
+    : actor.ordering._tag !== "Partition"
+    ? `it has a batch handler with ${actor.ordering._tag} ordering; a batch is one partition's records in offset order, so use partition ordering (or handle, for ${actor.ordering._tag})`
+    : actor.delivery === "exactly-once" && actor.transaction.producer === "per-member"
+    ? "it has a batch handler and per-member transactions; a batch commits in a transaction of its own, so use per-partition transactions"
+    : undefined
+
 const validate = (actors: ReadonlyArray<Actor<unknown>>, transport: Transport["Service"]) =>
   Effect.forEach(actors, (actor) => {
     if (actor.topics.length === 0) return Effect.fail(new InvalidActor({ actor: actor.name, reason: "it names no topics" }))
+    if (actor.invalid !== undefined) return Effect.fail(new InvalidActor({ actor: actor.name, reason: actor.invalid }))
+    const batchProblem = batchActorProblem(actor)
+    if (batchProblem !== undefined) return Effect.fail(new InvalidActor({ actor: actor.name, reason: batchProblem }))
     if (actor.delivery === "exactly-once" && !transport.features.transactions) {
       return Effect.fail(
         new InvalidActor({ actor: actor.name, reason: `it is exactly-once, and the ${transport.name} transport has no transactions` }),

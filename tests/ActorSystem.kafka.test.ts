@@ -92,7 +92,7 @@ onBoth("ActorSystem on Kafka dead-letters a poison record with its headers while
         handle: (event: Event) =>
           event.id === 7 ? Effect.fail(new StoreError({ reason: "no" })) : Effect.sync(() => handled.push(event.id)),
         onError: {
-          StoreError: ErrorPolicy.retry(Schedule.spaced("20 millis"), { times: 2 }),
+          StoreError: ErrorPolicy.retry(Schedule.spaced("20 millis"), { times: 2, then: "dead-letter" }),
           DecodeError: ErrorPolicy.deadLetter,
           HandlerTimeout: ErrorPolicy.halt,
         },

@@ -603,7 +603,7 @@ test("An actor that dead-letters without a dead-letter topic is refused before i
         topics: ["events"],
         value: Event,
         handle: () => Effect.void,
-        onError: { default: ErrorPolicy.retry(Schedule.recurs(1)) },
+        onError: { default: ErrorPolicy.retry(Schedule.recurs(1), { then: "dead-letter" }) },
       })
       const error = yield* Effect.flip(ActorSystem.start([actor]))
       assert.equal(error._tag, "InvalidActor")

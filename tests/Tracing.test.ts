@@ -125,7 +125,7 @@ test("A retried record shows its attempts on its process span, and a dead-letter
         topics: ["orders"],
         value: Order,
         handle: () => Effect.fail(new Flaky()),
-        onError: { Flaky: ErrorPolicy.retry(Schedule.spaced("5 millis"), { times: 2 }), DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
+        onError: { Flaky: ErrorPolicy.retry(Schedule.spaced("5 millis"), { times: 2, then: "dead-letter" }), DecodeError: ErrorPolicy.deadLetter, HandlerTimeout: ErrorPolicy.halt },
         deadLetter: { topic: "orders.dlq" },
       })
       const orders = Producer.forTopic({ topic: "orders", value: Order })
@@ -462,3 +462,54 @@ test("Tracing.layerFromEnv is off without an endpoint and refuses settings it ca
     }),
     Layer.empty,
   ))
+
+test("A batch handler's batch has one process span, with the batch's size and a link to each record's context", () => {
+  const recorder = makeRecorder()
+  return run(
+    Effect.gen(function*() {
+      yield* createTopics(["orders", 1], ["orders.dlq", 1])
+      const orders = Producer.forTopic({ topic: "orders", value: Order })
+      let handled = 0
+      let retried = false
+      const actor = Actor.make({
+        name: "bulk",
+        topics: ["orders"],
+        value: Order,
+        handleBatch: (records) =>
+          Effect.gen(function*() {
+            // The batch span is the handler's parent, as a record's is for `handle`.
+            yield* Effect.withSpan(Effect.void, "insert rows")
+            if (!retried) {
+              retried = true
+              return yield* Effect.fail(new Flaky())
+            }
+            handled += records.length
+          }),
+        batch: { maxRecords: 3, maxWait: "5 seconds" },
+        onError: { Flaky: ErrorPolicy.retry(Schedule.spaced("5 millis"), { times: 1, then: "dead-letter" }), DecodeError: ErrorPolicy.deadLetter },
+        deadLetter: { topic: "orders.dlq" },
+      })
+      for (const id of [1, 2, 3]) yield* orders.send({ id })
+      yield* ActorSystem.start([actor])
+      yield* eventually(10, "the batch handled", () => handled === 3)
+      yield* Effect.sleep("20 millis")
+      const sends = named(recorder.spans, "send orders")
+      const processes = named(recorder.spans, "process orders")
+      assert.equal(sends.length, 3)
+      assert.equal(processes.length, 1, "one span for the batch, not one per record")
+      const [process] = processes
+      assert.equal(process!.kind, "consumer")
+      assert.equal(parentId(process!), undefined, "a batch has no one parent")
+      assert.equal(process!.attributes.get("messaging.batch.message_count"), 3)
+      assert.equal(process!.attributes.get("messaging.operation.type"), "process")
+      assert.deepEqual(process!.links.map((link) => link.span.spanId), sends.map((send) => send.spanId), "a link to each record's context")
+      assert.deepEqual(process!.links.map((link) => link.attributes["messaging.kafka.offset"]), [0, 1, 2])
+      assert.deepEqual(process!.events.map(([name, , attributes]) => [name, attributes["messaging.retry.attempt"]]), [["retry", 2]])
+      const inserts = named(recorder.spans, "insert rows")
+      assert.equal(inserts.length, 2, "one per try")
+      for (const insert of inserts) assert.equal(parentId(insert), process!.spanId)
+      assert.equal(process!.status._tag, "Ended")
+    }),
+    traced(recorder),
+  )
+})

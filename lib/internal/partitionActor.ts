@@ -7,7 +7,9 @@
  *   memory stays bounded whatever the backlog;
  * - the processor (here) takes records from the mailbox and handles them under the ordering
  *   mode: a chunk at a time in partition order, or through key lanes (`lanes.ts`) that let keys
- *   progress independently; `processor.ts` handles one record under the error policy. Defects
+ *   progress independently; `processor.ts` handles one record under the error policy. A batch
+ *   actor's records are gathered into batches (`batch.maxRecords`, `batch.maxWait`) for
+ *   `batchProcessor.ts`, which applies the policy to a batch and bisects it. Defects
  *   restart it on the supervision schedule, and it resumes with the records that had not completed;
  * - the `OffsetTracker` says which offset is safe to commit, and the `Committer` commits it on
  *   an interval or when asked, backing off after failures;
@@ -28,6 +30,7 @@ import type { Actor } from "../Actor.ts"
 import { Producer } from "../Producer.ts"
 import type { ConsumerRecord, PartitionClaim, Subscription, Transport } from "../Transport.ts"
 import * as Tracing from "../Tracing.ts"
+import * as BatchProcessor from "./batchProcessor.ts"
 import * as Committer from "./committer.ts"
 import * as DeadLetter from "./deadLetter.ts"
 import { DurationHistogram } from "./durationHistogram.ts"
@@ -219,8 +222,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     let consumedHere: Metric.Counter<number> | undefined
     const countConsumed = (records: number) =>
       Metric.update(consumedHere ??= Metric.withAttributes(consumed, attributes), records)
-    const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped") =>
-      Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), 1)
+    const outcome = (name: "failed" | "retried" | "dead_lettered" | "skipped", records = 1) =>
+      Metric.update(Metric.withAttributes(outcomes, { ...attributes, "partita.outcome": name }), records)
 
     // Read once: the hot path uses the clock synchronously, per record.
     const clock = yield* Clock.Clock
@@ -385,6 +388,15 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         produced: transactions.produced,
         carried,
         rewind: (reason) => Effect.die(new PartitionTransactions.TransactionAborted(reason, undefined)),
+      },
+    })
+    // A batch actor's records go to its batch handler; exactly-once, each batch is a transaction.
+    const batches = actor.batch === undefined ? undefined : BatchProcessor.make<R>({
+      ...processor.deps,
+      transaction: transactions === undefined ? undefined : {
+        begin: transactions.begin,
+        commit: Effect.suspend(() => transactions.commit(tracker.committable())),
+        abort: transactions.abort,
       },
     })
 
@@ -610,7 +622,69 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       })
     }
 
-    const processing = transactions !== undefined
+    /**
+     * Batch actors, in partition order: a batch at a time, gathered from the mailbox, handed to the
+     * batch processor; after a restart it first finishes what the failed batch left, as
+     * `inPartitionOrder` does for records. Exactly-once, each batch commits in a transaction of its
+     * own (see `batchProcessor.ts`), and a stop returns at once. Made only for a batch actor.
+     */
+    const inBatches = (batches: BatchProcessor.BatchProcessor<R>, maxRecords: number, maxWait: Duration.Input): Effect.Effect<void, Processor.Halted, R> => {
+      const maxWaitMillis = Duration.toMillis(Duration.fromInputUnsafe(maxWait))
+      /**
+       * The next batch: up to `maxRecords` records, waiting for more for at most `maxWait` from the
+       * first one taken (by the clock, so TestClock drives it) unless the actor is stopping;
+       * undefined once the mailbox ended empty.
+       */
+      const gather = Effect.gen(function*() {
+        const taken = yield* Effect.exit(mailbox.take(maxRecords))
+        if (Exit.isFailure(taken)) return undefined
+        if (taken.value.length >= maxRecords) return taken.value
+        const parts = [taken.value]
+        let count = taken.value.length
+        const due = clock.currentTimeMillisUnsafe() + maxWaitMillis
+        while (count < maxRecords) {
+          const more = mailbox.pollHeld(maxRecords - count, false)
+          if (more !== undefined) {
+            parts.push(more)
+            count += more.length
+            continue
+          }
+          const left = due - clock.currentTimeMillisUnsafe()
+          if (stopping !== "no" || left <= 0) break
+          const woke = yield* Effect.raceFirst(Effect.exit(mailbox.available), Effect.as(Effect.sleep(left), "due" as const))
+          if (woke === "due" || Exit.isFailure(woke)) break
+        }
+        return parts.length === 1 ? parts[0]! : parts.flat()
+      })
+      const transactional = transactions !== undefined
+      return Effect.gen(function*() {
+        while (true) {
+          if (resuming) {
+            const pending = current.filter((record) => !tracker.isCompleted(record.offset))
+            if (pending.length > 0 && stopping !== "in-flight") {
+              yield* commitAhead(pending)
+              yield* batches.handle(pending)
+            }
+            resuming = false
+            continue
+          }
+          if (transactional ? stopping !== "no" : stopping === "in-flight") return
+          const gathered = yield* gather
+          if (gathered === undefined) return
+          current = gathered
+          yield* resumeWhenRoom
+          yield* countConsumed(current.length)
+          // At-most-once: committed before handling.
+          yield* commitAhead(current)
+          yield* batches.handle(current)
+          if (!transactional && mailbox.size === 0) committer.request()
+        }
+      })
+    }
+
+    const processing = batches !== undefined
+      ? inBatches(batches, actor.batch!.maxRecords, actor.batch!.maxWait)
+      : transactions !== undefined
       ? inTransactions(transactions)
       : actor.ordering._tag === "Partition"
       ? inPartitionOrder

@@ -28,7 +28,13 @@ export interface PartitionHooks {
    */
   readonly onRecordStart: (record: ConsumerRecord, startTime?: bigint) => Tracer.Span | undefined
   /**
-   * A record's handling ended: `exit` fails only for a halt, a defect or an interruption.
+   * A batch handler's batch (the records that may start, in offset order) starts. What it
+   * returns is the handler's parent span while the batch is handled, retries and bisected halves
+   * included, and is given back to `onRecordEnd` when the batch ends.
+   */
+  readonly onBatchStart: (records: ReadonlyArray<ConsumerRecord>) => Tracer.Span | undefined
+  /**
+   * A record's (or a batch's) handling ended: `exit` fails only for a halt, a defect or an interruption.
    * Returns the end time it used (Clock nanoseconds), which the next record in line may start at.
    */
   readonly onRecordEnd: (
@@ -37,9 +43,12 @@ export interface PartitionHooks {
     outcome: RecordOutcome,
     endTime?: bigint,
   ) => bigint
-  /** A failed try is retried, or the partition paused for it, after `delay`; runs in the record's context. */
+  /**
+   * A failed try is retried, or the partition paused for it, after `delay`, or (a batch) it is
+   * bisected; runs in the record's (or batch's) context.
+   */
   readonly onRecordRetry: (
-    what: "retry" | "pause",
+    what: "retry" | "pause" | "bisect",
     details: { readonly attempt: number; readonly delayMillis: number; readonly error: string },
   ) => Effect.Effect<void>
   /** Wraps one commit of `offset`, inline or from the committer. */
@@ -54,6 +63,7 @@ export const noHooks: PartitionHooks = {
   onPollStart: () => {},
   onPoll: () => {},
   onRecordStart: () => undefined,
+  onBatchStart: () => undefined,
   onRecordEnd: (_span, _exit, _outcome, endTime) => endTime ?? 0n,
   onRecordRetry: () => Effect.void,
   onCommit: (_offset, commit) => commit,

@@ -2,7 +2,8 @@
  * Partita's spans for one partition actor, as its telemetry hooks (see `partitionHooks.ts`):
  * a `poll {topic}` span per batch linking the records' producer contexts, a `process {topic}`
  * span per record (child of, or linked to, the producer's span in its headers) with an event per
- * retry or pause, a `commit {topic}` span per commit, and a link from a dead letter's `send` to
+ * retry or pause, or for a batch handler one `process {topic}` span per batch linking every
+ * record's producer context (the conventions' batch form), with an event per retry, pause or bisection, a `commit {topic}` span per commit, and a link from a dead letter's `send` to
  * the record's producer span. Follows OpenTelemetry's messaging conventions.
  */
 import { Cause, type Clock, Context, Effect, Exit, Option, Tracer } from "effect"
@@ -84,6 +85,28 @@ export const make = (options: {
       span.attribute("messaging.kafka.offset", record.offset)
       if (record.key !== null) span.attribute("messaging.kafka.message.key", keyText.decode(record.key))
       if (record.value === null) span.attribute("messaging.kafka.message.tombstone", true)
+      return span
+    },
+    // CONSUMER, a root: a batch has no one parent, so each record's context is a link.
+    onBatchStart: (records) => {
+      const links: Array<Tracer.SpanLink> = []
+      for (const record of records) {
+        const context = settings.propagator.extract(record.headers)
+        if (context !== undefined) links.push({ span: context, attributes: { "messaging.kafka.offset": record.offset } })
+      }
+      const span = tracer.span({
+        name: processName,
+        parent: Option.none(),
+        annotations: Context.empty(),
+        links,
+        startTime: clock.currentTimeNanosUnsafe(),
+        kind: "consumer",
+        root: true,
+        sampled: true,
+      })
+      OtlpTracer.setAll(span, processAttributes)
+      span.attribute("messaging.batch.message_count", records.length)
+      span.attribute("messaging.kafka.offset", records[0]!.offset)
       return span
     },
     onRecordEnd: (

@@ -59,7 +59,8 @@ export interface ProcessorDeps<R> {
     error: { readonly _tag: string; readonly message?: string },
     attempts: number,
   ) => Effect.Effect<void>
-  readonly outcome: (name: "failed" | "retried" | "dead_lettered" | "skipped") => Effect.Effect<void>
+  /** Counts `records` (default 1) records in the outcome metric. */
+  readonly outcome: (name: "failed" | "retried" | "dead_lettered" | "skipped", records?: number) => Effect.Effect<void>
   /** Whether a record may start: not after a revocation, not when it completed before a restart. */
   readonly startable: (record: ConsumerRecord) => boolean
   /** Told when a record is done, however it ended, after the tracker was. */
@@ -96,6 +97,8 @@ export interface TransactionView {
 }
 
 export interface Processor<R> {
+  /** What it was made with: a batch actor's batch processor shares it (`batchProcessor.ts`). */
+  readonly deps: ProcessorDeps<R>
   /** Handles one record to its end under the error policy; fails only with `Halted`. */
   readonly handle: (record: ConsumerRecord) => Effect.Effect<void, Halted, R>
   /** Handles startable records one after another, in the current fiber; fails only with `Halted`. */
@@ -164,18 +167,21 @@ const attemptsOf = <R>(actor: Actor<R>): Attempts<R> => {
   return attempts
 }
 
+/** Makes the `DecodeError` of `record`'s `part` from its codec's error. */
+export const decodeErrorOf = (record: ConsumerRecord, part: "key" | "value") => (error: Codec.CodecError): DecodeError =>
+  new DecodeError({
+    topic: record.topic,
+    partition: record.partition,
+    offset: record.offset,
+    part,
+    reason: error.reason,
+    problems: error.problems,
+    key: record.key,
+    value: record.value,
+  })
+
 const makeAttempts = <R>(actor: Actor<R>): Attempts<R> => {
-  const decodeFailed = (record: ConsumerRecord, part: "key" | "value") => (error: Codec.CodecError) =>
-    new DecodeError({
-      topic: record.topic,
-      partition: record.partition,
-      offset: record.offset,
-      part,
-      reason: error.reason,
-      problems: error.problems,
-      key: record.key,
-      value: record.value,
-    })
+  const decodeFailed = decodeErrorOf
   const timeoutFor = (record: ConsumerRecord, timeout: Duration.Input) => () =>
     Effect.fail(
       new HandlerTimeout({
@@ -582,5 +588,5 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
     })
 
   // Decided once per partition actor: without hooks, the hot path has no span code at all.
-  return { handle: hooks.enabled ? handleHooked : handleRecord, inOrder }
+  return { deps, handle: hooks.enabled ? handleHooked : handleRecord, inOrder }
 }
