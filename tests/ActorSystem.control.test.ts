@@ -352,3 +352,52 @@ test("ActorSystem.seek back of an unordered actor handles every record from the 
     }),
     layer(),
   ))
+
+test("A batch actor pauses between batches, seeks back from the next batch, and a halted batch restarts on resume", () =>
+  run(
+    Effect.gen(function*() {
+      const [topic] = yield* createUniqueTopics(["control-batch", 1])
+      const seen: Array<number> = []
+      const batches: Array<number> = []
+      let failing = true
+      const actor = Actor.make({
+        name: "batch",
+        topics: [topic!],
+        value: Event,
+        handleBatch: (records) =>
+          records.some((record) => record.value.id === 13) && failing
+            ? Effect.fail(new StoreError({ id: 13 }))
+            : Effect.sync(() => {
+              batches.push(records.length)
+              for (const record of records) seen.push(record.value.id)
+            }),
+        batch: { maxRecords: 4, maxWait: "50 millis" },
+        onError: { StoreError: ErrorPolicy.halt, default: ErrorPolicy.halt },
+        commit: { interval: "20 millis" },
+        consumer: target.consumer,
+      })
+      const system = yield* ActorSystem.start([actor])
+      yield* system.pause(actor)
+      yield* sendJson(topic!, Array.from({ length: 10 }, (_, id) => ({ value: { id }, partition: 0 })))
+      yield* quiet
+      assert.deepEqual(seen, [], "paused before the first batch: none handled")
+      yield* system.resume(actor)
+      yield* waitUntil("10 handled", Effect.sync(() => seen.length === 10))
+      assert.deepEqual(seen, Array.from({ length: 10 }, (_, id) => id))
+      yield* waitUntil("committed", Effect.map(system.health, (h) => h.partitions[0]?.committed === 10))
+      assert.equal(yield* system.seek(actor, { topic: topic!, partition: 0 }, { offset: 6 }), 6)
+      yield* waitUntil("6 to 9 handled again", Effect.sync(() => seen.length === 14))
+      assert.deepEqual(seen.slice(10), [6, 7, 8, 9])
+      // A batch holding the poison record halts the partition; resume hands the batch over again.
+      yield* sendJson(topic!, Array.from({ length: 4 }, (_, i) => ({ value: { id: 10 + i }, partition: 0 })))
+      yield* waitUntil("halted", Effect.map(system.health, (h) => h.partitions[0]?.state === "halted"))
+      const halted = (yield* system.health).partitions[0]!
+      assert.equal(halted.halted?.offset, 10, "the halting batch's first record")
+      failing = false
+      yield* system.resume(actor, { topic: topic!, partition: 0 })
+      yield* waitUntil("10 to 13 handled", Effect.sync(() => seen.length === 18))
+      assert.deepEqual(seen.slice(14), [10, 11, 12, 13])
+      yield* waitUntil("committed to the end", Effect.map(system.health, (h) => h.partitions[0]?.committed === 14))
+    }),
+    layer(),
+  ))

@@ -333,8 +333,9 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
      * is refused too (keeping partition order); the loop then waits, or seeks, and goes on.
      */
     let holding = false
-    const chunked = actor.ordering._tag === "Partition" && actor.delivery !== "exactly-once"
-    // Key lanes: a seek asked for refuses what has not started; their records are dropped anyway.
+    // Batch actors stop between batches instead: a batch is one unit, started or not.
+    const chunked = actor.ordering._tag === "Partition" && actor.delivery !== "exactly-once" && actor.batch === undefined
+    // Key lanes and batches: a seek asked for refuses what has not started; those records are dropped anyway.
     const startable = (record: ConsumerRecord) =>
       stopping !== "in-flight" &&
       !(chunked ? holding || ((unpaused !== undefined || pendingSeek !== undefined) && (holding = true)) : pendingSeek !== undefined) &&
@@ -633,14 +634,18 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       /**
        * The next batch: up to `maxRecords` records, waiting for more for at most `maxWait` from the
        * first one taken (by the clock, so TestClock drives it) unless the actor is stopping;
-       * undefined once the mailbox ended empty.
+       * undefined once the mailbox ended empty, empty when an operator's request (a seek, a pause)
+       * woke the wait for a first record.
        */
       const gather = Effect.gen(function*() {
-        const taken = yield* Effect.exit(mailbox.take(maxRecords))
-        if (Exit.isFailure(taken)) return undefined
-        if (taken.value.length >= maxRecords) return taken.value
-        const parts = [taken.value]
-        let count = taken.value.length
+        const taken = mailbox.pollHeld(maxRecords, false)
+        if (taken === undefined) {
+          if (Exit.isFailure(yield* Effect.exit(mailbox.available))) return undefined
+          return noRecords
+        }
+        if (taken.length >= maxRecords) return taken
+        const parts = [taken]
+        let count = taken.length
         const due = clock.currentTimeMillisUnsafe() + maxWaitMillis
         while (count < maxRecords) {
           const more = mailbox.pollHeld(maxRecords - count, false)
@@ -657,8 +662,18 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         return parts.length === 1 ? parts[0]! : parts.flat()
       })
       const transactional = transactions !== undefined
+      const noRecords: ReadonlyArray<ConsumerRecord> = []
       return Effect.gen(function*() {
         while (true) {
+          // The operator's requests are looked at between batches: a batch is one unit.
+          if (pendingSeek !== undefined && stopping === "no") {
+            yield* seekNow(pendingSeek)
+            continue
+          }
+          if (unpaused !== undefined && stopping === "no") {
+            yield* untilUnpaused()
+            continue
+          }
           if (resuming) {
             const pending = current.filter((record) => !tracker.isCompleted(record.offset))
             if (pending.length > 0 && stopping !== "in-flight") {
@@ -671,6 +686,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           if (transactional ? stopping !== "no" : stopping === "in-flight") return
           const gathered = yield* gather
           if (gathered === undefined) return
+          if (gathered.length === 0) continue
           current = gathered
           yield* resumeWhenRoom
           yield* countConsumed(current.length)
