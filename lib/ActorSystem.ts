@@ -401,8 +401,8 @@ export interface System {
   readonly failure: Effect.Effect<never, PartitionActor.RestartsExhausted | MembershipLost>
   /**
    * Pauses an actor (every partition it holds or will be assigned) or one of its partitions:
-   * fetching stops and no record starts; records already started finish, fetched ones wait,
-   * nothing is skipped. The pause stays until `resume`, across rebalances: a paused partition
+   * fetching stops and no record starts; records already started finish (a batch actor's
+   * batch, each key lane's turn), fetched ones wait, nothing is skipped. The pause stays until `resume`, across rebalances: a paused partition
    * that moves away and comes back is still paused. A partition not held now may be paused
    * ahead, and starts paused when assigned. Health shows `pausedFor: ["operator"]`.
    */
