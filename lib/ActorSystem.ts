@@ -27,6 +27,10 @@
  * `brokerTimeout`), reported with their age; readiness includes whether the broker answered
  * within `brokerWindow`.
  *
+ * `layer` makes the running system a service (`System`) an app composes like any other; through
+ * it an operator pauses and resumes an actor or one partition (the pause outlives rebalances),
+ * seeks a partition to an offset or a time, and restarts a partition a `halt` policy stopped.
+ *
  * @example
  * ```ts
  * import { Effect, Schema } from "effect"
@@ -49,11 +53,12 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Option, Schedule, Scope } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Exit, Layer, Option, Schedule, Scope } from "effect"
 import type { Actor } from "./Actor.ts"
 import * as DeadLetter from "./internal/deadLetter.ts"
 import * as DenoFiberContext from "./internal/denoFiberContext.ts"
 import * as PartitionActor from "./internal/partitionActor.ts"
+import * as SystemControl from "./internal/systemControl.ts"
 import { measureLag, report } from "./internal/systemHealth.ts"
 import {
   closeBy,
@@ -68,7 +73,7 @@ import {
 } from "./internal/systemMembership.ts"
 import * as Producer from "./Producer.ts"
 import type { RecordContext } from "./RecordContext.ts"
-import { type PartitionClaim, Transport } from "./Transport.ts"
+import { type PartitionClaim, type TopicPartition, Transport } from "./Transport.ts"
 import * as TransportError from "./TransportError.ts"
 
 export {
@@ -102,6 +107,44 @@ export {
    */
   MembershipLost,
 } from "./internal/systemMembership.ts"
+
+export {
+  /**
+   * Run-time control (`pause`, `resume`, `seek`) named an actor the system does not run; the
+   * error lists the ones it does.
+   *
+   * @since 0.4.0
+   * @category errors
+   */
+  UnknownActor,
+  /**
+   * Run-time control named a partition this member cannot act on: a seek of a partition it does
+   * not hold now, a resume of one neither held nor paused, or a partition of a topic the actor
+   * does not consume.
+   *
+   * @since 0.4.0
+   * @category errors
+   */
+  PartitionNotHeld,
+  /**
+   * A seek that cannot be done: an offset outside the partition's log, a timestamp that is not
+   * a time, or an actor that cannot seek (exactly-once).
+   *
+   * @since 0.4.0
+   * @category errors
+   */
+  InvalidSeek,
+} from "./internal/systemControl.ts"
+
+/**
+ * Where `seek` moves a partition: to an offset, or to the first record whose timestamp is at or
+ * after a time (epoch milliseconds), found through the transport's list-offsets; with no record
+ * that recent, to the end of the log.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export type SeekTarget = SystemControl.SeekTarget
 
 /**
  * What a list of actors' handlers need from the context, together.
@@ -228,7 +271,19 @@ export interface PartitionHealth {
   readonly healthy: boolean
   /** Records waiting and no progress for longer than the actor's `stallAfter`. */
   readonly stalled: boolean
+  /** Fetching is paused, for the reasons in `pausedFor`. */
   readonly paused: boolean
+  /**
+   * Why: `mailbox` (full), `policy` (an error policy's pause), `dead-letter` (a dead letter cannot
+   * be written yet), `halted` (see `halted`), `operator` (the system's `pause`, until `resume`).
+   */
+  readonly pausedFor: ReadonlyArray<"mailbox" | "policy" | "dead-letter" | "halted" | "operator">
+  /**
+   * While `state` is `halted`: the record a `halt` policy stopped at, and its error. The partition
+   * stays assigned and idle, committing nothing past the record, until the system's `resume` of
+   * this partition handles the record again (or it is revoked).
+   */
+  readonly halted: HaltedRecord | undefined
   readonly processed: number
   readonly failed: number
   readonly retried: number
@@ -250,6 +305,20 @@ export interface PartitionHealth {
   /** Epoch milliseconds of the last completed record. */
   readonly lastProgress: number
   readonly lastError: string | undefined
+}
+
+/**
+ * The record a partition halted at, and why.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface HaltedRecord {
+  readonly topic: string
+  readonly partition: number
+  readonly offset: number
+  /** The error that made the policy halt. */
+  readonly error: string
 }
 
 /**
@@ -307,7 +376,18 @@ export interface HealthReport {
 }
 
 /**
- * A running system.
+ * Names an actor for run-time control: its name, or the actor itself.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export type ActorRef = string | { readonly name: string }
+
+/**
+ * A running system: its health, its failure, and run-time control of its actors.
+ *
+ * Control acts on this member only (other members of the groups are not told), and pauses last
+ * until resumed, across rebalances and rejoins.
  *
  * @since 0.1.0
  * @category models
@@ -319,15 +399,60 @@ export interface System {
    * or an actor lost its group membership and could not join again.
    */
   readonly failure: Effect.Effect<never, PartitionActor.RestartsExhausted | MembershipLost>
+  /**
+   * Pauses an actor (every partition it holds or will be assigned) or one of its partitions:
+   * fetching stops and no record starts; records already started finish (a batch actor's
+   * batch, each key lane's turn), fetched ones wait, nothing is skipped. The pause stays until `resume`, across rebalances: a paused partition
+   * that moves away and comes back is still paused. A partition not held now may be paused
+   * ahead, and starts paused when assigned. Health shows `pausedFor: ["operator"]`.
+   */
+  readonly pause: (actor: ActorRef, partition?: TopicPartition) => Effect.Effect<void, SystemControl.UnknownActor | SystemControl.PartitionNotHeld>
+  /**
+   * Undoes `pause`: of the actor (every partition, including ones paused one by one), or of one
+   * partition. Resuming a halted partition restarts it: it handles its halting record again.
+   */
+  readonly resume: (actor: ActorRef, partition?: TopicPartition) => Effect.Effect<void, SystemControl.UnknownActor | SystemControl.PartitionNotHeld>
+  /**
+   * Moves a partition this member holds to an offset, or to the first record at or after a
+   * time, and succeeds with the offset once done. The record in flight finishes; records fetched
+   * past it are dropped; what completed is committed, then the new offset is committed, so a
+   * seek back moves the group's committed offset back and its records are handled again. It
+   * waits for the record in flight, its retries included. Works while paused (the partition
+   * stays paused) and while halted (it stays halted until resumed). In key lanes (`byKey`,
+   * `unordered`) every record in flight finishes first. Not for exactly-once actors, whose
+   * position is their transactions' (`InvalidSeek`).
+   */
+  readonly seek: (
+    actor: ActorRef,
+    partition: TopicPartition,
+    to: SeekTarget,
+  ) => Effect.Effect<number, SystemControl.UnknownActor | SystemControl.PartitionNotHeld | SystemControl.InvalidSeek | TransportError.TransportError>
 }
 
 /**
- * The running system, for handlers and HTTP endpoints that report health.
+ * The running system as a service, for handlers, HTTP endpoints that report health, and
+ * operator controls: `yield* ActorSystem.System`. `layer` provides it.
  *
+ * @since 0.4.0
+ * @category services
+ */
+export const System: Context.Service<System, System> = Context.Service<System>("partita/ActorSystem")
+
+/**
+ * The former name of {@link System}, the service.
+ *
+ * @deprecated Use `ActorSystem.System`.
  * @since 0.1.0
  * @category services
  */
-export class ActorSystem extends Context.Service<ActorSystem, System>()("partita/ActorSystem") {}
+export const ActorSystem: Context.Service<System, System> = System
+
+/**
+ * @deprecated Use `ActorSystem.System`.
+ * @since 0.1.0
+ * @category services
+ */
+export type ActorSystem = System
 
 const policiesDeadLetter = (actor: Actor<unknown>) =>
   actor.policies.some((policy) =>
@@ -469,6 +594,7 @@ const launch = (
         assignedOnce: false,
         assigned: false,
         partitions: new Map(),
+        paused: { all: false, toggled: new Set() },
       })),
       failure: yield* Deferred.make<never, PartitionActor.RestartsExhausted | MembershipLost>(),
       watermarks: new Map(),
@@ -512,9 +638,13 @@ const launch = (
       systemScope,
     )
 
-    return ActorSystem.of({
+    const control = SystemControl.make(state, transport)
+    return System.of({
       health: Effect.map(Clock.currentTimeMillis, (now) => report(state, settings, now)),
       failure: Deferred.await(state.failure),
+      pause: control.pause,
+      resume: control.resume,
+      seek: control.seek,
     })
   })
 
@@ -569,3 +699,48 @@ export const run = <const Actors extends ReadonlyArray<Actor<any>>>(
     InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError.TransportError | PartitionActor.RestartsExhausted | MembershipLost | ShutdownDeadlineExceeded,
     Transport | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
   >
+
+/**
+ * The actor system as a layer: starts the actors when the layer is built and provides the
+ * running system as `ActorSystem.System`; closing the layer's scope shuts it down gracefully, as
+ * with `start`. Handlers get `RecordContext` and `Producer` from the system; what else they need
+ * is the layer's input, with `Transport`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Actor, ActorSystem, Codec, ErrorPolicy, MemoryTransport } from "partita"
+ *
+ * const audit = Actor.make({
+ *   name: "audit",
+ *   topics: ["orders"],
+ *   value: Codec.bytes,
+ *   handle: () => Effect.void,
+ *   onError: { default: ErrorPolicy.skip },
+ * })
+ *
+ * const program = Effect.gen(function*() {
+ *   const system = yield* ActorSystem.System
+ *   yield* system.pause(audit)
+ *   yield* system.resume(audit)
+ * })
+ *
+ * program.pipe(
+ *   Effect.provide(ActorSystem.layer([audit]).pipe(
+ *     Layer.provide(MemoryTransport.layer({ topics: [{ topic: "orders", partitions: 1 }] })),
+ *   )),
+ *   Effect.runPromise,
+ * )
+ * ```
+ *
+ * @since 0.4.0
+ * @category layers
+ */
+export const layer = <const Actors extends ReadonlyArray<Actor<any>>>(
+  actors: Actors,
+  options: Options = {},
+): Layer.Layer<
+  System,
+  InvalidActor | DeadLetter.DeadLetterTopicMissing | TransportError.TransportError,
+  Transport | Exclude<Requirements<Actors>, Producer.Producer | RecordContext>
+> => Layer.effect(System, start(actors, options))

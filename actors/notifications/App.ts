@@ -63,12 +63,7 @@ const build = <E>(users: Layer.Layer<Users.Users, E>, options: Options, instance
     Worker.make(topicNames, { group: workerGroup(instance, options.topicPrefix) }),
     Fanout.make(topicNames),
   ]
-  const system = Layer.effect(
-    ActorSystem.ActorSystem,
-    ActorSystem.start(actors, {
-      shutdownDeadline: options.drainDeadline ?? "10 seconds",
-    }),
-  )
+  const system = ActorSystem.layer(actors, { shutdownDeadline: options.drainDeadline ?? "10 seconds" })
   return Server.layer(options).pipe(Layer.provideMerge(system), Layer.provideMerge(services))
 }
 

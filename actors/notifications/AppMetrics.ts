@@ -64,7 +64,7 @@ const types = { Counter: "counter", Gauge: "gauge", Histogram: "histogram" } as 
  *
  * @category rendering
  */
-export const render: Effect.Effect<string, never, ActorSystem.ActorSystem> = Effect.gen(function*() {
+export const render: Effect.Effect<string, never, ActorSystem.System> = Effect.gen(function*() {
   const lines: Array<string> = []
   const described = new Set<string>()
   const snapshots = [...yield* Metric.snapshot].sort((a, b) => a.id.localeCompare(b.id))
@@ -89,7 +89,7 @@ export const render: Effect.Effect<string, never, ActorSystem.ActorSystem> = Eff
     const value = snapshot.type === "Counter" ? snapshot.state.count : snapshot.state.value
     lines.push(`${id}${labels(snapshot.attributes)} ${String(value)}`)
   }
-  const health = yield* (yield* ActorSystem.ActorSystem).health
+  const health = yield* (yield* ActorSystem.System).health
   const partitionMetrics = [
     ["processed", "Records handled"],
     ["failed", "Handler failures"],

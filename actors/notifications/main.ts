@@ -60,7 +60,7 @@ const program = Effect.gen(function*() {
     const server = yield* HttpServer
     yield* Console.log(banner(server.url, transport.kind, server.adapter, yield* Users))
     // Runs until a signal interrupts it, or an actor fails the system.
-    return yield* (yield* ActorSystem.ActorSystem).failure
+    return yield* (yield* ActorSystem.System).failure
   }).pipe(Effect.provide(
     App.layerFromEnv().pipe(
       Layer.provide(transport.layer),

@@ -144,7 +144,8 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
     attemptsOf: (index: number) => number,
     startedMillis: number,
   ): Effect.Effect<void, Halted> => {
-    if (then === "halt") return Effect.fail(new Halted({ reason: describe(error) }))
+    // The health report names the first record the halting unit holds (after bisection, the record alone).
+    if (then === "halt") return Effect.fail(new Halted({ reason: describe(error), offset: records[0]!.offset }))
     const first = records[0]!
     const where = records.length === 1
       ? `${first.topic}/${first.partition}@${first.offset}`

@@ -9,7 +9,7 @@
  * step of the schedule, not one per completed record. A commit ahead of handling (at-most-once)
  * is retried on the same schedule until it lands, since nothing of its chunk may run before it.
  */
-import { Cause, Clock, Duration, Effect, Exit, Metric, Schedule, type Scope } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Metric, Schedule, type Scope } from "effect"
 import type { TransportError } from "../TransportError.ts"
 import { Signal } from "./signal.ts"
 
@@ -64,6 +64,12 @@ export interface Committer {
    */
   readonly commitAhead: (offset: number) => Effect.Effect<void>
   /**
+   * A seek: commits `offset` as the partition's position, back or forth, in one try, and counts
+   * from there (a seek back would otherwise commit nothing until progress passed the old offset).
+   * If the try fails, the next commit of progress commits whatever is committable then.
+   */
+  readonly moveTo: (offset: number) => Effect.Effect<void>
+  /**
    * The commit loop: on the interval or when asked, backing off after failures; parked while
    * nothing is left to commit. Runs until interrupted; at-most-once (nothing to commit after
    * handling) it only waits.
@@ -99,6 +105,11 @@ class PartitionCommitter implements Committer {
   /** Made on the first failure: an idle partition's committer holds no metric series of its own. */
   private failures: Metric.Counter<number> | undefined
   private readonly options: CommitterOptions
+  /**
+   * The loop's commit waiting for its answer: `moveTo` waits for it, so a commit of progress
+   * made before a seek cannot land after the seek's and put its offset forward again.
+   */
+  private inFlight: Deferred.Deferred<void> | undefined
   readonly commitCompleted: Effect.Effect<boolean>
 
   constructor(options: CommitterOptions) {
@@ -111,10 +122,14 @@ class PartitionCommitter implements Committer {
       const offset = options.committable()
       if (offset <= this.lastCommitted || !options.afterHandling) return Effect.succeed(true)
       this.sinceCommit = 0
+      const inFlight = this.inFlight = Deferred.makeUnsafe<void>()
       return Effect.matchEffect(options.commit(offset), {
         onSuccess: () => Effect.sync(() => (this.succeeded(offset), true)),
         onFailure: (error) => Effect.as(this.failed(offset, error, undefined), false),
-      })
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        if (this.inFlight === inFlight) this.inFlight = undefined
+        Deferred.doneUnsafe(inFlight, Exit.void)
+      })))
     })
   }
 
@@ -179,6 +194,28 @@ class PartitionCommitter implements Committer {
         yield* Effect.sleep(delay)
       }
     })
+  }
+
+  moveTo(offset: number): Effect.Effect<void> {
+    const commit = Effect.suspend(() => {
+      this.sinceCommit = 0
+      this.pending = false
+      return Effect.matchEffect(this.options.commit(offset), {
+        onSuccess: () =>
+          Effect.sync(() => {
+            this.lastCommitted = offset
+            this.options.status.committed = offset
+          }),
+        onFailure: (error) =>
+          Effect.suspend(() => {
+            // Below any offset: the next commit of progress is made whatever it is.
+            this.lastCommitted = -1
+            this.pending = true
+            return this.failed(offset, error, undefined)
+          }),
+      })
+    })
+    return Effect.suspend(() => this.inFlight === undefined ? commit : Effect.andThen(Deferred.await(this.inFlight), commit))
   }
 
   /**

@@ -34,6 +34,8 @@ export class Mailbox<A> {
   private wantedRecords = 0
   private wantedBytes = 0
   private ended = false
+  /** `nudge` was called: the next `available` returns at once, records or not. */
+  private nudged = false
   private readonly changed = new Signal()
 
   constructor(capacity: number, options?: {
@@ -161,8 +163,21 @@ export class Mailbox<A> {
   readonly available: Effect.Effect<void, Cause.Done> = Effect.suspend(() => {
     if (this.held > 0) return Effect.void
     if (this.ended) return Cause.done()
+    if (this.nudged) {
+      this.nudged = false
+      return Effect.void
+    }
     return Effect.andThen(this.changed.wait, this.available)
   })
+
+  /**
+   * Wakes the processor waiting in `available` (now, or the next time it waits), records or not:
+   * for a request it must look at (a seek, a pause), without a second fiber parked beside it.
+   */
+  nudge(): void {
+    this.nudged = true
+    this.changed.notify()
+  }
 
   /** As `takeHeld` (or `take`, with `hold` false), without waiting: undefined while empty. */
   pollHeld(max: number, hold = true): ReadonlyArray<A> | undefined {
@@ -214,6 +229,17 @@ export class Mailbox<A> {
     this.head = 0
     this.held = 0
     this.heldBytes = 0
+    this.onChange(this)
+    this.changed.notify()
+  }
+
+  /**
+   * Forgets the records taken with `takeHeld` and not released: for a seek, once nothing taken
+   * is still being handled (what was refused will never be released).
+   */
+  forgetTaken(): void {
+    this.out = 0
+    this.outBytes = 0
     this.onChange(this)
     this.changed.notify()
   }

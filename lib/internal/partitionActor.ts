@@ -44,6 +44,7 @@ import * as PartitionTracing from "./partitionTracing.ts"
 import * as MemberTransactions from "./memberTransactions.ts"
 import * as PartitionTransactions from "./partitionTransactions.ts"
 import * as Processor from "./processor.ts"
+import { Signal } from "./signal.ts"
 
 export { describe, messageOf } from "./errorText.ts"
 
@@ -81,6 +82,8 @@ export interface PartitionStatus {
   lastError: string | undefined
   /** How the last record ended: handled, or by a policy. */
   lastOutcome: "handled" | "dead_lettered" | "skipped"
+  /** While `state` is `halted`: the record a policy halted on, and its error. */
+  halted?: { readonly offset: number; readonly error: string } | undefined
 }
 
 /**
@@ -171,6 +174,11 @@ export interface Deps<R> {
   readonly transactional: Transport["Service"]["transactional"]
   /** Exactly-once with one producer per member: the member's shared transactions. */
   readonly memberTransactions?: MemberTransactions.MemberTransactions | undefined
+  /**
+   * Whether the operator paused this partition (the system's `pause`), read once the actor can
+   * take `Control` calls: a partition assigned while paused starts paused.
+   */
+  readonly startPaused?: (() => boolean) | undefined
 }
 
 export interface Control {
@@ -179,6 +187,25 @@ export interface Control {
    * `in-flight` only finishes the records already started (revocation).
    */
   readonly stop: (mode: "drain" | "in-flight") => Effect.Effect<void>
+  /**
+   * The operator's pause: fetching stops and no record starts until `resume`; records already
+   * started finish, the others wait in the mailbox (nothing is dropped or skipped). In partition
+   * order the rest of a chunk waits at the next record; in key lanes at each lane's next turn;
+   * exactly-once, the open transaction's chunk finishes first.
+   */
+  readonly pause: Effect.Effect<void>
+  readonly resume: Effect.Effect<void>
+  /**
+   * Not exactly-once: the partition goes on from `offset`. The records in flight finish (in key
+   * lanes, every one started), what was fetched is dropped, what completed is committed, then
+   * `offset` is committed and fetched from. Completes once done (or once the actor stopped).
+   */
+  readonly seek: (offset: number) => Effect.Effect<void>
+  /**
+   * A halted partition handles its halting record again, where it stopped (nothing past it was
+   * committed). False when the partition is not halted.
+   */
+  readonly restart: Effect.Effect<boolean>
 }
 
 /**
@@ -292,8 +319,41 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
 
     /** True while a restarted processor finishes what the failed one left. */
     let resuming = false
+
+    // ---- run-time control: the operator's pause, seeks, restarting a halted partition ---------
+    /** Set while the operator's pause holds: completed by `resume`. */
+    let unpaused: Deferred.Deferred<void> | undefined
+    /** A seek asked for and not done yet: the processor does it between records. */
+    let pendingSeek: { readonly offset: number; readonly done: Deferred.Deferred<void> } | undefined
+    /** Wakes a processor waiting for the pause to end (or halted) to look at the requests; `mailbox.nudge` one waiting for records. */
+    // Made by the first wait on it: most partitions are never paused nor halted.
+    let controlled: Signal | undefined
+    /**
+     * Partition order: a pause or a seek refused a record of the current chunk, so the rest of it
+     * is refused too (keeping partition order); the loop then waits, or seeks, and goes on.
+     */
+    let holding = false
+    // Batch actors stop between batches instead: a batch is one unit, started or not.
+    const chunked = actor.ordering._tag === "Partition" && actor.delivery !== "exactly-once" && actor.batch === undefined
+    // Key lanes and batches: a seek asked for refuses what has not started; those records are dropped anyway.
     const startable = (record: ConsumerRecord) =>
-      stopping !== "in-flight" && (!resuming || !tracker.isCompleted(record.offset))
+      stopping !== "in-flight" &&
+      !(chunked ? holding || ((unpaused !== undefined || pendingSeek !== undefined) && (holding = true)) : pendingSeek !== undefined) &&
+      (!resuming || !tracker.isCompleted(record.offset))
+    // Functions rather than effects made up front, here and in `Control`: a partition actor that
+    // is never paused holds a closure for each, not an effect and its closure.
+    /** Waits while the operator's pause holds, until a resume, a stop or another request. */
+    const whilePaused = (): Effect.Effect<void> =>
+      unpaused === undefined
+        ? Effect.void
+        : Effect.raceFirst(Effect.raceFirst(Deferred.await(unpaused), Deferred.await(stopRequested)), (controlled ??= new Signal()).wait)
+    /** Waits until the operator's pause ends, the actor stops or a seek is asked for. */
+    const untilUnpaused = (): Effect.Effect<void> =>
+      unpaused === undefined || stopping !== "no" || pendingSeek !== undefined
+        ? Effect.void
+        : Effect.andThen(whilePaused(), Effect.suspend(untilUnpaused))
+    /** Key lanes: a seek was done, so the lanes (closed for it, holding nothing current) are made anew. */
+    let lanesStale = false
     /** Exactly-once: where the error policy of records whose transaction was rewound left off. */
     const carried = transactions === undefined ? undefined : new Map<number, Processor.Carried>()
 
@@ -356,13 +416,52 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     )
 
     /**
+     * Moves the partition to `offset` while no record is in flight: what was fetched is dropped,
+     * what completed is committed first (it was handled), then `offset` itself, so the group's
+     * position moves back or forth with the seek and later progress commits from there.
+     */
+    const seekNow = (request: { readonly offset: number; readonly done: Deferred.Deferred<void> }) =>
+      Effect.gen(function*() {
+        pendingSeek = undefined
+        holding = false
+        const { offset } = request
+        yield* Fiber.interrupt(fetcherFiber)
+        mailbox.clear()
+        // Key lanes refused what they held and had not started: it leaves the mailbox's bound too.
+        mailbox.forgetTaken()
+        current = []
+        lanesStale = true
+        yield* committer.commitCompleted
+        tracker.reset(offset)
+        fetchFrom = offset
+        yield* seekTo(offset)
+        yield* committer.moveTo(offset)
+        status.position = offset
+        if (status.pausedFor.has("mailbox")) yield* resumeFor("mailbox")
+        // Stopped meanwhile (a revocation, the shutdown): nothing more is fetched.
+        if (stopping === "no") fetcherFiber = yield* Effect.forkIn(fetcher, scope)
+        yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} continues from offset ${offset} (seek)`)
+        yield* Deferred.succeed(request.done, undefined)
+      })
+
+    /**
      * Partition order: a chunk at a time, in the processor's fiber (the hot path). After a
-     * restart it first finishes what the failed chunk left.
+     * restart it first finishes what the failed chunk left; a pause waits between records, and a
+     * seek is done there.
      */
     let current: ReadonlyArray<ConsumerRecord> = []
     const inPartitionOrder: Effect.Effect<void, Processor.Halted, R> = Effect.gen(function*() {
       while (true) {
-        if (resuming) {
+        if (pendingSeek !== undefined && stopping === "no") {
+          yield* seekNow(pendingSeek)
+          continue
+        }
+        if (unpaused !== undefined && stopping === "no") {
+          yield* whilePaused()
+          continue
+        }
+        if (resuming || holding) {
+          holding = false
           const pending = current.filter((record) => !tracker.isCompleted(record.offset))
           if (pending.length > 0 && stopping !== "in-flight") {
             yield* commitAhead(pending)
@@ -372,9 +471,13 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           continue
         }
         if (stopping === "in-flight") return
-        const taken = yield* Effect.exit(mailbox.take(chunkSize))
-        if (Exit.isFailure(taken)) return // the mailbox ended: stopped, or the claim was revoked
-        current = taken.value
+        // Waiting for records, a request (a seek, a pause) wakes the loop as well (`nudge`).
+        const taken = mailbox.pollHeld(chunkSize, false)
+        if (taken === undefined) {
+          if (Exit.isFailure(yield* Effect.exit(mailbox.available))) return // the mailbox ended: stopped, or the claim was revoked
+          continue
+        }
+        current = taken
         yield* resumeWhenRoom
         yield* countConsumed(current.length)
         // Committed before handling: a crash loses these records instead of repeating them.
@@ -404,6 +507,12 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         })
         while (true) {
           if (stopping !== "no") return
+          if (unpaused !== undefined) {
+            // Paused: what the open transaction holds commits now rather than time out meanwhile.
+            if (txns.openedAt !== undefined) yield* commit
+            yield* untilUnpaused()
+            continue
+          }
           const openedAt = txns.openedAt
           const due = openedAt === undefined ? undefined : openedAt + transactionInterval - clock.currentTimeMillisUnsafe()
           if (due !== undefined && (due <= 0 || inTransaction >= transactionRecords)) {
@@ -453,13 +562,16 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
      * holds no lanes.
      */
     const inLanes = (concurrency: number): Effect.Effect<void, Processor.Halted, R> => {
-      const lanes = Lanes.make<ConsumerRecord>()
+      let lanes = Lanes.make<ConsumerRecord>()
       const laneKey = actor.ordering._tag === "ByKey"
         ? (record: ConsumerRecord) => record.key === null ? "\u0000null" : keyString(record.key)
         : () => undefined
-      const handleLane = actor.ordering._tag === "ByKey"
+      const handleOne = actor.ordering._tag === "ByKey"
         ? processor.inOrder
         : (records: ReadonlyArray<ConsumerRecord>) => startable(records[0]!) ? processor.handle(records[0]!) : Effect.void
+      // The operator's pause holds each lane at its next turn.
+      const handleLane = (records: ReadonlyArray<ConsumerRecord>) =>
+        unpaused === undefined ? handleOne(records) : Effect.andThen(untilUnpaused(), handleOne(records))
       const afterLane = () => {
         if (mailbox.size === 0) committer.request()
         return status.pausedFor.has("mailbox") ? resumeWhenRoom : undefined
@@ -468,8 +580,14 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       let undispatched: ReadonlyArray<ConsumerRecord> = []
       const dispatcher = Effect.gen(function*() {
         while (true) {
+          // A seek: the lanes finish what they started and end; the processor seeks, then runs anew.
+          if (pendingSeek !== undefined && stopping === "no") break
           if (undispatched.length === 0) {
             if (stopping === "in-flight") break
+            if (unpaused !== undefined && stopping === "no") {
+              yield* untilUnpaused()
+              continue
+            }
             // Polled in the step that keeps it: a sibling's failure interrupting the dispatcher
             // cannot come between taking records and holding them.
             const chunk = mailbox.pollHeld(chunkSize)
@@ -488,7 +606,13 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         lanes.close()
       })
       return Effect.suspend(() => {
-        if (resuming) {
+        if (lanesStale) {
+          // After a seek nothing of before is current: no lane to recover, nothing undispatched.
+          lanes = Lanes.make<ConsumerRecord>()
+          undispatched = []
+          lanesStale = false
+          resuming = false
+        } else if (resuming) {
           lanes.recover((record) => tracker.isCompleted(record.offset))
           resuming = false
         }
@@ -510,14 +634,18 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       /**
        * The next batch: up to `maxRecords` records, waiting for more for at most `maxWait` from the
        * first one taken (by the clock, so TestClock drives it) unless the actor is stopping;
-       * undefined once the mailbox ended empty.
+       * undefined once the mailbox ended empty, empty when an operator's request (a seek, a pause)
+       * woke the wait for a first record.
        */
       const gather = Effect.gen(function*() {
-        const taken = yield* Effect.exit(mailbox.take(maxRecords))
-        if (Exit.isFailure(taken)) return undefined
-        if (taken.value.length >= maxRecords) return taken.value
-        const parts = [taken.value]
-        let count = taken.value.length
+        const taken = mailbox.pollHeld(maxRecords, false)
+        if (taken === undefined) {
+          if (Exit.isFailure(yield* Effect.exit(mailbox.available))) return undefined
+          return noRecords
+        }
+        if (taken.length >= maxRecords) return taken
+        const parts = [taken]
+        let count = taken.length
         const due = clock.currentTimeMillisUnsafe() + maxWaitMillis
         while (count < maxRecords) {
           const more = mailbox.pollHeld(maxRecords - count, false)
@@ -534,8 +662,18 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         return parts.length === 1 ? parts[0]! : parts.flat()
       })
       const transactional = transactions !== undefined
+      const noRecords: ReadonlyArray<ConsumerRecord> = []
       return Effect.gen(function*() {
         while (true) {
+          // The operator's requests are looked at between batches: a batch is one unit.
+          if (pendingSeek !== undefined && stopping === "no") {
+            yield* seekNow(pendingSeek)
+            continue
+          }
+          if (unpaused !== undefined && stopping === "no") {
+            yield* untilUnpaused()
+            continue
+          }
           if (resuming) {
             const pending = current.filter((record) => !tracker.isCompleted(record.offset))
             if (pending.length > 0 && stopping !== "in-flight") {
@@ -548,6 +686,7 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           if (transactional ? stopping !== "no" : stopping === "in-flight") return
           const gathered = yield* gather
           if (gathered === undefined) return
+          if (gathered.length === 0) continue
           current = gathered
           yield* resumeWhenRoom
           yield* countConsumed(current.length)
@@ -603,7 +742,8 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
       pause: pauseFor("mailbox"),
       delivered: committer.delivered(scope),
       fill: actor.ordering._tag !== "Partition",
-      from: transactions === undefined ? undefined : () => fetchFrom,
+      // After a seek (or an exactly-once rewind) a transport may still hand over what it fetched before.
+      from: () => fetchFrom,
     })
 
     let fetcherFiber = yield* Effect.forkScoped(fetcher)
@@ -615,8 +755,44 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     // Exactly-once: interrupted mid-transaction (a stop past its deadline), it aborts.
     if (transactions !== undefined) yield* Effect.addFinalizer(() => transactions.abort)
 
-    onControl({
-      stop: (mode) =>
+    /** Asked by `Control.restart` while halted: completes the halted wait. */
+    let restartRequested: Deferred.Deferred<void> | undefined
+    const operate = (request: OperatorRequest): Effect.Effect<unknown> => {
+      switch (request) {
+        case "pause": {
+          if (unpaused !== undefined) return Effect.void
+          unpaused = Deferred.makeUnsafe<void>()
+          controlled?.notify()
+          mailbox.nudge()
+          return pauseFor("operator")
+        }
+        case "resume": {
+          const paused = unpaused
+          if (paused === undefined) return Effect.void
+          unpaused = undefined
+          Deferred.doneUnsafe(paused, Exit.void)
+          // The stall watchdog counts from the resume: the pause was no lack of progress.
+          status.lastProgress = clock.currentTimeMillisUnsafe()
+          return resumeFor("operator")
+        }
+        case "restart": {
+          if (restartRequested === undefined) return Effect.succeed(false)
+          Deferred.doneUnsafe(restartRequested, Exit.void)
+          restartRequested = undefined
+          return Effect.succeed(true)
+        }
+        default: {
+          if (stopping !== "no") return Effect.void
+          // A later seek replaces one not done yet: the last one asked for wins.
+          const done = pendingSeek?.done ?? Deferred.makeUnsafe<void>()
+          pendingSeek = { offset: request, done }
+          controlled?.notify()
+          mailbox.nudge()
+          return Deferred.await(done)
+        }
+      }
+    }
+    const control: Control = new OperatedControl((mode) =>
         Effect.gen(function*() {
           stopping = mode
           yield* Deferred.succeed(stopRequested, undefined)
@@ -624,8 +800,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           yield* Fiber.interrupt(fetcherFiber)
           if (mode === "in-flight") mailbox.clear()
           mailbox.end()
-        }),
-    })
+          if (pendingSeek !== undefined) yield* Deferred.succeed(pendingSeek.done, undefined)
+        }), operate)
+    onControl(control)
+    // Read right after `onControl`, in the same step: a pause asked for before goes by this, after it by `control`.
+    if (deps.startPaused?.() === true) yield* control.pause
 
     // ---- supervision --------------------------------------------------------------------------
     // Inline in the actor's own generator rather than an effect of its own: a parked partition
@@ -640,6 +819,11 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     let step: RestartStep | undefined
     supervision: while (true) {
       const exit = yield* Effect.exit(provided)
+      // Key lanes end for a seek: it is done here, and the lanes run again from the new offset.
+      if (Exit.isSuccess(exit) && pendingSeek !== undefined && stopping === "no") {
+        yield* seekNow(pendingSeek)
+        continue
+      }
       if (Exit.isSuccess(exit)) {
         // Stopped (revocation, shutdown): the open transaction is the next owner's to redo.
         if (transactions !== undefined) yield* transactions.abort
@@ -670,11 +854,32 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         if (transactions !== undefined) yield* transactions.abort
         status.state = "halted"
         status.lastError = halted.value.reason
+        status.halted = { offset: halted.value.offset ?? tracker.committable(), error: halted.value.reason }
         yield* pauseFor("halted")
         yield* Effect.logError(`Partition ${claim.topic}/${claim.partition} halted by policy: ${halted.value.reason}`)
-        // Stay assigned and idle until revoked or stopped; nothing past the record is committed.
-        yield* Deferred.await(stopRequested)
-        break supervision
+        // Stay assigned and idle until revoked or stopped, or restarted (`Control.restart`);
+        // nothing past the record is committed. A seek asked for meanwhile is done at once.
+        const restart = restartRequested = Deferred.makeUnsafe<void>()
+        while (true) {
+          if (pendingSeek !== undefined && stopping === "no") {
+            yield* seekNow(pendingSeek)
+            continue
+          }
+          const woke = yield* Effect.raceFirst(
+            Effect.raceFirst(Effect.as(Deferred.await(stopRequested), "stop" as const), Effect.as(Deferred.await(restart), "restart" as const)),
+            Effect.as((controlled ??= new Signal()).wait, "controlled" as const),
+          )
+          if (woke === "stop") break supervision
+          if (woke === "restart") break
+        }
+        status.halted = undefined
+        status.state = "running"
+        yield* resumeFor("halted")
+        yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} restarted after its halt; handling its halting record again`)
+        // As after a defect: the halting record (and what its chunk left) is handled again.
+        if (transactions !== undefined) yield* rewind(transactions)
+        else resuming = true
+        continue
       }
       if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
       const now = yield* Clock.currentTimeMillis
@@ -719,6 +924,34 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
     Effect.scoped,
     Effect.annotateLogs({ actor: deps.actor.name, topic: deps.claim.topic, partition: deps.claim.partition }),
   )
+
+/** What the operator asks of a partition actor: a number is a seek to that offset. */
+type OperatorRequest = "pause" | "resume" | "restart" | number
+
+/**
+ * `Control` over two closures of the partition actor's: one object per partition, its members
+ * on the prototype and their effects made when asked for (most partitions are never operated).
+ */
+class OperatedControl implements Control {
+  readonly stop: Control["stop"]
+  readonly #operate: (request: OperatorRequest) => Effect.Effect<unknown>
+  constructor(stop: Control["stop"], operate: (request: OperatorRequest) => Effect.Effect<unknown>) {
+    this.stop = stop
+    this.#operate = operate
+  }
+  get pause(): Effect.Effect<void> {
+    return Effect.suspend(() => this.#operate("pause")) as Effect.Effect<void>
+  }
+  get resume(): Effect.Effect<void> {
+    return Effect.suspend(() => this.#operate("resume")) as Effect.Effect<void>
+  }
+  get restart(): Effect.Effect<boolean> {
+    return Effect.suspend(() => this.#operate("restart")) as Effect.Effect<boolean>
+  }
+  seek(offset: number): Effect.Effect<void> {
+    return Effect.suspend(() => this.#operate(offset)) as Effect.Effect<void>
+  }
+}
 
 /** A supervision schedule's step function (`Schedule.toStep`). */
 type RestartStep = (now: number, input: unknown) => Effect.Effect<readonly [unknown, Duration.Duration], unknown>

@@ -21,11 +21,17 @@ import type { PartitionHooks, RecordOutcome } from "./partitionHooks.ts"
 import * as PlainDecode from "./plainDecode.ts"
 import * as SyncEffect from "./syncEffect.ts"
 
-/** Raised when a policy halts the partition: the actor stops and commits nothing past the record. */
-export class Halted extends Data.TaggedError("Halted")<{ readonly reason: string }> {}
+/**
+ * Raised when a policy halts the partition: the actor stops and commits nothing past the record
+ * (`offset`, the halting record's, for the health report).
+ */
+export class Halted extends Data.TaggedError("Halted")<{ readonly reason: string; readonly offset?: number | undefined }> {}
 
-/** Why a partition is paused on the transport; several at once are possible. */
-export type PauseReason = "mailbox" | "policy" | "dead-letter" | "halted"
+/**
+ * Why a partition is paused on the transport; several at once are possible. `operator`: the
+ * system's `pause` (run-time control), until its `resume`.
+ */
+export type PauseReason = "mailbox" | "policy" | "dead-letter" | "halted" | "operator"
 
 /** What of a partition's status record handling keeps current. */
 export interface HandlingStatus {
@@ -322,7 +328,7 @@ export const make = <R>(deps: ProcessorDeps<R>): Processor<R> => {
               Effect.logWarning(`Skipped ${record.topic}/${record.partition}@${record.offset}: ${describe(error)}`),
             ),
           )
-          : Effect.fail(new Halted({ reason: describe(error) }))
+          : Effect.fail(new Halted({ reason: describe(error), offset: record.offset }))
       /**
        * Exactly-once, when this record's failed try produced in the open transaction: carry the
        * policy's next step over and rewind (undefined when nothing needs to).

@@ -15,7 +15,8 @@ const consumerLag = Metric.gauge("partita.consumer.lag", {
 export const report = (state: SystemState, settings: Settings, now: number): HealthReport => {
   const partitions = state.memberships.flatMap((membership) =>
     [...membership.partitions.values()].map(({ status, stallAfter }): PartitionHealth => {
-      const waiting = status.mailbox > 0 || status.position > status.committed
+      // A partition the operator paused is idle on purpose: not stalled, however long the pause.
+      const waiting = (status.mailbox > 0 || status.position > status.committed) && !status.pausedFor.has("operator")
       const stalled = waiting && now - status.lastProgress > stallAfter
       const watermark = state.watermarks.get(keyOf(status))
       return {
@@ -28,6 +29,10 @@ export const report = (state: SystemState, settings: Settings, now: number): Hea
           status.state !== "blocked",
         stalled,
         paused: status.pausedFor.size > 0,
+        pausedFor: [...status.pausedFor],
+        halted: status.halted === undefined
+          ? undefined
+          : { topic: status.topic, partition: status.partition, offset: status.halted.offset, error: status.halted.error },
         processed: status.processed,
         failed: status.failed,
         retried: status.retried,

@@ -50,7 +50,15 @@ export interface Membership {
   assigned: boolean
   /** The partition actors of the current subscription. */
   readonly partitions: Map<string, Held>
+  /**
+   * The operator's pauses, kept across rebalances and rejoins: a partition (`topic/partition`)
+   * is paused when `all` differs from whether it is in `toggled`.
+   */
+  readonly paused: { all: boolean; readonly toggled: Set<string> }
 }
+
+/** Whether the operator paused this partition of the membership's actor. */
+export const operatorPaused = (membership: Membership, key: string) => membership.paused.all !== membership.paused.toggled.has(key)
 
 export interface SystemState {
   readonly memberships: ReadonlyArray<Membership>
@@ -117,6 +125,7 @@ const initialStatus = (actor: Actor<unknown>, claim: PartitionClaim, now: number
   lastProgress: now,
   lastError: undefined,
   lastOutcome: "handled",
+  halted: undefined,
 })
 
 /**
@@ -231,6 +240,7 @@ const startPartitions = (
         durations: shared.durationsFor(actor, claim).histogram,
         transactional: shared.transactional,
         memberTransactions,
+        startPaused: () => operatorPaused(membership, key),
       }
       held.fiber = yield* PartitionActor.run(deps, (control) => {
         held.control = control

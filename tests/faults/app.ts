@@ -263,7 +263,7 @@ const actor = Actor.make({
 })
 
 const stats = Effect.gen(function*() {
-  const system = yield* ActorSystem.ActorSystem
+  const system = yield* ActorSystem.System
   const every = Number(env("STATS_MILLIS", "500"))
   // STATS_GC=1 collects garbage before each reading, so `heap` is what is live, not what the
   // collector has yet to visit (V8 lets the heap grow by hundreds of MB between major GCs).
@@ -319,7 +319,7 @@ const program = Effect.scoped(Effect.gen(function*() {
     brokerTimeout: env("BROKER_TIMEOUT", "5 seconds") as Duration.Input,
     brokerWindow: env("BROKER_WINDOW", "30 seconds") as Duration.Input,
   })
-  yield* Effect.forkScoped(Effect.provideService(stats, ActorSystem.ActorSystem, system))
+  yield* Effect.forkScoped(Effect.provideService(stats, ActorSystem.System, system))
   process.stdout.write("started\n")
   return yield* system.failure
 })).pipe(

@@ -141,3 +141,41 @@ test("Committer at most once commits only ahead: completed records commit nothin
     }),
     onTestClock(),
   ))
+
+test("Committer.moveTo commits a seek's offset back, and progress from there commits though it is below the old offset", () =>
+  run(
+    Effect.gen(function*() {
+      const { committer, status, stored, complete } = yield* setUp({})
+      complete(10)
+      assert.equal(yield* committer.commitCompleted, true)
+      assert.equal(yield* stored, 10)
+      yield* committer.moveTo(4)
+      assert.equal(yield* stored, 4, "the group's offset moved back")
+      assert.equal(status.committed, 4)
+      complete(7)
+      assert.equal(yield* committer.commitCompleted, true)
+      assert.equal(yield* stored, 7, "progress below the old offset is committed")
+      assert.equal(committer.committed, 7)
+    }),
+    onTestClock(),
+  ))
+
+test("Committer.moveTo waits for a commit of progress still in flight, so that commit cannot land after the seek's", () =>
+  run(
+    Effect.gen(function*() {
+      const { broker, committer, stored, complete } = yield* setUp({})
+      complete(10)
+      // The commit of 10 waits on a slow broker while the seek moves the position to 4.
+      yield* broker.delayNext("commit", "1 second")
+      const before = yield* Effect.forkChild(committer.commitCompleted)
+      yield* settle
+      complete(4)
+      const seek = yield* Effect.forkChild(committer.moveTo(4))
+      yield* TestClock.adjust("2 seconds")
+      yield* Fiber.join(before)
+      yield* Fiber.join(seek)
+      assert.equal(yield* stored, 4, "the seek's commit landed last")
+      assert.equal(committer.committed, 4)
+    }),
+    onTestClock(),
+  ))

@@ -135,3 +135,21 @@ test("Mailbox.fill puts in what fits now, and the rest as room for a quarter of 
     while (mailbox.size > 0) taken.push(...(yield* mailbox.take(10)))
     assert.deepEqual(taken, range(6, 12), "in order")
   })))
+
+test("Mailbox.nudge wakes a wait for records once, records or not", () =>
+  Effect.runPromise(Effect.gen(function*() {
+    const mailbox = new Mailbox<number>(10)
+    const waiting = yield* Effect.forkChild(mailbox.available)
+    yield* Effect.yieldNow
+    mailbox.nudge()
+    yield* Fiber.join(waiting)
+    assert.equal(mailbox.pollHeld(10), undefined, "nothing to take")
+    // Nudged before the wait: the wait returns at once, the next one waits again.
+    mailbox.nudge()
+    yield* mailbox.available
+    const again = yield* Effect.forkChild(mailbox.available)
+    yield* Effect.yieldNow
+    assert.equal(again.pollUnsafe(), undefined, "the nudge woke one wait only")
+    yield* mailbox.offer([1])
+    yield* Fiber.join(again)
+  })))

@@ -44,7 +44,7 @@ export type Services =
   | LiveFeed
   | Topics
   | Producer.Producer
-  | ActorSystem.ActorSystem
+  | ActorSystem.System
   | Lifecycle
 
 /**

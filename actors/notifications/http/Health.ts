@@ -16,7 +16,7 @@ import { json } from "./Errors.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 
 const report = Effect.gen(function*() {
-  const health = yield* (yield* ActorSystem.ActorSystem).health
+  const health = yield* (yield* ActorSystem.System).health
   return {
     healthy: health.healthy,
     ready: health.ready,
