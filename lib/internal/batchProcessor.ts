@@ -22,6 +22,7 @@ import * as Codec from "../Codec.ts"
 import type { ErrorPolicy } from "../ErrorPolicy.ts"
 import type { ConsumerRecord, Header } from "../Transport.ts"
 import { describe } from "./errorText.ts"
+import * as PlainDecode from "./plainDecode.ts"
 import { decodeErrorOf, Halted, type ProcessorDeps } from "./processor.ts"
 
 export interface BatchDeps<R> extends Omit<ProcessorDeps<R>, "transactions"> {
@@ -293,6 +294,11 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
   const decode = (record: ConsumerRecord) => decoded(record, actor.decodeValue(record.value), actor.decodeKey(record.key))
 
   const bytesOnly = actor.decodeValue === Codec.bytes.decode && actor.decodeKey === Codec.bytes.decode
+  // As `processor.ts` does: the codecs' plain decodes when they have them, no `Exit` per record;
+  // a decode that declines runs again through the codec, for its error.
+  const plainValue = PlainDecode.of(actor.decodeValue)
+  const plainKey = PlainDecode.of(actor.decodeKey)
+  const keyAsBytes = actor.decodeKey === Codec.bytes.decode
   const handleStartable = (records: ReadonlyArray<ConsumerRecord>): Effect.Effect<void, Halted, R> =>
     Effect.gen(function*() {
       status.lastOutcome = "handled"
@@ -303,6 +309,14 @@ export const make = <R>(deps: BatchDeps<R>): BatchProcessor<R> => {
         if (bytesOnly) {
           views.push(new BatchRecordView(record, record.value, record.key, 1))
           continue
+        }
+        if (plainValue !== undefined && plainKey !== undefined) {
+          const value = plainValue(record.value)
+          const key = value === PlainDecode.declined ? value : keyAsBytes ? record.key : plainKey(record.key)
+          if (key !== PlainDecode.declined) {
+            views.push(new BatchRecordView(record, value, key, 1))
+            continue
+          }
         }
         // The built-in codecs answer with an `Exit`: read at once, no effect per record.
         const value = actor.decodeValue(record.value)
