@@ -128,7 +128,8 @@ export {
   PartitionNotHeld,
   /**
    * A seek that cannot be done: an offset outside the partition's log, a timestamp that is not
-   * a time, or an actor that cannot seek (exactly-once).
+   * a time, or an exactly-once actor that cannot seek one partition (one transactional producer
+   * per member, or a batch actor).
    *
    * @since 0.4.0
    * @category errors
@@ -419,8 +420,9 @@ export interface System {
    * seek back moves the group's committed offset back and its records are handled again. It
    * waits for the record in flight, its retries included. Works while paused (the partition
    * stays paused) and while halted (it stays halted until resumed). In key lanes (`byKey`,
-   * `unordered`) every record in flight finishes first. Not for exactly-once actors, whose
-   * position is their transactions' (`InvalidSeek`).
+   * `unordered`) every record in flight finishes first. An exactly-once actor commits its open
+   * transaction, then the new offset in a transaction of its own; with one transactional
+   * producer per member, or handling batches, it cannot seek one partition (`InvalidSeek`).
    */
   readonly seek: (
     actor: ActorRef,

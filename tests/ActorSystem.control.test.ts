@@ -182,11 +182,20 @@ test("Control calls that name nothing this member can act on fail with typed err
       const outside = yield* Effect.flip(system.seek(actor, { topic: topic!, partition: 0 }, { offset: 7 }))
       assert.equal(outside._tag, "InvalidSeek")
       assert.match(outside.message, /outside the log, which holds offsets 0 to 0/)
-      const eos = recorder(topic!, [], { name: "eos", delivery: "exactly-once" })
+      // An exactly-once batch actor: each batch is a transaction of its own.
+      const eos = Actor.make({
+        name: "eos",
+        topics: [topic!],
+        value: Event,
+        handleBatch: () => Effect.void,
+        onError: { default: ErrorPolicy.halt },
+        delivery: "exactly-once",
+        consumer: target.consumer,
+      })
       const other2 = yield* ActorSystem.start([eos])
       const exactlyOnce = yield* Effect.flip(other2.seek(eos, { topic: topic!, partition: 0 }, { offset: 0 }))
       assert.equal(exactlyOnce._tag, "InvalidSeek")
-      assert.match(exactlyOnce.message, /exactly-once/)
+      assert.match(exactlyOnce.message, /exactly-once batch actor cannot seek/)
     }),
     layer(),
   ))

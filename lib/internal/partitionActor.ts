@@ -507,6 +507,10 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
         })
         while (true) {
           if (stopping !== "no") return
+          if (pendingSeek !== undefined) {
+            yield* seekInTransactions(txns, pendingSeek, commit)
+            continue
+          }
           if (unpaused !== undefined) {
             // Paused: what the open transaction holds commits now rather than time out meanwhile.
             if (txns.openedAt !== undefined) yield* commit
@@ -547,6 +551,37 @@ export const run = <R>(deps: Deps<R>, onControl: (control: Control) => void) =>
           yield* commit
           yield* handleInTransaction(chunk.slice(at + 1))
         }
+      })
+    /**
+     * Exactly-once, a seek: what the open transaction holds was handled, so it commits first,
+     * with its output; then the new offset is committed in a transaction of its own (offsets
+     * only), as every transaction moves the group's position, and fetching goes on from there.
+     * A commit that fails rewinds the partition (supervision) with the seek still asked for, so
+     * it is tried again from the committed offset.
+     */
+    const seekInTransactions = (
+      txns: PartitionTransactions.PartitionTransactions,
+      request: { readonly offset: number; readonly done: Deferred.Deferred<void> },
+      commitOpen: Effect.Effect<void>,
+    ) =>
+      Effect.gen(function*() {
+        const { offset } = request
+        if (txns.openedAt !== undefined) yield* commitOpen
+        yield* txns.begin
+        yield* txns.commit(offset)
+        pendingSeek = undefined
+        yield* Fiber.interrupt(fetcherFiber)
+        mailbox.clear()
+        current = []
+        carried?.clear()
+        tracker.reset(offset)
+        fetchFrom = offset
+        yield* seekTo(offset)
+        status.position = offset
+        if (status.pausedFor.has("mailbox")) yield* resumeFor("mailbox")
+        if (stopping === "no") fetcherFiber = yield* Effect.forkIn(fetcher, scope)
+        yield* Effect.logInfo(`Partition ${claim.topic}/${claim.partition} continues from offset ${offset} (seek, committed in a transaction)`)
+        yield* Deferred.succeed(request.done, undefined)
       })
     const handleInTransaction = (records: ReadonlyArray<ConsumerRecord>) =>
       records.length === 0 ? Effect.void : Effect.andThen(

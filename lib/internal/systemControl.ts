@@ -172,12 +172,14 @@ export const make = (state: SystemState, transport: Transport["Service"]) => {
       const membership = yield* find(actor)
       const definition = membership.actor
       yield* checkPartition("seek", definition, tp)
-      if (definition.delivery === "exactly-once") {
+      if (definition.delivery === "exactly-once" && (definition.transaction.producer === "per-member" || definition.batch !== undefined)) {
         return yield* Effect.fail(
           new InvalidSeek({
             actor: definition.name,
             ...tp,
-            reason: "seeks are for at-least-once and at-most-once actors; an exactly-once actor's position is its transactions'",
+            reason: definition.batch !== undefined
+              ? "an exactly-once batch actor cannot seek: each batch is a transaction of its own"
+              : "an exactly-once actor with one transactional producer per member cannot seek one partition: its transactions hold every partition's position; use per-partition producers (the default)",
           }),
         )
       }
