@@ -31,6 +31,9 @@ import * as Connection from "./connection.ts"
 import { FindCoordinator } from "./protocol/FindCoordinator.ts"
 import { Metadata, type MetadataResponse } from "./protocol/Metadata.ts"
 
+/** What a failed connection advises (connection.ts), said once when every broker failed. */
+const connectAdvice = /: check that the broker runs and the address is right(, and that the listener speaks TLS)?$/
+
 /**
  * @since 0.2.0
  * @category models
@@ -388,10 +391,13 @@ export const make = (options: Options): Effect.Effect<Brokers, TransportError.Tr
           ? Effect.fail(TransportError.make(
             "NETWORK_EXCEPTION",
             "connect",
-            `Cannot reach any Kafka broker (tried ${candidates.map((c) => c.broker).join(", ")}): ${failures.join("; ")}; check that the brokers run and the addresses are right`,
+            `Cannot reach any Kafka broker (tried ${candidates.map((c) => c.broker).join(", ")}): ${failures.join("; ")}; check that the brokers run and the addresses are right${
+              failures.some((failure) => failure.includes(" over TLS")) ? ", and that the listeners speak TLS" : ""
+            }`,
           ))
           : Effect.catch(candidates[i]!.connect, (error) => {
-            failures.push(error.message)
+            // Each connection's own advice is said once, for all of them, at the end.
+            failures.push(error.message.replace(connectAdvice, ""))
             // A TLS or SASL refusal is the same at every broker: say it now.
             return error.retriable ? attempt(i + 1) : Effect.fail(error)
           })
