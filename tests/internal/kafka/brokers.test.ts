@@ -152,6 +152,10 @@ kafkaTest("Brokers: a bootstrap address that is down is skipped; all of them dow
     assert.equal(error.code, "NETWORK_EXCEPTION")
     assert.equal(error.retriable, true)
     assert.match(error.message, /Cannot reach any Kafka broker \(tried 127\.0\.0\.1:1, 127\.0\.0\.1:2\)/)
+    // Both refusals named, the advice once, at the end.
+    assert.match(error.message, /127\.0\.0\.1:1: connect ECONNREFUSED .*127\.0\.0\.1:2: connect ECONNREFUSED/)
+    assert.equal(error.message.match(/check that/g)?.length, 1, error.message)
+    assert.match(error.message, /; check that the brokers run and the addresses are right$/)
   }))
   succeeded(exit)
 })
